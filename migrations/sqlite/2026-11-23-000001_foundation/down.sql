@@ -1,0 +1,10 @@
+DROP TABLE mappings;
+DROP TABLE usage_events;
+DROP TABLE jobs;
+DROP TABLE entities;
+DROP TABLE enrichment_groups;
+DROP TABLE enrichments;
+DROP TABLE email_senders;
+DROP TABLE email_domains;
+DROP TABLE api_keys;
+DROP TABLE organizations;

@@ -1,0 +1,170 @@
+//! The one mapping from domain errors to gRPC statuses. Every status carries
+//! `google.rpc.ErrorInfo` (UPPER_SNAKE reason, domain `ferry`) and `RequestInfo`
+//! with the call's request id; invalid input adds `BadRequest` field violations.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::auth::AuthError;
+use crate::db::DbError;
+use crate::jobs::QueueError;
+use crate::orgs::OrgError;
+
+pub const DOMAIN: &str = "ferry";
+
+/// A gRPC error before the request id is attached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: Code,
+    pub reason: String,
+    pub message: String,
+    pub violations: Vec<(String, String)>,
+    /// ErrorInfo metadata (kept small: a Vec, not a map).
+    pub metadata: Vec<(String, String)>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, reason: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            reason: reason.to_string(),
+            message: message.into(),
+            violations: Vec::new(),
+            metadata: Vec::new(),
+        }
+    }
+
+    /// INVALID_ARGUMENT naming the offending fields.
+    pub fn invalid(violations: Vec<(String, String)>) -> ApiError {
+        let message = match violations.as_slice() {
+            [(field, description)] => format!("invalid {field}: {description}"),
+            many => format!("{} invalid fields; see the field violations", many.len()),
+        };
+        ApiError {
+            violations,
+            ..ApiError::new(Code::InvalidArgument, "INVALID_ARGUMENT", message)
+        }
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(Code::NotFound, "NOT_FOUND", format!("{what} not found"))
+    }
+
+    pub fn with_metadata(mut self, key: &str, value: impl Into<String>) -> ApiError {
+        self.metadata.push((key.to_string(), value.into()));
+        self
+    }
+
+    pub fn into_status(self, request_id: &str) -> Status {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(
+            self.reason,
+            DOMAIN,
+            self.metadata
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
+        details.set_request_info(request_id, "");
+        if !self.violations.is_empty() {
+            for (field, description) in self.violations {
+                details.add_bad_request_violation(field, description);
+            }
+        }
+        Status::with_error_details(self.code, self.message, details)
+    }
+}
+
+/// Internal errors are logged in full and reported without their details.
+fn internal(err: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %err, "internal error");
+    ApiError::new(
+        Code::Internal,
+        "INTERNAL",
+        "internal error; see the server log for the request id",
+    )
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::Pool(_) | DbError::Connect(_) => {
+                tracing::error!(error = %err, "database unavailable");
+                ApiError::new(
+                    Code::Unavailable,
+                    "DATABASE_UNAVAILABLE",
+                    "the database is unavailable; retry later",
+                )
+            }
+            DbError::Query(_) | DbError::Migration(_) => internal(&err),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(err: diesel::result::Error) -> Self {
+        ApiError::from(DbError::Query(err))
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
+        match err {
+            QueueError::NotFound => ApiError::not_found("job"),
+            QueueError::AlreadyFinished { state } => ApiError::new(
+                Code::FailedPrecondition,
+                "JOB_ALREADY_FINISHED",
+                format!("the job already ended ({state})"),
+            )
+            .with_metadata("state", state),
+            QueueError::Db(err) => err.into(),
+        }
+    }
+}
+
+impl From<OrgError> for ApiError {
+    fn from(err: OrgError) -> Self {
+        match err {
+            OrgError::NotFound(_) => ApiError::not_found("organization"),
+            OrgError::Db(err) => err.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let unauthenticated = |cause: &str, err: &AuthError| {
+            ApiError::new(Code::Unauthenticated, "UNAUTHORIZED", err.to_string())
+                .with_metadata("cause", cause)
+        };
+        match err {
+            AuthError::MissingCredentials => unauthenticated("missing_credentials", &err),
+            AuthError::MalformedKey => unauthenticated("malformed_key", &err),
+            AuthError::UnknownKey => unauthenticated("unknown_key", &err),
+            AuthError::RevokedKey => unauthenticated("revoked_key", &err),
+            AuthError::InvalidOrganizationHeader => ApiError::invalid(vec![(
+                "x-organization-id".into(),
+                "must be an organization id (UUID)".into(),
+            )]),
+            AuthError::OrganizationNotAllowed(ref org) => ApiError::new(
+                Code::PermissionDenied,
+                "ORGANIZATION_NOT_ALLOWED",
+                err.to_string(),
+            )
+            .with_metadata("organization_id", org.clone()),
+            AuthError::MethodNotAllowed(ref method) => {
+                ApiError::new(Code::PermissionDenied, "METHOD_NOT_ALLOWED", err.to_string())
+                    .with_metadata("method", method.clone())
+            }
+            AuthError::MissingPermission(permission) => {
+                ApiError::new(Code::PermissionDenied, "MISSING_PERMISSION", err.to_string())
+                    .with_metadata("permission", permission.as_str())
+            }
+            AuthError::Db(db) => db.into(),
+        }
+    }
+}
+
+/// The auth layer's refusal (see [`crate::auth::layer::DenyFn`]).
+pub fn deny(err: AuthError, request_id: &str) -> Status {
+    ApiError::from(err).into_status(request_id)
+}

@@ -1,0 +1,56 @@
+//! The gRPC services: thin handlers that convert messages, call the domain and map
+//! errors through [`error::ApiError`].
+
+pub mod convert;
+pub mod entity;
+pub mod error;
+pub mod export;
+pub mod import;
+pub mod mapping;
+pub mod page;
+mod pending;
+
+use tonic::{Request, Status};
+
+use crate::auth::Principal;
+use crate::request::RequestId;
+use error::ApiError;
+
+/// What a handler knows about its call: who, and the request id for errors.
+pub struct Call {
+    pub principal: Principal,
+    pub request_id: String,
+}
+
+impl Call {
+    /// Reads what the layers attached. A missing principal means the auth layer did
+    /// not run: refuse rather than serve unauthenticated.
+    pub fn of<T>(request: &Request<T>) -> Result<Call, Status> {
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        match request.extensions().get::<Principal>() {
+            Some(principal) => Ok(Call {
+                principal: principal.clone(),
+                request_id,
+            }),
+            None => Err(ApiError::new(
+                tonic::Code::Unauthenticated,
+                "UNAUTHORIZED",
+                "no credentials were checked",
+            )
+            .into_status(&request_id)),
+        }
+    }
+
+    pub fn org(&self) -> &str {
+        self.principal.organization_id()
+    }
+
+    /// The status for a domain error, with this call's request id.
+    pub fn fail(&self, err: impl Into<ApiError>) -> Status {
+        err.into().into_status(&self.request_id)
+    }
+}

@@ -1,0 +1,209 @@
+//! The Tower layer in front of every gRPC service: checks the API key and the
+//! organization, then the method's permission, and puts the [`Principal`] in the
+//! request's extensions. Health and reflection pass through; unknown methods fail.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use http::HeaderMap;
+use tower::{Layer, Service};
+
+use super::Principal;
+use super::keys;
+use super::permissions::{Permission, is_public, required_permission};
+use crate::db::api_keys;
+use crate::db::{Db, DbError, now_ms};
+use crate::orgs::{self, OrgError};
+use crate::request::RequestId;
+
+/// Why a call was refused; mapped to a gRPC status by the API layer's one mapping.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing credentials: send `authorization: Bearer <api key>`")]
+    MissingCredentials,
+    #[error("the authorization header does not hold a ferry API key")]
+    MalformedKey,
+    #[error("unknown API key")]
+    UnknownKey,
+    #[error("this API key was revoked")]
+    RevokedKey,
+    #[error("`x-organization-id` is not a valid organization id")]
+    InvalidOrganizationHeader,
+    #[error("this API key may not act for organization {0}")]
+    OrganizationNotAllowed(String),
+    #[error("method {0} is not open to API keys")]
+    MethodNotAllowed(String),
+    #[error("this API key lacks the permission `{0}`")]
+    MissingPermission(Permission),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for AuthError {
+    fn from(err: diesel::result::Error) -> Self {
+        AuthError::Db(DbError::Query(err))
+    }
+}
+
+/// Last-use timestamps are written at most this often per key.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+pub struct Authenticator {
+    db: Db,
+}
+
+impl Authenticator {
+    pub fn new(db: Db) -> Authenticator {
+        Authenticator { db }
+    }
+
+    /// The caller of `method` given its metadata, or why it may not call it.
+    pub async fn authorize(&self, method: &str, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        let token = bearer_token(headers)?;
+        let (key_id, secret) = keys::parse(token).ok_or(AuthError::MalformedKey)?;
+        let mut conn = self.db.conn().await?;
+        let key = api_keys::find(&mut conn, key_id)
+            .await?
+            .ok_or(AuthError::UnknownKey)?;
+        if !keys::secret_matches(&key.secret_hash, secret) {
+            return Err(AuthError::UnknownKey);
+        }
+        if key.revoked_at.is_some() {
+            return Err(AuthError::RevokedKey);
+        }
+        let organization_id = match headers.get("x-organization-id") {
+            None => key.organization_id.clone(),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|v| uuid::Uuid::parse_str(v).is_ok())
+                .ok_or(AuthError::InvalidOrganizationHeader)?
+                .to_string(),
+        };
+        if !keys::may_act_for(&key, &organization_id) {
+            return Err(AuthError::OrganizationNotAllowed(organization_id));
+        }
+        let organization = match orgs::find(&self.db, &organization_id).await {
+            Ok(org) => org,
+            Err(OrgError::NotFound(_)) => return Err(AuthError::OrganizationNotAllowed(organization_id)),
+            Err(OrgError::Db(err)) => return Err(AuthError::Db(err)),
+        };
+        let permission =
+            required_permission(method).ok_or_else(|| AuthError::MethodNotAllowed(method.to_string()))?;
+        let permissions = keys::permissions_of(&key);
+        if !permissions.contains(&permission) {
+            return Err(AuthError::MissingPermission(permission));
+        }
+        let now = now_ms();
+        if key.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL_MS) {
+            // Bookkeeping only: failures are not the caller's problem.
+            let _ = api_keys::touch(&mut conn, &key.id, now).await;
+        }
+        Ok(Principal {
+            key_id: key.id,
+            organization,
+            permissions,
+        })
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or(AuthError::MissingCredentials)?
+        .to_str()
+        .map_err(|_| AuthError::MalformedKey)?
+        .trim();
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::MalformedKey)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::MalformedKey);
+    }
+    Ok(token.trim())
+}
+
+/// Builds the refusal sent to the client: the API layer's error mapping, given the
+/// call's request id.
+pub type DenyFn = fn(AuthError, &str) -> tonic::Status;
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Authenticator>,
+    deny: DenyFn,
+}
+
+impl AuthLayer {
+    pub fn new(auth: Authenticator, deny: DenyFn) -> AuthLayer {
+        AuthLayer {
+            auth: Arc::new(auth),
+            deny,
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+            deny: self.deny,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+    deny: DenyFn,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AuthService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        // The clone that was polled ready is the one that must be called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        let deny = self.deny;
+        Box::pin(async move {
+            let path = request.uri().path().to_string();
+            if is_public(&path) {
+                return inner.call(request).await;
+            }
+            match auth.authorize(&path, request.headers()).await {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                    inner.call(request).await
+                }
+                Err(err) => {
+                    let request_id = request
+                        .extensions()
+                        .get::<RequestId>()
+                        .map(|r| r.0.clone())
+                        .unwrap_or_default();
+                    if let AuthError::Db(db) = &err {
+                        tracing::error!(error = %db, "authentication could not reach the database");
+                    }
+                    Ok(deny(err, &request_id).into_http())
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,481 @@
+//! `ferry admin …`: organizations, API keys, e-mail domains and senders, the
+//! enrichment catalogue and usage, straight against the database.
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use crate::auth::{Permission, keys};
+use crate::db::email::{self, EmailDomainRow, EmailSenderRow};
+use crate::db::enrichments::{self, EnrichmentGroupRow, EnrichmentRow};
+use crate::db::{api_keys, new_id, now_ms, usage};
+use crate::orgs::{self, Feature, Plan};
+use crate::server::App;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    #[command(subcommand)]
+    Org(OrgCommand),
+    #[command(subcommand)]
+    Key(KeyCommand),
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    #[command(subcommand)]
+    Sender(SenderCommand),
+    #[command(subcommand)]
+    Enrichment(EnrichmentCommand),
+    /// Usage totals of an organization by kind and month.
+    Usage {
+        #[arg(long)]
+        org: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// freemium, starter, growth, enterprise or usage_based.
+        #[arg(long, default_value = "freemium")]
+        plan: String,
+        /// A feature to enable (repeatable): global_sender_email, bulk_automatic_entity_import.
+        #[arg(long = "feature")]
+        features: Vec<String>,
+    },
+    List,
+    SetPlan {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        plan: String,
+    },
+    EnableFeature {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        feature: String,
+    },
+    DisableFeature {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        feature: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key; its secret is printed once.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// A permission (repeatable); default: all of entities:export,
+        /// entities:bulk_import, entities:read.
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+        /// Another organization this service key may act for (repeatable; `*` for any).
+        #[arg(long = "allow-org")]
+        allow_orgs: Vec<String>,
+    },
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    Revoke {
+        /// The key id (the part after `ferry_`).
+        #[arg(long)]
+        key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    Add {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        domain: String,
+    },
+    Verify {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        domain: String,
+    },
+    List {
+        #[arg(long)]
+        org: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SenderCommand {
+    Add {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    List {
+        #[arg(long)]
+        org: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnrichmentCommand {
+    /// Add or change an enrichment code of the organization's catalogue.
+    Set {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        code: String,
+        /// person, company or any.
+        #[arg(long = "type", default_value = "any")]
+        entity_type: String,
+        /// Keep the code in the catalogue but inactive.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Define an enrichment group (a slug naming several codes).
+    Group {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        slug: String,
+        /// Codes separated by `,`.
+        #[arg(long)]
+        codes: String,
+    },
+    List {
+        #[arg(long)]
+        org: String,
+    },
+}
+
+pub async fn run(app: &App, command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Org(c) => org(app, c).await,
+        AdminCommand::Key(c) => key(app, c).await,
+        AdminCommand::Domain(c) => domain(app, c).await,
+        AdminCommand::Sender(c) => sender(app, c).await,
+        AdminCommand::Enrichment(c) => enrichment(app, c).await,
+        AdminCommand::Usage { org } => usage_report(app, &org).await,
+    }
+}
+
+fn parse_plan(text: &str) -> anyhow::Result<Plan> {
+    Plan::parse(text).with_context(|| {
+        let names: Vec<&str> = Plan::ALL.iter().map(|p| p.as_str()).collect();
+        format!("unknown plan `{text}`; use one of {}", names.join(", "))
+    })
+}
+
+fn parse_feature(text: &str) -> anyhow::Result<Feature> {
+    Feature::parse(text).with_context(|| {
+        let names: Vec<&str> = Feature::ALL.iter().map(|f| f.as_str()).collect();
+        format!("unknown feature `{text}`; use one of {}", names.join(", "))
+    })
+}
+
+fn print_org(org: &orgs::Organization) {
+    let features: Vec<&str> = org.features.iter().map(|f| f.as_str()).collect();
+    println!(
+        "{}  {:<20} plan={:<12} features=[{}]",
+        org.id,
+        org.name,
+        org.plan,
+        features.join(",")
+    );
+}
+
+async fn org(app: &App, command: OrgCommand) -> anyhow::Result<()> {
+    let db = &app.db;
+    let org = match command {
+        OrgCommand::Create { name, plan, features } => {
+            if name.trim().is_empty() {
+                bail!("--name must not be empty");
+            }
+            let features = features
+                .iter()
+                .map(|f| parse_feature(f))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            orgs::create(db, name.trim(), parse_plan(&plan)?, &features).await?
+        }
+        OrgCommand::List => {
+            for org in orgs::list(db).await? {
+                print_org(&org);
+            }
+            return Ok(());
+        }
+        OrgCommand::SetPlan { org, plan } => orgs::set_plan(db, &org, parse_plan(&plan)?).await?,
+        OrgCommand::EnableFeature { org, feature } => {
+            orgs::set_feature(db, &org, parse_feature(&feature)?, true).await?
+        }
+        OrgCommand::DisableFeature { org, feature } => {
+            orgs::set_feature(db, &org, parse_feature(&feature)?, false).await?
+        }
+    };
+    print_org(&org);
+    Ok(())
+}
+
+async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
+    let db = &app.db;
+    match command {
+        KeyCommand::Create {
+            org,
+            name,
+            permissions,
+            allow_orgs,
+        } => {
+            orgs::find(db, &org).await?;
+            let permissions = if permissions.is_empty() {
+                Permission::ALL.to_vec()
+            } else {
+                permissions
+                    .iter()
+                    .map(|p| Permission::parse(p).with_context(|| format!("unknown permission `{p}`")))
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            };
+            let (row, token) = keys::create(db, &org, &name, &permissions, &allow_orgs).await?;
+            println!("key {} created for organization {}", row.id, row.organization_id);
+            println!("{token}");
+            eprintln!("(the key is shown once; store it now)");
+        }
+        KeyCommand::List { org } => {
+            for row in api_keys::list_for_org(&mut db.conn().await?, &org).await? {
+                let state = if row.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}  {:<16} {:<8} permissions={}",
+                    row.id, row.name, state, row.permissions
+                );
+            }
+        }
+        KeyCommand::Revoke { key } => {
+            if api_keys::revoke(&mut db.conn().await?, &key, now_ms()).await? == 0 {
+                bail!("no active key `{key}`");
+            }
+            println!("key {key} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// A lower-case domain name of letters, digits, `-` and dots.
+fn normalize_domain(text: &str) -> anyhow::Result<String> {
+    let domain = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    let valid = domain.contains('.')
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid {
+        bail!("`{text}` is not a domain name");
+    }
+    Ok(domain)
+}
+
+async fn domain(app: &App, command: DomainCommand) -> anyhow::Result<()> {
+    let db = &app.db;
+    match command {
+        DomainCommand::Add { org, domain } => {
+            orgs::find(db, &org).await?;
+            let row = EmailDomainRow {
+                id: new_id(),
+                organization_id: org,
+                domain: normalize_domain(&domain)?,
+                verified: false,
+                verification_token: keys::NewKey::generate().secret[..32].to_string(),
+                created_at: now_ms(),
+                verified_at: None,
+            };
+            email::insert_domain(&mut db.conn().await?, &row).await?;
+            println!(
+                "domain {} added (unverified); verification token {}",
+                row.domain, row.verification_token
+            );
+        }
+        DomainCommand::Verify { org, domain } => {
+            let domain = normalize_domain(&domain)?;
+            if email::verify_domain(&mut db.conn().await?, &org, &domain, now_ms()).await? == 0 {
+                bail!("organization {org} has no domain {domain}");
+            }
+            println!("domain {domain} verified");
+        }
+        DomainCommand::List { org } => {
+            for row in email::list_domains(&mut db.conn().await?, &org).await? {
+                println!(
+                    "{}  {:<30} {}",
+                    row.id,
+                    row.domain,
+                    if row.verified { "verified" } else { "unverified" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn sender(app: &App, command: SenderCommand) -> anyhow::Result<()> {
+    let db = &app.db;
+    match command {
+        SenderCommand::Add {
+            org,
+            email: address,
+            name,
+        } => {
+            orgs::find(db, &org).await?;
+            let address = address.trim().to_ascii_lowercase();
+            let Some((local, domain)) = address.split_once('@') else {
+                bail!("`{address}` is not an e-mail address");
+            };
+            if local.is_empty() {
+                bail!("`{address}` is not an e-mail address");
+            }
+            normalize_domain(domain)?;
+            let row = EmailSenderRow {
+                id: new_id(),
+                organization_id: org,
+                email: address,
+                display_name: name,
+                created_at: now_ms(),
+            };
+            email::insert_sender(&mut db.conn().await?, &row).await?;
+            println!("sender {} added: {}", row.id, row.email);
+        }
+        SenderCommand::List { org } => {
+            for row in email::list_senders(&mut db.conn().await?, &org).await? {
+                println!("{}  {}  {}", row.id, row.email, row.display_name);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn enrichment(app: &App, command: EnrichmentCommand) -> anyhow::Result<()> {
+    let db = &app.db;
+    match command {
+        EnrichmentCommand::Set {
+            org,
+            code,
+            entity_type,
+            inactive,
+        } => {
+            orgs::find(db, &org).await?;
+            if !matches!(entity_type.as_str(), "person" | "company" | "any") {
+                bail!("--type must be person, company or any");
+            }
+            let code = code.trim().to_string();
+            if code.is_empty() {
+                bail!("--code must not be empty");
+            }
+            let row = EnrichmentRow {
+                organization_id: org,
+                code,
+                entity_type,
+                active: !inactive,
+                created_at: now_ms(),
+            };
+            enrichments::upsert(&mut db.conn().await?, &row).await?;
+            println!(
+                "enrichment {} ({}) {}",
+                row.code,
+                row.entity_type,
+                if row.active { "active" } else { "inactive" }
+            );
+        }
+        EnrichmentCommand::Group { org, slug, codes } => {
+            orgs::find(db, &org).await?;
+            let codes: Vec<String> = codes
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect();
+            if codes.is_empty() {
+                bail!("--codes must name at least one code");
+            }
+            let row = EnrichmentGroupRow {
+                organization_id: org,
+                slug: slug.trim().to_string(),
+                codes: serde_json::Value::from(codes).to_string(),
+                created_at: now_ms(),
+            };
+            enrichments::upsert_group(&mut db.conn().await?, &row).await?;
+            println!("group {} = {}", row.slug, row.codes);
+        }
+        EnrichmentCommand::List { org } => {
+            let mut conn = db.conn().await?;
+            for row in enrichments::list(&mut conn, &org).await? {
+                println!(
+                    "{:<40} {:<8} {}",
+                    row.code,
+                    row.entity_type,
+                    if row.active { "active" } else { "inactive" }
+                );
+            }
+            for row in enrichments::list_groups(&mut conn, &org).await? {
+                println!("group {:<34} {}", row.slug, row.codes);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn usage_report(app: &App, org: &str) -> anyhow::Result<()> {
+    let events = usage::list_for_org(&mut app.db.conn().await?, org).await?;
+    let mut totals: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for event in events {
+        *totals
+            .entry((month_of(event.created_at), event.kind))
+            .or_default() += event.quantity;
+    }
+    println!("{:<8} {:<24} {:>10}", "month", "kind", "quantity");
+    for ((month, kind), quantity) in totals {
+        println!("{month:<8} {kind:<24} {quantity:>10}");
+    }
+    Ok(())
+}
+
+/// `YYYY-MM` of an epoch-millisecond time (UTC), by the civil-from-days algorithm.
+fn month_of(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_are_computed_in_utc() {
+        assert_eq!(month_of(0), "1970-01");
+        assert_eq!(month_of(1_795_000_000_000), "2026-11");
+        assert_eq!(month_of(951_782_400_000), "2000-02"); // 2000-02-29
+    }
+
+    #[test]
+    fn domains_are_lower_cased_and_checked() {
+        assert_eq!(normalize_domain(" Example.COM. ").unwrap(), "example.com");
+        assert!(normalize_domain("no_dots").is_err());
+        assert!(normalize_domain("bad..example").is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! The command line: `ferry serve | migrate | admin …`. Glue only: parses arguments,
+//! loads settings, and calls the library.
+
+pub mod admin;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::server::{self, App, bootstrap};
+
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about = "Bulk export and import jobs over gRPC")]
+pub struct Cli {
+    /// Settings file (default: ./ferry.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Any setting as key=value (`jobs.workers=4`); beats the environment and the file.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+    /// Shorthand for --set database.url=URL.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Shorthand for --set server.data_dir=DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server, the HTTP listener and the job worker.
+    Serve {
+        /// Shorthand for --set server.grpc_addr=ADDR.
+        #[arg(long, value_name = "ADDR")]
+        grpc_addr: Option<String>,
+        /// Shorthand for --set server.http_addr=ADDR.
+        #[arg(long, value_name = "ADDR")]
+        http_addr: Option<String>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage organizations, keys, e-mail domains and senders, enrichments (talks to
+    /// the database directly).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))
+}
+
+impl Cli {
+    /// Settings from every layer, flags last.
+    pub fn load_config(&self) -> anyhow::Result<Config> {
+        let mut overrides = self.set.clone();
+        if let Some(url) = &self.database_url {
+            overrides.push(("database.url".into(), url.clone()));
+        }
+        if let Some(dir) = &self.data_dir {
+            overrides.push(("server.data_dir".into(), dir.clone()));
+        }
+        if let Command::Serve { grpc_addr, http_addr } = &self.command {
+            if let Some(addr) = grpc_addr {
+                overrides.push(("server.grpc_addr".into(), addr.clone()));
+            }
+            if let Some(addr) = http_addr {
+                overrides.push(("server.http_addr".into(), addr.clone()));
+            }
+        }
+        Ok(Config::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            &overrides,
+        )?)
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.load_config()?;
+    init_logging(&config);
+    match cli.command {
+        Command::Serve { .. } => serve(config).await,
+        Command::Migrate => {
+            let app = App::open(config).await?;
+            drop(app);
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Admin(command) => {
+            let app = App::open(config).await?;
+            admin::run(&app, command).await
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless.
+    let _ = if config.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let bootstrap_enabled = config.server.bootstrap;
+    let app = App::open(config).await?;
+    if bootstrap_enabled && let Some(created) = bootstrap::run_if_empty(&app.db, &data_dir).await? {
+        println!(
+            "First start: created organization {} and an API key with every permission.",
+            created.organization_id
+        );
+        println!(
+            "  API key (shown once, also saved to {}):",
+            created.key_file.display()
+        );
+        println!("  {}", created.token);
+    }
+    let handlers = app.job_handlers();
+    let running = server::start(app, handlers).await?;
+    println!(
+        "ferry gRPC on {} , HTTP on {}",
+        running.grpc_addr, running.http_addr
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing calls and returning job leases");
+    running.stop().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

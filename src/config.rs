@@ -1,0 +1,524 @@
+//! Settings, layered: command-line flags > `FERRY_*` environment > `ferry.toml` >
+//! embedded defaults. Every key `section.name` has the environment variable
+//! `FERRY_SECTION_NAME` (so `bulk_import.max_items` is `FERRY_BULK_IMPORT_MAX_ITEMS`);
+//! the list of keys is the defaults themselves, so a new setting needs no extra wiring.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A setting that could not be read or is out of range; names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    File { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("unknown setting `{key}` in {origin}")]
+    UnknownKey { key: String, origin: String },
+    #[error("setting `{key}` ({env}): {message}")]
+    Invalid {
+        key: String,
+        env: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    pub jobs: JobsConfig,
+    pub exports: ExportsConfig,
+    pub bulk_import: BulkImportConfig,
+    pub plans: PlansConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// gRPC listen address.
+    pub grpc_addr: String,
+    /// HTTP/1.1 listen address for file downloads and `/metrics`.
+    pub http_addr: String,
+    /// Base URL clients use to reach `http_addr` (signed download links).
+    /// Empty: `http://<http_addr>`.
+    pub public_url: String,
+    /// Root of the embedded default's files (SQLite, file store, mail drop).
+    pub data_dir: String,
+    /// Seconds to let running calls finish on shutdown.
+    pub shutdown_grace_secs: u64,
+    /// Create a default organization and key on the first start of an empty database.
+    pub bootstrap: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or a SQLite file path; empty: `<data_dir>/ferry.db`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Key of the HMAC that signs local download URLs; empty: generated once and kept
+    /// in `<data_dir>/signing-key`.
+    pub signing_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Jobs one process runs at the same time.
+    pub workers: u32,
+    /// How long a claimed job stays leased without a heartbeat.
+    pub lease_secs: u64,
+    /// How often a running job renews its lease and checks for cancellation.
+    pub heartbeat_millis: u64,
+    /// Safety-net poll when no wake-up arrives.
+    pub poll_millis: u64,
+    /// Attempts before a job that keeps failing ends FAILED.
+    pub max_attempts: u32,
+    /// First retry delay; doubled per attempt up to `retry_max_secs`.
+    pub retry_base_millis: u64,
+    pub retry_max_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportsConfig {
+    /// Queued or running exports one organization may have.
+    pub max_active_per_org: u32,
+    /// Days a finished file is kept.
+    pub retention_days: u64,
+    /// Lifetime of a download URL, seconds (at most 7 days).
+    pub download_url_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BulkImportConfig {
+    /// Server-wide cap on rows per import; lowers every plan's limit. 0: no cap.
+    pub max_items: u64,
+    /// Largest accepted upload, bytes.
+    pub max_upload_bytes: u64,
+}
+
+/// Rows per import for each plan.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlansConfig {
+    pub freemium_import_rows: u64,
+    pub starter_import_rows: u64,
+    pub growth_import_rows: u64,
+    pub enterprise_import_rows: u64,
+    pub usage_based_import_rows: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: String,
+    /// A `tracing` filter (`info`, `ferry=debug,info`).
+    pub level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            grpc_addr: "127.0.0.1:50051".into(),
+            http_addr: "127.0.0.1:50052".into(),
+            public_url: String::new(),
+            data_dir: "./ferry-data".into(),
+            shutdown_grace_secs: 10,
+            bootstrap: true,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: String::new(),
+            max_connections: 10,
+        }
+    }
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            workers: 2,
+            lease_secs: 30,
+            heartbeat_millis: 1000,
+            poll_millis: 5000,
+            max_attempts: 3,
+            retry_base_millis: 1000,
+            retry_max_secs: 300,
+        }
+    }
+}
+
+impl Default for ExportsConfig {
+    fn default() -> Self {
+        ExportsConfig {
+            max_active_per_org: 3,
+            retention_days: 7,
+            download_url_ttl_secs: 15 * 60,
+        }
+    }
+}
+
+impl Default for BulkImportConfig {
+    fn default() -> Self {
+        BulkImportConfig {
+            max_items: 0,
+            max_upload_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for PlansConfig {
+    fn default() -> Self {
+        PlansConfig {
+            freemium_import_rows: 4_000,
+            starter_import_rows: 10_000,
+            growth_import_rows: 50_000,
+            enterprise_import_rows: 100_000,
+            usage_based_import_rows: 100_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "human".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// The environment variable of a `section.name` key.
+pub fn env_name(key: &str) -> String {
+    format!("FERRY_{}", key.replace('.', "_").to_uppercase())
+}
+
+impl Config {
+    /// Loads the layers. `file`: an explicit path (must exist) or `None` for
+    /// `./ferry.toml` when present; `env`: the process environment or a test's;
+    /// `overrides`: `key=value` pairs from flags, applied last.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Syntax {
+            path: "defaults".into(),
+            message: e.to_string(),
+        })?;
+        let mut merged = defaults.clone();
+
+        let file = match file {
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from("ferry.toml")).filter(|p| p.exists()),
+        };
+        if let Some(path) = file {
+            let origin = path.display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+                path: origin.clone(),
+                source,
+            })?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+                path: origin.clone(),
+                message: e.to_string(),
+            })?;
+            merge_file(&mut merged, &defaults, table, &origin)?;
+        }
+
+        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        for (key, default) in leaf_keys(&defaults) {
+            if let Some(raw) = env.get(&env_name(&key)) {
+                set_leaf(&mut merged, &key, parse_like(&key, &default, raw)?);
+            }
+        }
+        for (key, raw) in overrides {
+            let default = leaf_keys(&defaults)
+                .into_iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .ok_or_else(|| ConfigError::UnknownKey {
+                    key: key.clone(),
+                    origin: "command-line flags".into(),
+                })?;
+            set_leaf(&mut merged, key, parse_like(key, &default, raw)?);
+        }
+
+        let config: Config = merged
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                path: "merged settings".into(),
+                message: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Range and format checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_addr("server.grpc_addr", &self.server.grpc_addr)?;
+        parse_addr("server.http_addr", &self.server.http_addr)?;
+        check(
+            "log.format",
+            matches!(self.log.format.as_str(), "human" | "json"),
+            "must be `human` or `json`",
+        )?;
+        check("jobs.workers", self.jobs.workers >= 1, "must be at least 1")?;
+        check(
+            "jobs.max_attempts",
+            self.jobs.max_attempts >= 1,
+            "must be at least 1",
+        )?;
+        check("jobs.lease_secs", self.jobs.lease_secs >= 2, "must be at least 2")?;
+        check(
+            "jobs.heartbeat_millis",
+            self.jobs.heartbeat_millis >= 50 && self.jobs.heartbeat_millis < self.jobs.lease_secs * 1000,
+            "must be at least 50 and shorter than jobs.lease_secs",
+        )?;
+        check(
+            "jobs.poll_millis",
+            self.jobs.poll_millis >= 10,
+            "must be at least 10",
+        )?;
+        check(
+            "exports.download_url_ttl_secs",
+            (1..=7 * 24 * 3600).contains(&self.exports.download_url_ttl_secs),
+            "must be between 1 second and 7 days",
+        )?;
+        check(
+            "exports.max_active_per_org",
+            self.exports.max_active_per_org >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "database.max_connections",
+            self.database.max_connections >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "bulk_import.max_upload_bytes",
+            self.bulk_import.max_upload_bytes >= 1024,
+            "must be at least 1024",
+        )?;
+        Ok(())
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        // validate() checked it; the fallback is never used after load().
+        self.server
+            .grpc_addr
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 50051)))
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.server
+            .http_addr
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 50052)))
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(&self.server.data_dir)
+    }
+
+    /// The database URL, defaulting to the SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            self.data_dir().join("ferry.db").display().to_string()
+        } else {
+            self.database.url.clone()
+        }
+    }
+}
+
+fn check(key: &str, ok: bool, message: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, message.to_string()))
+    }
+}
+
+fn invalid(key: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        env: env_name(key),
+        message,
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid(key, format!("`{value}` is not a host:port socket address")))
+}
+
+/// Every `section.name` key with its default value.
+fn leaf_keys(defaults: &toml::Table) -> Vec<(String, toml::Value)> {
+    let mut keys = Vec::new();
+    for (section, value) in defaults {
+        if let toml::Value::Table(table) = value {
+            for (name, leaf) in table {
+                keys.push((format!("{section}.{name}"), leaf.clone()));
+            }
+        }
+    }
+    keys
+}
+
+fn set_leaf(table: &mut toml::Table, key: &str, value: toml::Value) {
+    if let Some((section, name)) = key.split_once('.')
+        && let Some(toml::Value::Table(inner)) = table.get_mut(section)
+    {
+        inner.insert(name.to_string(), value);
+    }
+}
+
+/// Parses a text value (environment, flag) as the type of the setting's default.
+fn parse_like(key: &str, default: &toml::Value, raw: &str) -> Result<toml::Value, ConfigError> {
+    let raw = raw.trim();
+    match default {
+        toml::Value::Integer(_) => raw
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| invalid(key, format!("`{raw}` is not a whole number"))),
+        toml::Value::Boolean(_) => match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err(invalid(key, format!("`{raw}` is not true or false"))),
+        },
+        toml::Value::Float(_) => raw
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .map_err(|_| invalid(key, format!("`{raw}` is not a number"))),
+        _ => Ok(toml::Value::String(raw.to_string())),
+    }
+}
+
+/// Merges a file's table over the defaults, naming unknown sections and keys.
+fn merge_file(
+    merged: &mut toml::Table,
+    defaults: &toml::Table,
+    file: toml::Table,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    for (section, value) in file {
+        let Some(toml::Value::Table(known)) = defaults.get(&section) else {
+            return Err(ConfigError::UnknownKey {
+                key: section,
+                origin: origin.to_string(),
+            });
+        };
+        let toml::Value::Table(entries) = value else {
+            return Err(invalid(
+                &section,
+                format!("must be a [{section}] table in {origin}"),
+            ));
+        };
+        for (name, leaf) in entries {
+            let key = format!("{section}.{name}");
+            if !known.contains_key(&name) {
+                return Err(ConfigError::UnknownKey {
+                    key,
+                    origin: origin.to_string(),
+                });
+            }
+            set_leaf(merged, &key, leaf);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let config = Config::load(Some(Path::new("/dev/null")), env(&[]), &[]).unwrap();
+        assert_eq!(config.server.grpc_addr, "127.0.0.1:50051");
+        assert!(config.database_url().ends_with("ferry-data/ferry.db"));
+        assert_eq!(config.plans.freemium_import_rows, 4_000);
+    }
+
+    #[test]
+    fn flags_beat_environment_which_beats_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ferry.toml");
+        std::fs::write(
+            &file,
+            "[exports]\nmax_active_per_org = 5\nretention_days = 2\n[database]\nurl = 'from-file.db'\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("FERRY_EXPORTS_MAX_ACTIVE_PER_ORG", "7"),
+                ("FERRY_BULK_IMPORT_MAX_ITEMS", "250"),
+            ]),
+            &[("exports.max_active_per_org".into(), "9".into())],
+        )
+        .unwrap();
+        assert_eq!(config.exports.max_active_per_org, 9);
+        assert_eq!(config.exports.retention_days, 2);
+        assert_eq!(config.bulk_import.max_items, 250);
+        assert_eq!(config.database.url, "from-file.db");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_setting_and_its_variable() {
+        let err = Config::load(
+            Some(Path::new("/dev/null")),
+            env(&[("FERRY_JOBS_WORKERS", "many")]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("jobs.workers") && err.contains("FERRY_JOBS_WORKERS"),
+            "{err}"
+        );
+        let err = Config::load(
+            Some(Path::new("/dev/null")),
+            env(&[("FERRY_SERVER_GRPC_ADDR", "nowhere")]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.grpc_addr"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ferry.toml");
+        std::fs::write(&file, "[jobs]\nworkerz = 3\n").unwrap();
+        let err = Config::load(Some(&file), env(&[]), &[]).unwrap_err().to_string();
+        assert!(err.contains("jobs.workerz"), "{err}");
+    }
+}

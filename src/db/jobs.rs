@@ -1,0 +1,567 @@
+//! Queries on `jobs`, the queue every job kind shares. Every write a worker makes is
+//! fenced by its lease id: a worker that lost its lease changes nothing.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::schema::jobs;
+use super::{Conn, Db, DbError};
+use crate::with_conn;
+
+pub const QUEUED: &str = "queued";
+pub const RUNNING: &str = "running";
+pub const COMPLETED: &str = "completed";
+pub const FAILED: &str = "failed";
+pub const CANCELLED: &str = "cancelled";
+pub const EXPIRED: &str = "expired";
+
+/// States a job never leaves.
+pub const TERMINAL: [&str; 4] = [COMPLETED, FAILED, CANCELLED, EXPIRED];
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = jobs, treat_none_as_default_value = false)]
+pub struct JobRow {
+    pub id: String,
+    pub organization_id: String,
+    pub kind: String,
+    pub state: String,
+    /// Versioned JSON (`{"v":1,...}`) the job kind decodes.
+    pub payload: String,
+    /// Kind-specific JSON written on completion (file key, checksum, …).
+    pub result: Option<String>,
+    /// JSON of the failure: code, reason, message.
+    pub error: Option<String>,
+    pub request_id: Option<String>,
+    /// Identifies "the same job" for conflict detection while one is active.
+    pub dedupe_key: Option<String>,
+    pub search_text: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_after: i64,
+    pub lease_id: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub cancel_requested: bool,
+    pub rows_done: i64,
+    pub rows_total: Option<i64>,
+    pub bytes_done: i64,
+    /// Bumped by every write, so watchers can drop stale or repeated states.
+    pub version: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub updated_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+impl JobRow {
+    pub fn is_terminal(&self) -> bool {
+        TERMINAL.contains(&self.state.as_str())
+    }
+}
+
+pub async fn insert(conn: &mut Conn, row: &JobRow) -> QueryResult<()> {
+    with_conn!(conn, |c| {
+        diesel::insert_into(jobs::table)
+            .values(row)
+            .execute(c)
+            .await
+            .map(drop)
+    })
+}
+
+/// A job by id, whatever its organization (workers and the event hub).
+pub async fn find(conn: &mut Conn, id: &str) -> QueryResult<Option<JobRow>> {
+    with_conn!(conn, |c| {
+        jobs::table
+            .find(id)
+            .select(JobRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })
+}
+
+/// A job of one organization and kind; another organization's job is `None`.
+pub async fn find_for_org(
+    conn: &mut Conn,
+    organization_id: &str,
+    kind: &str,
+    id: &str,
+) -> QueryResult<Option<JobRow>> {
+    with_conn!(conn, |c| {
+        jobs::table
+            .filter(jobs::id.eq(id))
+            .filter(jobs::organization_id.eq(organization_id))
+            .filter(jobs::kind.eq(kind))
+            .select(JobRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })
+}
+
+/// The job created with this idempotency key since `since`, if any.
+pub async fn find_by_request_id(
+    conn: &mut Conn,
+    organization_id: &str,
+    kind: &str,
+    request_id: &str,
+    since: i64,
+) -> QueryResult<Option<JobRow>> {
+    with_conn!(conn, |c| {
+        jobs::table
+            .filter(jobs::organization_id.eq(organization_id))
+            .filter(jobs::kind.eq(kind))
+            .filter(jobs::request_id.eq(request_id))
+            .filter(jobs::created_at.ge(since))
+            .select(JobRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })
+}
+
+/// A queued or running job with the same dedupe key.
+pub async fn find_active_duplicate(
+    conn: &mut Conn,
+    organization_id: &str,
+    kind: &str,
+    dedupe_key: &str,
+) -> QueryResult<Option<JobRow>> {
+    with_conn!(conn, |c| {
+        jobs::table
+            .filter(jobs::organization_id.eq(organization_id))
+            .filter(jobs::kind.eq(kind))
+            .filter(jobs::dedupe_key.eq(dedupe_key))
+            .filter(jobs::state.eq_any([QUEUED, RUNNING]))
+            .select(JobRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })
+}
+
+/// How many jobs of a kind are queued or running for the organization.
+pub async fn count_active(conn: &mut Conn, organization_id: &str, kind: &str) -> QueryResult<i64> {
+    with_conn!(conn, |c| {
+        jobs::table
+            .filter(jobs::organization_id.eq(organization_id))
+            .filter(jobs::kind.eq(kind))
+            .filter(jobs::state.eq_any([QUEUED, RUNNING]))
+            .count()
+            .get_result(c)
+            .await
+    })
+}
+
+/// Claims the oldest runnable job of the given kinds: one transaction that picks it
+/// (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the `BEGIN IMMEDIATE` write lock on
+/// SQLite) and takes the lease.
+pub async fn claim_next(
+    db: &Db,
+    kinds: &[String],
+    owner: &str,
+    lease_id: &str,
+    lease_until: i64,
+    now: i64,
+) -> Result<Option<JobRow>, DbError> {
+    let (kinds, owner, lease_id) = (kinds.to_vec(), owner.to_string(), lease_id.to_string());
+    db.transaction(move |conn| {
+        Box::pin(async move {
+            let Some(id) = next_runnable_id(conn, &kinds, now).await? else {
+                return Ok(None);
+            };
+            let row = with_conn!(conn, |c| {
+                diesel::update(jobs::table.find(&id).filter(jobs::state.eq(QUEUED)))
+                    .set((
+                        jobs::state.eq(RUNNING),
+                        jobs::lease_id.eq(&lease_id),
+                        jobs::lease_owner.eq(&owner),
+                        jobs::lease_expires_at.eq(lease_until),
+                        jobs::attempts.eq(jobs::attempts + 1),
+                        jobs::started_at.eq(diesel::dsl::sql::<
+                            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+                        >(&format!(
+                            "COALESCE(started_at, {now})"
+                        ))),
+                        jobs::updated_at.eq(now),
+                        jobs::version.eq(jobs::version + 1),
+                    ))
+                    .returning(JobRow::as_returning())
+                    .get_result(c)
+                    .await
+                    .optional()
+            })?;
+            Ok(row)
+        })
+    })
+    .await
+}
+
+async fn next_runnable_id(conn: &mut Conn, kinds: &[String], now: i64) -> QueryResult<Option<String>> {
+    let query = jobs::table
+        .filter(jobs::state.eq(QUEUED))
+        .filter(jobs::run_after.le(now))
+        .filter(jobs::kind.eq_any(kinds))
+        .order((jobs::run_after, jobs::id))
+        .select(jobs::id)
+        .limit(1);
+    match conn {
+        Conn::Pg(c) => query.for_update().skip_locked().first(&mut **c).await.optional(),
+        Conn::Sqlite(c) => query.first(&mut **c).await.optional(),
+    }
+}
+
+/// Extends a lease. `Ok(None)`: the lease is gone (reaped, or the job ended).
+/// `Ok(Some(cancel_requested))` otherwise.
+pub async fn renew_lease(
+    conn: &mut Conn,
+    id: &str,
+    lease_id: &str,
+    lease_until: i64,
+) -> QueryResult<Option<bool>> {
+    with_conn!(conn, |c| {
+        diesel::update(fenced(id, lease_id))
+            .set(jobs::lease_expires_at.eq(lease_until))
+            .returning(jobs::cancel_requested)
+            .get_result(c)
+            .await
+            .optional()
+    })
+}
+
+type Fenced<'a> = diesel::dsl::Filter<
+    diesel::dsl::Filter<
+        diesel::dsl::Filter<jobs::table, diesel::dsl::Eq<jobs::id, &'a str>>,
+        diesel::dsl::Eq<jobs::lease_id, &'a str>,
+    >,
+    diesel::dsl::Eq<jobs::state, &'static str>,
+>;
+
+/// The job row, only while `lease_id` still holds it.
+fn fenced<'a>(id: &'a str, lease_id: &'a str) -> Fenced<'a> {
+    jobs::table
+        .filter(jobs::id.eq(id))
+        .filter(jobs::lease_id.eq(lease_id))
+        .filter(jobs::state.eq(RUNNING))
+}
+
+/// Progress counters; returns 0 when the lease was lost.
+pub async fn update_progress(
+    conn: &mut Conn,
+    id: &str,
+    lease_id: &str,
+    rows_done: i64,
+    rows_total: Option<i64>,
+    bytes_done: i64,
+    now: i64,
+) -> QueryResult<usize> {
+    with_conn!(conn, |c| {
+        diesel::update(fenced(id, lease_id))
+            .set((
+                jobs::rows_done.eq(rows_done),
+                jobs::rows_total.eq(rows_total),
+                jobs::bytes_done.eq(bytes_done),
+                jobs::updated_at.eq(now),
+                jobs::version.eq(jobs::version + 1),
+            ))
+            .execute(c)
+            .await
+    })
+}
+
+/// Ends a job the worker still holds: `state` is completed, failed or cancelled.
+/// Returns 0 when the lease was lost, so a job is never finished twice.
+#[expect(clippy::too_many_arguments, reason = "one statement sets every final field")]
+pub async fn finish(
+    conn: &mut Conn,
+    id: &str,
+    lease_id: &str,
+    state: &str,
+    result: Option<&str>,
+    error: Option<&str>,
+    expires_at: Option<i64>,
+    now: i64,
+) -> QueryResult<usize> {
+    with_conn!(conn, |c| {
+        diesel::update(fenced(id, lease_id))
+            .set((
+                jobs::state.eq(state),
+                jobs::result.eq(result),
+                jobs::error.eq(error),
+                jobs::expires_at.eq(expires_at),
+                jobs::lease_id.eq(None::<String>),
+                jobs::lease_expires_at.eq(None::<i64>),
+                jobs::finished_at.eq(now),
+                jobs::updated_at.eq(now),
+                jobs::version.eq(jobs::version + 1),
+            ))
+            .execute(c)
+            .await
+    })
+}
+
+/// Returns a held job to the queue to run at `run_after`. With `refund_attempt` the
+/// attempt does not count (a graceful shutdown is not the job's fault).
+pub async fn requeue(
+    conn: &mut Conn,
+    id: &str,
+    lease_id: &str,
+    run_after: i64,
+    error: Option<&str>,
+    refund_attempt: bool,
+    now: i64,
+) -> QueryResult<usize> {
+    let refund = i32::from(refund_attempt);
+    with_conn!(conn, |c| {
+        diesel::update(fenced(id, lease_id))
+            .set((
+                jobs::state.eq(QUEUED),
+                jobs::run_after.eq(run_after),
+                jobs::error.eq(error),
+                jobs::attempts.eq(jobs::attempts - refund),
+                jobs::lease_id.eq(None::<String>),
+                jobs::lease_owner.eq(None::<String>),
+                jobs::lease_expires_at.eq(None::<i64>),
+                jobs::updated_at.eq(now),
+                jobs::version.eq(jobs::version + 1),
+            ))
+            .execute(c)
+            .await
+    })
+}
+
+/// Cancels a queued job at once, or flags a running one for its worker to stop.
+/// Returns the job after the change (`None`: not this organization's job).
+pub async fn request_cancel(
+    conn: &mut Conn,
+    organization_id: &str,
+    id: &str,
+    now: i64,
+) -> QueryResult<Option<JobRow>> {
+    with_conn!(conn, |c| {
+        diesel::update(
+            jobs::table
+                .filter(jobs::id.eq(id))
+                .filter(jobs::organization_id.eq(organization_id))
+                .filter(jobs::state.eq(QUEUED)),
+        )
+        .set((
+            jobs::state.eq(CANCELLED),
+            jobs::finished_at.eq(now),
+            jobs::updated_at.eq(now),
+            jobs::version.eq(jobs::version + 1),
+        ))
+        .execute(c)
+        .await?;
+        diesel::update(
+            jobs::table
+                .filter(jobs::id.eq(id))
+                .filter(jobs::organization_id.eq(organization_id))
+                .filter(jobs::state.eq(RUNNING))
+                .filter(jobs::cancel_requested.eq(false)),
+        )
+        .set((
+            jobs::cancel_requested.eq(true),
+            jobs::updated_at.eq(now),
+            jobs::version.eq(jobs::version + 1),
+        ))
+        .execute(c)
+        .await?;
+        jobs::table
+            .filter(jobs::id.eq(id))
+            .filter(jobs::organization_id.eq(organization_id))
+            .select(JobRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })
+}
+
+/// Jobs whose lease ran out (their worker died): back to the queue, or FAILED /
+/// CANCELLED when no attempt is left or a cancel was asked. Returns their ids.
+pub async fn reap_expired_leases(conn: &mut Conn, now: i64, lost_error: &str) -> QueryResult<Vec<String>> {
+    with_conn!(conn, |c| {
+        let expired = || {
+            jobs::table
+                .filter(jobs::state.eq(RUNNING))
+                .filter(jobs::lease_expires_at.lt(now))
+        };
+        let mut ids: Vec<String> = diesel::update(expired().filter(jobs::cancel_requested.eq(true)))
+            .set((
+                jobs::state.eq(CANCELLED),
+                jobs::lease_id.eq(None::<String>),
+                jobs::lease_expires_at.eq(None::<i64>),
+                jobs::finished_at.eq(now),
+                jobs::updated_at.eq(now),
+                jobs::version.eq(jobs::version + 1),
+            ))
+            .returning(jobs::id)
+            .get_results(c)
+            .await?;
+        ids.extend(
+            diesel::update(expired().filter(jobs::attempts.ge(jobs::max_attempts)))
+                .set((
+                    jobs::state.eq(FAILED),
+                    jobs::error.eq(lost_error),
+                    jobs::lease_id.eq(None::<String>),
+                    jobs::lease_expires_at.eq(None::<i64>),
+                    jobs::finished_at.eq(now),
+                    jobs::updated_at.eq(now),
+                    jobs::version.eq(jobs::version + 1),
+                ))
+                .returning(jobs::id)
+                .get_results::<String>(c)
+                .await?,
+        );
+        ids.extend(
+            diesel::update(expired())
+                .set((
+                    jobs::state.eq(QUEUED),
+                    jobs::run_after.eq(now),
+                    jobs::lease_id.eq(None::<String>),
+                    jobs::lease_owner.eq(None::<String>),
+                    jobs::lease_expires_at.eq(None::<i64>),
+                    jobs::updated_at.eq(now),
+                    jobs::version.eq(jobs::version + 1),
+                ))
+                .returning(jobs::id)
+                .get_results::<String>(c)
+                .await?,
+        );
+        Ok(ids)
+    })
+}
+
+/// Deletes a job of the organization; returns whether it existed.
+pub async fn delete(conn: &mut Conn, organization_id: &str, id: &str) -> QueryResult<bool> {
+    with_conn!(conn, |c| {
+        diesel::delete(
+            jobs::table
+                .filter(jobs::id.eq(id))
+                .filter(jobs::organization_id.eq(organization_id)),
+        )
+        .execute(c)
+        .await
+        .map(|n| n > 0)
+    })
+}
+
+/// Frees idempotency keys older than their 24 h window, so a key can be reused.
+pub async fn release_request_ids(conn: &mut Conn, before: i64) -> QueryResult<usize> {
+    with_conn!(conn, |c| {
+        diesel::update(
+            jobs::table
+                .filter(jobs::request_id.is_not_null())
+                .filter(jobs::created_at.lt(before)),
+        )
+        .set(jobs::request_id.eq(None::<String>))
+        .execute(c)
+        .await
+    })
+}
+
+/// Filters of a job listing (AIP-158); the organization and kind always apply.
+#[derive(Debug, Clone, Default)]
+pub struct JobListFilter {
+    pub states: Vec<String>,
+    pub created_after: Option<i64>,
+    pub created_before: Option<i64>,
+    pub search: Option<String>,
+}
+
+macro_rules! apply_job_filter {
+    ($query:expr, $org:expr, $kind:expr, $f:expr) => {{
+        let f: &JobListFilter = $f;
+        let mut q = $query
+            .filter(jobs::organization_id.eq($org))
+            .filter(jobs::kind.eq($kind));
+        if !f.states.is_empty() {
+            q = q.filter(jobs::state.eq_any(&f.states));
+        }
+        if let Some(t) = f.created_after {
+            q = q.filter(jobs::created_at.ge(t));
+        }
+        if let Some(t) = f.created_before {
+            q = q.filter(jobs::created_at.le(t));
+        }
+        if let Some(term) = &f.search {
+            let pattern = format!("%{}%", term.replace(['%', '_', '\\'], ""));
+            q = q.filter(jobs::id.like(pattern.clone()).or(jobs::search_text.like(pattern)));
+        }
+        q
+    }};
+}
+
+/// One page of jobs ordered by `created_at` or `updated_at` (then id), after the
+/// cursor `(sort value, id)` of the previous page.
+#[expect(clippy::too_many_arguments, reason = "a listing's filter, order and page")]
+pub async fn list(
+    conn: &mut Conn,
+    organization_id: &str,
+    kind: &str,
+    filter: &JobListFilter,
+    by_update_time: bool,
+    descending: bool,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> QueryResult<Vec<JobRow>> {
+    with_conn!(conn, |c| {
+        let q = apply_job_filter!(jobs::table.into_boxed(), organization_id, kind, filter);
+        let q = match (by_update_time, descending, after) {
+            (false, true, Some((v, id))) => q.filter(
+                jobs::created_at
+                    .lt(v)
+                    .or(jobs::created_at.eq(v).and(jobs::id.lt(id))),
+            ),
+            (false, false, Some((v, id))) => q.filter(
+                jobs::created_at
+                    .gt(v)
+                    .or(jobs::created_at.eq(v).and(jobs::id.gt(id))),
+            ),
+            (true, true, Some((v, id))) => q.filter(
+                jobs::updated_at
+                    .lt(v)
+                    .or(jobs::updated_at.eq(v).and(jobs::id.lt(id))),
+            ),
+            (true, false, Some((v, id))) => q.filter(
+                jobs::updated_at
+                    .gt(v)
+                    .or(jobs::updated_at.eq(v).and(jobs::id.gt(id))),
+            ),
+            (_, _, None) => q,
+        };
+        let q = match (by_update_time, descending) {
+            (false, true) => q.order((jobs::created_at.desc(), jobs::id.desc())),
+            (false, false) => q.order((jobs::created_at.asc(), jobs::id.asc())),
+            (true, true) => q.order((jobs::updated_at.desc(), jobs::id.desc())),
+            (true, false) => q.order((jobs::updated_at.asc(), jobs::id.asc())),
+        };
+        q.limit(limit).select(JobRow::as_select()).load(c).await
+    })
+}
+
+pub async fn count(
+    conn: &mut Conn,
+    organization_id: &str,
+    kind: &str,
+    filter: &JobListFilter,
+) -> QueryResult<i64> {
+    with_conn!(conn, |c| {
+        apply_job_filter!(jobs::table.count().into_boxed(), organization_id, kind, filter)
+            .get_result(c)
+            .await
+    })
+}
+
+/// Jobs by kind and state, for `/metrics`.
+pub async fn count_by_kind_and_state(conn: &mut Conn) -> QueryResult<Vec<(String, String, i64)>> {
+    with_conn!(conn, |c| {
+        jobs::table
+            .group_by((jobs::kind, jobs::state))
+            .select((jobs::kind, jobs::state, diesel::dsl::count_star()))
+            .load(c)
+            .await
+    })
+}

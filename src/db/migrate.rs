@@ -1,0 +1,54 @@
+//! Embedded migrations, run at start and by `ferry migrate`.
+
+use diesel::Connection;
+use diesel::connection::SimpleConnection;
+use diesel_async::AsyncPgConnection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use super::{Backend, Db, DbError, sqlite_path};
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// An arbitrary constant: replicas starting together take turns on this advisory lock.
+const MIGRATION_LOCK_KEY: i64 = 0x6665_7272_7900;
+
+/// Applies pending migrations; returns the versions applied (empty when up to date).
+///
+/// The migration harness is synchronous, so it runs on a blocking thread over a
+/// dedicated connection rather than a pooled one.
+pub async fn run(db: &Db) -> Result<Vec<String>, DbError> {
+    let url = db.url().to_string();
+    let backend = db.backend();
+    tokio::task::spawn_blocking(move || match backend {
+        Backend::Postgres => run_postgres(&url),
+        Backend::Sqlite => run_sqlite(sqlite_path(&url)),
+    })
+    .await
+    .map_err(|e| DbError::Migration(e.to_string()))?
+}
+
+fn run_postgres(url: &str) -> Result<Vec<String>, DbError> {
+    let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(url)
+        .map_err(|e| DbError::Connect(e.to_string()))?;
+    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+    let applied = apply(&mut conn, PG_MIGRATIONS);
+    conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
+    applied
+}
+
+fn run_sqlite(path: &str) -> Result<Vec<String>, DbError> {
+    let mut conn = diesel::SqliteConnection::establish(path).map_err(|e| DbError::Connect(e.to_string()))?;
+    conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")?;
+    apply(&mut conn, SQLITE_MIGRATIONS)
+}
+
+fn apply<DB: diesel::backend::Backend>(
+    conn: &mut impl MigrationHarness<DB>,
+    migrations: EmbeddedMigrations,
+) -> Result<Vec<String>, DbError> {
+    conn.run_pending_migrations(migrations)
+        .map(|versions| versions.iter().map(|v| v.to_string()).collect())
+        .map_err(|e| DbError::Migration(e.to_string()))
+}

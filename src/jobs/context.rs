@@ -1,0 +1,122 @@
+//! What a running job sees: its row, the database, progress reporting fenced by its
+//! lease, and the signal to stop (cancelled, lease lost, or shutting down).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{JobError, JobEvents};
+use crate::db::jobs::{self, JobRow};
+use crate::db::{Db, now_ms};
+
+/// Progress is written at most this often (watchers see at most 2 updates a second).
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Why a running job must stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Cancelled,
+    LeaseLost,
+    Shutdown,
+}
+
+#[derive(Clone)]
+pub struct JobContext {
+    job: Arc<JobRow>,
+    lease_id: Arc<str>,
+    db: Db,
+    events: JobEvents,
+    stop: CancellationToken,
+    reason: Arc<Mutex<Option<StopReason>>>,
+    last_progress: Arc<Mutex<Option<Instant>>>,
+}
+
+impl JobContext {
+    pub(crate) fn new(job: JobRow, lease_id: &str, db: Db, events: JobEvents) -> JobContext {
+        JobContext {
+            job: Arc::new(job),
+            lease_id: Arc::from(lease_id),
+            db,
+            events,
+            stop: CancellationToken::new(),
+            reason: Arc::new(Mutex::new(None)),
+            last_progress: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub fn job(&self) -> &JobRow {
+        &self.job
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn lease_id(&self) -> &str {
+        &self.lease_id
+    }
+
+    /// Resolves when the job must stop; use in `select!` around long waits.
+    pub async fn stopped(&self) {
+        self.stop.cancelled().await;
+    }
+
+    /// `Err` once the job must stop: call between batches.
+    pub fn check(&self) -> Result<(), JobError> {
+        match self.stop_reason() {
+            None => Ok(()),
+            Some(StopReason::Cancelled) => Err(JobError::Cancelled),
+            Some(StopReason::LeaseLost) => Err(JobError::LeaseLost),
+            Some(StopReason::Shutdown) => Err(JobError::Shutdown),
+        }
+    }
+
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        *self.reason.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Asks the job to stop; the first reason wins.
+    pub(crate) fn request_stop(&self, reason: StopReason) {
+        let mut current = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.is_none() {
+            *current = Some(reason);
+        }
+        self.stop.cancel();
+    }
+
+    /// Reports progress; written at most every 500 ms unless `force`. Fails with
+    /// `LeaseLost` when another worker owns the job.
+    pub async fn progress(
+        &self,
+        rows_done: i64,
+        rows_total: Option<i64>,
+        bytes_done: i64,
+        force: bool,
+    ) -> Result<(), JobError> {
+        {
+            let mut last = self.last_progress.lock().unwrap_or_else(PoisonError::into_inner);
+            if !force && last.is_some_and(|t| t.elapsed() < PROGRESS_INTERVAL) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let mut conn = self.db.conn().await?;
+        let written = jobs::update_progress(
+            &mut conn,
+            &self.job.id,
+            &self.lease_id,
+            rows_done,
+            rows_total,
+            bytes_done,
+            now_ms(),
+        )
+        .await?;
+        if written == 0 {
+            self.request_stop(StopReason::LeaseLost);
+            return Err(JobError::LeaseLost);
+        }
+        self.events.publish(&mut conn, &self.job.id).await;
+        Ok(())
+    }
+}

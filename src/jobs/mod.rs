@@ -1,0 +1,71 @@
+//! The job queue every job kind runs on: enqueue with idempotency, claim with a
+//! lease, heartbeat, retry with backoff, cancellation, and events for watchers.
+
+pub mod context;
+pub mod events;
+pub mod queue;
+pub mod worker;
+
+use futures::future::BoxFuture;
+
+pub use context::JobContext;
+pub use events::JobEvents;
+pub use queue::{Enqueued, NewJob, Queue, QueueError};
+pub use worker::Worker;
+
+/// What a successful run leaves on the job.
+#[derive(Debug, Default, Clone)]
+pub struct JobOutcome {
+    /// Kind-specific JSON kept on the job (file key, checksum, counts, …).
+    pub result: Option<serde_json::Value>,
+    /// When the job's output expires (exports' retention).
+    pub expires_at: Option<i64>,
+}
+
+/// How a run failed, which decides what the queue does next.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Worth another attempt (storage or database hiccup): retried with backoff.
+    #[error("{0}")]
+    Transient(String),
+    /// The job cannot succeed (bad data): FAILED now, with this reason.
+    #[error("{message}")]
+    Permanent { reason: String, message: String },
+    /// The job saw its cancellation.
+    #[error("the job was cancelled")]
+    Cancelled,
+    /// Another worker owns the job now; nothing more may be written.
+    #[error("the job's lease was lost")]
+    LeaseLost,
+    /// This process is stopping; the job goes back to the queue.
+    #[error("the worker is shutting down")]
+    Shutdown,
+}
+
+impl From<crate::db::DbError> for JobError {
+    fn from(err: crate::db::DbError) -> Self {
+        JobError::Transient(err.to_string())
+    }
+}
+
+impl From<diesel::result::Error> for JobError {
+    fn from(err: diesel::result::Error) -> Self {
+        JobError::Transient(err.to_string())
+    }
+}
+
+/// A kind of job: decodes its payload and runs it. Every kind is registered with the
+/// [`Worker`] in one list.
+pub trait JobHandler: Send + Sync + 'static {
+    /// The `kind` column value this handler runs.
+    fn kind(&self) -> &'static str;
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>>;
+}
+
+/// The error a job carries when it ends FAILED: `code` is a gRPC code number.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobFailure {
+    pub code: i32,
+    pub reason: String,
+    pub message: String,
+}

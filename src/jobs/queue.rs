@@ -1,0 +1,281 @@
+//! Enqueueing and reading jobs: what the services call. Workers live in `worker.rs`.
+
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::JobEvents;
+use crate::config::JobsConfig;
+use crate::db::jobs::{self, JobListFilter, JobRow};
+use crate::db::{Db, DbError, new_id, now_ms};
+
+/// An idempotency key is honoured this long.
+pub const REQUEST_ID_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("job not found")]
+    NotFound,
+    #[error("the job already ended ({state})")]
+    AlreadyFinished { state: String },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for QueueError {
+    fn from(err: diesel::result::Error) -> Self {
+        QueueError::Db(DbError::Query(err))
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub organization_id: String,
+    pub kind: String,
+    /// Versioned payload (`{"v":1,...}`).
+    pub payload: serde_json::Value,
+    pub request_id: Option<String>,
+    pub dedupe_key: Option<String>,
+    /// Text that `search` in listings matches besides the id (a file name).
+    pub search_text: String,
+    pub rows_total: Option<i64>,
+}
+
+/// The outcome of an enqueue: a new job, or the one created earlier with the same
+/// idempotency key.
+#[derive(Debug, Clone)]
+pub enum Enqueued {
+    Created(JobRow),
+    Existing(JobRow),
+}
+
+impl Enqueued {
+    pub fn into_row(self) -> JobRow {
+        match self {
+            Enqueued::Created(row) | Enqueued::Existing(row) => row,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Queue {
+    db: Db,
+    events: JobEvents,
+    config: JobsConfig,
+}
+
+impl Queue {
+    pub fn new(db: Db, events: JobEvents, config: JobsConfig) -> Queue {
+        Queue { db, events, config }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn events(&self) -> &JobEvents {
+        &self.events
+    }
+
+    pub fn config(&self) -> &JobsConfig {
+        &self.config
+    }
+
+    /// Queues a job, or returns the job created with the same `request_id` in the last
+    /// 24 hours (even when two calls race).
+    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
+        let mut conn = self.db.conn().await?;
+        let now = now_ms();
+        if let Some(existing) = self.find_by_request_id(&mut conn, &job, now).await? {
+            return Ok(Enqueued::Existing(existing));
+        }
+        let row = JobRow {
+            id: new_id(),
+            organization_id: job.organization_id.clone(),
+            kind: job.kind.clone(),
+            state: jobs::QUEUED.into(),
+            payload: job.payload.to_string(),
+            result: None,
+            error: None,
+            request_id: job.request_id.clone(),
+            dedupe_key: job.dedupe_key.clone(),
+            search_text: job.search_text.clone(),
+            attempts: 0,
+            max_attempts: self.config.max_attempts as i32,
+            run_after: now,
+            lease_id: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            rows_done: 0,
+            rows_total: job.rows_total,
+            bytes_done: 0,
+            version: 0,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            updated_at: now,
+            expires_at: None,
+        };
+        match jobs::insert(&mut conn, &row).await {
+            Ok(()) => {}
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) if job.request_id.is_some() => {
+                // A concurrent call with the same key won the race.
+                return match self.find_by_request_id(&mut conn, &job, now).await? {
+                    Some(existing) => Ok(Enqueued::Existing(existing)),
+                    None => Err(QueueError::NotFound),
+                };
+            }
+            Err(err) => return Err(err.into()),
+        }
+        self.events.publish(&mut conn, &row.id).await;
+        Ok(Enqueued::Created(row))
+    }
+
+    async fn find_by_request_id(
+        &self,
+        conn: &mut crate::db::Conn,
+        job: &NewJob,
+        now: i64,
+    ) -> Result<Option<JobRow>, QueueError> {
+        let Some(request_id) = &job.request_id else {
+            return Ok(None);
+        };
+        Ok(jobs::find_by_request_id(
+            conn,
+            &job.organization_id,
+            &job.kind,
+            request_id,
+            now - REQUEST_ID_WINDOW_MS,
+        )
+        .await?)
+    }
+
+    /// A job of the organization; another organization's job is `NotFound`.
+    pub async fn get(&self, organization_id: &str, kind: &str, id: &str) -> Result<JobRow, QueueError> {
+        let mut conn = self.db.conn().await?;
+        jobs::find_for_org(&mut conn, organization_id, kind, id)
+            .await?
+            .ok_or(QueueError::NotFound)
+    }
+
+    /// Cancels a queued job at once; a running job is flagged and its worker stops it
+    /// within a heartbeat. A job that already ended is `AlreadyFinished`.
+    pub async fn cancel(&self, organization_id: &str, kind: &str, id: &str) -> Result<JobRow, QueueError> {
+        let job = self.get(organization_id, kind, id).await?;
+        if job.is_terminal() {
+            return Err(QueueError::AlreadyFinished { state: job.state });
+        }
+        let mut conn = self.db.conn().await?;
+        let row = jobs::request_cancel(&mut conn, organization_id, id, now_ms())
+            .await?
+            .ok_or(QueueError::NotFound)?;
+        if row.state == jobs::COMPLETED || row.state == jobs::FAILED {
+            // It ended between the read and the cancel.
+            return Err(QueueError::AlreadyFinished { state: row.state });
+        }
+        self.events.publish(&mut conn, id).await;
+        Ok(row)
+    }
+
+    /// One page of the organization's jobs of a kind, and the total count.
+    #[expect(clippy::too_many_arguments, reason = "a listing's filter, order and page")]
+    pub async fn list(
+        &self,
+        organization_id: &str,
+        kind: &str,
+        filter: &JobListFilter,
+        by_update_time: bool,
+        descending: bool,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<(Vec<JobRow>, i64), QueueError> {
+        let mut conn = self.db.conn().await?;
+        let rows = jobs::list(
+            &mut conn,
+            organization_id,
+            kind,
+            filter,
+            by_update_time,
+            descending,
+            after,
+            limit,
+        )
+        .await?;
+        let total = jobs::count(&mut conn, organization_id, kind, filter).await?;
+        Ok((rows, total))
+    }
+
+    /// The job's current state, then every change, ending after a terminal state.
+    /// Subscribes before reading, so no change is lost in between.
+    pub async fn watch(
+        &self,
+        organization_id: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<impl Stream<Item = Result<Arc<JobRow>, QueueError>> + Send + 'static, QueueError> {
+        let receiver = self.events.subscribe(id);
+        let first = self.get(organization_id, kind, id).await?;
+        let state = WatchState {
+            pending: Some(Arc::new(first)),
+            receiver,
+            last_version: -1,
+            done: false,
+            queue: self.clone(),
+            key: (organization_id.to_string(), kind.to_string(), id.to_string()),
+        };
+        Ok(futures::stream::unfold(state, |mut st| async move {
+            if st.done {
+                return None;
+            }
+            let item = match st.pending.take() {
+                Some(row) => Ok(row),
+                None => st.next_change().await?,
+            };
+            match &item {
+                Ok(row) => {
+                    st.last_version = row.version;
+                    st.done = row.is_terminal();
+                }
+                Err(_) => st.done = true,
+            }
+            Some((item, st))
+        }))
+    }
+}
+
+struct WatchState {
+    pending: Option<Arc<JobRow>>,
+    receiver: tokio::sync::broadcast::Receiver<Arc<JobRow>>,
+    last_version: i64,
+    done: bool,
+    queue: Queue,
+    key: (String, String, String),
+}
+
+impl WatchState {
+    /// The next newer state of the job; `None` when the event source closed.
+    async fn next_change(&mut self) -> Option<Result<Arc<JobRow>, QueueError>> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(row) if row.version > self.last_version => return Some(Ok(row)),
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => {
+                    // Too slow to see every step: the latest state will do.
+                    let (org, kind, id) = &self.key;
+                    let row = self.queue.get(org, kind, id).await.map(Arc::new);
+                    if matches!(&row, Ok(r) if r.version <= self.last_version) {
+                        continue;
+                    }
+                    return Some(row);
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}

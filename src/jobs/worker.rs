@@ -1,0 +1,318 @@
+//! The worker loop: claim a job, hold its lease by heartbeat, run its handler, and
+//! record how it ended with writes fenced by the lease. Also the reaper, which
+//! returns jobs of dead workers to the queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::context::StopReason;
+use super::{JobContext, JobError, JobFailure, JobHandler, JobOutcome, Queue};
+use crate::db::jobs::{self, JobRow};
+use crate::db::{new_id, now_ms};
+
+pub struct Worker {
+    queue: Queue,
+    handlers: HashMap<&'static str, Arc<dyn JobHandler>>,
+    owner: String,
+}
+
+impl Worker {
+    /// A worker for the given job kinds; `owner` names this process in leases.
+    pub fn new(queue: Queue, handlers: Vec<Arc<dyn JobHandler>>) -> Worker {
+        let handlers = handlers.into_iter().map(|h| (h.kind(), h)).collect();
+        let owner = format!(
+            "{}:{}:{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "ferry".into()),
+            std::process::id(),
+            &new_id()[24..]
+        );
+        Worker {
+            queue,
+            handlers,
+            owner,
+        }
+    }
+
+    /// Runs jobs until `shutdown`; then stops claiming, tells running jobs to stop and
+    /// returns their leases so another replica can take them at once.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let config = self.queue.config().clone();
+        let slots = Arc::new(Semaphore::new(config.workers as usize));
+        let kinds: Vec<String> = self.handlers.keys().map(|k| k.to_string()).collect();
+        let mut running = JoinSet::new();
+        let reaper = tokio::spawn(reap_forever(self.queue.clone(), shutdown.clone()));
+        let poll = Duration::from_millis(config.poll_millis);
+        let this = Arc::new(self);
+
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            // Register for wake-ups before looking, so a job queued meanwhile is seen.
+            let events = this.queue.events().clone();
+            let wakeup = events.wakeup();
+            tokio::pin!(wakeup);
+            wakeup.as_mut().enable();
+            match this.claim(&kinds).await {
+                Ok(Some((job, lease_id))) => {
+                    let worker = this.clone();
+                    let stop = shutdown.clone();
+                    running.spawn(async move {
+                        worker.run_job(job, lease_id, stop).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "could not claim a job"),
+            }
+            drop(permit);
+            while running.try_join_next().is_some() {}
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = &mut wakeup => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+        while running.join_next().await.is_some() {}
+        let _ = reaper.await;
+    }
+
+    async fn claim(&self, kinds: &[String]) -> Result<Option<(JobRow, String)>, crate::db::DbError> {
+        let lease_id = new_id();
+        let now = now_ms();
+        let until = now + self.queue.config().lease_secs as i64 * 1000;
+        let job = jobs::claim_next(self.queue.db(), kinds, &self.owner, &lease_id, until, now).await?;
+        if let Some(job) = &job {
+            let mut conn = self.queue.db().conn().await?;
+            self.queue.events().publish(&mut conn, &job.id).await;
+        }
+        Ok(job.map(|j| (j, lease_id)))
+    }
+
+    /// Runs one claimed job to its end, however it ends.
+    async fn run_job(&self, job: JobRow, lease_id: String, shutdown: CancellationToken) {
+        let Some(handler) = self.handlers.get(job.kind.as_str()).cloned() else {
+            return;
+        };
+        let span = tracing::info_span!("job", job.id = %job.id, job.kind = %job.kind, org.id = %job.organization_id, attempt = job.attempts);
+        let _entered = span.enter();
+        tracing::info!("job started");
+        let ctx = JobContext::new(
+            job.clone(),
+            &lease_id,
+            self.queue.db().clone(),
+            self.queue.events().clone(),
+        );
+        if job.cancel_requested {
+            ctx.request_stop(StopReason::Cancelled);
+        }
+        let heartbeat = tokio::spawn(heartbeat(self.queue.clone(), ctx.clone(), shutdown));
+        let task = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { handler.run(ctx).await }
+        });
+        let result = match task.await {
+            Ok(result) => result,
+            Err(join) => Err(JobError::Transient(format!("the job's task failed: {join}"))),
+        };
+        heartbeat.abort();
+        // A handler that finished its work after a stop was asked still counts as done.
+        let result = match (result, ctx.stop_reason()) {
+            (Err(JobError::Transient(_)), Some(StopReason::Cancelled)) => Err(JobError::Cancelled),
+            (Err(JobError::Transient(_)), Some(StopReason::Shutdown)) => Err(JobError::Shutdown),
+            (other, _) => other,
+        };
+        if let Err(err) = self.record(&job, &lease_id, result).await {
+            tracing::error!(error = %err, "could not record how the job ended; its lease will expire and it will run again");
+        }
+    }
+
+    async fn record(
+        &self,
+        job: &JobRow,
+        lease_id: &str,
+        result: Result<JobOutcome, JobError>,
+    ) -> Result<(), crate::db::DbError> {
+        let mut conn = self.queue.db().conn().await?;
+        let now = now_ms();
+        let written = match result {
+            Ok(outcome) => {
+                tracing::info!("job completed");
+                let result = outcome.result.map(|v| v.to_string());
+                jobs::finish(
+                    &mut conn,
+                    &job.id,
+                    lease_id,
+                    jobs::COMPLETED,
+                    result.as_deref(),
+                    None,
+                    outcome.expires_at,
+                    now,
+                )
+                .await?
+            }
+            Err(JobError::Cancelled) => {
+                tracing::info!("job cancelled");
+                jobs::finish(
+                    &mut conn,
+                    &job.id,
+                    lease_id,
+                    jobs::CANCELLED,
+                    None,
+                    None,
+                    None,
+                    now,
+                )
+                .await?
+            }
+            Err(JobError::Shutdown) => {
+                tracing::info!("job returned to the queue for another worker");
+                jobs::requeue(&mut conn, &job.id, lease_id, now, None, true, now).await?
+            }
+            Err(JobError::LeaseLost) => {
+                tracing::warn!("job lost its lease to another worker; its result is dropped");
+                0
+            }
+            Err(JobError::Transient(message)) if job.attempts < job.max_attempts => {
+                let delay = backoff(self.queue.config(), job.attempts);
+                tracing::warn!(error = %message, retry_in_ms = delay, "job failed; will retry");
+                let error = failure_json(tonic::Code::Unavailable, "TRANSIENT_ERROR", &message);
+                jobs::requeue(
+                    &mut conn,
+                    &job.id,
+                    lease_id,
+                    now + delay,
+                    Some(&error),
+                    false,
+                    now,
+                )
+                .await?
+            }
+            Err(JobError::Transient(message)) => {
+                tracing::error!(error = %message, "job failed on its last attempt");
+                let error = failure_json(tonic::Code::Unavailable, "RETRIES_EXHAUSTED", &message);
+                jobs::finish(
+                    &mut conn,
+                    &job.id,
+                    lease_id,
+                    jobs::FAILED,
+                    None,
+                    Some(&error),
+                    None,
+                    now,
+                )
+                .await?
+            }
+            Err(JobError::Permanent { reason, message }) => {
+                tracing::error!(error = %message, reason = %reason, "job failed");
+                let error = failure_json(tonic::Code::FailedPrecondition, &reason, &message);
+                jobs::finish(
+                    &mut conn,
+                    &job.id,
+                    lease_id,
+                    jobs::FAILED,
+                    None,
+                    Some(&error),
+                    None,
+                    now,
+                )
+                .await?
+            }
+        };
+        if written > 0 {
+            self.queue.events().publish(&mut conn, &job.id).await;
+        }
+        Ok(())
+    }
+}
+
+/// Renews the lease every heartbeat; turns cancellation, lease loss and shutdown into
+/// the job's stop signal.
+async fn heartbeat(queue: Queue, ctx: JobContext, shutdown: CancellationToken) {
+    let config = queue.config().clone();
+    let every = Duration::from_millis(config.heartbeat_millis);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                ctx.request_stop(StopReason::Shutdown);
+                return;
+            }
+            _ = tokio::time::sleep(every) => {}
+        }
+        let until = now_ms() + config.lease_secs as i64 * 1000;
+        let renewed = match queue.db().conn().await {
+            Ok(mut conn) => jobs::renew_lease(&mut conn, &ctx.job().id, ctx.lease_id(), until).await,
+            Err(err) => {
+                tracing::warn!(error = %err, "heartbeat could not reach the database");
+                continue;
+            }
+        };
+        match renewed {
+            Ok(Some(true)) => ctx.request_stop(StopReason::Cancelled),
+            Ok(Some(false)) => {}
+            Ok(None) => {
+                ctx.request_stop(StopReason::LeaseLost);
+                return;
+            }
+            Err(err) => tracing::warn!(error = %err, "heartbeat failed"),
+        }
+    }
+}
+
+/// Returns expired leases to the queue and frees old idempotency keys, every poll.
+async fn reap_forever(queue: Queue, shutdown: CancellationToken) {
+    let every = Duration::from_millis(queue.config().poll_millis);
+    loop {
+        if let Err(err) = reap_once(&queue).await {
+            tracing::warn!(error = %err, "reaper failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// One pass of the reaper; returns the ids of the jobs it changed.
+pub async fn reap_once(queue: &Queue) -> Result<Vec<String>, crate::db::DbError> {
+    let mut conn = queue.db().conn().await?;
+    let now = now_ms();
+    let lost = failure_json(
+        tonic::Code::Aborted,
+        "WORKER_LOST",
+        "the worker running the job stopped responding",
+    );
+    let ids = jobs::reap_expired_leases(&mut conn, now, &lost).await?;
+    for id in &ids {
+        tracing::warn!(job.id = %id, "reclaimed a job whose worker stopped renewing its lease");
+        queue.events().publish(&mut conn, id).await;
+    }
+    jobs::release_request_ids(&mut conn, now - super::queue::REQUEST_ID_WINDOW_MS).await?;
+    Ok(ids)
+}
+
+/// Delay before retry `attempt` (1-based): base × 2^(attempt-1), capped.
+pub fn backoff(config: &crate::config::JobsConfig, attempt: i32) -> i64 {
+    let exponent = attempt.clamp(1, 20) as u32 - 1;
+    let delay = config.retry_base_millis.saturating_mul(1 << exponent);
+    delay.min(config.retry_max_secs * 1000) as i64
+}
+
+pub fn failure_json(code: tonic::Code, reason: &str, message: &str) -> String {
+    serde_json::to_string(&JobFailure {
+        code: code as i32,
+        reason: reason.to_string(),
+        message: message.to_string(),
+    })
+    .unwrap_or_default()
+}

@@ -1,0 +1,12 @@
+//! ferry: bulk export and import jobs over an organization's entities, served over gRPC.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod jobs;
+pub mod orgs;
+pub mod proto;
+pub mod request;
+pub mod server;

@@ -1,0 +1,219 @@
+//! Organizations: plans (which set the import row limit) and feature flags.
+
+use std::fmt;
+
+use crate::config::{Config, PlansConfig};
+use crate::db::organizations::{self, OrganizationRow};
+use crate::db::{Db, DbError, new_id, now_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    Freemium,
+    Starter,
+    Growth,
+    Enterprise,
+    UsageBased,
+}
+
+impl Plan {
+    pub const ALL: [Plan; 5] = [
+        Plan::Freemium,
+        Plan::Starter,
+        Plan::Growth,
+        Plan::Enterprise,
+        Plan::UsageBased,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plan::Freemium => "freemium",
+            Plan::Starter => "starter",
+            Plan::Growth => "growth",
+            Plan::Enterprise => "enterprise",
+            Plan::UsageBased => "usage_based",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Plan> {
+        Plan::ALL
+            .into_iter()
+            .find(|p| p.as_str() == text.trim().to_ascii_lowercase())
+    }
+
+    /// Rows one import may hold on this plan, before the server-wide cap.
+    pub fn import_row_limit(self, plans: &PlansConfig) -> u64 {
+        match self {
+            Plan::Freemium => plans.freemium_import_rows,
+            Plan::Starter => plans.starter_import_rows,
+            Plan::Growth => plans.growth_import_rows,
+            Plan::Enterprise => plans.enterprise_import_rows,
+            Plan::UsageBased => plans.usage_based_import_rows,
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Exports may be delivered by e-mail.
+    GlobalSenderEmail,
+    /// The organization may run bulk imports.
+    BulkAutomaticEntityImport,
+}
+
+impl Feature {
+    pub const ALL: [Feature; 2] = [Feature::GlobalSenderEmail, Feature::BulkAutomaticEntityImport];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::GlobalSenderEmail => "global_sender_email",
+            Feature::BulkAutomaticEntityImport => "bulk_automatic_entity_import",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Feature> {
+        Feature::ALL.into_iter().find(|f| f.as_str() == text.trim())
+    }
+}
+
+/// An organization as the rest of ferry sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Organization {
+    pub id: String,
+    pub name: String,
+    pub plan: Plan,
+    pub features: Vec<Feature>,
+    pub created_at: i64,
+}
+
+impl Organization {
+    pub fn has(&self, feature: Feature) -> bool {
+        self.features.contains(&feature)
+    }
+
+    /// Rows per import: the plan's limit lowered by the server cap (0 = no cap).
+    pub fn import_row_limit(&self, config: &Config) -> u64 {
+        let plan = self.plan.import_row_limit(&config.plans);
+        match config.bulk_import.max_items {
+            0 => plan,
+            cap => plan.min(cap),
+        }
+    }
+
+    /// Reads a stored row; unknown plan or feature names (from a newer version) are
+    /// treated as the most restrictive value rather than failing the call.
+    pub fn from_row(row: OrganizationRow) -> Organization {
+        let names: Vec<String> = serde_json::from_str(&row.features).unwrap_or_default();
+        Organization {
+            plan: Plan::parse(&row.plan).unwrap_or(Plan::Freemium),
+            features: names.iter().filter_map(|n| Feature::parse(n)).collect(),
+            id: row.id,
+            name: row.name,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrgError {
+    #[error("organization {0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for OrgError {
+    fn from(err: diesel::result::Error) -> Self {
+        OrgError::Db(DbError::Query(err))
+    }
+}
+
+pub async fn create(db: &Db, name: &str, plan: Plan, features: &[Feature]) -> Result<Organization, OrgError> {
+    let now = now_ms();
+    let row = OrganizationRow {
+        id: new_id(),
+        name: name.to_string(),
+        plan: plan.as_str().to_string(),
+        features: features_json(features),
+        created_at: now,
+        updated_at: now,
+    };
+    organizations::insert(&mut db.conn().await?, &row).await?;
+    Ok(Organization::from_row(row))
+}
+
+pub async fn find(db: &Db, id: &str) -> Result<Organization, OrgError> {
+    organizations::find(&mut db.conn().await?, id)
+        .await?
+        .map(Organization::from_row)
+        .ok_or_else(|| OrgError::NotFound(id.to_string()))
+}
+
+pub async fn list(db: &Db) -> Result<Vec<Organization>, OrgError> {
+    let rows = organizations::list(&mut db.conn().await?).await?;
+    Ok(rows.into_iter().map(Organization::from_row).collect())
+}
+
+pub async fn set_plan(db: &Db, id: &str, plan: Plan) -> Result<Organization, OrgError> {
+    let changed = organizations::set_plan(&mut db.conn().await?, id, plan.as_str(), now_ms()).await?;
+    if changed == 0 {
+        return Err(OrgError::NotFound(id.to_string()));
+    }
+    find(db, id).await
+}
+
+/// Turns a feature on or off; returns the organization after the change.
+pub async fn set_feature(
+    db: &Db,
+    id: &str,
+    feature: Feature,
+    enabled: bool,
+) -> Result<Organization, OrgError> {
+    let org = find(db, id).await?;
+    let mut features: Vec<Feature> = org.features.into_iter().filter(|f| *f != feature).collect();
+    if enabled {
+        features.push(feature);
+    }
+    organizations::set_features(&mut db.conn().await?, id, &features_json(&features), now_ms()).await?;
+    find(db, id).await
+}
+
+fn features_json(features: &[Feature]) -> String {
+    serde_json::Value::from(features.iter().map(|f| f.as_str()).collect::<Vec<_>>()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_limits_follow_the_plan_and_the_server_cap() {
+        let mut config = Config::default();
+        let org = |plan| Organization {
+            id: "o".into(),
+            name: "o".into(),
+            plan,
+            features: vec![],
+            created_at: 0,
+        };
+        let limits: Vec<u64> = Plan::ALL
+            .iter()
+            .map(|p| org(*p).import_row_limit(&config))
+            .collect();
+        assert_eq!(limits, [4_000, 10_000, 50_000, 100_000, 100_000]);
+        config.bulk_import.max_items = 20_000;
+        assert_eq!(org(Plan::Growth).import_row_limit(&config), 20_000);
+        assert_eq!(org(Plan::Freemium).import_row_limit(&config), 4_000);
+    }
+
+    #[test]
+    fn plan_names_parse_case_insensitively() {
+        assert_eq!(Plan::parse("Usage_Based"), Some(Plan::UsageBased));
+        assert_eq!(Plan::parse("platinum"), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! Code generated from `proto/` (package `ferry.v1`) and its descriptor set.
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod ferry {
+    pub mod v1 {
+        tonic::include_proto!("ferry.v1");
+    }
+}
+
+pub use ferry::v1::*;
+
+/// The encoded `FileDescriptorSet` of the contract, served by reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ferry_descriptor");

@@ -1,0 +1,211 @@
+//! Server assembly in one place: layers (request id and tracing -> auth), services,
+//! health, reflection, the HTTP listener, the worker, and graceful shutdown.
+
+pub mod bootstrap;
+pub mod http;
+pub mod metrics;
+pub mod observe;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::auth::{AuthLayer, Authenticator};
+use crate::config::Config;
+use crate::db::{Db, migrate};
+use crate::jobs::{JobEvents, JobHandler, Queue, Worker};
+use crate::proto;
+use metrics::Metrics;
+
+/// Everything the services share.
+#[derive(Clone)]
+pub struct App {
+    pub config: Config,
+    pub db: Db,
+    pub queue: Queue,
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    /// Opens the database (creating the data dir for the embedded default) and
+    /// applies pending migrations.
+    pub async fn open(config: Config) -> anyhow::Result<App> {
+        let url = config.database_url();
+        if !crate::db::is_postgres_url(&url) {
+            let path = std::path::Path::new(crate::db::sqlite_path(&url));
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create the data directory {}", parent.display()))?;
+            }
+        }
+        let db = Db::connect(&url, config.database.max_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database (setting `database.url`, {})",
+                    crate::config::env_name("database.url")
+                )
+            })?;
+        migrate::run(&db).await.context("cannot migrate the database")?;
+        let events = JobEvents::new(db.clone());
+        let queue = Queue::new(db.clone(), events, config.jobs.clone());
+        Ok(App {
+            config,
+            db,
+            queue,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    /// The job kinds this build runs.
+    pub fn job_handlers(&self) -> Vec<Arc<dyn JobHandler>> {
+        Vec::new()
+    }
+}
+
+/// A started server: its bound addresses, and the handle to stop it.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops taking calls and jobs, lets running calls finish, returns job leases.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Binds both listeners and starts serving, with `handlers` run by the worker.
+pub async fn start(app: App, handlers: Vec<Arc<dyn JobHandler>>) -> anyhow::Result<Running> {
+    let shutdown = CancellationToken::new();
+    let grpc = TcpListener::bind(app.config.grpc_addr()).await.with_context(|| {
+        format!(
+            "cannot listen on server.grpc_addr {}",
+            app.config.server.grpc_addr
+        )
+    })?;
+    let http = TcpListener::bind(app.config.http_addr()).await.with_context(|| {
+        format!(
+            "cannot listen on server.http_addr {}",
+            app.config.server.http_addr
+        )
+    })?;
+    let grpc_addr = grpc.local_addr()?;
+    let http_addr = http.local_addr()?;
+
+    app.queue.events().start(shutdown.clone());
+    let mut tasks = vec![tokio::spawn(
+        serve_grpc(app.clone(), grpc, shutdown.clone()).await?,
+    )];
+    tasks.push(tokio::spawn(serve_http(app.clone(), http, shutdown.clone())));
+    if !handlers.is_empty() {
+        let worker = Worker::new(app.queue.clone(), handlers);
+        tasks.push(tokio::spawn(worker.run(shutdown.clone())));
+    }
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, "ferry is serving");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Builds the gRPC server; the returned future serves until `shutdown`.
+async fn serve_grpc(
+    app: App,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use proto::entity_service_server::EntityServiceServer;
+    use proto::export_service_server::ExportServiceServer;
+    use proto::import_service_server::ImportServiceServer;
+    use proto::mapping_service_server::MappingServiceServer;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<EntityServiceServer<api::entity::EntityApi>>()
+        .await;
+    health
+        .set_serving::<ExportServiceServer<api::export::ExportApi>>()
+        .await;
+    health
+        .set_serving::<ImportServiceServer<api::import::ImportApi>>()
+        .await;
+    health
+        .set_serving::<MappingServiceServer<api::mapping::MappingApi>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let router = tonic::transport::Server::builder()
+        .layer(observe::ObserveLayer::new(app.metrics.clone()))
+        .layer(AuthLayer::new(
+            Authenticator::new(app.db.clone()),
+            api::error::deny,
+        ))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(EntityServiceServer::new(api::entity::EntityApi::new(
+            app.db.clone(),
+        )))
+        .add_service(ExportServiceServer::new(api::export::ExportApi))
+        .add_service(ImportServiceServer::new(api::import::ImportApi))
+        .add_service(MappingServiceServer::new(api::mapping::MappingApi));
+
+    let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
+    Ok(async move {
+        let stopping = shutdown.clone();
+        let signal = async move {
+            stopping.cancelled().await;
+            health
+                .set_not_serving::<EntityServiceServer<api::entity::EntityApi>>()
+                .await;
+        };
+        let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => if let Err(err) = result {
+                tracing::error!(error = %err, "gRPC server failed");
+            },
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("calls still running after the shutdown grace period were dropped");
+            }
+        }
+    })
+}
+
+async fn serve_http(app: App, listener: TcpListener, shutdown: CancellationToken) {
+    let router = http::router(http::HttpState {
+        db: app.db.clone(),
+        metrics: app.metrics.clone(),
+    });
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(err) = served {
+        tracing::error!(error = %err, "HTTP listener failed");
+    }
+}

@@ -1,0 +1,358 @@
+//! The job queue under real workers: exactly-once runs, lease fencing, crash
+//! recovery, cancellation, retries, watching, idempotent creation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry::db::jobs::{self, JobRow};
+use ferry::db::{new_id, now_ms};
+use ferry::jobs::{JobContext, JobError, JobHandler, JobOutcome, NewJob, Queue, Worker};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestApp};
+
+on_both_backends!(
+    two_hundred_jobs_on_four_workers_each_run_exactly_once,
+    a_worker_whose_lease_expired_cannot_write,
+    a_crashed_workers_job_is_picked_up_after_its_lease,
+    a_running_job_sees_its_cancellation,
+    a_queued_job_that_is_cancelled_never_runs,
+    a_job_that_keeps_failing_ends_failed_after_max_attempts,
+    watchers_see_every_state_and_late_watchers_start_from_the_current_one,
+    the_same_request_id_returns_the_same_job,
+);
+
+const KIND: &str = "test_job";
+
+/// A test job kind whose behaviour the payload picks: `ok`, `fail`, or `wait`
+/// (loops until stopped). Counts how often each job ran.
+#[derive(Default)]
+struct Probe {
+    runs: Mutex<HashMap<String, u32>>,
+}
+
+impl Probe {
+    fn runs_of(&self, id: &str) -> u32 {
+        self.runs.lock().unwrap().get(id).copied().unwrap_or(0)
+    }
+}
+
+impl JobHandler for Probe {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>> {
+        *self.runs.lock().unwrap().entry(ctx.job().id.clone()).or_default() += 1;
+        Box::pin(async move {
+            let payload: serde_json::Value = serde_json::from_str(&ctx.job().payload).unwrap();
+            match payload["do"].as_str() {
+                Some("fail") => Err(JobError::Transient("storage hiccup".into())),
+                Some("wait") => loop {
+                    ctx.check()?;
+                    ctx.progress(1, Some(10), 0, false).await?;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                },
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    ctx.progress(1, Some(1), 10, true).await?;
+                    Ok(JobOutcome {
+                        result: Some(serde_json::json!({"ok": true})),
+                        expires_at: None,
+                    })
+                }
+            }
+        })
+    }
+}
+
+fn job(org: &str, action: &str) -> NewJob {
+    NewJob {
+        organization_id: org.to_string(),
+        kind: KIND.into(),
+        payload: serde_json::json!({"v": 1, "do": action}),
+        request_id: None,
+        dedupe_key: None,
+        search_text: String::new(),
+        rows_total: None,
+    }
+}
+
+async fn load(app: &TestApp, id: &str) -> JobRow {
+    jobs::find(&mut app.db().conn().await.unwrap(), id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Polls until the job reaches `state` (10 s at most).
+async fn wait_for_state(app: &TestApp, id: &str, state: &str) -> JobRow {
+    for _ in 0..500 {
+        let row = load(app, id).await;
+        if row.state == state {
+            return row;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "job {id} never reached {state}; it is {:?}",
+        load(app, id).await.state
+    );
+}
+
+fn start_workers(
+    queue: &Queue,
+    probe: &Arc<Probe>,
+    count: usize,
+) -> (CancellationToken, Vec<tokio::task::JoinHandle<()>>) {
+    let stop = CancellationToken::new();
+    let handles = (0..count)
+        .map(|_| {
+            let handler: Arc<dyn JobHandler> = probe.clone();
+            tokio::spawn(Worker::new(queue.clone(), vec![handler]).run(stop.clone()))
+        })
+        .collect();
+    (stop, handles)
+}
+
+async fn two_hundred_jobs_on_four_workers_each_run_exactly_once(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let queue = app.app.queue.clone();
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        ids.push(queue.enqueue(job(&app.org_id, "ok")).await.unwrap().into_row().id);
+    }
+    let probe = Arc::new(Probe::default());
+    let (stop, handles) = start_workers(&queue, &probe, 4);
+    for id in &ids {
+        let row = wait_for_state(&app, id, jobs::COMPLETED).await;
+        assert_eq!(row.attempts, 1);
+        assert_eq!(row.result.as_deref(), Some(r#"{"ok":true}"#));
+    }
+    stop.cancel();
+    for h in handles {
+        h.await.unwrap();
+    }
+    for id in &ids {
+        assert_eq!(probe.runs_of(id), 1, "job {id}");
+    }
+    app.stop().await;
+}
+
+async fn a_worker_whose_lease_expired_cannot_write(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let queue = app.app.queue.clone();
+    let id = queue.enqueue(job(&app.org_id, "ok")).await.unwrap().into_row().id;
+    let kinds = vec![KIND.to_string()];
+    let now = now_ms();
+    // Worker A claims with a lease that has already run out.
+    let lease_a = new_id();
+    jobs::claim_next(app.db(), &kinds, "worker-a", &lease_a, now - 1, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let reaped = ferry::jobs::worker::reap_once(&queue).await.unwrap();
+    assert_eq!(reaped, vec![id.clone()]);
+    // Worker B takes it over.
+    let lease_b = new_id();
+    let claimed = jobs::claim_next(app.db(), &kinds, "worker-b", &lease_b, now + 60_000, now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((claimed.id.as_str(), claimed.attempts), (id.as_str(), 2));
+
+    let mut conn = app.db().conn().await.unwrap();
+    let t = now_ms();
+    assert_eq!(
+        jobs::update_progress(&mut conn, &id, &lease_a, 5, None, 0, t)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        jobs::finish(&mut conn, &id, &lease_a, jobs::COMPLETED, None, None, None, t)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        jobs::renew_lease(&mut conn, &id, &lease_a, t + 1000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(load(&app, &id).await.state, jobs::RUNNING);
+    // The owner can finish it, once.
+    assert_eq!(
+        jobs::finish(&mut conn, &id, &lease_b, jobs::COMPLETED, None, None, None, t)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        jobs::finish(&mut conn, &id, &lease_b, jobs::COMPLETED, None, None, None, t)
+            .await
+            .unwrap(),
+        0
+    );
+    app.stop().await;
+}
+
+async fn a_crashed_workers_job_is_picked_up_after_its_lease(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let queue = app.app.queue.clone();
+    let id = queue.enqueue(job(&app.org_id, "ok")).await.unwrap().into_row().id;
+    // A worker claims it and dies: no heartbeat, the lease runs out in 300 ms.
+    let now = now_ms();
+    jobs::claim_next(app.db(), &[KIND.to_string()], "doomed", &new_id(), now + 300, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let probe = Arc::new(Probe::default());
+    let (stop, handles) = start_workers(&queue, &probe, 1);
+    let row = wait_for_state(&app, &id, jobs::COMPLETED).await;
+    assert_eq!(row.attempts, 2);
+    assert_eq!(probe.runs_of(&id), 1);
+    stop.cancel();
+    for h in handles {
+        h.await.unwrap();
+    }
+    app.stop().await;
+}
+
+async fn a_running_job_sees_its_cancellation(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let queue = app.app.queue.clone();
+    let id = queue
+        .enqueue(job(&app.org_id, "wait"))
+        .await
+        .unwrap()
+        .into_row()
+        .id;
+    let probe = Arc::new(Probe::default());
+    let (stop, handles) = start_workers(&queue, &probe, 1);
+    wait_for_state(&app, &id, jobs::RUNNING).await;
+    let asked = std::time::Instant::now();
+    let flagged = queue.cancel(&app.org_id, KIND, &id).await.unwrap();
+    assert!(flagged.cancel_requested);
+    let row = wait_for_state(&app, &id, jobs::CANCELLED).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        asked.elapsed()
+    );
+    assert!(row.finished_at.is_some());
+    // Cancelling a finished job is refused.
+    assert!(matches!(
+        queue.cancel(&app.org_id, KIND, &id).await,
+        Err(ferry::jobs::QueueError::AlreadyFinished { .. })
+    ));
+    stop.cancel();
+    for h in handles {
+        h.await.unwrap();
+    }
+    app.stop().await;
+}
+
+async fn a_queued_job_that_is_cancelled_never_runs(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let queue = app.app.queue.clone();
+    let id = queue.enqueue(job(&app.org_id, "ok")).await.unwrap().into_row().id;
+    let row = queue.cancel(&app.org_id, KIND, &id).await.unwrap();
+    assert_eq!(row.state, jobs::CANCELLED);
+    let probe = Arc::new(Probe::default());
+    let (stop, handles) = start_workers(&queue, &probe, 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(probe.runs_of(&id), 0);
+    stop.cancel();
+    for h in handles {
+        h.await.unwrap();
+    }
+    // Another organization cannot see or cancel it.
+    let (other, _) = app.other_org().await;
+    assert!(matches!(
+        queue.cancel(&other, KIND, &id).await,
+        Err(ferry::jobs::QueueError::NotFound)
+    ));
+    app.stop().await;
+}
+
+async fn a_job_that_keeps_failing_ends_failed_after_max_attempts(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let queue = app.app.queue.clone();
+    let id = queue
+        .enqueue(job(&app.org_id, "fail"))
+        .await
+        .unwrap()
+        .into_row()
+        .id;
+    let probe = Arc::new(Probe::default());
+    let (stop, handles) = start_workers(&queue, &probe, 1);
+    let row = wait_for_state(&app, &id, jobs::FAILED).await;
+    assert_eq!(row.attempts, 3);
+    assert_eq!(probe.runs_of(&id), 3);
+    let failure: ferry::jobs::JobFailure = serde_json::from_str(row.error.as_deref().unwrap()).unwrap();
+    assert_eq!(failure.reason, "RETRIES_EXHAUSTED");
+    assert!(failure.message.contains("storage hiccup"));
+    stop.cancel();
+    for h in handles {
+        h.await.unwrap();
+    }
+    app.stop().await;
+}
+
+async fn watchers_see_every_state_and_late_watchers_start_from_the_current_one(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let queue = app.app.queue.clone();
+    let id = queue.enqueue(job(&app.org_id, "ok")).await.unwrap().into_row().id;
+    let watch = queue.watch(&app.org_id, KIND, &id).await.unwrap();
+    let collector = tokio::spawn(async move {
+        watch
+            .map(|r| r.unwrap().state.clone())
+            .collect::<Vec<String>>()
+            .await
+    });
+    let probe = Arc::new(Probe::default());
+    let (stop, handles) = start_workers(&queue, &probe, 1);
+    let states = tokio::time::timeout(Duration::from_secs(10), collector)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(states.first().map(String::as_str), Some(jobs::QUEUED));
+    assert!(states.contains(&jobs::RUNNING.to_string()), "{states:?}");
+    assert_eq!(states.last().map(String::as_str), Some(jobs::COMPLETED));
+    // A watcher joining after the end gets the final state and the stream ends.
+    let late: Vec<_> = queue.watch(&app.org_id, KIND, &id).await.unwrap().collect().await;
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].as_ref().unwrap().state, jobs::COMPLETED);
+    stop.cancel();
+    for h in handles {
+        h.await.unwrap();
+    }
+    app.stop().await;
+}
+
+async fn the_same_request_id_returns_the_same_job(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let queue = app.app.queue.clone();
+    let mut first = job(&app.org_id, "ok");
+    first.request_id = Some("req-1".into());
+    let created = queue.enqueue(first.clone()).await.unwrap();
+    assert!(matches!(created, ferry::jobs::Enqueued::Created(_)));
+    let again = queue.enqueue(first.clone()).await.unwrap();
+    assert!(
+        matches!(&again, ferry::jobs::Enqueued::Existing(row) if row.id == created.clone().into_row().id)
+    );
+    // Keys are per organization.
+    let (other, _) = app.other_org().await;
+    first.organization_id = other;
+    assert!(matches!(
+        queue.enqueue(first).await.unwrap(),
+        ferry::jobs::Enqueued::Created(_)
+    ));
+    app.stop().await;
+}

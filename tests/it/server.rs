@@ -1,0 +1,155 @@
+//! The server as grpcurl and probes see it: reflection, health, request ids, metrics,
+//! and migrations that can run again.
+
+use ferry::proto::{GetEntityRequest, entity_service_client::EntityServiceClient};
+use tokio_stream::StreamExt;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+use tonic_types::StatusExt;
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestApp, TestDb, test_config};
+
+on_both_backends!(
+    reflection_lists_the_four_ferry_services,
+    health_reports_serving_without_credentials,
+    request_id_is_echoed_and_appears_in_error_details,
+    metrics_count_calls_by_method_and_code,
+    migrations_run_twice_without_error,
+);
+
+async fn reflection_lists_the_four_ferry_services(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut client = ServerReflectionClient::new(app.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in [
+        "ferry.v1.ExportService",
+        "ferry.v1.ImportService",
+        "ferry.v1.EntityService",
+        "ferry.v1.MappingService",
+    ] {
+        assert!(
+            names.contains(&service.to_string()),
+            "{service} missing from {names:?}"
+        );
+    }
+    app.stop().await;
+}
+
+async fn health_reports_serving_without_credentials(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut client = HealthClient::new(app.channel.clone());
+    for service in ["", "ferry.v1.EntityService", "ferry.v1.ExportService"] {
+        let status = client
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "service `{service}`");
+    }
+    app.stop().await;
+}
+
+async fn request_id_is_echoed_and_appears_in_error_details(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut client = EntityServiceClient::new(app.channel.clone());
+    let mut request = app.request(GetEntityRequest {
+        id: "no-such-entity".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "trace-abc-123".parse().unwrap());
+    let status = client.get_entity(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert_eq!(status.metadata().get("x-request-id").unwrap(), "trace-abc-123");
+    assert_eq!(
+        status.get_details_request_info().unwrap().request_id,
+        "trace-abc-123"
+    );
+    assert_eq!(status.get_details_error_info().unwrap().domain, "ferry");
+
+    // Without one, the server makes one up and still reports it both ways.
+    let status = client
+        .get_entity(app.request(GetEntityRequest { id: "nope".into() }))
+        .await
+        .unwrap_err();
+    let generated = status
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(!generated.is_empty());
+    assert_eq!(status.get_details_request_info().unwrap().request_id, generated);
+
+    // Refusals by the auth layer carry it too.
+    let mut request = tonic::Request::new(GetEntityRequest { id: "x".into() });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "trace-unauth".parse().unwrap());
+    let status = client.get_entity(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert_eq!(
+        status.get_details_request_info().unwrap().request_id,
+        "trace-unauth"
+    );
+    app.stop().await;
+}
+
+async fn metrics_count_calls_by_method_and_code(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut client = EntityServiceClient::new(app.channel.clone());
+    let _ = client
+        .get_entity(app.request(GetEntityRequest { id: "missing".into() }))
+        .await;
+    let http = app.running.as_ref().unwrap().http_addr;
+    let body = http_get(http, "/metrics").await;
+    assert!(
+        body.contains(
+            r#"ferry_grpc_requests_total{method="/ferry.v1.EntityService/GetEntity",code="NotFound"} 1"#
+        ),
+        "{body}"
+    );
+    app.stop().await;
+}
+
+async fn migrations_run_twice_without_error(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let first = ferry::server::App::open(test_config(&db)).await.unwrap();
+    let again = ferry::db::migrate::run(&first.db).await.unwrap();
+    assert!(again.is_empty(), "second run applied {again:?}");
+    ferry::server::App::open(test_config(&db)).await.unwrap();
+}
+
+/// A plain HTTP/1.1 GET, enough for `/metrics`.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}

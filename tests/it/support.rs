@@ -1,0 +1,209 @@
+//! `TestApp`: a fresh database (a temp SQLite file, or a fresh PostgreSQL schema), a
+//! server on 127.0.0.1:0, an organization and a key with every permission.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use ferry::auth::{Permission, keys};
+use ferry::config::Config;
+use ferry::db::Db;
+use ferry::jobs::JobHandler;
+use ferry::orgs::{self, Feature, Plan};
+use ferry::server::{self, App, Running};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an `async fn(Backend)` test once per backend, as `<name>::sqlite` and
+/// `<name>::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::support::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::support::postgres_url().is_some() {
+                    super::$name($crate::support::Backend::Postgres).await;
+                }
+            }
+        }
+    )*};
+}
+
+/// The PostgreSQL server of the tests. Outside CI an unset variable skips the
+/// PostgreSQL half (with a notice); in CI it is an error, never a skip.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("FERRY_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok() => panic!("FERRY_TEST_DATABASE_URL must be set in CI"),
+        _ => {
+            eprintln!("FERRY_TEST_DATABASE_URL is not set: PostgreSQL half skipped");
+            None
+        }
+    }
+}
+
+/// A fresh, empty database for one test.
+pub struct TestDb {
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match backend {
+            Backend::Sqlite => dir.path().join("test.db").display().to_string(),
+            Backend::Postgres => fresh_schema().await,
+        };
+        TestDb { url, _dir: dir }
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().to_path_buf()
+    }
+}
+
+/// Creates a schema of its own and returns a URL whose search_path is that schema.
+async fn fresh_schema() -> String {
+    let base = postgres_url().expect("PostgreSQL URL");
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = AsyncPgConnection::establish(&base)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at FERRY_TEST_DATABASE_URL is unreachable: {e}"));
+    conn.batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options=-csearch_path%3D{schema}")
+}
+
+/// Settings of a test server: ephemeral ports, quick job timings.
+pub fn test_config(db: &TestDb) -> Config {
+    let mut config = Config::default();
+    config.server.grpc_addr = "127.0.0.1:0".into();
+    config.server.http_addr = "127.0.0.1:0".into();
+    config.server.data_dir = db.data_dir().display().to_string();
+    config.server.shutdown_grace_secs = 2;
+    config.database.url = db.url.clone();
+    config.database.max_connections = 8;
+    config.jobs.heartbeat_millis = 200;
+    config.jobs.lease_secs = 5;
+    config.jobs.poll_millis = 100;
+    config.jobs.retry_base_millis = 20;
+    config.jobs.retry_max_secs = 1;
+    config
+}
+
+pub struct TestApp {
+    pub app: App,
+    pub running: Option<Running>,
+    pub channel: Channel,
+    pub org_id: String,
+    pub key: String,
+    pub db: TestDb,
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> TestApp {
+        TestApp::start_with(backend, |_| {}, Vec::new()).await
+    }
+
+    /// Starts with adjusted settings and the given job handlers.
+    pub async fn start_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+        handlers: Vec<Arc<dyn JobHandler>>,
+    ) -> TestApp {
+        let db = TestDb::new(backend).await;
+        let mut config = test_config(&db);
+        adjust(&mut config);
+        let app = App::open(config).await.expect("open app");
+        let org = orgs::create(&app.db, "acme", Plan::Enterprise, &Feature::ALL)
+            .await
+            .expect("org");
+        let (_, key) = keys::create(&app.db, &org.id, "test", &Permission::ALL, &[])
+            .await
+            .expect("key");
+        let running = server::start(app.clone(), handlers).await.expect("start server");
+        let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        TestApp {
+            app,
+            running: Some(running),
+            channel,
+            org_id: org.id,
+            key,
+            db,
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.app.db
+    }
+
+    /// A request carrying this app's key and organization.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        with_auth(message, &self.key, &self.org_id)
+    }
+
+    /// A second organization with its own all-permission key.
+    pub async fn other_org(&self) -> (String, String) {
+        let org = orgs::create(self.db(), "globex", Plan::Starter, &Feature::ALL)
+            .await
+            .expect("org");
+        let (_, key) = keys::create(self.db(), &org.id, "other", &Permission::ALL, &[])
+            .await
+            .expect("key");
+        (org.id, key)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+}
+
+pub fn with_auth<T>(message: T, key: &str, org: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let bearer: MetadataValue<_> = format!("Bearer {key}").parse().expect("header");
+    request.metadata_mut().insert("authorization", bearer);
+    request
+        .metadata_mut()
+        .insert("x-organization-id", org.parse().expect("header"));
+    request
+}
+
+/// The `ErrorInfo` reason of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}
+
+/// The fields named by a status's `BadRequest` violations.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
