@@ -64,12 +64,44 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// `local` (a folder, served by ferry's HTTP route) or `s3`.
+    pub backend: String,
+    /// Folder of the local store; empty: `<data_dir>/files`.
+    pub local_dir: String,
     /// Key of the HMAC that signs local download URLs; empty: generated once and kept
     /// in `<data_dir>/signing-key`.
     pub signing_key: String,
+    pub s3_bucket: String,
+    /// Prefix of every object key (`ferry/`).
+    pub s3_prefix: String,
+    /// Empty: the standard AWS chain (AWS_REGION, profile, …).
+    pub s3_region: String,
+    /// An S3-compatible endpoint (`http://127.0.0.1:9000`); empty: AWS.
+    pub s3_endpoint: String,
+    pub s3_force_path_style: bool,
+    /// Empty: credentials from the standard AWS chain.
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: "local".into(),
+            local_dir: String::new(),
+            signing_key: String::new(),
+            s3_bucket: String::new(),
+            s3_prefix: String::new(),
+            s3_region: String::new(),
+            s3_endpoint: String::new(),
+            s3_force_path_style: false,
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -99,6 +131,10 @@ pub struct ExportsConfig {
     pub retention_days: u64,
     /// Lifetime of a download URL, seconds (at most 7 days).
     pub download_url_ttl_secs: u64,
+    /// Entities read per query while exporting.
+    pub batch_rows: u32,
+    /// Pause between batches, to spare a busy database (0: none).
+    pub batch_pause_millis: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -172,6 +208,8 @@ impl Default for ExportsConfig {
             max_active_per_org: 3,
             retention_days: 7,
             download_url_ttl_secs: 15 * 60,
+            batch_rows: 2_000,
+            batch_pause_millis: 0,
         }
     }
 }
@@ -276,6 +314,16 @@ impl Config {
         parse_addr("server.grpc_addr", &self.server.grpc_addr)?;
         parse_addr("server.http_addr", &self.server.http_addr)?;
         check(
+            "storage.backend",
+            matches!(self.storage.backend.as_str(), "local" | "s3"),
+            "must be `local` or `s3`",
+        )?;
+        check(
+            "storage.s3_bucket",
+            self.storage.backend != "s3" || !self.storage.s3_bucket.is_empty(),
+            "is required when storage.backend is `s3`",
+        )?;
+        check(
             "log.format",
             matches!(self.log.format.as_str(), "human" | "json"),
             "must be `human` or `json`",
@@ -301,6 +349,11 @@ impl Config {
             "exports.download_url_ttl_secs",
             (1..=7 * 24 * 3600).contains(&self.exports.download_url_ttl_secs),
             "must be between 1 second and 7 days",
+        )?;
+        check(
+            "exports.batch_rows",
+            (1..=100_000).contains(&self.exports.batch_rows),
+            "must be between 1 and 100000",
         )?;
         check(
             "exports.max_active_per_org",

@@ -7,8 +7,10 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::auth::AuthError;
 use crate::db::DbError;
+use crate::export::ExportError;
 use crate::jobs::QueueError;
 use crate::orgs::OrgError;
+use crate::storage::StorageError;
 
 pub const DOMAIN: &str = "ferry";
 
@@ -117,6 +119,49 @@ impl From<QueueError> for ApiError {
             )
             .with_metadata("state", state),
             QueueError::Db(err) => err.into(),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(err: StorageError) -> Self {
+        tracing::error!(error = %err, "file storage failed");
+        ApiError::new(
+            Code::Unavailable,
+            "STORAGE_UNAVAILABLE",
+            "file storage is unavailable; retry later",
+        )
+    }
+}
+
+impl From<ExportError> for ApiError {
+    fn from(err: ExportError) -> Self {
+        match err {
+            ExportError::Invalid(violations) => ApiError::invalid(violations),
+            ExportError::InProgress { ref job_id } => {
+                ApiError::new(Code::AlreadyExists, "EXPORT_IN_PROGRESS", err.to_string())
+                    .with_metadata("job_id", job_id.clone())
+            }
+            ExportError::TooManyActive { limit } => ApiError::new(
+                Code::ResourceExhausted,
+                "TOO_MANY_ACTIVE_EXPORTS",
+                err.to_string(),
+            )
+            .with_metadata("limit", limit.to_string()),
+            ExportError::NotFound => ApiError::not_found("export"),
+            ExportError::NotReady { ref state } => {
+                ApiError::new(Code::FailedPrecondition, "EXPORT_NOT_READY", err.to_string())
+                    .with_metadata("state", state.clone())
+            }
+            ExportError::Expired => {
+                ApiError::new(Code::FailedPrecondition, "EXPORT_EXPIRED", err.to_string())
+            }
+            ExportError::AlreadyFinished { ref state } => {
+                ApiError::new(Code::FailedPrecondition, "JOB_ALREADY_FINISHED", err.to_string())
+                    .with_metadata("state", state.clone())
+            }
+            ExportError::Storage(err) => err.into(),
+            ExportError::Db(err) => err.into(),
         }
     }
 }

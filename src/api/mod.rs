@@ -6,6 +6,7 @@ pub mod entity;
 pub mod error;
 pub mod export;
 pub mod import;
+pub mod jobs;
 pub mod mapping;
 pub mod page;
 mod pending;

@@ -40,7 +40,7 @@ pub struct EntityRow {
 }
 
 /// Which entities a query covers; validated by the caller. Empty lists do not filter.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EntityFilter {
     pub types: Vec<String>,
     pub countries: Vec<String>,

@@ -448,6 +448,35 @@ pub async fn delete(conn: &mut Conn, organization_id: &str, id: &str) -> QueryRe
     })
 }
 
+/// Completed jobs of a kind whose output expired before `now`, oldest first.
+pub async fn due_for_expiry(conn: &mut Conn, kind: &str, now: i64, limit: i64) -> QueryResult<Vec<JobRow>> {
+    with_conn!(conn, |c| {
+        jobs::table
+            .filter(jobs::kind.eq(kind))
+            .filter(jobs::state.eq(COMPLETED))
+            .filter(jobs::expires_at.lt(now))
+            .order(jobs::expires_at)
+            .limit(limit)
+            .select(JobRow::as_select())
+            .load(c)
+            .await
+    })
+}
+
+/// COMPLETED -> EXPIRED once its output is gone; returns 0 if it changed meanwhile.
+pub async fn mark_expired(conn: &mut Conn, id: &str, now: i64) -> QueryResult<usize> {
+    with_conn!(conn, |c| {
+        diesel::update(jobs::table.find(id).filter(jobs::state.eq(COMPLETED)))
+            .set((
+                jobs::state.eq(EXPIRED),
+                jobs::updated_at.eq(now),
+                jobs::version.eq(jobs::version + 1),
+            ))
+            .execute(c)
+            .await
+    })
+}
+
 /// Frees idempotency keys older than their 24 h window, so a key can be reused.
 pub async fn release_request_ids(conn: &mut Conn, before: i64) -> QueryResult<usize> {
     with_conn!(conn, |c| {

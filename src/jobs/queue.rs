@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use futures::Stream;
+use futures::future::BoxFuture;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::JobEvents;
 use crate::config::JobsConfig;
 use crate::db::jobs::{self, JobListFilter, JobRow};
-use crate::db::{Db, DbError, new_id, now_ms};
+use crate::db::{Conn, Db, DbError, new_id, now_ms};
 
 /// An idempotency key is honoured this long.
 pub const REQUEST_ID_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -32,6 +33,8 @@ impl From<diesel::result::Error> for QueueError {
 /// A job to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// A chosen id (so payloads or search text can name it); `None`: a new UUIDv7.
+    pub id: Option<String>,
     pub organization_id: String,
     pub kind: String,
     /// Versioned payload (`{"v":1,...}`).
@@ -66,6 +69,50 @@ pub struct Queue {
     config: JobsConfig,
 }
 
+fn new_row(job: NewJob, max_attempts: i32, now: i64) -> JobRow {
+    JobRow {
+        id: job.id.unwrap_or_else(new_id),
+        organization_id: job.organization_id,
+        kind: job.kind,
+        state: jobs::QUEUED.into(),
+        payload: job.payload.to_string(),
+        result: None,
+        error: None,
+        request_id: job.request_id,
+        dedupe_key: job.dedupe_key,
+        search_text: job.search_text,
+        attempts: 0,
+        max_attempts,
+        run_after: now,
+        lease_id: None,
+        lease_owner: None,
+        lease_expires_at: None,
+        cancel_requested: false,
+        rows_done: 0,
+        rows_total: job.rows_total,
+        bytes_done: 0,
+        version: 0,
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+        expires_at: None,
+    }
+}
+
+/// Serialises job creation per organization and kind for the rest of the
+/// transaction. SQLite transactions already hold the write lock (`BEGIN IMMEDIATE`).
+async fn lock_creations(conn: &mut Conn, organization_id: &str, kind: &str) -> diesel::QueryResult<()> {
+    use diesel_async::RunQueryDsl;
+    if let Conn::Pg(c) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<diesel::sql_types::Text, _>(format!("{organization_id}/{kind}"))
+            .execute(&mut **c)
+            .await?;
+    }
+    Ok(())
+}
+
 impl Queue {
     pub fn new(db: Db, events: JobEvents, config: JobsConfig) -> Queue {
         Queue { db, events, config }
@@ -84,76 +131,55 @@ impl Queue {
     }
 
     /// Queues a job, or returns the job created with the same `request_id` in the last
-    /// 24 hours (even when two calls race).
+    /// 24 hours.
     pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
-        let mut conn = self.db.conn().await?;
-        let now = now_ms();
-        if let Some(existing) = self.find_by_request_id(&mut conn, &job, now).await? {
-            return Ok(Enqueued::Existing(existing));
-        }
-        let row = JobRow {
-            id: new_id(),
-            organization_id: job.organization_id.clone(),
-            kind: job.kind.clone(),
-            state: jobs::QUEUED.into(),
-            payload: job.payload.to_string(),
-            result: None,
-            error: None,
-            request_id: job.request_id.clone(),
-            dedupe_key: job.dedupe_key.clone(),
-            search_text: job.search_text.clone(),
-            attempts: 0,
-            max_attempts: self.config.max_attempts as i32,
-            run_after: now,
-            lease_id: None,
-            lease_owner: None,
-            lease_expires_at: None,
-            cancel_requested: false,
-            rows_done: 0,
-            rows_total: job.rows_total,
-            bytes_done: 0,
-            version: 0,
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            updated_at: now,
-            expires_at: None,
-        };
-        match jobs::insert(&mut conn, &row).await {
-            Ok(()) => {}
-            Err(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                _,
-            )) if job.request_id.is_some() => {
-                // A concurrent call with the same key won the race.
-                return match self.find_by_request_id(&mut conn, &job, now).await? {
-                    Some(existing) => Ok(Enqueued::Existing(existing)),
-                    None => Err(QueueError::NotFound),
-                };
-            }
-            Err(err) => return Err(err.into()),
-        }
-        self.events.publish(&mut conn, &row.id).await;
-        Ok(Enqueued::Created(row))
+        self.enqueue_guarded(job, |_| Box::pin(async { Ok(()) })).await
     }
 
-    async fn find_by_request_id(
-        &self,
-        conn: &mut crate::db::Conn,
-        job: &NewJob,
-        now: i64,
-    ) -> Result<Option<JobRow>, QueueError> {
-        let Some(request_id) = &job.request_id else {
-            return Ok(None);
-        };
-        Ok(jobs::find_by_request_id(
-            conn,
-            &job.organization_id,
-            &job.kind,
-            request_id,
-            now - REQUEST_ID_WINDOW_MS,
-        )
-        .await?)
+    /// Like [`Queue::enqueue`], with `guard` run first in the same transaction, while
+    /// the organization's creations of this kind are serialised (an advisory lock on
+    /// PostgreSQL, the write lock on SQLite): conflict and quota checks cannot race.
+    pub async fn enqueue_guarded<E, G>(&self, job: NewJob, guard: G) -> Result<Enqueued, E>
+    where
+        E: From<QueueError> + From<DbError> + Send + 'static,
+        G: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<(), E>> + Send + 'static,
+    {
+        let max_attempts = self.config.max_attempts as i32;
+        let outcome = self
+            .db
+            .transaction(move |conn| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    lock_creations(conn, &job.organization_id, &job.kind)
+                        .await
+                        .map_err(QueueError::from)?;
+                    if let Some(request_id) = &job.request_id {
+                        let since = now - REQUEST_ID_WINDOW_MS;
+                        let existing = jobs::find_by_request_id(
+                            conn,
+                            &job.organization_id,
+                            &job.kind,
+                            request_id,
+                            since,
+                        )
+                        .await
+                        .map_err(QueueError::from)?;
+                        if let Some(existing) = existing {
+                            return Ok(Enqueued::Existing(existing));
+                        }
+                    }
+                    guard(conn).await?;
+                    let row = new_row(job, max_attempts, now);
+                    jobs::insert(conn, &row).await.map_err(QueueError::from)?;
+                    Ok::<_, E>(Enqueued::Created(row))
+                })
+            })
+            .await?;
+        if let Enqueued::Created(row) = &outcome {
+            let mut conn = self.db.conn().await?;
+            self.events.publish(&mut conn, &row.id).await;
+        }
+        Ok(outcome)
     }
 
     /// A job of the organization; another organization's job is `NotFound`.

@@ -2,7 +2,6 @@
 //! key, so a new user can call the service at once. The key is printed once and
 //! written to `<data_dir>/bootstrap-key` (mode 0600).
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::auth::{Permission, keys};
@@ -25,23 +24,10 @@ pub async fn run_if_empty(db: &Db, data_dir: &Path) -> anyhow::Result<Option<Boo
     let org = orgs::create(db, "default", Plan::Enterprise, &Feature::ALL).await?;
     let (_, token) = keys::create(db, &org.id, "bootstrap", &Permission::ALL, &[]).await?;
     let key_file = data_dir.join("bootstrap-key");
-    write_secret(&key_file, &format!("{token}\n"))?;
+    crate::private_file::write(&key_file, &format!("{token}\n"))?;
     Ok(Some(Bootstrap {
         organization_id: org.id,
         token,
         key_file,
     }))
-}
-
-/// Writes a file only its owner can read.
-pub fn write_secret(path: &Path, contents: &str) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())
 }

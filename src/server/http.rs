@@ -1,24 +1,30 @@
-//! The HTTP/1.1 listener beside gRPC: `/metrics` (Prometheus text) and `/healthz`.
+//! The HTTP/1.1 listener beside gRPC: `/metrics` (Prometheus text), `/healthz`, and
+//! `/files/<key>`, the local store's signed, expiring downloads.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::metrics::Metrics;
-use crate::db::Db;
+use crate::db::{Db, now_ms};
+use crate::storage::Storage;
+use crate::storage::local::SignedQuery;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub db: Db,
     pub metrics: Arc<Metrics>,
+    pub storage: Storage,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
+        .route("/files/{*key}", get(download))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
@@ -39,4 +45,40 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
         }
     }
+}
+
+/// Streams a stored file when the URL's signature and expiry check out; 403 otherwise
+/// (the same answer for a wrong signature, an expired link and a key that never
+/// existed, so links reveal nothing).
+async fn download(
+    State(state): State<HttpState>,
+    Path(key): Path<String>,
+    query: Result<Query<SignedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let forbidden = || (StatusCode::FORBIDDEN, "invalid or expired link\n").into_response();
+    let (Storage::Local(store), Ok(Query(query))) = (&state.storage, query) else {
+        return forbidden();
+    };
+    let Some(path) = store.verify(&key, &query, now_ms() / 1000) else {
+        return forbidden();
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(_) => return (StatusCode::NOT_FOUND, "the file no longer exists\n").into_response(),
+    };
+    let length = file.metadata().await.map(|m| m.len()).unwrap_or_default();
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        query.name.replace(['"', '\\', '\r', '\n'], "_")
+    );
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    (
+        [
+            (header::CONTENT_TYPE, query.content_type.clone()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CONTENT_LENGTH, length.to_string()),
+        ],
+        body,
+    )
+        .into_response()
 }

@@ -20,8 +20,11 @@ use crate::api;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Config;
 use crate::db::{Db, migrate};
+use crate::export::Exports;
+use crate::export::job::ExportJob;
 use crate::jobs::{JobEvents, JobHandler, Queue, Worker};
 use crate::proto;
+use crate::storage::Storage;
 use metrics::Metrics;
 
 /// Everything the services share.
@@ -30,6 +33,7 @@ pub struct App {
     pub config: Config,
     pub db: Db,
     pub queue: Queue,
+    pub storage: Storage,
     pub metrics: Arc<Metrics>,
 }
 
@@ -56,17 +60,40 @@ impl App {
         migrate::run(&db).await.context("cannot migrate the database")?;
         let events = JobEvents::new(db.clone());
         let queue = Queue::new(db.clone(), events, config.jobs.clone());
+        let storage = Storage::from_config(&config)
+            .await
+            .context("cannot open the file storage")?;
         Ok(App {
             config,
             db,
             queue,
+            storage,
             metrics: Arc::new(Metrics::default()),
         })
     }
 
-    /// The job kinds this build runs.
+    /// Where jobs write files before storing them.
+    pub fn temp_dir(&self) -> std::path::PathBuf {
+        self.config.data_dir().join("tmp")
+    }
+
+    pub fn exports(&self) -> Exports {
+        Exports::new(
+            self.queue.clone(),
+            self.storage.clone(),
+            self.config.exports.clone(),
+        )
+    }
+
+    /// The job kinds this build runs: every kind is registered here.
     pub fn job_handlers(&self) -> Vec<Arc<dyn JobHandler>> {
-        Vec::new()
+        vec![Arc::new(ExportJob {
+            storage: self.storage.clone(),
+            temp_dir: self.temp_dir(),
+            retention_ms: self.config.exports.retention_days as i64 * 24 * 3600 * 1000,
+            batch_rows: i64::from(self.config.exports.batch_rows),
+            batch_pause: Duration::from_millis(self.config.exports.batch_pause_millis),
+        })]
     }
 }
 
@@ -93,7 +120,7 @@ impl Running {
 }
 
 /// Binds both listeners and starts serving, with `handlers` run by the worker.
-pub async fn start(app: App, handlers: Vec<Arc<dyn JobHandler>>) -> anyhow::Result<Running> {
+pub async fn start(mut app: App, handlers: Vec<Arc<dyn JobHandler>>) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let grpc = TcpListener::bind(app.config.grpc_addr()).await.with_context(|| {
         format!(
@@ -109,6 +136,12 @@ pub async fn start(app: App, handlers: Vec<Arc<dyn JobHandler>>) -> anyhow::Resu
     })?;
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;
+    // Local download links point at the port actually bound unless a public URL is set.
+    if let Storage::Local(store) = &mut app.storage
+        && app.config.server.public_url.is_empty()
+    {
+        store.set_base_url(&format!("http://{http_addr}"));
+    }
 
     app.queue.events().start(shutdown.clone());
     let mut tasks = vec![tokio::spawn(
@@ -119,6 +152,13 @@ pub async fn start(app: App, handlers: Vec<Arc<dyn JobHandler>>) -> anyhow::Resu
         let worker = Worker::new(app.queue.clone(), handlers);
         tasks.push(tokio::spawn(worker.run(shutdown.clone())));
     }
+    tasks.push(tokio::spawn(crate::export::janitor::run(
+        app.queue.clone(),
+        app.storage.clone(),
+        app.temp_dir(),
+        Duration::from_millis(app.config.jobs.poll_millis.max(1000)),
+        shutdown.clone(),
+    )));
     tracing::info!(grpc = %grpc_addr, http = %http_addr, "ferry is serving");
     Ok(Running {
         grpc_addr,
@@ -171,7 +211,9 @@ async fn serve_grpc(
         .add_service(EntityServiceServer::new(api::entity::EntityApi::new(
             app.db.clone(),
         )))
-        .add_service(ExportServiceServer::new(api::export::ExportApi))
+        .add_service(ExportServiceServer::new(api::export::ExportApi::new(
+            app.exports(),
+        )))
         .add_service(ImportServiceServer::new(api::import::ImportApi))
         .add_service(MappingServiceServer::new(api::mapping::MappingApi));
 
@@ -201,6 +243,7 @@ async fn serve_http(app: App, listener: TcpListener, shutdown: CancellationToken
     let router = http::router(http::HttpState {
         db: app.db.clone(),
         metrics: app.metrics.clone(),
+        storage: app.storage.clone(),
     });
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

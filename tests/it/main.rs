@@ -11,5 +11,35 @@ mod support;
 
 mod auth;
 mod entities;
+mod exports;
 mod queue;
+mod replicas;
+mod s3;
 mod server;
+
+/// A plain entity for tests that need many rows.
+pub fn entities_fixture(org: &str, n: i64) -> ferry::db::entities::EntityRow {
+    ferry::db::entities::EntityRow {
+        id: format!("0190f000-1111-7000-8000-{n:012}"),
+        organization_id: org.to_string(),
+        entity_type: "person".into(),
+        tax_id: format!("FX-{n}"),
+        country: "AR".into(),
+        name: format!("Entity {n}"),
+        gender: None,
+        external_id: Some(format!("ext-{n}")),
+        email: None,
+        phone: None,
+        registration_date: None,
+        status: "active".into(),
+        is_client: false,
+        nationality: None,
+        risk_matrix_id: None,
+        attributes: r#"{"segment_tag":"retail"}"#.into(),
+        entity_data: "{}".into(),
+        enrichment_plan: None,
+        skip_rules_execution: false,
+        created_at: 1_700_000_000_000 + n,
+        updated_at: 1_700_000_000_000 + n,
+    }
+}

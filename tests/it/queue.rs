@@ -72,6 +72,7 @@ impl JobHandler for Probe {
 
 fn job(org: &str, action: &str) -> NewJob {
     NewJob {
+        id: None,
         organization_id: org.to_string(),
         kind: KIND.into(),
         payload: serde_json::json!({"v": 1, "do": action}),

@@ -107,6 +107,13 @@ pub fn test_config(db: &TestDb) -> Config {
     config
 }
 
+/// Which job kinds the test server's worker runs.
+pub enum Workers {
+    None,
+    Ferry,
+    Custom(Vec<Arc<dyn JobHandler>>),
+}
+
 pub struct TestApp {
     pub app: App,
     pub running: Option<Running>,
@@ -117,16 +124,18 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// A server with no worker: jobs stay queued.
     pub async fn start(backend: Backend) -> TestApp {
-        TestApp::start_with(backend, |_| {}, Vec::new()).await
+        TestApp::start_with(backend, |_| {}, Workers::None).await
     }
 
-    /// Starts with adjusted settings and the given job handlers.
-    pub async fn start_with(
-        backend: Backend,
-        adjust: impl FnOnce(&mut Config),
-        handlers: Vec<Arc<dyn JobHandler>>,
-    ) -> TestApp {
+    /// A server whose worker runs ferry's own job kinds.
+    pub async fn start_working(backend: Backend) -> TestApp {
+        TestApp::start_with(backend, |_| {}, Workers::Ferry).await
+    }
+
+    /// Starts with adjusted settings and the chosen worker.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config), workers: Workers) -> TestApp {
         let db = TestDb::new(backend).await;
         let mut config = test_config(&db);
         adjust(&mut config);
@@ -137,6 +146,11 @@ impl TestApp {
         let (_, key) = keys::create(&app.db, &org.id, "test", &Permission::ALL, &[])
             .await
             .expect("key");
+        let handlers = match workers {
+            Workers::None => Vec::new(),
+            Workers::Ferry => app.job_handlers(),
+            Workers::Custom(handlers) => handlers,
+        };
         let running = server::start(app.clone(), handlers).await.expect("start server");
         let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))
             .expect("uri")
@@ -151,6 +165,10 @@ impl TestApp {
             key,
             db,
         }
+    }
+
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().expect("running").http_addr
     }
 
     pub fn db(&self) -> &Db {

@@ -1,0 +1,342 @@
+//! The export column allow-list, and how an entity becomes cells: every entity field
+//! by its snake_case key, plus `attributes.<path>` and `entity_data.<path>`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::db::entities::EntityRow;
+
+/// An entity field that can be exported as a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Field {
+    Id,
+    Type,
+    TaxId,
+    Country,
+    Name,
+    Gender,
+    ExternalId,
+    Email,
+    Phone,
+    RegistrationDate,
+    Status,
+    IsClient,
+    Nationality,
+    RiskMatrixId,
+    Attributes,
+    EntityData,
+    EnrichmentPlan,
+    SkipRulesExecution,
+    CreatedAt,
+    UpdatedAt,
+}
+
+/// Every field in default column order, with its key.
+pub const FIELDS: [(&str, Field); 20] = [
+    ("id", Field::Id),
+    ("type", Field::Type),
+    ("tax_id", Field::TaxId),
+    ("country", Field::Country),
+    ("name", Field::Name),
+    ("gender", Field::Gender),
+    ("external_id", Field::ExternalId),
+    ("email", Field::Email),
+    ("phone", Field::Phone),
+    ("registration_date", Field::RegistrationDate),
+    ("status", Field::Status),
+    ("is_client", Field::IsClient),
+    ("nationality", Field::Nationality),
+    ("risk_matrix_id", Field::RiskMatrixId),
+    ("attributes", Field::Attributes),
+    ("entity_data", Field::EntityData),
+    ("enrichment_plan", Field::EnrichmentPlan),
+    ("skip_rules_execution", Field::SkipRulesExecution),
+    ("created_at", Field::CreatedAt),
+    ("updated_at", Field::UpdatedAt),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Column {
+    Field(Field),
+    /// A dotted path below `attributes`.
+    Attribute(Vec<String>),
+    /// A dotted path below `entity_data`.
+    EntityData(Vec<String>),
+}
+
+/// What a column holds, which typed formats (XLSX, Parquet, Avro) follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Uuid,
+    Text,
+    Bool,
+    /// Milliseconds since the epoch, UTC.
+    Timestamp,
+    /// Days since the epoch.
+    Date,
+    /// A JSON object: nested in JSON formats, JSON text elsewhere.
+    Json,
+    /// Any JSON value under a path: strings stay strings, other values become JSON
+    /// text in formats with fixed column types.
+    Dynamic,
+}
+
+impl Column {
+    /// Parses a column key; `None` when it is not on the allow-list.
+    pub fn parse(key: &str) -> Option<Column> {
+        let key = key.trim();
+        if let Some((_, field)) = FIELDS.iter().find(|(k, _)| *k == key) {
+            return Some(Column::Field(*field));
+        }
+        let (prefix, path) = key.split_once('.')?;
+        let segments: Vec<String> = path.split('.').map(str::to_string).collect();
+        let valid = segments.iter().all(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+        match prefix {
+            "attributes" if valid => Some(Column::Attribute(segments)),
+            "entity_data" | "entityData" if valid => Some(Column::EntityData(segments)),
+            _ => None,
+        }
+    }
+
+    /// The column's key, also its header.
+    pub fn key(&self) -> String {
+        match self {
+            Column::Field(field) => FIELDS
+                .iter()
+                .find(|(_, f)| f == field)
+                .map(|(k, _)| k.to_string())
+                .unwrap_or_default(),
+            Column::Attribute(path) => format!("attributes.{}", path.join(".")),
+            Column::EntityData(path) => format!("entity_data.{}", path.join(".")),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Column::Field(Field::Id) => Kind::Uuid,
+            Column::Field(Field::IsClient | Field::SkipRulesExecution) => Kind::Bool,
+            Column::Field(Field::CreatedAt | Field::UpdatedAt) => Kind::Timestamp,
+            Column::Field(Field::RegistrationDate) => Kind::Date,
+            Column::Field(Field::Attributes | Field::EntityData | Field::EnrichmentPlan) => Kind::Json,
+            Column::Field(_) => Kind::Text,
+            Column::Attribute(_) | Column::EntityData(_) => Kind::Dynamic,
+        }
+    }
+
+    /// Only path columns can hold arrays to expand.
+    pub fn can_expand(&self) -> bool {
+        matches!(self, Column::Attribute(_) | Column::EntityData(_))
+    }
+}
+
+/// Every field, the default when a request names no columns.
+pub fn default_columns() -> Vec<Column> {
+    FIELDS.iter().map(|(_, f)| Column::Field(*f)).collect()
+}
+
+/// One exported value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Text(String),
+    Bool(bool),
+    Timestamp(i64),
+    Date(i32),
+    Json(Value),
+}
+
+impl Cell {
+    fn text(value: Option<&str>) -> Cell {
+        match value {
+            Some(v) => Cell::Text(v.to_string()),
+            None => Cell::Null,
+        }
+    }
+
+    /// A JSON value found under a path: strings as text, null as empty.
+    fn from_json(value: Option<&Value>) -> Cell {
+        match value {
+            None | Some(Value::Null) => Cell::Null,
+            Some(Value::String(s)) => Cell::Text(s.clone()),
+            Some(other) => Cell::Json(other.clone()),
+        }
+    }
+
+    /// The cell as text, for formats that have only text (CSV) or for text-typed
+    /// columns: JSON compact, booleans `true`/`false`, timestamps RFC 3339 UTC with
+    /// milliseconds, dates `YYYY-MM-DD`.
+    pub fn to_text(&self) -> Option<String> {
+        match self {
+            Cell::Null => None,
+            Cell::Text(s) => Some(s.clone()),
+            Cell::Bool(b) => Some(b.to_string()),
+            Cell::Timestamp(ms) => Some(crate::export::time::rfc3339_millis(*ms)),
+            Cell::Date(days) => Some(crate::export::time::iso_date(*days)),
+            Cell::Json(v) => Some(v.to_string()),
+        }
+    }
+}
+
+/// The JSON columns of one entity, parsed once per row.
+struct Parsed {
+    attributes: Value,
+    entity_data: Value,
+}
+
+fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+fn at_path<'a>(mut value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    for segment in path {
+        value = value.get(segment)?;
+    }
+    Some(value)
+}
+
+/// The cells of one entity in column order.
+pub fn cells(row: &EntityRow, columns: &[Column]) -> Vec<Cell> {
+    let needs_attributes = columns.iter().any(|c| matches!(c, Column::Attribute(_)));
+    let needs_data = columns.iter().any(|c| matches!(c, Column::EntityData(_)));
+    let parsed = Parsed {
+        attributes: if needs_attributes {
+            parse_json(&row.attributes)
+        } else {
+            Value::Null
+        },
+        entity_data: if needs_data {
+            parse_json(&row.entity_data)
+        } else {
+            Value::Null
+        },
+    };
+    columns.iter().map(|c| cell(row, c, &parsed)).collect()
+}
+
+fn cell(row: &EntityRow, column: &Column, parsed: &Parsed) -> Cell {
+    let field = match column {
+        Column::Attribute(path) => return Cell::from_json(at_path(&parsed.attributes, path)),
+        Column::EntityData(path) => return Cell::from_json(at_path(&parsed.entity_data, path)),
+        Column::Field(field) => *field,
+    };
+    match field {
+        Field::Id => Cell::Text(row.id.clone()),
+        Field::Type => Cell::Text(row.entity_type.clone()),
+        Field::TaxId => Cell::Text(row.tax_id.clone()),
+        Field::Country => Cell::Text(row.country.clone()),
+        Field::Name => Cell::Text(row.name.clone()),
+        Field::Gender => Cell::text(row.gender.as_deref()),
+        Field::ExternalId => Cell::text(row.external_id.as_deref()),
+        Field::Email => Cell::text(row.email.as_deref()),
+        Field::Phone => Cell::text(row.phone.as_deref()),
+        Field::RegistrationDate => row
+            .registration_date
+            .as_deref()
+            .and_then(crate::export::time::parse_date_prefix)
+            .map(Cell::Date)
+            .unwrap_or(Cell::Null),
+        Field::Status => Cell::Text(row.status.clone()),
+        Field::IsClient => Cell::Bool(row.is_client),
+        Field::Nationality => Cell::text(row.nationality.as_deref()),
+        Field::RiskMatrixId => Cell::text(row.risk_matrix_id.as_deref()),
+        Field::Attributes => Cell::Json(parse_json(&row.attributes)),
+        Field::EntityData => Cell::Json(parse_json(&row.entity_data)),
+        Field::EnrichmentPlan => row
+            .enrichment_plan
+            .as_deref()
+            .map(|t| Cell::Json(parse_json(t)))
+            .unwrap_or(Cell::Null),
+        Field::SkipRulesExecution => Cell::Bool(row.skip_rules_execution),
+        Field::CreatedAt => Cell::Timestamp(row.created_at),
+        Field::UpdatedAt => Cell::Timestamp(row.updated_at),
+    }
+}
+
+/// One row per item of the array in column `expand` (other cells repeat); an empty
+/// array gives one row with an empty cell; a value that is not an array stays as is.
+pub fn expand(cells: Vec<Cell>, expand: Option<usize>, out: &mut Vec<Vec<Cell>>) {
+    let Some(index) = expand else {
+        out.push(cells);
+        return;
+    };
+    let items = match cells.get(index) {
+        Some(Cell::Json(Value::Array(items))) => items.clone(),
+        _ => {
+            out.push(cells);
+            return;
+        }
+    };
+    if items.is_empty() {
+        let mut row = cells;
+        row[index] = Cell::Null;
+        out.push(row);
+        return;
+    }
+    for item in items {
+        let mut row = cells.clone();
+        row[index] = Cell::from_json(Some(&item));
+        out.push(row);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_to_columns_and_back() {
+        for key in [
+            "tax_id",
+            "created_at",
+            "attributes.tags.tier",
+            "entity_data.person.birth_date",
+        ] {
+            assert_eq!(Column::parse(key).unwrap().key(), key);
+        }
+        assert_eq!(
+            Column::parse("entityData.company.x").unwrap().key(),
+            "entity_data.company.x"
+        );
+        for bad in [
+            "password",
+            "attributes.",
+            "attributes..x",
+            "attributes.a b",
+            "other.x",
+        ] {
+            assert_eq!(Column::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_array_becomes_one_row_per_item_and_an_empty_one_a_single_empty_row() {
+        let base = vec![Cell::Text("a".into()), Cell::Json(serde_json::json!(["x", 2]))];
+        let mut out = Vec::new();
+        expand(base, Some(1), &mut out);
+        assert_eq!(
+            out,
+            vec![
+                vec![Cell::Text("a".into()), Cell::Text("x".into())],
+                vec![Cell::Text("a".into()), Cell::Json(serde_json::json!(2))]
+            ]
+        );
+        let mut out = Vec::new();
+        expand(
+            vec![Cell::Text("b".into()), Cell::Json(serde_json::json!([]))],
+            Some(1),
+            &mut out,
+        );
+        assert_eq!(out, vec![vec![Cell::Text("b".into()), Cell::Null]]);
+        let mut out = Vec::new();
+        expand(
+            vec![Cell::Text("c".into()), Cell::Text("scalar".into())],
+            Some(1),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+    }
+}

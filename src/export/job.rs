@@ -1,0 +1,227 @@
+//! The export job: reads the entities in keyset-ordered batches, streams them
+//! through the format writer (on a blocking thread) into a local temp file, then
+//! stores the file (multipart on S3). Memory stays flat: one batch in flight plus
+//! the channel's few batches.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::columns::{self, Cell};
+use super::format::file_name_and_type;
+use super::spec::ExportSpec;
+use super::writer::{self, WriterOptions};
+use crate::db::entities::{self, CursorValue, EntityOrder, SortKey};
+use crate::db::now_ms;
+use crate::jobs::{JobContext, JobError, JobHandler, JobOutcome};
+use crate::storage::Storage;
+
+/// Batches buffered between the reader and the writer thread.
+const CHANNEL_BATCHES: usize = 4;
+
+/// What a completed export leaves on its job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportResult {
+    pub object_key: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub row_count: u64,
+}
+
+#[derive(Clone)]
+pub struct ExportJob {
+    pub storage: Storage,
+    pub temp_dir: PathBuf,
+    pub retention_ms: i64,
+    /// Entities read per query.
+    pub batch_rows: i64,
+    /// Pause between batches.
+    pub batch_pause: std::time::Duration,
+}
+
+impl JobHandler for ExportJob {
+    fn kind(&self) -> &'static str {
+        super::KIND
+    }
+
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>> {
+        let job = self.clone();
+        Box::pin(async move { job.export(ctx).await })
+    }
+}
+
+/// The stem of export file names: `entities-<job id>`.
+pub fn file_stem(job_id: &str) -> String {
+    format!("entities-{job_id}")
+}
+
+impl ExportJob {
+    async fn export(&self, ctx: JobContext) -> Result<JobOutcome, JobError> {
+        let spec: ExportSpec = serde_json::from_str(&ctx.job().payload).map_err(|e| JobError::Permanent {
+            reason: "INVALID_PAYLOAD".into(),
+            message: format!("the export's stored request cannot be read: {e}"),
+        })?;
+        tokio::fs::create_dir_all(&self.temp_dir)
+            .await
+            .map_err(|e| JobError::Transient(format!("cannot create {}: {e}", self.temp_dir.display())))?;
+        let temp = self
+            .temp_dir
+            .join(format!("{}-{}.part", ctx.job().id, ctx.job().attempts));
+        let result = self.write_and_store(&ctx, &spec, &temp).await;
+        // The temp file goes whatever happened (cancelled, failed or stored).
+        let _ = tokio::fs::remove_file(&temp).await;
+        result
+    }
+
+    async fn write_and_store(
+        &self,
+        ctx: &JobContext,
+        spec: &ExportSpec,
+        temp: &Path,
+    ) -> Result<JobOutcome, JobError> {
+        let job = ctx.job().clone();
+        let (file_name, content_type) =
+            file_name_and_type(spec.format, spec.compression, &file_stem(&job.id));
+        let (row_count, entities_done) = self.write_rows(ctx, spec, temp).await?;
+        ctx.check()?;
+        let (size, sha256) = hash_file(temp.to_path_buf()).await?;
+        let object_key = format!("exports/{}/{}/{}", job.organization_id, job.id, file_name);
+        self.storage
+            .put_file(&object_key, temp, content_type)
+            .await
+            .map_err(|e| JobError::Transient(e.to_string()))?;
+        // Cancelled or deleted while uploading: leave nothing behind.
+        if let Err(stop) = ctx.check() {
+            let _ = self.storage.delete(&object_key).await;
+            return Err(stop);
+        }
+        ctx.progress(entities_done, Some(entities_done), size as i64, true)
+            .await
+            .inspect_err(|_| {
+                let storage = self.storage.clone();
+                let key = object_key.clone();
+                tokio::spawn(async move { storage.delete(&key).await });
+            })?;
+        let result = ExportResult {
+            object_key,
+            file_name,
+            content_type: content_type.to_string(),
+            size,
+            sha256,
+            row_count,
+        };
+        Ok(JobOutcome {
+            result: serde_json::to_value(&result).ok(),
+            expires_at: Some(now_ms() + self.retention_ms),
+        })
+    }
+
+    /// Streams the matching entities through the writer into `temp`; returns the
+    /// number of rows written (after `expand_array`) and of entities read.
+    async fn write_rows(
+        &self,
+        ctx: &JobContext,
+        spec: &ExportSpec,
+        temp: &Path,
+    ) -> Result<(u64, i64), JobError> {
+        let job = ctx.job();
+        let mut conn = ctx.db().conn().await?;
+        let total = entities::count(&mut conn, &job.organization_id, &spec.filter).await?;
+        ctx.progress(0, Some(total), 0, true).await?;
+
+        let (sender, mut receiver) = mpsc::channel::<Vec<Vec<Cell>>>(CHANNEL_BATCHES);
+        let bytes = Arc::new(AtomicU64::new(0));
+        let options = WriterOptions {
+            format: spec.format,
+            compression: spec.compression,
+            csv_bom: spec.csv_bom,
+            neutralize_formulas: spec.neutralize_formulas,
+        };
+        let columns = spec.columns.clone();
+        let path = temp.to_path_buf();
+        let counter = bytes.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            writer::write_file(&options, &columns, &mut receiver, &path, counter)
+        });
+
+        let order = EntityOrder {
+            key: SortKey::CreatedAt,
+            descending: false,
+        };
+        let mut after: Option<(CursorValue, String)> = None;
+        let mut done = 0i64;
+        let read = async {
+            loop {
+                ctx.check()?;
+                let batch = entities::list(
+                    &mut conn,
+                    &job.organization_id,
+                    &spec.filter,
+                    order,
+                    after.clone(),
+                    self.batch_rows,
+                )
+                .await?;
+                let Some(last) = batch.last() else { break };
+                after = Some((order.cursor_value(last), last.id.clone()));
+                done += batch.len() as i64;
+                let mut rows = Vec::with_capacity(batch.len());
+                for entity in &batch {
+                    columns::expand(
+                        columns::cells(entity, &spec.columns),
+                        spec.expand_array,
+                        &mut rows,
+                    );
+                }
+                if sender.send(rows).await.is_err() {
+                    break; // the writer stopped; its error is reported below
+                }
+                ctx.progress(
+                    done,
+                    Some(total.max(done)),
+                    bytes.load(Ordering::Relaxed) as i64,
+                    false,
+                )
+                .await?;
+                if (batch.len() as i64) < self.batch_rows {
+                    break;
+                }
+                if !self.batch_pause.is_zero() {
+                    tokio::select! {
+                        _ = ctx.stopped() => {}
+                        _ = tokio::time::sleep(self.batch_pause) => {}
+                    }
+                }
+            }
+            Ok::<(), JobError>(())
+        };
+        let read_result = read.await;
+        drop(sender);
+        let written = writer
+            .await
+            .map_err(|e| JobError::Transient(format!("the writer thread failed: {e}")))?;
+        read_result?;
+        let written = written.map_err(|e| JobError::Transient(e.to_string()))?;
+        Ok((written, done))
+    }
+}
+
+/// Size and SHA-256 of a file, read in a blocking thread.
+async fn hash_file(path: PathBuf) -> Result<(u64, String), JobError> {
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path)?;
+        let mut hasher = Sha256::new();
+        let size = std::io::copy(&mut file, &mut hasher)?;
+        Ok::<_, std::io::Error>((size, hex::encode(hasher.finalize())))
+    })
+    .await
+    .map_err(|e| JobError::Transient(e.to_string()))?
+    .map_err(|e| JobError::Transient(format!("cannot read the export file: {e}")))
+}

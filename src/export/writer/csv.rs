@@ -1,0 +1,69 @@
+//! CSV: RFC 4180 via the `csv` crate, a header row, UTF-8, an optional BOM for Excel,
+//! and cells that a spreadsheet would run as formulas neutralised.
+
+use std::io::Write;
+
+use super::{RowSource, WriteError};
+use crate::export::columns::{Cell, Column};
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Cells starting with one of these are prefixed with `'`, so spreadsheet programs
+/// show them as text instead of running them (OWASP "CSV injection").
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+pub fn neutralize(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(FORMULA_STARTS) {
+        std::borrow::Cow::Owned(format!("'{text}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+pub fn write(
+    columns: &[Column],
+    rows: &mut dyn RowSource,
+    out: &mut impl Write,
+    bom: bool,
+    neutralize_formulas: bool,
+) -> Result<u64, WriteError> {
+    if bom {
+        out.write_all(BOM)?;
+    }
+    let mut writer = csv::WriterBuilder::new().from_writer(out);
+    let csv_err = |e: csv::Error| WriteError::encode("CSV", e);
+    writer
+        .write_record(columns.iter().map(Column::key))
+        .map_err(csv_err)?;
+    let mut written = 0;
+    let mut record: Vec<String> = Vec::with_capacity(columns.len());
+    while let Some(batch) = rows.next_batch() {
+        for row in batch {
+            record.clear();
+            for cell in &row {
+                let text = match cell {
+                    Cell::Text(s) if neutralize_formulas => neutralize(s).into_owned(),
+                    other => other.to_text().unwrap_or_default(),
+                };
+                record.push(text);
+            }
+            writer.write_record(&record).map_err(csv_err)?;
+            written += 1;
+        }
+    }
+    writer.flush()?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_like_cells_are_prefixed() {
+        assert_eq!(neutralize("=1+1"), "'=1+1");
+        assert_eq!(neutralize("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(neutralize("-2"), "'-2");
+        assert_eq!(neutralize("plain"), "plain");
+    }
+}

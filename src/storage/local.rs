@@ -1,0 +1,138 @@
+//! The local folder store of the embedded default. Files are served by ferry's HTTP
+//! route `/files/<key>` when the URL's signature and expiry check out.
+
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+
+use super::signing::UrlSigner;
+use super::{Download, StorageError};
+use crate::config::Config;
+
+#[derive(Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+    base_url: String,
+    signer: UrlSigner,
+}
+
+/// Query parameters of a signed local URL.
+#[derive(Debug, serde::Deserialize)]
+pub struct SignedQuery {
+    pub expires: i64,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub content_type: String,
+    pub sig: String,
+}
+
+impl LocalStore {
+    pub fn from_config(config: &Config) -> Result<LocalStore, StorageError> {
+        let root = if config.storage.local_dir.is_empty() {
+            config.data_dir().join("files")
+        } else {
+            PathBuf::from(&config.storage.local_dir)
+        };
+        std::fs::create_dir_all(&root)?;
+        let secret = signing_secret(config)?;
+        let base_url = if config.server.public_url.is_empty() {
+            format!("http://{}", config.server.http_addr)
+        } else {
+            config.server.public_url.trim_end_matches('/').to_string()
+        };
+        Ok(LocalStore {
+            root,
+            base_url,
+            signer: UrlSigner::new(&secret),
+        })
+    }
+
+    /// Points download links at the address the HTTP listener actually bound (tests
+    /// and `:0` ports).
+    pub fn set_base_url(&mut self, base_url: &str) {
+        self.base_url = base_url.trim_end_matches('/').to_string();
+    }
+
+    pub fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
+        super::check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    pub async fn put_file(&self, key: &str, source: &Path) -> Result<u64, StorageError> {
+        let target = self.path_of(key)?;
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        // Same file system: a rename; otherwise a copy (the caller removes the source).
+        if tokio::fs::rename(source, &target).await.is_err() {
+            tokio::fs::copy(source, &target).await?;
+        }
+        Ok(tokio::fs::metadata(&target).await?.len())
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.path_of(key)?).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    pub fn download_url(&self, key: &str, download: &Download<'_>) -> String {
+        let expires = crate::db::now_ms() / 1000 + download.ttl.as_secs() as i64;
+        let sig = self
+            .signer
+            .sign(key, expires, download.file_name, download.content_type);
+        format!(
+            "{}/files/{}?expires={}&name={}&type={}&sig={}",
+            self.base_url,
+            key,
+            expires,
+            encode(download.file_name),
+            encode(download.content_type),
+            sig
+        )
+    }
+
+    /// The file behind a signed URL, or `None` when the signature is wrong or expired.
+    pub fn verify(&self, key: &str, query: &SignedQuery, now_secs: i64) -> Option<PathBuf> {
+        let valid = query.expires >= now_secs
+            && self
+                .signer
+                .verify(key, query.expires, &query.name, &query.content_type, &query.sig);
+        if valid { self.path_of(key).ok() } else { None }
+    }
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `storage.signing_key`, or a key generated once and kept in `<data_dir>/signing-key`.
+fn signing_secret(config: &Config) -> Result<Vec<u8>, StorageError> {
+    if !config.storage.signing_key.is_empty() {
+        return Ok(config.storage.signing_key.as_bytes().to_vec());
+    }
+    let path = config.data_dir().join("signing-key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if existing.len() >= 32 {
+            return Ok(existing.as_bytes().to_vec());
+        }
+    }
+    std::fs::create_dir_all(config.data_dir())?;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let text = hex::encode(secret);
+    crate::private_file::write(&path, &text)?;
+    Ok(text.into_bytes())
+}

@@ -1,0 +1,110 @@
+//! Where finished files live: a local folder (embedded default, served by ferry's own
+//! HTTP route with HMAC-signed, expiring URLs) or S3 (presigned GET URLs). Keys are
+//! stored on jobs, never URLs: a URL is signed fresh on every request.
+
+pub mod local;
+pub mod s3;
+pub mod signing;
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("file storage I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("S3 request failed: {0}")]
+    S3(String),
+    #[error("invalid object key `{0}`")]
+    InvalidKey(String),
+    #[error("invalid storage settings: {0}")]
+    Config(String),
+}
+
+/// What a download link needs besides the key.
+#[derive(Debug, Clone)]
+pub struct Download<'a> {
+    pub file_name: &'a str,
+    pub content_type: &'a str,
+    pub ttl: Duration,
+}
+
+#[derive(Clone)]
+pub enum Storage {
+    Local(local::LocalStore),
+    S3(s3::S3Store),
+}
+
+impl Storage {
+    /// The store the settings name (`storage.backend`).
+    pub async fn from_config(config: &Config) -> Result<Storage, StorageError> {
+        match config.storage.backend.as_str() {
+            "local" => Ok(Storage::Local(local::LocalStore::from_config(config)?)),
+            "s3" => Ok(Storage::S3(s3::S3Store::from_config(&config.storage).await?)),
+            other => Err(StorageError::Config(format!(
+                "storage.backend `{other}` is not `local` or `s3`"
+            ))),
+        }
+    }
+
+    /// Stores the file at `path` under `key`, streaming it (multipart on S3).
+    /// Returns the stored size.
+    pub async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<u64, StorageError> {
+        check_key(key)?;
+        match self {
+            Storage::Local(store) => store.put_file(key, path).await,
+            Storage::S3(store) => store.put_file(key, path, content_type).await,
+        }
+    }
+
+    /// Removes an object; removing a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        check_key(key)?;
+        match self {
+            Storage::Local(store) => store.delete(key).await,
+            Storage::S3(store) => store.delete(key).await,
+        }
+    }
+
+    /// A time-limited URL that downloads the object.
+    pub async fn download_url(&self, key: &str, download: &Download<'_>) -> Result<String, StorageError> {
+        check_key(key)?;
+        match self {
+            Storage::Local(store) => Ok(store.download_url(key, download)),
+            Storage::S3(store) => store.download_url(key, download).await,
+        }
+    }
+}
+
+/// Keys are ferry's own (`exports/<org>/<job>/<file>`); anything that could escape a
+/// folder is refused.
+pub fn check_key(key: &str) -> Result<(), StorageError> {
+    let valid = !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidKey(key.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_could_escape_the_store_are_refused() {
+        assert!(check_key("exports/org-1/job-2/entities.csv.gz").is_ok());
+        for bad in ["", "/etc/passwd", "a/../b", "a//b", "a/./b", "a b", "a\\b"] {
+            assert!(check_key(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! S3 (or any S3-compatible store): multipart uploads streamed from disk in 8 MiB
+//! parts, presigned GET URLs.
+
+use std::path::Path;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use tokio::io::AsyncReadExt;
+
+use super::{Download, StorageError};
+use crate::config::StorageConfig;
+
+/// Part size of multipart uploads; also the most an upload holds in memory.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+fn s3_error(err: impl std::fmt::Display) -> StorageError {
+    StorageError::S3(err.to_string())
+}
+
+impl S3Store {
+    pub async fn from_config(config: &StorageConfig) -> Result<S3Store, StorageError> {
+        if config.s3_bucket.is_empty() {
+            return Err(StorageError::Config(
+                "storage.s3_bucket is required with storage.backend = s3".into(),
+            ));
+        }
+        // rustls with ring: no aws-lc C build.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+        if !config.s3_region.is_empty() {
+            loader = loader.region(Region::new(config.s3_region.clone()));
+        }
+        if !config.s3_endpoint.is_empty() {
+            loader = loader.endpoint_url(&config.s3_endpoint);
+        }
+        if !config.s3_access_key_id.is_empty() {
+            loader = loader.credentials_provider(Credentials::new(
+                &config.s3_access_key_id,
+                &config.s3_secret_access_key,
+                None,
+                None,
+                "ferry-settings",
+            ));
+        }
+        let shared = loader.load().await;
+        let s3_config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.s3_force_path_style)
+            .build();
+        Ok(S3Store {
+            client: Client::from_conf(s3_config),
+            bucket: config.s3_bucket.clone(),
+            prefix: config.s3_prefix.trim_matches('/').to_string(),
+        })
+    }
+
+    fn object_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    pub async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<u64, StorageError> {
+        let size = tokio::fs::metadata(path).await?.len();
+        let object = self.object_key(key);
+        if size as usize <= PART_SIZE {
+            let body = ByteStream::from_path(path).await.map_err(s3_error)?;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&object)
+                .content_type(content_type)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            return Ok(size);
+        }
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&object)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        match self.upload_parts(&object, &upload_id, path).await {
+            Ok(()) => Ok(size),
+            Err(err) => {
+                // Leave no half-uploaded parts behind (they are billed).
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&object)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn upload_parts(&self, object: &str, upload_id: &str, path: &Path) -> Result<(), StorageError> {
+        let mut file = tokio::fs::File::open(path).await?;
+        let mut parts = Vec::new();
+        for number in 1.. {
+            let mut chunk = Vec::with_capacity(PART_SIZE);
+            (&mut file).take(PART_SIZE as u64).read_to_end(&mut chunk).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(object)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(chunk))
+                .send()
+                .await
+                .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            parts.push(
+                CompletedPart::builder()
+                    .set_e_tag(part.e_tag().map(str::to_string))
+                    .part_number(number)
+                    .build(),
+            );
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(object)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key))
+            .send()
+            .await
+            .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    pub async fn download_url(&self, key: &str, download: &Download<'_>) -> Result<String, StorageError> {
+        let presign = PresigningConfig::expires_in(download.ttl).map_err(s3_error)?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key))
+            .response_content_disposition(format!("attachment; filename=\"{}\"", download.file_name))
+            .response_content_type(download.content_type)
+            .presigned(presign)
+            .await
+            .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(request.uri().to_string())
+    }
+}
