@@ -47,6 +47,21 @@ pub enum Command {
     /// the database directly).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Measure throughput and memory on synthetic data (see docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Seed N entities and export them in each format.
+    Export {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Formats to run, comma-separated (csv,json,ndjson,xlsx,parquet,avro).
+        #[arg(long, default_value = "csv,ndjson,json,parquet,avro,xlsx")]
+        formats: String,
+    },
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -96,6 +111,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(command) => {
             let app = App::open(config).await?;
             admin::run(&app, command).await
+        }
+        Command::Bench(BenchCommand::Export { rows, formats }) => {
+            let formats = formats
+                .split(',')
+                .map(|f| {
+                    serde_json::from_value(serde_json::Value::String(f.trim().to_string()))
+                        .with_context(|| format!("unknown format `{f}`"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let app = App::open(config).await?;
+            crate::bench::export::run(app, crate::bench::export::Options { rows, formats }).await
         }
     }
 }

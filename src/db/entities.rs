@@ -2,7 +2,7 @@
 
 use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Text};
+use diesel::sql_types::{BigInt, Bool, Text};
 use diesel_async::RunQueryDsl;
 
 use super::schema::entities;
@@ -92,6 +92,33 @@ impl EntityOrder {
     }
 }
 
+/// Orders by `$col` then id, starting after the cursor when there is one. The cursor
+/// is a row-value comparison, `(col, id) > (v, id)`, which both PostgreSQL and SQLite
+/// answer with an index range scan (an `a > x OR (a = x AND …)` filter is not, and
+/// made every page rescan from the start).
+macro_rules! keyset {
+    ($q:expr, $col:expr, $name:literal, $sql_type:ty, $order:expr, $after:expr) => {{
+        let mut q = $q;
+        if let Some((v, id)) = $after {
+            let op = if $order.descending { "<" } else { ">" };
+            q = q.filter(
+                sql::<Bool>(concat!("(entities.", $name, ", entities.id) "))
+                    .sql(op)
+                    .sql(" (")
+                    .bind::<$sql_type, _>(v)
+                    .sql(", ")
+                    .bind::<Text, _>(id)
+                    .sql(")"),
+            );
+        }
+        if $order.descending {
+            q.order(($col.desc(), entities::id.desc()))
+        } else {
+            q.order(($col.asc(), entities::id.asc()))
+        }
+    }};
+}
+
 /// `attributes.<path> = value`, compared as text. JSON is stored as text on both
 /// backends, so the extraction is the one dialect-specific fragment. A macro so the
 /// expression keeps one concrete type whichever arm builds it.
@@ -174,25 +201,6 @@ macro_rules! apply_filter {
     }};
 }
 
-/// Orders by `$col` then id, starting after the cursor when there is one.
-macro_rules! keyset {
-    ($q:expr, $col:expr, $order:expr, $after:expr) => {{
-        let mut q = $q;
-        if let Some((v, id)) = $after {
-            q = if $order.descending {
-                q.filter($col.lt(v.clone()).or($col.eq(v).and(entities::id.lt(id))))
-            } else {
-                q.filter($col.gt(v.clone()).or($col.eq(v).and(entities::id.gt(id))))
-            };
-        }
-        if $order.descending {
-            q.order(($col.desc(), entities::id.desc()))
-        } else {
-            q.order(($col.asc(), entities::id.asc()))
-        }
-    }};
-}
-
 /// `%term%` in lower case, with LIKE's wildcards escaped.
 fn like_pattern(term: &str) -> String {
     let mut out = String::with_capacity(term.len() + 2);
@@ -236,13 +244,34 @@ pub async fn list(
             None => (None, None),
         };
         let q = match order.key {
-            SortKey::CreatedAt => keyset!(q, entities::created_at, order, int_after),
-            SortKey::UpdatedAt => keyset!(q, entities::updated_at, order, int_after),
-            SortKey::Name => keyset!(q, entities::name, order, text_after),
-            SortKey::TaxId => keyset!(q, entities::tax_id, order, text_after),
+            SortKey::CreatedAt => keyset!(q, entities::created_at, "created_at", BigInt, order, int_after),
+            SortKey::UpdatedAt => keyset!(q, entities::updated_at, "updated_at", BigInt, order, int_after),
+            SortKey::Name => keyset!(q, entities::name, "name", Text, order, text_after),
+            SortKey::TaxId => keyset!(q, entities::tax_id, "tax_id", Text, order, text_after),
         };
         q.limit(limit).select(EntityRow::as_select()).load(c).await
     })
+}
+
+/// Every matching entity in `(created_at, id)` order as one streamed query, for
+/// exports on PostgreSQL: the server produces rows while the caller consumes them,
+/// from one consistent snapshot, with no page round trips.
+pub async fn stream_in_creation_order<'c>(
+    c: &'c mut diesel_async::AsyncPgConnection,
+    organization_id: &'c str,
+    filter: &'c EntityFilter,
+) -> QueryResult<impl futures::Stream<Item = QueryResult<EntityRow>> + Send + 'c> {
+    let query = apply_filter!(
+        entities::table.into_boxed(),
+        organization_id,
+        filter,
+        Backend::Postgres
+    );
+    query
+        .order((entities::created_at.asc(), entities::id.asc()))
+        .select(EntityRow::as_select())
+        .load_stream(c)
+        .await
 }
 
 /// How many entities match the filter (AIP-158 `total_size`).

@@ -147,12 +147,15 @@ pub enum Cell {
     Timestamp(i64),
     Date(i32),
     Json(Value),
+    /// A JSON object column as stored: always serde_json output, so it is written as
+    /// is instead of being parsed and printed again.
+    RawJson(String),
 }
 
 impl Cell {
-    fn text(value: Option<&str>) -> Cell {
+    fn text(value: Option<String>) -> Cell {
         match value {
-            Some(v) => Cell::Text(v.to_string()),
+            Some(v) => Cell::Text(v),
             None => Cell::Null,
         }
     }
@@ -177,14 +180,9 @@ impl Cell {
             Cell::Timestamp(ms) => Some(crate::export::time::rfc3339_millis(*ms)),
             Cell::Date(days) => Some(crate::export::time::iso_date(*days)),
             Cell::Json(v) => Some(v.to_string()),
+            Cell::RawJson(s) => Some(s.clone()),
         }
     }
-}
-
-/// The JSON columns of one entity, parsed once per row.
-struct Parsed {
-    attributes: Value,
-    entity_data: Value,
 }
 
 fn parse_json(text: &str) -> Value {
@@ -198,57 +196,57 @@ fn at_path<'a>(mut value: &'a Value, path: &[String]) -> Option<&'a Value> {
     Some(value)
 }
 
-/// The cells of one entity in column order.
-pub fn cells(row: &EntityRow, columns: &[Column]) -> Vec<Cell> {
-    let needs_attributes = columns.iter().any(|c| matches!(c, Column::Attribute(_)));
-    let needs_data = columns.iter().any(|c| matches!(c, Column::EntityData(_)));
-    let parsed = Parsed {
-        attributes: if needs_attributes {
-            parse_json(&row.attributes)
-        } else {
-            Value::Null
-        },
-        entity_data: if needs_data {
-            parse_json(&row.entity_data)
-        } else {
-            Value::Null
-        },
+/// The cells of one entity in column order. Takes the row so its strings move into
+/// the cells instead of being copied (columns never repeat).
+pub fn cells(mut row: EntityRow, columns: &[Column]) -> Vec<Cell> {
+    let attributes = if columns.iter().any(|c| matches!(c, Column::Attribute(_))) {
+        parse_json(&row.attributes)
+    } else {
+        Value::Null
     };
-    columns.iter().map(|c| cell(row, c, &parsed)).collect()
+    let entity_data = if columns.iter().any(|c| matches!(c, Column::EntityData(_))) {
+        parse_json(&row.entity_data)
+    } else {
+        Value::Null
+    };
+    columns
+        .iter()
+        .map(|column| match column {
+            Column::Attribute(path) => Cell::from_json(at_path(&attributes, path)),
+            Column::EntityData(path) => Cell::from_json(at_path(&entity_data, path)),
+            Column::Field(field) => field_cell(&mut row, *field),
+        })
+        .collect()
 }
 
-fn cell(row: &EntityRow, column: &Column, parsed: &Parsed) -> Cell {
-    let field = match column {
-        Column::Attribute(path) => return Cell::from_json(at_path(&parsed.attributes, path)),
-        Column::EntityData(path) => return Cell::from_json(at_path(&parsed.entity_data, path)),
-        Column::Field(field) => *field,
-    };
+fn field_cell(row: &mut EntityRow, field: Field) -> Cell {
+    use std::mem::take;
     match field {
-        Field::Id => Cell::Text(row.id.clone()),
-        Field::Type => Cell::Text(row.entity_type.clone()),
-        Field::TaxId => Cell::Text(row.tax_id.clone()),
-        Field::Country => Cell::Text(row.country.clone()),
-        Field::Name => Cell::Text(row.name.clone()),
-        Field::Gender => Cell::text(row.gender.as_deref()),
-        Field::ExternalId => Cell::text(row.external_id.as_deref()),
-        Field::Email => Cell::text(row.email.as_deref()),
-        Field::Phone => Cell::text(row.phone.as_deref()),
+        Field::Id => Cell::Text(take(&mut row.id)),
+        Field::Type => Cell::Text(take(&mut row.entity_type)),
+        Field::TaxId => Cell::Text(take(&mut row.tax_id)),
+        Field::Country => Cell::Text(take(&mut row.country)),
+        Field::Name => Cell::Text(take(&mut row.name)),
+        Field::Gender => Cell::text(row.gender.take()),
+        Field::ExternalId => Cell::text(row.external_id.take()),
+        Field::Email => Cell::text(row.email.take()),
+        Field::Phone => Cell::text(row.phone.take()),
         Field::RegistrationDate => row
             .registration_date
             .as_deref()
             .and_then(crate::export::time::parse_date_prefix)
             .map(Cell::Date)
             .unwrap_or(Cell::Null),
-        Field::Status => Cell::Text(row.status.clone()),
+        Field::Status => Cell::Text(take(&mut row.status)),
         Field::IsClient => Cell::Bool(row.is_client),
-        Field::Nationality => Cell::text(row.nationality.as_deref()),
-        Field::RiskMatrixId => Cell::text(row.risk_matrix_id.as_deref()),
-        Field::Attributes => Cell::Json(parse_json(&row.attributes)),
-        Field::EntityData => Cell::Json(parse_json(&row.entity_data)),
+        Field::Nationality => Cell::text(row.nationality.take()),
+        Field::RiskMatrixId => Cell::text(row.risk_matrix_id.take()),
+        Field::Attributes => Cell::RawJson(take(&mut row.attributes)),
+        Field::EntityData => Cell::RawJson(take(&mut row.entity_data)),
         Field::EnrichmentPlan => row
             .enrichment_plan
-            .as_deref()
-            .map(|t| Cell::Json(parse_json(t)))
+            .take()
+            .map(Cell::RawJson)
             .unwrap_or(Cell::Null),
         Field::SkipRulesExecution => Cell::Bool(row.skip_rules_execution),
         Field::CreatedAt => Cell::Timestamp(row.created_at),

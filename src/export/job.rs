@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,7 +17,8 @@ use super::columns::{self, Cell};
 use super::format::file_name_and_type;
 use super::spec::ExportSpec;
 use super::writer::{self, WriterOptions};
-use crate::db::entities::{self, CursorValue, EntityOrder, SortKey};
+use crate::db::Conn;
+use crate::db::entities::{self, CursorValue, EntityOrder, EntityRow, SortKey};
 use crate::db::now_ms;
 use crate::jobs::{JobContext, JobError, JobHandler, JobOutcome};
 use crate::storage::Storage;
@@ -150,66 +152,111 @@ impl ExportJob {
         let writer = tokio::task::spawn_blocking(move || {
             writer::write_file(&options, &columns, &mut receiver, &path, counter)
         });
-
-        let order = EntityOrder {
-            key: SortKey::CreatedAt,
-            descending: false,
+        let mut feed = Feed {
+            ctx,
+            spec,
+            sender,
+            bytes,
+            total,
+            done: 0,
+            pause: self.batch_pause,
         };
-        let mut after: Option<(CursorValue, String)> = None;
-        let mut done = 0i64;
-        let read = async {
-            loop {
-                ctx.check()?;
-                let batch = entities::list(
-                    &mut conn,
-                    &job.organization_id,
-                    &spec.filter,
-                    order,
-                    after.clone(),
-                    self.batch_rows,
-                )
-                .await?;
-                let Some(last) = batch.last() else { break };
-                after = Some((order.cursor_value(last), last.id.clone()));
-                done += batch.len() as i64;
-                let mut rows = Vec::with_capacity(batch.len());
-                for entity in &batch {
-                    columns::expand(
-                        columns::cells(entity, &spec.columns),
-                        spec.expand_array,
-                        &mut rows,
-                    );
-                }
-                if sender.send(rows).await.is_err() {
-                    break; // the writer stopped; its error is reported below
-                }
-                ctx.progress(
-                    done,
-                    Some(total.max(done)),
-                    bytes.load(Ordering::Relaxed) as i64,
-                    false,
-                )
-                .await?;
-                if (batch.len() as i64) < self.batch_rows {
-                    break;
-                }
-                if !self.batch_pause.is_zero() {
-                    tokio::select! {
-                        _ = ctx.stopped() => {}
-                        _ = tokio::time::sleep(self.batch_pause) => {}
-                    }
-                }
-            }
-            Ok::<(), JobError>(())
-        };
-        let read_result = read.await;
-        drop(sender);
+        let read_result = self.read_into(&mut conn, &mut feed).await;
+        let done = feed.done;
+        drop(feed);
         let written = writer
             .await
             .map_err(|e| JobError::Transient(format!("the writer thread failed: {e}")))?;
         read_result?;
         let written = written.map_err(|e| JobError::Transient(e.to_string()))?;
         Ok((written, done))
+    }
+
+    /// Reads every matching entity in creation order into `feed`: one streamed query
+    /// on PostgreSQL; keyset pages on SQLite (whose driver would buffer a stream).
+    async fn read_into(&self, conn: &mut Conn, feed: &mut Feed<'_>) -> Result<(), JobError> {
+        let organization_id = feed.ctx.job().organization_id.clone();
+        let filter = &feed.spec.filter;
+        if let Conn::Pg(pg) = conn {
+            let filter = filter.clone();
+            let stream = entities::stream_in_creation_order(pg, &organization_id, &filter).await?;
+            let mut chunks = std::pin::pin!(stream.chunks(self.batch_rows as usize));
+            while let Some(chunk) = chunks.next().await {
+                let batch = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
+                if !feed.push(batch).await? {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        let order = EntityOrder {
+            key: SortKey::CreatedAt,
+            descending: false,
+        };
+        let filter = filter.clone();
+        let mut after: Option<(CursorValue, String)> = None;
+        loop {
+            feed.ctx.check()?;
+            let batch = entities::list(
+                conn,
+                &organization_id,
+                &filter,
+                order,
+                after.clone(),
+                self.batch_rows,
+            )
+            .await?;
+            let Some(last) = batch.last() else { break };
+            after = Some((order.cursor_value(last), last.id.clone()));
+            let full = batch.len() as i64 == self.batch_rows;
+            if !feed.push(batch).await? || !full {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns entity batches into rows for the writer thread, reporting progress and
+/// honouring cancellation and the pause between batches.
+struct Feed<'a> {
+    ctx: &'a JobContext,
+    spec: &'a ExportSpec,
+    sender: mpsc::Sender<Vec<Vec<Cell>>>,
+    bytes: Arc<AtomicU64>,
+    total: i64,
+    done: i64,
+    pause: std::time::Duration,
+}
+
+impl Feed<'_> {
+    /// Sends one batch; `Ok(false)` when the writer stopped (its error is reported
+    /// by the caller).
+    async fn push(&mut self, batch: Vec<EntityRow>) -> Result<bool, JobError> {
+        self.ctx.check()?;
+        self.done += batch.len() as i64;
+        let mut rows = Vec::with_capacity(batch.len());
+        for entity in batch {
+            columns::expand(
+                columns::cells(entity, &self.spec.columns),
+                self.spec.expand_array,
+                &mut rows,
+            );
+        }
+        if self.sender.send(rows).await.is_err() {
+            return Ok(false);
+        }
+        let bytes = self.bytes.load(Ordering::Relaxed) as i64;
+        self.ctx
+            .progress(self.done, Some(self.total.max(self.done)), bytes, false)
+            .await?;
+        if !self.pause.is_zero() {
+            tokio::select! {
+                _ = self.ctx.stopped() => {}
+                _ = tokio::time::sleep(self.pause) => {}
+            }
+        }
+        Ok(true)
     }
 }
 

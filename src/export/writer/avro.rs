@@ -107,6 +107,7 @@ fn value(kind: Kind, cell: &Cell) -> Value {
         (Kind::Bool, Cell::Bool(b)) => Some(Value::Boolean(*b)),
         (Kind::Timestamp, Cell::Timestamp(ms)) => Some(Value::TimestampMillis(*ms)),
         (Kind::Date, Cell::Date(days)) => Some(Value::Date(*days)),
+        (_, Cell::Text(s) | Cell::RawJson(s)) => Some(Value::String(s.clone())),
         (_, other) => other.to_text().map(Value::String),
     };
     match inner {

@@ -36,18 +36,24 @@ pub fn write(
         .write_record(columns.iter().map(Column::key))
         .map_err(csv_err)?;
     let mut written = 0;
-    let mut record: Vec<String> = Vec::with_capacity(columns.len());
+    let mut scratch = String::new();
     while let Some(batch) = rows.next_batch() {
         for row in batch {
-            record.clear();
             for cell in &row {
-                let text = match cell {
-                    Cell::Text(s) if neutralize_formulas => neutralize(s).into_owned(),
-                    other => other.to_text().unwrap_or_default(),
-                };
-                record.push(text);
+                match cell {
+                    Cell::Text(s) if neutralize_formulas => writer.write_field(neutralize(s).as_bytes()),
+                    Cell::Text(s) | Cell::RawJson(s) => writer.write_field(s),
+                    Cell::Null => writer.write_field(""),
+                    Cell::Bool(b) => writer.write_field(if *b { "true" } else { "false" }),
+                    other => {
+                        scratch.clear();
+                        scratch.push_str(&other.to_text().unwrap_or_default());
+                        writer.write_field(&scratch)
+                    }
+                }
+                .map_err(csv_err)?;
             }
-            writer.write_record(&record).map_err(csv_err)?;
+            writer.write_record(None::<&[u8]>).map_err(csv_err)?;
             written += 1;
         }
     }

@@ -54,6 +54,7 @@ fn object(keys: &[String], row: &[Cell], out: &mut Vec<u8>) -> Result<(), WriteE
             Cell::Null => out.extend_from_slice(b"null"),
             Cell::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
             Cell::Json(value) => serde_json::to_writer(&mut *out, value).map_err(json_err)?,
+            Cell::RawJson(text) => out.extend_from_slice(text.as_bytes()),
             Cell::Text(s) => serde_json::to_writer(&mut *out, s).map_err(json_err)?,
             other => serde_json::to_writer(&mut *out, &other.to_text()).map_err(json_err)?,
         }

@@ -90,7 +90,7 @@ fn array(kind: Kind, rows: &[Vec<Cell>], index: usize) -> ArrayRef {
             let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
             cells.for_each(|c| match c {
                 Cell::Null => b.append_null(),
-                Cell::Text(s) => b.append_value(s),
+                Cell::Text(s) | Cell::RawJson(s) => b.append_value(s),
                 other => b.append_option(other.to_text()),
             });
             Arc::new(b.finish())

@@ -126,7 +126,7 @@ fn write_cell(
 ) -> Result<(), WriteError> {
     match cell {
         Cell::Null => Ok(()),
-        Cell::Text(s) => sheet.write_string(row, col, fit(s)).map(drop).map_err(err),
+        Cell::Text(s) | Cell::RawJson(s) => sheet.write_string(row, col, fit(s)).map(drop).map_err(err),
         Cell::Bool(b) => sheet.write_boolean(row, col, *b).map(drop).map_err(err),
         Cell::Timestamp(ms) => {
             let serial = *ms as f64 / 86_400_000.0 + EPOCH_SERIAL;

@@ -1,0 +1,123 @@
+//! `ferry bench export`: exports N seeded entities in each format through the real
+//! worker path and prints rows/s, MB/s and peak RSS; on PostgreSQL it also times
+//! `COPY (SELECT …) TO STDOUT CSV` over the same rows and prints the ratio.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{peak_rss_mib, per_second, reset_peak_rss};
+use crate::db::{Backend, jobs};
+use crate::export::format::Format;
+use crate::export::service::result_of;
+use crate::export::spec::{ExportRequest, ExportSpec};
+use crate::jobs::Worker;
+use crate::orgs::{self, Feature, Plan};
+use crate::server::App;
+
+pub struct Options {
+    pub rows: u64,
+    pub formats: Vec<Format>,
+}
+
+pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
+    let org = orgs::create(&app.db, "bench", Plan::Enterprise, &Feature::ALL).await?;
+    println!("seeding {} entities on {:?} …", options.rows, app.db.backend());
+    let started = Instant::now();
+    super::seed::load(&app.db, &org.id, options.rows).await?;
+    println!("seeded in {:.1} s", started.elapsed().as_secs_f64());
+
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(Worker::new(app.queue.clone(), app.job_handlers()).run(stop.clone()));
+    println!(
+        "{:<8} {:>10} {:>9} {:>12} {:>9} {:>10} {:>13}",
+        "format", "rows", "seconds", "rows/s", "MB/s", "file MB", "peak RSS MB"
+    );
+    let mut csv_seconds = None;
+    for format in &options.formats {
+        reset_peak_rss();
+        let (elapsed, rows, bytes) = export_once(&app, &org.id, *format).await?;
+        if *format == Format::Csv {
+            csv_seconds = Some(elapsed);
+        }
+        println!(
+            "{:<8} {:>10} {:>9.2} {:>12.0} {:>9.1} {:>10.1} {:>13.1}",
+            format.extension(),
+            rows,
+            elapsed.as_secs_f64(),
+            per_second(rows as f64, elapsed),
+            per_second(bytes as f64 / 1e6, elapsed),
+            bytes as f64 / 1e6,
+            peak_rss_mib()
+        );
+    }
+    stop.cancel();
+    let _ = worker.await;
+
+    if app.db.backend() == Backend::Postgres {
+        let (elapsed, bytes) = copy_out(app.db.url(), &org.id).await?;
+        println!(
+            "COPY TO  {:>10} {:>9.2} {:>12.0} {:>9.1} {:>10.1}",
+            options.rows,
+            elapsed.as_secs_f64(),
+            per_second(options.rows as f64, elapsed),
+            per_second(bytes as f64 / 1e6, elapsed),
+            bytes as f64 / 1e6
+        );
+        if let Some(csv) = csv_seconds {
+            println!(
+                "CSV export speed / COPY TO speed = {:.2}",
+                elapsed.as_secs_f64() / csv.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One export through the queue and the worker; returns time, rows and file size.
+async fn export_once(
+    app: &App,
+    organization_id: &str,
+    format: Format,
+) -> anyhow::Result<(Duration, u64, u64)> {
+    let spec = ExportSpec::from_request(ExportRequest {
+        format: Some(format),
+        ..Default::default()
+    })
+    .map_err(|v| anyhow::anyhow!("invalid bench export: {v:?}"))?;
+    let started = Instant::now();
+    let job = app.exports().create(organization_id, spec, None).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let row = jobs::find(&mut app.db.conn().await?, &job.id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("job vanished"))?;
+        if row.is_terminal() {
+            let elapsed = started.elapsed();
+            let result = result_of(&row)
+                .ok_or_else(|| anyhow::anyhow!("export ended {}: {:?}", row.state, row.error))?;
+            return Ok((elapsed, result.row_count, result.size));
+        }
+    }
+}
+
+/// PostgreSQL's own CSV unload of the same rows and columns, read and discarded.
+async fn copy_out(url: &str, organization_id: &str) -> anyhow::Result<(Duration, u64)> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let started = Instant::now();
+    let query = format!(
+        "COPY (SELECT id, entity_type, tax_id, country, name, gender, external_id, email, phone, \
+         registration_date, status, is_client, nationality, risk_matrix_id, attributes, entity_data, \
+         enrichment_plan, skip_rules_execution, created_at, updated_at FROM entities \
+         WHERE organization_id = '{organization_id}' ORDER BY created_at, id) TO STDOUT WITH (FORMAT csv, HEADER)"
+    );
+    let stream = client.copy_out(&query).await?;
+    let mut stream = std::pin::pin!(stream);
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        bytes += chunk?.len() as u64;
+    }
+    Ok((started.elapsed(), bytes))
+}
