@@ -16,7 +16,7 @@ pub fn entity(organization_id: &str, n: u64) -> EntityRow {
     EntityRow {
         id: uuid::Uuid::now_v7().to_string(),
         organization_id: organization_id.to_string(),
-        entity_type: if n % 3 == 0 { "company" } else { "person" }.into(),
+        entity_type: if n.is_multiple_of(3) { "company" } else { "person" }.into(),
         tax_id: format!("{:011}", 20_000_000_000 + n),
         country: countries[(n % 5) as usize].into(),
         name: format!("Entity Name {n}"),
@@ -26,7 +26,7 @@ pub fn entity(organization_id: &str, n: u64) -> EntityRow {
         phone: None,
         registration_date: Some("2024-05-17".into()),
         status: "active".into(),
-        is_client: n % 2 == 0,
+        is_client: n.is_multiple_of(2),
         nationality: None,
         risk_matrix_id: None,
         attributes: format!(r#"{{"segment_tag":"retail","score":{}}}"#, n % 100),
