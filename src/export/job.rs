@@ -168,7 +168,14 @@ impl ExportJob {
             .await
             .map_err(|e| JobError::Transient(format!("the writer thread failed: {e}")))?;
         read_result?;
-        let written = written.map_err(|e| JobError::Transient(e.to_string()))?;
+        let written = written.map_err(|e| match e {
+            // Disk trouble may pass; a value the format cannot hold will not.
+            writer::WriteError::Io(_) => JobError::Transient(e.to_string()),
+            writer::WriteError::Encode { .. } => JobError::Permanent {
+                reason: "EXPORT_ENCODING_FAILED".into(),
+                message: e.to_string(),
+            },
+        })?;
         Ok((written, done))
     }
 

@@ -147,6 +147,7 @@ struct ReadBack {
     columns: Vec<String>,
     rows: Vec<Vec<Value>>,
     types: std::collections::HashMap<String, String>,
+    sheets: Vec<String>,
 }
 
 fn read_back(format: &str, bytes: &[u8]) -> ReadBack {
@@ -939,4 +940,23 @@ async fn bad_export_requests_name_the_field(backend: Backend) {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     app.stop().await;
+}
+
+/// Excel holds 1,048,576 rows a sheet: past the limit a new sheet starts, each with
+/// its header (shown here with a limit of 2 rows).
+#[test]
+fn xlsx_rolls_over_to_a_new_sheet_at_the_row_limit() {
+    use ferry::export::columns::{Cell, Column};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.xlsx");
+    let columns = vec![Column::parse("tax_id").unwrap()];
+    let batch: Vec<Vec<Cell>> = (1..=5).map(|n| vec![Cell::Text(format!("T{n}"))]).collect();
+    let mut rows = vec![batch].into_iter();
+    let written = ferry::export::writer::xlsx::write_with_sheet_limit(&columns, &mut rows, &path, 2).unwrap();
+    assert_eq!(written, 5);
+    let file = read_back("xlsx", &std::fs::read(&path).unwrap());
+    assert_eq!(file.sheets, ["entities", "entities (2)", "entities (3)"]);
+    assert_eq!(file.columns, ["tax_id"]);
+    let values: Vec<Value> = file.rows.into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(values, ["T1", "T2", "T3", "T4", "T5"].map(|v| json!(v)));
 }

@@ -10,6 +10,7 @@
 mod support;
 
 mod auth;
+mod cli;
 mod entities;
 mod exports;
 mod queue;

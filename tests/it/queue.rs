@@ -24,6 +24,7 @@ on_both_backends!(
     a_job_that_keeps_failing_ends_failed_after_max_attempts,
     watchers_see_every_state_and_late_watchers_start_from_the_current_one,
     the_same_request_id_returns_the_same_job,
+    a_shutdown_returns_running_jobs_to_the_queue_without_counting_the_attempt,
 );
 
 const KIND: &str = "test_job";
@@ -355,5 +356,39 @@ async fn the_same_request_id_returns_the_same_job(backend: Backend) {
         queue.enqueue(first).await.unwrap(),
         ferry::jobs::Enqueued::Created(_)
     ));
+    app.stop().await;
+}
+
+async fn a_shutdown_returns_running_jobs_to_the_queue_without_counting_the_attempt(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let queue = app.app.queue.clone();
+    let id = queue
+        .enqueue(job(&app.org_id, "wait"))
+        .await
+        .unwrap()
+        .into_row()
+        .id;
+    let probe = Arc::new(Probe::default());
+    let (stop, handles) = start_workers(&queue, &probe, 1);
+    wait_for_state(&app, &id, jobs::RUNNING).await;
+    stop.cancel();
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(5), h)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let row = load(&app, &id).await;
+    assert_eq!(row.state, jobs::QUEUED);
+    assert_eq!(row.attempts, 0, "a shutdown is not the job's failure");
+    assert_eq!(row.lease_id, None);
+    // Another worker takes it at once, without waiting for a lease to expire.
+    let probe = Arc::new(Probe::default());
+    let (stop, handles) = start_workers(&queue, &probe, 1);
+    wait_for_state(&app, &id, jobs::RUNNING).await;
+    stop.cancel();
+    for h in handles {
+        h.await.unwrap();
+    }
     app.stop().await;
 }

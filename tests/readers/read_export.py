@@ -50,10 +50,14 @@ def read_json(path, lines):
     return columns, [list(o.values()) for o in objects]
 
 
+SHEETS = []
+
+
 def read_xlsx(path):
     import openpyxl
 
     book = openpyxl.load_workbook(path, read_only=True)
+    SHEETS.extend(book.sheetnames)
     columns, rows = None, []
     for sheet in book.worksheets:
         sheet_rows = list(sheet.iter_rows())
@@ -113,7 +117,7 @@ def main():
         columns, rows, types = read_avro(path)
     else:
         raise SystemExit(f"unknown format {fmt}")
-    json.dump({"columns": columns, "rows": rows, "types": types}, sys.stdout)
+    json.dump({"columns": columns, "rows": rows, "types": types, "sheets": SHEETS}, sys.stdout)
 
 
 if __name__ == "__main__":

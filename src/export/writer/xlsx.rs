@@ -27,6 +27,16 @@ struct Formats {
 }
 
 pub fn write(columns: &[Column], rows: &mut dyn RowSource, path: &Path) -> Result<u64, WriteError> {
+    write_with_sheet_limit(columns, rows, path, ROWS_PER_SHEET)
+}
+
+/// [`write`] with a smaller sheet size, so the sheet roll-over can be tested.
+pub fn write_with_sheet_limit(
+    columns: &[Column],
+    rows: &mut dyn RowSource,
+    path: &Path,
+    rows_per_sheet: u32,
+) -> Result<u64, WriteError> {
     let formats = Formats {
         header: Format::new().set_bold(),
         timestamp: Format::new().set_num_format("yyyy-mm-dd hh:mm:ss.000"),
@@ -37,11 +47,11 @@ pub fn write(columns: &[Column], rows: &mut dyn RowSource, path: &Path) -> Resul
         workbook.set_tempdir(dir).map_err(err)?;
     }
     let mut sheets = 0usize;
-    let mut row_in_sheet = ROWS_PER_SHEET; // forces the first sheet
+    let mut row_in_sheet = rows_per_sheet; // forces the first sheet
     let mut written = 0u64;
     while let Some(batch) = rows.next_batch() {
         for row in batch {
-            if row_in_sheet == ROWS_PER_SHEET {
+            if row_in_sheet == rows_per_sheet {
                 let sheet = workbook.add_worksheet_with_constant_memory().map_err(err)?;
                 sheets += 1;
                 let name = if sheets == 1 {

@@ -1,0 +1,148 @@
+//! The `ferry` binary's admin commands, run as a person would, then the key they
+//! print used over gRPC.
+
+use std::process::Command;
+
+use ferry::proto::{ListEntitiesRequest, entity_service_client::EntityServiceClient};
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestDb, test_config, with_auth};
+
+on_both_backends!(admin_commands_create_an_organization_and_a_key_that_works_until_revoked);
+
+fn ferry(db: &TestDb, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--data-dir")
+        .arg(db.data_dir())
+        .arg("--database-url")
+        .arg(&db.url)
+        .args(["--set", "log.level=warn"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn admin_commands_create_an_organization_and_a_key_that_works_until_revoked(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (ok, out, err) = ferry(
+        &db,
+        &["admin", "org", "create", "--name", "acme", "--plan", "growth"],
+    );
+    assert!(ok, "{err}");
+    let org = out.split_whitespace().next().unwrap().to_string();
+    assert!(out.contains("plan=growth"), "{out}");
+
+    let (ok, out, _) = ferry(
+        &db,
+        &[
+            "admin",
+            "org",
+            "enable-feature",
+            "--org",
+            &org,
+            "--feature",
+            "global_sender_email",
+        ],
+    );
+    assert!(ok && out.contains("global_sender_email"), "{out}");
+    let (ok, _, err) = ferry(
+        &db,
+        &["admin", "org", "set-plan", "--org", &org, "--plan", "platinum"],
+    );
+    assert!(
+        !ok && err.contains("unknown plan `platinum`") && err.contains("usage_based"),
+        "{err}"
+    );
+
+    let (ok, out, err) = ferry(
+        &db,
+        &[
+            "admin",
+            "key",
+            "create",
+            "--org",
+            &org,
+            "--permission",
+            "entities:read",
+        ],
+    );
+    assert!(ok, "{err}");
+    let key = out.lines().nth(1).unwrap().trim().to_string();
+    assert!(key.starts_with("ferry_"), "{out}");
+    let key_id = key.split('_').nth(1).unwrap().to_string();
+
+    for args in [
+        vec!["admin", "domain", "add", "--org", &org, "--domain", "Example.COM"],
+        vec![
+            "admin",
+            "domain",
+            "verify",
+            "--org",
+            &org,
+            "--domain",
+            "example.com",
+        ],
+        vec![
+            "admin",
+            "sender",
+            "add",
+            "--org",
+            &org,
+            "--email",
+            "exports@example.com",
+        ],
+        vec![
+            "admin",
+            "enrichment",
+            "set",
+            "--org",
+            &org,
+            "--code",
+            "basic_data",
+        ],
+        vec![
+            "admin",
+            "enrichment",
+            "group",
+            "--org",
+            &org,
+            "--slug",
+            "kyc",
+            "--codes",
+            "basic_data",
+        ],
+    ] {
+        let (ok, _, err) = ferry(&db, &args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let (_, out, _) = ferry(&db, &["admin", "domain", "list", "--org", &org]);
+    assert!(out.contains("example.com") && out.contains("verified"), "{out}");
+
+    // The printed key works over gRPC…
+    let app = ferry::server::App::open(test_config(&db)).await.unwrap();
+    let running = ferry::server::start(app, Vec::new()).await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = EntityServiceClient::new(channel);
+    client
+        .list_entities(with_auth(ListEntitiesRequest::default(), &key, &org))
+        .await
+        .unwrap();
+    // …until it is revoked.
+    let (ok, _, err) = ferry(&db, &["admin", "key", "revoke", "--key", &key_id]);
+    assert!(ok, "{err}");
+    let status = client
+        .list_entities(with_auth(ListEntitiesRequest::default(), &key, &org))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    running.stop().await;
+}
