@@ -213,14 +213,7 @@ impl ExportService for ExportApi {
         .map_err(|e| call.fail(e))?;
         let (mut rows, total) = self
             .exports
-            .list(
-                call.org(),
-                &query.filter,
-                query.by_update_time,
-                query.descending,
-                query.after.clone(),
-                query.limit + 1,
-            )
+            .list(call.org(), &query.page)
             .await
             .map_err(|e| call.fail(e))?;
         let next_page_token = next_page(&mut rows, &query);

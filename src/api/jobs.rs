@@ -6,7 +6,7 @@ use prost_types::Any;
 use super::convert::millis;
 use super::error::{ApiError, DOMAIN};
 use super::page;
-use crate::db::jobs::{self, JobListFilter, JobRow};
+use crate::db::jobs::{self, JobListFilter, JobPage, JobRow};
 use crate::jobs::JobFailure;
 use crate::proto;
 
@@ -72,13 +72,10 @@ pub fn failure(job: &JobRow) -> Option<tonic_types::pb::Status> {
     })
 }
 
-/// A job listing request, checked.
+/// A job listing request, checked: the page to read (one row more than asked, to
+/// know whether another page follows) and the fingerprint its tokens carry.
 pub struct ListQuery {
-    pub filter: JobListFilter,
-    pub by_update_time: bool,
-    pub descending: bool,
-    pub after: Option<(i64, String)>,
-    pub limit: i64,
+    pub page: JobPage,
     pub fingerprint: String,
 }
 
@@ -129,24 +126,27 @@ pub fn list_query(
     let fingerprint = page::fingerprint(&[format!("{filter:?}|{by_update_time}|{descending}").as_bytes()]);
     let after = page::decode(page_token, &fingerprint)?;
     Ok(ListQuery {
-        filter,
-        by_update_time,
-        descending,
-        after,
-        limit,
+        page: JobPage {
+            filter,
+            by_update_time,
+            descending,
+            after,
+            limit: limit + 1,
+        },
         fingerprint,
     })
 }
 
 /// The token of the page after `rows` (fetched with one extra row), trimming it.
 pub fn next_page(rows: &mut Vec<JobRow>, query: &ListQuery) -> String {
-    if rows.len() as i64 <= query.limit {
+    let asked = query.page.limit - 1;
+    if rows.len() as i64 <= asked {
         return String::new();
     }
-    rows.truncate(query.limit as usize);
+    rows.truncate(asked as usize);
     rows.last()
         .map(|last| {
-            let value = if query.by_update_time {
+            let value = if query.page.by_update_time {
                 last.updated_at
             } else {
                 last.created_at

@@ -437,7 +437,7 @@ async fn usage_report(app: &App, org: &str) -> anyhow::Result<()> {
     let mut totals: std::collections::BTreeMap<(String, String), i64> = Default::default();
     for event in events {
         *totals
-            .entry((month_of(event.created_at), event.kind))
+            .entry((crate::calendar::year_month(event.created_at), event.kind))
             .or_default() += event.quantity;
     }
     println!("{:<8} {:<24} {:>10}", "month", "kind", "quantity");
@@ -447,30 +447,9 @@ async fn usage_report(app: &App, org: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `YYYY-MM` of an epoch-millisecond time (UTC), by the civil-from-days algorithm.
-fn month_of(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn months_are_computed_in_utc() {
-        assert_eq!(month_of(0), "1970-01");
-        assert_eq!(month_of(1_795_000_000_000), "2026-11");
-        assert_eq!(month_of(951_782_400_000), "2000-02"); // 2000-02-29
-    }
 
     #[test]
     fn domains_are_lower_cased_and_checked() {

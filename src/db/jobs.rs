@@ -500,6 +500,17 @@ pub struct JobListFilter {
     pub search: Option<String>,
 }
 
+/// One page of a job listing: filter, order (`created_at` or `updated_at`, then id),
+/// the cursor `(sort value, id)` where the previous page ended, and its size.
+#[derive(Debug, Clone, Default)]
+pub struct JobPage {
+    pub filter: JobListFilter,
+    pub by_update_time: bool,
+    pub descending: bool,
+    pub after: Option<(i64, String)>,
+    pub limit: i64,
+}
+
 macro_rules! apply_job_filter {
     ($query:expr, $org:expr, $kind:expr, $f:expr) => {{
         let f: &JobListFilter = $f;
@@ -523,51 +534,38 @@ macro_rules! apply_job_filter {
     }};
 }
 
-/// One page of jobs ordered by `created_at` or `updated_at` (then id), after the
-/// cursor `(sort value, id)` of the previous page.
-#[expect(clippy::too_many_arguments, reason = "a listing's filter, order and page")]
+/// One page of jobs. The cursor is a row-value comparison, answered by an index
+/// range scan on both backends.
 pub async fn list(
     conn: &mut Conn,
     organization_id: &str,
     kind: &str,
-    filter: &JobListFilter,
-    by_update_time: bool,
-    descending: bool,
-    after: Option<(i64, String)>,
-    limit: i64,
+    page: &JobPage,
 ) -> QueryResult<Vec<JobRow>> {
     with_conn!(conn, |c| {
-        let q = apply_job_filter!(jobs::table.into_boxed(), organization_id, kind, filter);
-        let q = match (by_update_time, descending, after) {
-            (false, true, Some((v, id))) => q.filter(
-                jobs::created_at
-                    .lt(v)
-                    .or(jobs::created_at.eq(v).and(jobs::id.lt(id))),
-            ),
-            (false, false, Some((v, id))) => q.filter(
-                jobs::created_at
-                    .gt(v)
-                    .or(jobs::created_at.eq(v).and(jobs::id.gt(id))),
-            ),
-            (true, true, Some((v, id))) => q.filter(
-                jobs::updated_at
-                    .lt(v)
-                    .or(jobs::updated_at.eq(v).and(jobs::id.lt(id))),
-            ),
-            (true, false, Some((v, id))) => q.filter(
-                jobs::updated_at
-                    .gt(v)
-                    .or(jobs::updated_at.eq(v).and(jobs::id.gt(id))),
-            ),
-            (_, _, None) => q,
+        let mut q = apply_job_filter!(jobs::table.into_boxed(), organization_id, kind, &page.filter);
+        let column = if page.by_update_time {
+            "jobs.updated_at"
+        } else {
+            "jobs.created_at"
         };
-        let q = match (by_update_time, descending) {
+        if let Some((value, id)) = &page.after {
+            let op = if page.descending { "<" } else { ">" };
+            q = q.filter(
+                diesel::dsl::sql::<diesel::sql_types::Bool>(&format!("({column}, jobs.id) {op} ("))
+                    .bind::<diesel::sql_types::BigInt, _>(*value)
+                    .sql(", ")
+                    .bind::<diesel::sql_types::Text, _>(id.clone())
+                    .sql(")"),
+            );
+        }
+        let q = match (page.by_update_time, page.descending) {
             (false, true) => q.order((jobs::created_at.desc(), jobs::id.desc())),
             (false, false) => q.order((jobs::created_at.asc(), jobs::id.asc())),
             (true, true) => q.order((jobs::updated_at.desc(), jobs::id.desc())),
             (true, false) => q.order((jobs::updated_at.asc(), jobs::id.asc())),
         };
-        q.limit(limit).select(JobRow::as_select()).load(c).await
+        q.limit(page.limit).select(JobRow::as_select()).load(c).await
     })
 }
 

@@ -177,8 +177,8 @@ impl Cell {
             Cell::Null => None,
             Cell::Text(s) => Some(s.clone()),
             Cell::Bool(b) => Some(b.to_string()),
-            Cell::Timestamp(ms) => Some(crate::export::time::rfc3339_millis(*ms)),
-            Cell::Date(days) => Some(crate::export::time::iso_date(*days)),
+            Cell::Timestamp(ms) => Some(crate::calendar::rfc3339_millis(*ms)),
+            Cell::Date(days) => Some(crate::calendar::iso_date(*days)),
             Cell::Json(v) => Some(v.to_string()),
             Cell::RawJson(s) => Some(s.clone()),
         }
@@ -234,7 +234,7 @@ fn field_cell(row: &mut EntityRow, field: Field) -> Cell {
         Field::RegistrationDate => row
             .registration_date
             .as_deref()
-            .and_then(crate::export::time::parse_date_prefix)
+            .and_then(crate::calendar::parse_date_prefix)
             .map(Cell::Date)
             .unwrap_or(Cell::Null),
         Field::Status => Cell::Text(take(&mut row.status)),

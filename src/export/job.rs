@@ -91,14 +91,25 @@ impl ExportJob {
         let job = ctx.job().clone();
         let (file_name, content_type) =
             file_name_and_type(spec.format, spec.compression, &file_stem(&job.id));
+        let started = std::time::Instant::now();
         let (row_count, entities_done) = self.write_rows(ctx, spec, temp).await?;
+        let written = started.elapsed();
         ctx.check()?;
         let (size, sha256) = hash_file(temp.to_path_buf()).await?;
+        let hashed = started.elapsed();
         let object_key = format!("exports/{}/{}/{}", job.organization_id, job.id, file_name);
         self.storage
             .put_file(&object_key, temp, content_type)
             .await
             .map_err(|e| JobError::Transient(e.to_string()))?;
+        tracing::info!(
+            rows = row_count,
+            bytes = size,
+            write_ms = written.as_millis() as u64,
+            hash_ms = (hashed - written).as_millis() as u64,
+            store_ms = (started.elapsed() - hashed).as_millis() as u64,
+            "export file stored"
+        );
         // Cancelled or deleted while uploading: leave nothing behind.
         if let Err(stop) = ctx.check() {
             let _ = self.storage.delete(&object_key).await;

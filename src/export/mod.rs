@@ -7,7 +7,6 @@ pub mod janitor;
 pub mod job;
 pub mod service;
 pub mod spec;
-pub mod time;
 pub mod writer;
 
 pub use service::{ExportError, Exports};

@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 use super::job::{ExportResult, file_stem};
 use super::spec::ExportSpec;
 use crate::config::ExportsConfig;
-use crate::db::jobs::{self, JobListFilter, JobRow};
+use crate::db::jobs::{self, JobPage, JobRow};
 use crate::db::{DbError, now_ms};
 use crate::jobs::{Enqueued, NewJob, Queue, QueueError};
 use crate::storage::{Download, Storage, StorageError};
@@ -130,24 +130,9 @@ impl Exports {
     pub async fn list(
         &self,
         organization_id: &str,
-        filter: &JobListFilter,
-        by_update_time: bool,
-        descending: bool,
-        after: Option<(i64, String)>,
-        limit: i64,
+        page: &JobPage,
     ) -> Result<(Vec<JobRow>, i64), ExportError> {
-        Ok(self
-            .queue
-            .list(
-                organization_id,
-                super::KIND,
-                filter,
-                by_update_time,
-                descending,
-                after,
-                limit,
-            )
-            .await?)
+        Ok(self.queue.list(organization_id, super::KIND, page).await?)
     }
 
     pub async fn watch(

@@ -8,7 +8,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::JobEvents;
 use crate::config::JobsConfig;
-use crate::db::jobs::{self, JobListFilter, JobRow};
+use crate::db::jobs::{self, JobPage, JobRow};
 use crate::db::{Conn, Db, DbError, new_id, now_ms};
 
 /// An idempotency key is honoured this long.
@@ -210,30 +210,15 @@ impl Queue {
     }
 
     /// One page of the organization's jobs of a kind, and the total count.
-    #[expect(clippy::too_many_arguments, reason = "a listing's filter, order and page")]
     pub async fn list(
         &self,
         organization_id: &str,
         kind: &str,
-        filter: &JobListFilter,
-        by_update_time: bool,
-        descending: bool,
-        after: Option<(i64, String)>,
-        limit: i64,
+        page: &JobPage,
     ) -> Result<(Vec<JobRow>, i64), QueueError> {
         let mut conn = self.db.conn().await?;
-        let rows = jobs::list(
-            &mut conn,
-            organization_id,
-            kind,
-            filter,
-            by_update_time,
-            descending,
-            after,
-            limit,
-        )
-        .await?;
-        let total = jobs::count(&mut conn, organization_id, kind, filter).await?;
+        let rows = jobs::list(&mut conn, organization_id, kind, page).await?;
+        let total = jobs::count(&mut conn, organization_id, kind, &page.filter).await?;
         Ok((rows, total))
     }
 

@@ -198,24 +198,19 @@ impl Worker {
                 )
                 .await?
             }
-            Err(JobError::Transient(message)) => {
-                tracing::error!(error = %message, "job failed on its last attempt");
-                let error = failure_json(tonic::Code::Unavailable, "RETRIES_EXHAUSTED", &message);
-                jobs::finish(
-                    &mut conn,
-                    &job.id,
-                    lease_id,
-                    jobs::FAILED,
-                    None,
-                    Some(&error),
-                    None,
-                    now,
-                )
-                .await?
-            }
-            Err(JobError::Permanent { reason, message }) => {
+            Err(err @ (JobError::Transient(_) | JobError::Permanent { .. })) => {
+                let (code, reason, message) = match err {
+                    JobError::Permanent { reason, message } => {
+                        (tonic::Code::FailedPrecondition, reason, message)
+                    }
+                    other => (
+                        tonic::Code::Unavailable,
+                        "RETRIES_EXHAUSTED".to_string(),
+                        other.to_string(),
+                    ),
+                };
                 tracing::error!(error = %message, reason = %reason, "job failed");
-                let error = failure_json(tonic::Code::FailedPrecondition, &reason, &message);
+                let error = failure_json(code, &reason, &message);
                 jobs::finish(
                     &mut conn,
                     &job.id,

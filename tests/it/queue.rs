@@ -106,6 +106,16 @@ async fn wait_for_state(app: &TestApp, id: &str, state: &str) -> JobRow {
     );
 }
 
+async fn stop_workers(stop: CancellationToken, handles: Vec<tokio::task::JoinHandle<()>>) {
+    stop.cancel();
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
 fn start_workers(
     queue: &Queue,
     probe: &Arc<Probe>,
@@ -135,10 +145,7 @@ async fn two_hundred_jobs_on_four_workers_each_run_exactly_once(backend: Backend
         assert_eq!(row.attempts, 1);
         assert_eq!(row.result.as_deref(), Some(r#"{"ok":true}"#));
     }
-    stop.cancel();
-    for h in handles {
-        h.await.unwrap();
-    }
+    stop_workers(stop, handles).await;
     for id in &ids {
         assert_eq!(probe.runs_of(id), 1, "job {id}");
     }
@@ -219,10 +226,7 @@ async fn a_crashed_workers_job_is_picked_up_after_its_lease(backend: Backend) {
     let row = wait_for_state(&app, &id, jobs::COMPLETED).await;
     assert_eq!(row.attempts, 2);
     assert_eq!(probe.runs_of(&id), 1);
-    stop.cancel();
-    for h in handles {
-        h.await.unwrap();
-    }
+    stop_workers(stop, handles).await;
     app.stop().await;
 }
 
@@ -253,10 +257,7 @@ async fn a_running_job_sees_its_cancellation(backend: Backend) {
         queue.cancel(&app.org_id, KIND, &id).await,
         Err(ferry::jobs::QueueError::AlreadyFinished { .. })
     ));
-    stop.cancel();
-    for h in handles {
-        h.await.unwrap();
-    }
+    stop_workers(stop, handles).await;
     app.stop().await;
 }
 
@@ -270,10 +271,7 @@ async fn a_queued_job_that_is_cancelled_never_runs(backend: Backend) {
     let (stop, handles) = start_workers(&queue, &probe, 1);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(probe.runs_of(&id), 0);
-    stop.cancel();
-    for h in handles {
-        h.await.unwrap();
-    }
+    stop_workers(stop, handles).await;
     // Another organization cannot see or cancel it.
     let (other, _) = app.other_org().await;
     assert!(matches!(
@@ -300,10 +298,7 @@ async fn a_job_that_keeps_failing_ends_failed_after_max_attempts(backend: Backen
     let failure: ferry::jobs::JobFailure = serde_json::from_str(row.error.as_deref().unwrap()).unwrap();
     assert_eq!(failure.reason, "RETRIES_EXHAUSTED");
     assert!(failure.message.contains("storage hiccup"));
-    stop.cancel();
-    for h in handles {
-        h.await.unwrap();
-    }
+    stop_workers(stop, handles).await;
     app.stop().await;
 }
 
@@ -331,10 +326,7 @@ async fn watchers_see_every_state_and_late_watchers_start_from_the_current_one(b
     let late: Vec<_> = queue.watch(&app.org_id, KIND, &id).await.unwrap().collect().await;
     assert_eq!(late.len(), 1);
     assert_eq!(late[0].as_ref().unwrap().state, jobs::COMPLETED);
-    stop.cancel();
-    for h in handles {
-        h.await.unwrap();
-    }
+    stop_workers(stop, handles).await;
     app.stop().await;
 }
 
@@ -386,9 +378,6 @@ async fn a_shutdown_returns_running_jobs_to_the_queue_without_counting_the_attem
     let probe = Arc::new(Probe::default());
     let (stop, handles) = start_workers(&queue, &probe, 1);
     wait_for_state(&app, &id, jobs::RUNNING).await;
-    stop.cancel();
-    for h in handles {
-        h.await.unwrap();
-    }
+    stop_workers(stop, handles).await;
     app.stop().await;
 }

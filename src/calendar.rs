@@ -1,5 +1,5 @@
-//! Calendar arithmetic for exported dates and timestamps (UTC), by the days-from-civil
-//! algorithm, so no time-zone database is needed.
+//! Calendar arithmetic in UTC (exported dates and timestamps, usage months), by the
+//! days-from-civil algorithm, so no time-zone database is needed.
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
 pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
@@ -50,6 +50,12 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
+/// `YYYY-MM` of a time in epoch milliseconds.
+pub fn year_month(ms: i64) -> String {
+    let (y, m, _) = civil_from_days(ms.div_euclid(86_400_000));
+    format!("{y:04}-{m:02}")
+}
+
 pub fn iso_date(days: i32) -> String {
     let (y, m, d) = civil_from_days(i64::from(days));
     format!("{y:04}-{m:02}-{d:02}")
@@ -84,5 +90,12 @@ mod tests {
         assert_eq!(parse_date_prefix("2023-02-29"), None);
         assert_eq!(parse_date_prefix("29/02/2024"), None);
         assert_eq!(parse_date_prefix("1969-12-31"), Some(-1));
+    }
+
+    #[test]
+    fn usage_months_are_utc() {
+        assert_eq!(year_month(0), "1970-01");
+        assert_eq!(year_month(1_795_000_000_000), "2026-11");
+        assert_eq!(year_month(951_782_400_000), "2000-02"); // 2000-02-29
     }
 }
