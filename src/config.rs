@@ -35,6 +35,7 @@ pub struct Config {
     pub exports: ExportsConfig,
     pub bulk_import: BulkImportConfig,
     pub plans: PlansConfig,
+    pub mail: MailConfig,
     pub log: LogConfig,
 }
 
@@ -155,6 +156,44 @@ pub struct PlansConfig {
     pub growth_import_rows: u64,
     pub enterprise_import_rows: u64,
     pub usage_based_import_rows: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// `drop` (an `.eml` file per message in `drop_dir`) or `smtp`.
+    pub transport: String,
+    /// Folder of the mail drop; empty: `<data_dir>/mail`.
+    pub drop_dir: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// `starttls`, `tls` or `plain` (plain only for local relays).
+    pub smtp_tls: String,
+    pub smtp_username: String,
+    pub smtp_password: String,
+    /// The From of messages that name no sender.
+    pub system_sender: String,
+    /// Lifetime of the download link in delivery e-mails, seconds (at most 7 days).
+    pub link_ttl_secs: u64,
+    /// Pause between two messages of one delivery (a throttle for small relays).
+    pub pause_millis: u64,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            transport: "drop".into(),
+            drop_dir: String::new(),
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: 587,
+            smtp_tls: "starttls".into(),
+            smtp_username: String::new(),
+            smtp_password: String::new(),
+            system_sender: "ferry <no-reply@ferry.localhost>".into(),
+            link_ttl_secs: 72 * 3600,
+            pause_millis: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -322,6 +361,29 @@ impl Config {
             "storage.s3_bucket",
             self.storage.backend != "s3" || !self.storage.s3_bucket.is_empty(),
             "is required when storage.backend is `s3`",
+        )?;
+        check(
+            "mail.transport",
+            matches!(self.mail.transport.as_str(), "drop" | "smtp"),
+            "must be `drop` or `smtp`",
+        )?;
+        check(
+            "mail.smtp_tls",
+            matches!(self.mail.smtp_tls.as_str(), "starttls" | "tls" | "plain"),
+            "must be `starttls`, `tls` or `plain`",
+        )?;
+        check(
+            "mail.system_sender",
+            self.mail
+                .system_sender
+                .parse::<lettre::message::Mailbox>()
+                .is_ok(),
+            "must be an e-mail address (`Name <address>` allowed)",
+        )?;
+        check(
+            "mail.link_ttl_secs",
+            (60..=7 * 24 * 3600).contains(&self.mail.link_ttl_secs),
+            "must be between 60 seconds and 7 days",
         )?;
         check(
             "log.format",

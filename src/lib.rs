@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod export;
 pub mod jobs;
+pub mod mail;
 pub mod orgs;
 pub mod private_file;
 pub mod proto;

@@ -8,6 +8,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::auth::AuthError;
 use crate::db::DbError;
 use crate::export::ExportError;
+use crate::export::delivery::DeliveryError;
 use crate::jobs::QueueError;
 use crate::orgs::OrgError;
 use crate::storage::StorageError;
@@ -160,8 +161,35 @@ impl From<ExportError> for ApiError {
                 ApiError::new(Code::FailedPrecondition, "JOB_ALREADY_FINISHED", err.to_string())
                     .with_metadata("state", state.clone())
             }
+            ExportError::Delivery(err) => err.into(),
             ExportError::Storage(err) => err.into(),
             ExportError::Db(err) => err.into(),
+        }
+    }
+}
+
+impl From<DeliveryError> for ApiError {
+    fn from(err: DeliveryError) -> Self {
+        let invalid = |reason: &str, field: &str, err: &DeliveryError| ApiError {
+            violations: vec![(field.to_string(), err.to_string())],
+            ..ApiError::new(Code::InvalidArgument, reason, err.to_string())
+        };
+        match err {
+            DeliveryError::Invalid(violations) => ApiError::invalid(violations),
+            DeliveryError::TooManyRecipients { count } => {
+                invalid("TOO_MANY_RECIPIENTS", "delivery.recipient_emails", &err)
+                    .with_metadata("count", count.to_string())
+            }
+            DeliveryError::SenderConflict => invalid("SENDER_CONFLICT", "delivery.from_sender_id", &err),
+            DeliveryError::SenderNotFound(_) => invalid("SENDER_NOT_FOUND", "delivery.from_sender_id", &err),
+            DeliveryError::DomainNotVerified(_) => {
+                invalid("DOMAIN_NOT_VERIFIED", "delivery.from_email", &err)
+            }
+            DeliveryError::FeatureDisabled => {
+                ApiError::new(Code::PermissionDenied, "FEATURE_DISABLED", err.to_string())
+                    .with_metadata("feature", "global_sender_email")
+            }
+            DeliveryError::Db(err) => err.into(),
         }
     }
 }

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::Call;
 use super::convert::{self, opt_timestamp, timestamp};
 use super::jobs::{self as job_fields, list_query, next_page};
+use crate::db::email_deliveries::{self, DeliveryRow};
 use crate::db::jobs::JobRow;
 use crate::export::format::{Compression, Format};
 use crate::export::service::result_of;
@@ -25,6 +26,11 @@ impl ExportApi {
     pub fn new(exports: Exports) -> ExportApi {
         ExportApi { exports }
     }
+}
+
+/// The message of a job with its delivery states read alongside.
+async fn message_of(exports: &Exports, job: &JobRow) -> Result<proto::Export, ExportError> {
+    Ok(export_message(job, &exports.deliveries(job).await?))
 }
 
 fn format_of(value: i32) -> Result<Option<Format>, ExportError> {
@@ -78,6 +84,7 @@ pub fn spec_of(req: &proto::CreateExportRequest) -> Result<ExportSpec, super::er
         email_locale: d.email_locale.clone(),
         from_email: d.from_email.clone(),
         from_sender_id: d.from_sender_id.clone(),
+        from_mailbox: String::new(),
     });
     let request = ExportRequest {
         filter,
@@ -93,8 +100,16 @@ pub fn spec_of(req: &proto::CreateExportRequest) -> Result<ExportSpec, super::er
     ExportSpec::from_request(request).map_err(|v| ExportError::Invalid(v).into())
 }
 
-/// The `Export` message of a job.
-pub fn export_message(job: &JobRow) -> proto::Export {
+fn delivery_state(state: &str) -> proto::DeliveryState {
+    match state {
+        email_deliveries::SENT => proto::DeliveryState::Sent,
+        email_deliveries::FAILED => proto::DeliveryState::Failed,
+        _ => proto::DeliveryState::Pending,
+    }
+}
+
+/// The `Export` message of a job, with its recipients' delivery states.
+pub fn export_message(job: &JobRow, deliveries: &[DeliveryRow]) -> proto::Export {
     let spec: Option<ExportSpec> = serde_json::from_str(&job.payload).ok();
     let result = result_of(job);
     let filter = spec
@@ -144,7 +159,26 @@ pub fn export_message(job: &JobRow) -> proto::Export {
                 from_email: d.from_email.clone(),
                 from_sender_id: d.from_sender_id.clone(),
             }),
-        recipients: Vec::new(),
+        recipients: spec
+            .as_ref()
+            .and_then(|s| s.delivery.as_ref())
+            .map(|d| {
+                d.recipient_emails
+                    .iter()
+                    .map(|email| {
+                        let row = deliveries.iter().find(|r| r.recipient == *email);
+                        proto::RecipientDelivery {
+                            email: email.clone(),
+                            state: row.map_or(proto::DeliveryState::Pending, |r| delivery_state(&r.state))
+                                as i32,
+                            message_id: row.and_then(|r| r.message_id.clone()).unwrap_or_default(),
+                            error: row.and_then(|r| r.error.clone()).unwrap_or_default(),
+                            send_time: row.and_then(|r| r.sent_at).map(timestamp),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         file_name,
         file_size,
         sha256,
@@ -176,10 +210,11 @@ impl ExportService for ExportApi {
         let request_id = Some(req.request_id.trim().to_string()).filter(|r| !r.is_empty());
         let job = self
             .exports
-            .create(call.org(), spec, request_id)
+            .create(&call.principal.organization, spec, request_id)
             .await
             .map_err(|e| call.fail(e))?;
-        Ok(Response::new(export_message(&job)))
+        let message = message_of(&self.exports, &job).await.map_err(|e| call.fail(e))?;
+        Ok(Response::new(message))
     }
 
     async fn get_export(
@@ -192,7 +227,8 @@ impl ExportService for ExportApi {
             .get(call.org(), request.get_ref().id.trim())
             .await
             .map_err(|e| call.fail(e))?;
-        Ok(Response::new(export_message(&job)))
+        let message = message_of(&self.exports, &job).await.map_err(|e| call.fail(e))?;
+        Ok(Response::new(message))
     }
 
     async fn list_exports(
@@ -217,8 +253,12 @@ impl ExportService for ExportApi {
             .await
             .map_err(|e| call.fail(e))?;
         let next_page_token = next_page(&mut rows, &query);
+        let mut exports = Vec::with_capacity(rows.len());
+        for job in &rows {
+            exports.push(message_of(&self.exports, job).await.map_err(|e| call.fail(e))?);
+        }
         Ok(Response::new(proto::ListExportsResponse {
-            exports: rows.iter().map(export_message).collect(),
+            exports,
             next_page_token,
             total_size: i32::try_from(total).unwrap_or(i32::MAX),
         }))
@@ -235,9 +275,16 @@ impl ExportService for ExportApi {
             .await
             .map_err(|e| call.fail(e))?;
         let request_id = call.request_id.clone();
-        let stream = stream.map(move |item| match item {
-            Ok(job) => Ok(export_message(&job)),
-            Err(err) => Err(super::error::ApiError::from(err).into_status(&request_id)),
+        let exports = self.exports.clone();
+        let stream = stream.then(move |item| {
+            let (exports, request_id) = (exports.clone(), request_id.clone());
+            async move {
+                let message = match item {
+                    Ok(job) => message_of(&exports, &job).await,
+                    Err(err) => Err(err),
+                };
+                message.map_err(|err| super::error::ApiError::from(err).into_status(&request_id))
+            }
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -252,7 +299,8 @@ impl ExportService for ExportApi {
             .cancel(call.org(), request.get_ref().id.trim())
             .await
             .map_err(|e| call.fail(e))?;
-        Ok(Response::new(export_message(&job)))
+        let message = message_of(&self.exports, &job).await.map_err(|e| call.fail(e))?;
+        Ok(Response::new(message))
     }
 
     async fn delete_export(

@@ -37,7 +37,7 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
     let mut csv_seconds = None;
     for format in &options.formats {
         reset_peak_rss();
-        let (elapsed, rows, bytes) = export_once(&app, &org.id, *format).await?;
+        let (elapsed, rows, bytes) = export_once(&app, &org, *format).await?;
         if *format == Format::Csv {
             csv_seconds = Some(elapsed);
         }
@@ -78,7 +78,7 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
 /// One export through the queue and the worker; returns time, rows and file size.
 async fn export_once(
     app: &App,
-    organization_id: &str,
+    org: &orgs::Organization,
     format: Format,
 ) -> anyhow::Result<(Duration, u64, u64)> {
     let spec = ExportSpec::from_request(ExportRequest {
@@ -87,7 +87,7 @@ async fn export_once(
     })
     .map_err(|v| anyhow::anyhow!("invalid bench export: {v:?}"))?;
     let started = Instant::now();
-    let job = app.exports().create(organization_id, spec, None).await?;
+    let job = app.exports().create(org, spec, None).await?;
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let row = jobs::find(&mut app.db.conn().await?, &job.id)

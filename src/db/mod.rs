@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod email;
+pub mod email_deliveries;
 pub mod enrichments;
 pub mod entities;
 pub mod jobs;

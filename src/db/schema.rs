@@ -147,7 +147,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    email_deliveries (job_id, recipient) {
+        job_id -> Text,
+        recipient -> Text,
+        state -> Text,
+        message_id -> Nullable<Text>,
+        error -> Nullable<Text>,
+        updated_at -> BigInt,
+        sent_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    email_deliveries,
     organizations,
     api_keys,
     email_domains,

@@ -57,6 +57,11 @@ impl JobHandler for ExportJob {
         let job = self.clone();
         Box::pin(async move { job.export(ctx).await })
     }
+
+    /// A failed export with delivery settings sends its recipients a short notice.
+    fn on_failure(&self, job: &crate::db::jobs::JobRow) -> Option<crate::jobs::NewJob> {
+        super::email_job::follow_up(job)
+    }
 }
 
 /// The stem of export file names: `entities-<job id>`.
@@ -133,6 +138,7 @@ impl ExportJob {
         Ok(JobOutcome {
             result: serde_json::to_value(&result).ok(),
             expires_at: Some(now_ms() + self.retention_ms),
+            follow_up: super::email_job::follow_up(&job),
         })
     }
 

@@ -2,6 +2,8 @@
 //! object storage, and the client downloads it from a signed, expiring URL.
 
 pub mod columns;
+pub mod delivery;
+pub mod email_job;
 pub mod format;
 pub mod janitor;
 pub mod job;
@@ -14,3 +16,7 @@ pub use spec::ExportSpec;
 
 /// The `kind` of export jobs in the queue.
 pub const KIND: &str = "export";
+/// The `kind` of the job that e-mails a finished (or failed) export.
+pub const EMAIL_KIND: &str = "export_email";
+/// Usage event kind: one unit per recipient of an e-mailed export.
+pub const USAGE_EMAIL_RECIPIENT: &str = "export_email_recipient";

@@ -6,12 +6,16 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 
+use super::delivery::{self, DeliveryError};
 use super::job::{ExportResult, file_stem};
 use super::spec::ExportSpec;
 use crate::config::ExportsConfig;
+use crate::db::email_deliveries::{self, DeliveryRow};
 use crate::db::jobs::{self, JobPage, JobRow};
+use crate::db::usage::{self, UsageEventRow};
 use crate::db::{DbError, now_ms};
 use crate::jobs::{Enqueued, NewJob, Queue, QueueError};
+use crate::orgs::Organization;
 use crate::storage::{Download, Storage, StorageError};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +34,8 @@ pub enum ExportError {
     Expired,
     #[error("the export already ended ({state})")]
     AlreadyFinished { state: String },
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -81,10 +87,19 @@ impl Exports {
     /// limit is `TooManyActive`.
     pub async fn create(
         &self,
-        organization_id: &str,
-        spec: ExportSpec,
+        org: &Organization,
+        mut spec: ExportSpec,
         request_id: Option<String>,
     ) -> Result<JobRow, ExportError> {
+        let organization_id = org.id.as_str();
+        if let Some(requested) = &spec.delivery {
+            let mut conn = self.queue.db().conn().await?;
+            spec.delivery = Some(delivery::check(&mut conn, org, requested).await?);
+        }
+        let recipients = spec
+            .delivery
+            .as_ref()
+            .map_or(0, |d| d.recipient_emails.len() as i64);
         let dedupe_key = spec.dedupe_key();
         let id = crate::db::new_id();
         let file_name = super::format::file_name_and_type(spec.format, spec.compression, &file_stem(&id)).0;
@@ -101,6 +116,7 @@ impl Exports {
         };
         let limit = self.config.max_active_per_org;
         let org = organization_id.to_string();
+        let job_id = job.id.clone().unwrap_or_default();
         let outcome = self
             .queue
             .enqueue_guarded(job, move |conn| {
@@ -112,6 +128,18 @@ impl Exports {
                     }
                     if jobs::count_active(conn, &org, super::KIND).await? >= i64::from(limit) {
                         return Err(ExportError::TooManyActive { limit });
+                    }
+                    // Billing: one unit per recipient, once per export (keyed by its id).
+                    if recipients > 0 {
+                        let event = UsageEventRow {
+                            id: crate::db::new_id(),
+                            organization_id: org.clone(),
+                            kind: super::USAGE_EMAIL_RECIPIENT.into(),
+                            quantity: recipients,
+                            job_id,
+                            created_at: now_ms(),
+                        };
+                        usage::record_once(conn, &event).await?;
                     }
                     Ok(())
                 })
@@ -167,6 +195,14 @@ impl Exports {
         }
         self.queue.events().publish(&mut conn, id).await;
         Ok(())
+    }
+
+    /// Per-recipient delivery states of an export (empty before any mail went out).
+    pub async fn deliveries(&self, job: &JobRow) -> Result<Vec<DeliveryRow>, ExportError> {
+        if !job.payload.contains("\"recipient_emails\"") {
+            return Ok(Vec::new());
+        }
+        Ok(email_deliveries::list(&mut self.queue.db().conn().await?, &job.id).await?)
     }
 
     /// A URL signed now, valid for the configured TTL.

@@ -15,6 +15,9 @@ pub struct Delivery {
     pub email_locale: String,
     pub from_email: String,
     pub from_sender_id: String,
+    /// The checked From (`Name <address>`); empty: the system sender.
+    #[serde(default)]
+    pub from_mailbox: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

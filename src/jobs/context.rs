@@ -53,6 +53,10 @@ impl JobContext {
         &self.db
     }
 
+    pub fn events(&self) -> &JobEvents {
+        &self.events
+    }
+
     pub fn lease_id(&self) -> &str {
         &self.lease_id
     }

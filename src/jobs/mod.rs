@@ -20,6 +20,9 @@ pub struct JobOutcome {
     pub result: Option<serde_json::Value>,
     /// When the job's output expires (exports' retention).
     pub expires_at: Option<i64>,
+    /// A job queued in the same transaction that completes this one (an e-mail), so
+    /// it is never lost nor queued twice.
+    pub follow_up: Option<NewJob>,
 }
 
 /// How a run failed, which decides what the queue does next.
@@ -60,6 +63,11 @@ pub trait JobHandler: Send + Sync + 'static {
     /// The `kind` column value this handler runs.
     fn kind(&self) -> &'static str;
     fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>>;
+
+    /// A job to queue in the same transaction that ends this one FAILED.
+    fn on_failure(&self, _job: &crate::db::jobs::JobRow) -> Option<NewJob> {
+        None
+    }
 }
 
 /// The error a job carries when it ends FAILED: `code` is a gRPC code number.

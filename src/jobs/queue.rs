@@ -69,7 +69,8 @@ pub struct Queue {
     config: JobsConfig,
 }
 
-fn new_row(job: NewJob, max_attempts: i32, now: i64) -> JobRow {
+/// The row of a new queued job.
+pub(crate) fn new_row(job: NewJob, max_attempts: i32, now: i64) -> JobRow {
     JobRow {
         id: job.id.unwrap_or_else(new_id),
         organization_id: job.organization_id,

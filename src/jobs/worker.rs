@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::context::StopReason;
-use super::{JobContext, JobError, JobFailure, JobHandler, JobOutcome, Queue};
+use super::{JobContext, JobError, JobFailure, JobHandler, JobOutcome, NewJob, Queue};
 use crate::db::jobs::{self, JobRow};
 use crate::db::{new_id, now_ms};
 
@@ -148,18 +148,14 @@ impl Worker {
         let written = match result {
             Ok(outcome) => {
                 tracing::info!("job completed");
-                let result = outcome.result.map(|v| v.to_string());
-                jobs::finish(
-                    &mut conn,
-                    &job.id,
-                    lease_id,
-                    jobs::COMPLETED,
-                    result.as_deref(),
-                    None,
-                    outcome.expires_at,
-                    now,
-                )
-                .await?
+                let end = Ending {
+                    state: jobs::COMPLETED,
+                    result: outcome.result.map(|v| v.to_string()),
+                    error: None,
+                    expires_at: outcome.expires_at,
+                    follow_up: outcome.follow_up,
+                };
+                self.finish(job, lease_id, end, now).await?
             }
             Err(JobError::Cancelled) => {
                 tracing::info!("job cancelled");
@@ -210,24 +206,81 @@ impl Worker {
                     ),
                 };
                 tracing::error!(error = %message, reason = %reason, "job failed");
-                let error = failure_json(code, &reason, &message);
-                jobs::finish(
-                    &mut conn,
-                    &job.id,
-                    lease_id,
-                    jobs::FAILED,
-                    None,
-                    Some(&error),
-                    None,
-                    now,
-                )
-                .await?
+                let end = Ending {
+                    state: jobs::FAILED,
+                    result: None,
+                    error: Some(failure_json(code, &reason, &message)),
+                    expires_at: None,
+                    follow_up: self
+                        .handlers
+                        .get(job.kind.as_str())
+                        .and_then(|h| h.on_failure(job)),
+                };
+                self.finish(job, lease_id, end, now).await?
             }
         };
         if written > 0 {
             self.queue.events().publish(&mut conn, &job.id).await;
         }
         Ok(())
+    }
+}
+
+/// How a held job ends.
+struct Ending {
+    state: &'static str,
+    result: Option<String>,
+    error: Option<String>,
+    expires_at: Option<i64>,
+    follow_up: Option<NewJob>,
+}
+
+impl Worker {
+    /// Ends a held job and queues its follow-up in the same transaction: the
+    /// follow-up exists exactly when the job ended, even if this process dies.
+    async fn finish(
+        &self,
+        job: &JobRow,
+        lease_id: &str,
+        end: Ending,
+        now: i64,
+    ) -> Result<usize, crate::db::DbError> {
+        let (id, lease_id) = (job.id.clone(), lease_id.to_string());
+        let max_attempts = self.queue.config().max_attempts as i32;
+        let follow_up_row = end.follow_up.map(|f| super::queue::new_row(f, max_attempts, now));
+        let follow_up_id = follow_up_row.as_ref().map(|r| r.id.clone());
+        let written = self
+            .queue
+            .db()
+            .transaction(move |conn| {
+                Box::pin(async move {
+                    let written = jobs::finish(
+                        conn,
+                        &id,
+                        &lease_id,
+                        end.state,
+                        end.result.as_deref(),
+                        end.error.as_deref(),
+                        end.expires_at,
+                        now,
+                    )
+                    .await?;
+                    if written > 0
+                        && let Some(row) = &follow_up_row
+                    {
+                        jobs::insert(conn, row).await?;
+                    }
+                    Ok::<_, crate::db::DbError>(written)
+                })
+            })
+            .await?;
+        if written > 0
+            && let Some(id) = follow_up_id
+        {
+            let mut conn = self.queue.db().conn().await?;
+            self.queue.events().publish(&mut conn, &id).await;
+        }
+        Ok(written)
     }
 }
 

@@ -21,8 +21,10 @@ use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Config;
 use crate::db::{Db, migrate};
 use crate::export::Exports;
+use crate::export::email_job::EmailJob;
 use crate::export::job::ExportJob;
 use crate::jobs::{JobEvents, JobHandler, Queue, Worker};
+use crate::mail::Mailer;
 use crate::proto;
 use crate::storage::Storage;
 use metrics::Metrics;
@@ -34,6 +36,7 @@ pub struct App {
     pub db: Db,
     pub queue: Queue,
     pub storage: Storage,
+    pub mailer: Arc<Mailer>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -63,11 +66,13 @@ impl App {
         let storage = Storage::from_config(&config)
             .await
             .context("cannot open the file storage")?;
+        let mailer = Arc::new(Mailer::from_config(&config).context("cannot set up e-mail")?);
         Ok(App {
             config,
             db,
             queue,
             storage,
+            mailer,
             metrics: Arc::new(Metrics::default()),
         })
     }
@@ -87,13 +92,20 @@ impl App {
 
     /// The job kinds this build runs: every kind is registered here.
     pub fn job_handlers(&self) -> Vec<Arc<dyn JobHandler>> {
-        vec![Arc::new(ExportJob {
+        let export = Arc::new(ExportJob {
             storage: self.storage.clone(),
             temp_dir: self.temp_dir(),
             retention_ms: self.config.exports.retention_days as i64 * 24 * 3600 * 1000,
             batch_rows: i64::from(self.config.exports.batch_rows),
             batch_pause: Duration::from_millis(self.config.exports.batch_pause_millis),
-        })]
+        });
+        let email = Arc::new(EmailJob {
+            mailer: self.mailer.clone(),
+            storage: self.storage.clone(),
+            link_ttl: Duration::from_secs(self.config.mail.link_ttl_secs),
+            pause: Duration::from_millis(self.config.mail.pause_millis),
+        });
+        vec![export, email]
     }
 }
 
@@ -120,7 +132,7 @@ impl Running {
 }
 
 /// Binds both listeners and starts serving, with `handlers` run by the worker.
-pub async fn start(mut app: App, handlers: Vec<Arc<dyn JobHandler>>) -> anyhow::Result<Running> {
+pub async fn start(app: App, handlers: Vec<Arc<dyn JobHandler>>) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let grpc = TcpListener::bind(app.config.grpc_addr()).await.with_context(|| {
         format!(
@@ -137,7 +149,7 @@ pub async fn start(mut app: App, handlers: Vec<Arc<dyn JobHandler>>) -> anyhow::
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;
     // Local download links point at the port actually bound unless a public URL is set.
-    if let Storage::Local(store) = &mut app.storage
+    if let Storage::Local(store) = &app.storage
         && app.config.server.public_url.is_empty()
     {
         store.set_base_url(&format!("http://{http_addr}"));

@@ -12,7 +12,8 @@ use crate::config::Config;
 #[derive(Clone)]
 pub struct LocalStore {
     root: PathBuf,
-    base_url: String,
+    /// Shared by every clone: the server sets it once it knows its bound address.
+    base_url: std::sync::Arc<std::sync::RwLock<String>>,
     signer: UrlSigner,
 }
 
@@ -42,15 +43,19 @@ impl LocalStore {
         };
         Ok(LocalStore {
             root,
-            base_url,
+            base_url: std::sync::Arc::new(std::sync::RwLock::new(base_url)),
             signer: UrlSigner::new(&secret),
         })
     }
 
     /// Points download links at the address the HTTP listener actually bound (tests
     /// and `:0` ports).
-    pub fn set_base_url(&mut self, base_url: &str) {
-        self.base_url = base_url.trim_end_matches('/').to_string();
+    pub fn set_base_url(&self, base_url: &str) {
+        let mut current = self
+            .base_url
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = base_url.trim_end_matches('/').to_string();
     }
 
     pub fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
@@ -83,9 +88,14 @@ impl LocalStore {
         let sig = self
             .signer
             .sign(key, expires, download.file_name, download.content_type);
+        let base_url = self
+            .base_url
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         format!(
             "{}/files/{}?expires={}&name={}&type={}&sig={}",
-            self.base_url,
+            base_url,
             key,
             expires,
             encode(download.file_name),

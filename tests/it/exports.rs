@@ -768,7 +768,7 @@ async fn a_tampered_or_expired_local_link_is_forbidden(backend: Backend) {
         .next()
         .unwrap()
         .to_string();
-    let mut store = store.clone();
+    let store = store.clone();
     store.set_base_url(&format!("http://{}", app.http_addr()));
     let download = ferry::storage::Download {
         file_name: "x.csv",

@@ -13,6 +13,7 @@ mod auth;
 mod cli;
 mod entities;
 mod exports;
+mod mail;
 mod queue;
 mod replicas;
 mod s3;

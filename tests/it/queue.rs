@@ -63,7 +63,7 @@ impl JobHandler for Probe {
                     ctx.progress(1, Some(1), 10, true).await?;
                     Ok(JobOutcome {
                         result: Some(serde_json::json!({"ok": true})),
-                        expires_at: None,
+                        ..Default::default()
                     })
                 }
             }

@@ -1,0 +1,123 @@
+//! Outgoing e-mail, independent of what it is about: templates (en, es, pt) and a
+//! transport, SMTP via lettre or the embedded default, a folder of `.eml` files.
+
+pub mod templates;
+
+use std::path::PathBuf;
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::config::Config;
+pub use templates::{Kind, Rendered, Templates};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// Worth retrying later (connection refused, 4xx).
+    #[error("mail transport failed, will retry: {0}")]
+    Transient(String),
+    /// Will not succeed (5xx, a bad address).
+    #[error("mail was refused: {0}")]
+    Permanent(String),
+    #[error("invalid mail settings: {0}")]
+    Config(String),
+}
+
+enum Transport {
+    Drop(PathBuf),
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+/// One message to one recipient.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub from: Mailbox,
+    pub to: Mailbox,
+    pub message_id: String,
+    pub rendered: Rendered,
+}
+
+pub struct Mailer {
+    transport: Transport,
+    pub system_sender: Mailbox,
+    pub templates: Templates,
+}
+
+impl Mailer {
+    pub fn from_config(config: &Config) -> Result<Mailer, MailError> {
+        let mail = &config.mail;
+        let transport = match mail.transport.as_str() {
+            "smtp" => {
+                let builder = match mail.smtp_tls.as_str() {
+                    "plain" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&mail.smtp_host),
+                    "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&mail.smtp_host)
+                        .map_err(|e| MailError::Config(e.to_string()))?,
+                    _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&mail.smtp_host)
+                        .map_err(|e| MailError::Config(e.to_string()))?,
+                };
+                let mut builder = builder.port(mail.smtp_port);
+                if !mail.smtp_username.is_empty() {
+                    builder = builder.credentials(Credentials::new(
+                        mail.smtp_username.clone(),
+                        mail.smtp_password.clone(),
+                    ));
+                }
+                Transport::Smtp(builder.build())
+            }
+            _ => {
+                let dir = if mail.drop_dir.is_empty() {
+                    config.data_dir().join("mail")
+                } else {
+                    PathBuf::from(&mail.drop_dir)
+                };
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| MailError::Config(format!("{}: {e}", dir.display())))?;
+                Transport::Drop(dir)
+            }
+        };
+        Ok(Mailer {
+            transport,
+            system_sender: mail
+                .system_sender
+                .parse()
+                .map_err(|e| MailError::Config(format!("mail.system_sender: {e}")))?,
+            templates: Templates::new().map_err(|e| MailError::Config(e.to_string()))?,
+        })
+    }
+
+    /// A fresh Message-ID, recorded before sending so a retry can tell what went out.
+    pub fn new_message_id() -> String {
+        format!("<{}@ferry>", uuid::Uuid::now_v7())
+    }
+
+    pub async fn send(&self, outgoing: &Outgoing) -> Result<(), MailError> {
+        let message = Message::builder()
+            .from(outgoing.from.clone())
+            .to(outgoing.to.clone())
+            .subject(&outgoing.rendered.subject)
+            .message_id(Some(outgoing.message_id.clone()))
+            .multipart(MultiPart::alternative_plain_html(
+                outgoing.rendered.text.clone(),
+                outgoing.rendered.html.clone(),
+            ))
+            .map_err(|e| MailError::Permanent(e.to_string()))?;
+        match &self.transport {
+            Transport::Drop(dir) => {
+                let name: String = outgoing
+                    .message_id
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                tokio::fs::write(dir.join(format!("{name}.eml")), message.formatted())
+                    .await
+                    .map_err(|e| MailError::Transient(e.to_string()))
+            }
+            Transport::Smtp(smtp) => match smtp.send(message).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_permanent() => Err(MailError::Permanent(e.to_string())),
+                Err(e) => Err(MailError::Transient(e.to_string())),
+            },
+        }
+    }
+}
