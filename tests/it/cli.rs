@@ -123,6 +123,32 @@ async fn admin_commands_create_an_organization_and_a_key_that_works_until_revoke
     let (_, out, _) = ferry(&db, &["admin", "domain", "list", "--org", &org]);
     assert!(out.contains("example.com") && out.contains("verified"), "{out}");
 
+    // Usage totals by kind and month.
+    let app = ferry::server::App::open(test_config(&db)).await.unwrap();
+    for (job, quantity) in [("job-1", 3), ("job-2", 4)] {
+        let event = ferry::db::usage::UsageEventRow {
+            id: ferry::db::new_id(),
+            organization_id: org.clone(),
+            kind: "export_email_recipient".into(),
+            quantity,
+            job_id: job.into(),
+            created_at: 1_795_000_000_000,
+        };
+        ferry::db::usage::record_once(&mut app.db.conn().await.unwrap(), &event)
+            .await
+            .unwrap();
+    }
+    let (ok, out, err) = ferry(&db, &["admin", "usage", "--org", &org]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("export_email_recipient"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("2026-11") && line.trim_end().ends_with(" 7"),
+        "{out}"
+    );
+
     // The printed key works over gRPC…
     let app = ferry::server::App::open(test_config(&db)).await.unwrap();
     let running = ferry::server::start(app, Vec::new()).await.unwrap();

@@ -25,6 +25,7 @@ on_both_backends!(
     a_recipient_being_sent_when_the_worker_died_is_never_sent_twice,
     a_restarted_delivery_sends_each_recipient_exactly_one_message,
     a_failed_export_sends_a_failure_notice,
+    the_embedded_default_drops_each_message_as_an_eml_file,
 );
 
 /// A real SMTP server storing messages in a maildir; killed on drop.
@@ -535,5 +536,42 @@ async fn a_failed_export_sends_a_failure_notice(backend: Backend) {
     let messages = wait_for_messages(&smtp.maildir, 1).await;
     assert_eq!(messages[0].subject, "Tu exportación de acme falló");
     assert!(!messages[0].text.contains("http"), "no link in a failure notice");
+    app.stop().await;
+}
+
+async fn the_embedded_default_drops_each_message_as_an_eml_file(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    seed(&app).await;
+    let request = CreateExportRequest {
+        delivery: delivery(&["drop@example.com"], "pt", ""),
+        ..Default::default()
+    };
+    let created = ExportServiceClient::new(app.channel.clone())
+        .create_export(app.request(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let export = wait_for_deliveries(&app, &created.id).await;
+    assert_eq!(export.recipients[0].state, DeliveryState::Sent as i32);
+    let drop_dir = app.db.data_dir().join("mail");
+    let files: Vec<_> = std::fs::read_dir(&drop_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].extension().is_some_and(|e| e == "eml"));
+    let raw = std::fs::read(&files[0]).unwrap();
+    let mail = mailparse::parse_mail(&raw).unwrap();
+    let header = |name: &str| {
+        mail.headers
+            .iter()
+            .find(|h| h.get_key_ref() == name)
+            .map(|h| h.get_value())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("Subject"), "Sua exportação de acme está pronta");
+    assert_eq!(header("To"), "drop@example.com");
+    assert_eq!(header("From"), "ferry <no-reply@ferry.localhost>");
     app.stop().await;
 }
