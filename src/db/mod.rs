@@ -8,6 +8,7 @@ pub mod email_deliveries;
 pub mod enrichments;
 pub mod entities;
 pub mod jobs;
+pub mod mappings;
 pub mod migrate;
 pub mod organizations;
 pub mod schema;

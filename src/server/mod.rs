@@ -227,7 +227,9 @@ async fn serve_grpc(
             app.exports(),
         )))
         .add_service(ImportServiceServer::new(api::import::ImportApi))
-        .add_service(MappingServiceServer::new(api::mapping::MappingApi));
+        .add_service(MappingServiceServer::new(api::mapping::MappingApi::new(
+            app.db.clone(),
+        )));
 
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
     Ok(async move {

@@ -14,6 +14,7 @@ mod cli;
 mod entities;
 mod exports;
 mod mail;
+mod mappings;
 mod queue;
 mod replicas;
 mod s3;
