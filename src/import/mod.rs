@@ -3,4 +3,5 @@
 
 pub mod headers;
 pub mod mapping;
+pub mod row;
 pub mod tax_id;
