@@ -3,5 +3,6 @@
 
 pub mod headers;
 pub mod mapping;
+pub mod plan;
 pub mod row;
 pub mod tax_id;
