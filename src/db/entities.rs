@@ -274,6 +274,35 @@ pub async fn stream_in_creation_order<'c>(
         .await
 }
 
+/// Every matching entity in `(created_at, id)` order through one SQLite statement,
+/// stepped lazily on the calling (blocking) thread; `each` returns `false` to stop.
+/// SQLite's async wrapper would buffer a stream whole, hence this blocking form.
+pub fn each_in_creation_order_sqlite(
+    c: &mut diesel::SqliteConnection,
+    organization_id: &str,
+    filter: &EntityFilter,
+    mut each: impl FnMut(EntityRow) -> bool,
+) -> QueryResult<()> {
+    let query = apply_filter!(
+        entities::table.into_boxed(),
+        organization_id,
+        filter,
+        Backend::Sqlite
+    );
+    let rows = diesel::RunQueryDsl::load_iter::<EntityRow, diesel::connection::DefaultLoadingMode>(
+        query
+            .order((entities::created_at.asc(), entities::id.asc()))
+            .select(EntityRow::as_select()),
+        c,
+    )?;
+    for row in rows {
+        if !each(row?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// How many entities match the filter (AIP-158 `total_size`).
 pub async fn count(conn: &mut Conn, organization_id: &str, filter: &EntityFilter) -> QueryResult<i64> {
     with_conn!(conn, |c, backend| {

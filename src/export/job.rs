@@ -18,7 +18,7 @@ use super::format::file_name_and_type;
 use super::spec::ExportSpec;
 use super::writer::{self, WriterOptions};
 use crate::db::Conn;
-use crate::db::entities::{self, CursorValue, EntityOrder, EntityRow, SortKey};
+use crate::db::entities::{self, EntityRow};
 use crate::db::now_ms;
 use crate::jobs::{JobContext, JobError, JobHandler, JobOutcome};
 use crate::storage::Storage;
@@ -196,8 +196,9 @@ impl ExportJob {
         Ok((written, done))
     }
 
-    /// Reads every matching entity in creation order into `feed`: one streamed query
-    /// on PostgreSQL; keyset pages on SQLite (whose driver would buffer a stream).
+    /// Reads every matching entity in creation order into `feed` with one query and
+    /// one snapshot: streamed by tokio-postgres on PostgreSQL; on SQLite stepped on a
+    /// blocking thread (its async wrapper would buffer a whole stream).
     async fn read_into(&self, conn: &mut Conn, feed: &mut Feed<'_>) -> Result<(), JobError> {
         let organization_id = feed.ctx.job().organization_id.clone();
         let filter = &feed.spec.filter;
@@ -213,30 +214,44 @@ impl ExportJob {
             }
             return Ok(());
         }
-        let order = EntityOrder {
-            key: SortKey::CreatedAt,
-            descending: false,
-        };
-        let filter = filter.clone();
-        let mut after: Option<(CursorValue, String)> = None;
-        loop {
-            feed.ctx.check()?;
-            let batch = entities::list(
-                conn,
-                &organization_id,
-                &filter,
-                order,
-                after.clone(),
-                self.batch_rows,
-            )
-            .await?;
-            let Some(last) = batch.last() else { break };
-            after = Some((order.cursor_value(last), last.id.clone()));
-            let full = batch.len() as i64 == self.batch_rows;
-            if !feed.push(batch).await? || !full {
-                break;
+        // SQLite: one statement stepped on a blocking thread, batches over a channel.
+        let Conn::Sqlite(sqlite) = conn else { return Ok(()) };
+        let (sender, mut batches) = mpsc::channel::<Vec<EntityRow>>(2);
+        let (filter, batch_rows) = (filter.clone(), self.batch_rows as usize);
+        let reading = sqlite.spawn_blocking(move |c| {
+            let mut batch = Vec::with_capacity(batch_rows);
+            entities::each_in_creation_order_sqlite(c, &organization_id, &filter, |row| {
+                batch.push(row);
+                if batch.len() < batch_rows {
+                    return true;
+                }
+                // A closed channel means the export stopped: stop reading too.
+                sender.blocking_send(std::mem::take(&mut batch)).is_ok()
+            })?;
+            if !batch.is_empty() {
+                let _ = sender.blocking_send(batch);
             }
-        }
+            Ok(())
+        });
+        let consume = async {
+            let mut result = Ok(());
+            while let Some(batch) = batches.recv().await {
+                match feed.push(batch).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(err) => {
+                        result = Err(err);
+                        break;
+                    }
+                }
+            }
+            // The reader sees the closed channel and stops, whatever ended the loop.
+            batches.close();
+            result
+        };
+        let (read, consumed) = tokio::join!(reading, consume);
+        consumed?;
+        read?;
         Ok(())
     }
 }
