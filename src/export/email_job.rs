@@ -98,6 +98,10 @@ impl EmailJob {
             })?
         };
         let known = email_deliveries::list(&mut conn, &export.id).await?;
+        let mut ledger = Ledger {
+            conn: &mut conn,
+            export_id: &export.id,
+        };
         let mut retry = None;
         for (i, recipient) in delivery.recipient_emails.iter().enumerate() {
             ctx.check()?;
@@ -109,15 +113,9 @@ impl EmailJob {
                 Some(email_deliveries::SENT | email_deliveries::FAILED) => continue,
                 Some(email_deliveries::SENDING) => {
                     let error = "the worker stopped while handing this message to the mail server; not resent, to avoid a duplicate";
-                    record(
-                        &mut conn,
-                        &export.id,
-                        recipient,
-                        email_deliveries::FAILED,
-                        None,
-                        Some(error),
-                    )
-                    .await?;
+                    ledger
+                        .set(recipient, email_deliveries::FAILED, None, Some(error))
+                        .await?;
                     continue;
                 }
                 _ => {}
@@ -130,27 +128,15 @@ impl EmailJob {
                 ctx.check()?;
             }
             let message_id = Mailer::new_message_id();
-            record(
-                &mut conn,
-                &export.id,
-                recipient,
-                email_deliveries::SENDING,
-                Some(&message_id),
-                None,
-            )
-            .await?;
+            ledger
+                .set(recipient, email_deliveries::SENDING, Some(&message_id), None)
+                .await?;
             let to: Mailbox = match recipient.parse() {
                 Ok(to) => to,
                 Err(e) => {
-                    record(
-                        &mut conn,
-                        &export.id,
-                        recipient,
-                        email_deliveries::FAILED,
-                        None,
-                        Some(&e.to_string()),
-                    )
-                    .await?;
+                    ledger
+                        .set(recipient, email_deliveries::FAILED, None, Some(&e.to_string()))
+                        .await?;
                     continue;
                 }
             };
@@ -162,38 +148,20 @@ impl EmailJob {
             };
             match self.mailer.send(&outgoing).await {
                 Ok(()) => {
-                    record(
-                        &mut conn,
-                        &export.id,
-                        recipient,
-                        email_deliveries::SENT,
-                        Some(&message_id),
-                        None,
-                    )
-                    .await?
+                    ledger
+                        .set(recipient, email_deliveries::SENT, Some(&message_id), None)
+                        .await?
                 }
                 Err(MailError::Transient(e)) => {
-                    record(
-                        &mut conn,
-                        &export.id,
-                        recipient,
-                        email_deliveries::PENDING,
-                        None,
-                        Some(&e),
-                    )
-                    .await?;
+                    ledger
+                        .set(recipient, email_deliveries::PENDING, None, Some(&e))
+                        .await?;
                     retry = Some(e);
                 }
                 Err(e) => {
-                    record(
-                        &mut conn,
-                        &export.id,
-                        recipient,
-                        email_deliveries::FAILED,
-                        None,
-                        Some(&e.to_string()),
-                    )
-                    .await?
+                    ledger
+                        .set(recipient, email_deliveries::FAILED, None, Some(&e.to_string()))
+                        .await?
                 }
             }
             // Watchers of the export see each recipient's state.
@@ -272,24 +240,31 @@ async fn publish(ctx: &JobContext, export_id: &str) {
     }
 }
 
-async fn record(
-    conn: &mut Conn,
-    export_id: &str,
-    recipient: &str,
-    state: &str,
-    message_id: Option<&str>,
-    error: Option<&str>,
-) -> Result<(), JobError> {
-    let now = now_ms();
-    let row = DeliveryRow {
-        job_id: export_id.to_string(),
-        recipient: recipient.to_string(),
-        state: state.to_string(),
-        message_id: message_id.map(str::to_string),
-        error: error.map(str::to_string),
-        updated_at: now,
-        sent_at: (state == email_deliveries::SENT).then_some(now),
-    };
-    email_deliveries::put(conn, &row).await?;
-    Ok(())
+/// The per-recipient delivery states of one export.
+struct Ledger<'a> {
+    conn: &'a mut Conn,
+    export_id: &'a str,
+}
+
+impl Ledger<'_> {
+    async fn set(
+        &mut self,
+        recipient: &str,
+        state: &str,
+        message_id: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), JobError> {
+        let now = now_ms();
+        let row = DeliveryRow {
+            job_id: self.export_id.to_string(),
+            recipient: recipient.to_string(),
+            state: state.to_string(),
+            message_id: message_id.map(str::to_string),
+            error: error.map(str::to_string),
+            updated_at: now,
+            sent_at: (state == email_deliveries::SENT).then_some(now),
+        };
+        email_deliveries::put(self.conn, &row).await?;
+        Ok(())
+    }
 }
