@@ -92,24 +92,19 @@ impl EntityOrder {
     }
 }
 
-/// Orders by `$col` then id, starting after the cursor when there is one. The cursor
-/// is a row-value comparison, `(col, id) > (v, id)`, which both PostgreSQL and SQLite
-/// answer with an index range scan (an `a > x OR (a = x AND …)` filter is not, and
-/// made every page rescan from the start).
+/// Orders by `$col` then id, starting after the cursor when there is one.
 macro_rules! keyset {
     ($q:expr, $col:expr, $name:literal, $sql_type:ty, $order:expr, $after:expr) => {{
         let mut q = $q;
         if let Some((v, id)) = $after {
-            let op = if $order.descending { "<" } else { ">" };
-            q = q.filter(
-                sql::<Bool>(concat!("(entities.", $name, ", entities.id) "))
-                    .sql(op)
-                    .sql(" (")
-                    .bind::<$sql_type, _>(v)
-                    .sql(", ")
-                    .bind::<Text, _>(id)
-                    .sql(")"),
-            );
+            q = q.filter(super::after_cursor!(
+                concat!("entities.", $name),
+                "entities.id",
+                $order.descending,
+                $sql_type,
+                v,
+                id
+            ));
         }
         if $order.descending {
             q.order(($col.desc(), entities::id.desc()))

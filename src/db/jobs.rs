@@ -550,14 +550,14 @@ pub async fn list(
             "jobs.created_at"
         };
         if let Some((value, id)) = &page.after {
-            let op = if page.descending { "<" } else { ">" };
-            q = q.filter(
-                diesel::dsl::sql::<diesel::sql_types::Bool>(&format!("({column}, jobs.id) {op} ("))
-                    .bind::<diesel::sql_types::BigInt, _>(*value)
-                    .sql(", ")
-                    .bind::<diesel::sql_types::Text, _>(id.clone())
-                    .sql(")"),
-            );
+            q = q.filter(super::after_cursor!(
+                column,
+                "jobs.id",
+                page.descending,
+                diesel::sql_types::BigInt,
+                *value,
+                id.clone()
+            ));
         }
         let q = match (page.by_update_time, page.descending) {
             (false, true) => q.order((jobs::created_at.desc(), jobs::id.desc())),

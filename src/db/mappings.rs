@@ -55,11 +55,14 @@ pub async fn list(
             .filter(mappings::organization_id.eq(organization_id))
             .into_boxed();
         if let Some((created, id)) = before {
-            q = q.filter(
-                mappings::created_at
-                    .lt(created)
-                    .or(mappings::created_at.eq(created).and(mappings::id.lt(id))),
-            );
+            q = q.filter(super::after_cursor!(
+                "mappings.created_at",
+                "mappings.id",
+                true,
+                diesel::sql_types::BigInt,
+                created,
+                id
+            ));
         }
         q.order((mappings::created_at.desc(), mappings::id.desc()))
             .limit(limit)

@@ -98,6 +98,25 @@ macro_rules! with_conn {
     };
 }
 
+/// The keyset cursor `(sort, id) > (value, last_id)` (`<` when descending) as a SQL
+/// filter. A row-value comparison is an index range scan on both backends; the
+/// `a > x OR (a = x AND …)` spelling is not, and makes every page rescan from the start.
+macro_rules! after_cursor {
+    ($sort:expr, $id:expr, $descending:expr, $value_type:ty, $value:expr, $last_id:expr) => {
+        diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+            "({}, {}) {} (",
+            $sort,
+            $id,
+            if $descending { "<" } else { ">" }
+        ))
+        .bind::<$value_type, _>($value)
+        .sql(", ")
+        .bind::<diesel::sql_types::Text, _>($last_id)
+        .sql(")")
+    };
+}
+pub(crate) use after_cursor;
+
 impl Db {
     /// Opens a pool: `postgres://…` selects PostgreSQL, anything else is a SQLite
     /// file path (an optional `sqlite://` prefix is stripped).
