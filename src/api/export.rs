@@ -30,7 +30,12 @@ impl ExportApi {
 
 /// The message of a job with its delivery states read alongside.
 async fn message_of(exports: &Exports, job: &JobRow) -> Result<proto::Export, ExportError> {
-    Ok(export_message(job, &exports.deliveries(job).await?))
+    let spec: Option<ExportSpec> = serde_json::from_str(&job.payload).ok();
+    let deliveries = match spec.as_ref().and_then(|s| s.delivery.as_ref()) {
+        Some(_) => exports.deliveries(&job.id).await?,
+        None => Vec::new(),
+    };
+    Ok(export_message(job, spec.as_ref(), &deliveries))
 }
 
 fn format_of(value: i32) -> Result<Option<Format>, ExportError> {
@@ -109,8 +114,7 @@ fn delivery_state(state: &str) -> proto::DeliveryState {
 }
 
 /// The `Export` message of a job, with its recipients' delivery states.
-pub fn export_message(job: &JobRow, deliveries: &[DeliveryRow]) -> proto::Export {
-    let spec: Option<ExportSpec> = serde_json::from_str(&job.payload).ok();
+pub fn export_message(job: &JobRow, spec: Option<&ExportSpec>, deliveries: &[DeliveryRow]) -> proto::Export {
     let result = result_of(job);
     let filter = spec
         .as_ref()

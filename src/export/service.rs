@@ -198,11 +198,8 @@ impl Exports {
     }
 
     /// Per-recipient delivery states of an export (empty before any mail went out).
-    pub async fn deliveries(&self, job: &JobRow) -> Result<Vec<DeliveryRow>, ExportError> {
-        if !job.payload.contains("\"recipient_emails\"") {
-            return Ok(Vec::new());
-        }
-        Ok(email_deliveries::list(&mut self.queue.db().conn().await?, &job.id).await?)
+    pub async fn deliveries(&self, export_id: &str) -> Result<Vec<DeliveryRow>, ExportError> {
+        Ok(email_deliveries::list(&mut self.queue.db().conn().await?, export_id).await?)
     }
 
     /// A URL signed now, valid for the configured TTL.

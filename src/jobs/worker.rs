@@ -159,17 +159,14 @@ impl Worker {
             }
             Err(JobError::Cancelled) => {
                 tracing::info!("job cancelled");
-                jobs::finish(
-                    &mut conn,
-                    &job.id,
-                    lease_id,
-                    jobs::CANCELLED,
-                    None,
-                    None,
-                    None,
-                    now,
-                )
-                .await?
+                let end = Ending {
+                    state: jobs::CANCELLED,
+                    result: None,
+                    error: None,
+                    expires_at: None,
+                    follow_up: None,
+                };
+                self.finish(job, lease_id, end, now).await?
             }
             Err(JobError::Shutdown) => {
                 tracing::info!("job returned to the queue for another worker");
