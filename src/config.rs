@@ -145,6 +145,10 @@ pub struct BulkImportConfig {
     pub max_items: u64,
     /// Largest accepted upload, bytes.
     pub max_upload_bytes: u64,
+    /// Rows written per transaction by the import job.
+    pub batch_rows: u32,
+    /// Imports one organization may have queued or running at once.
+    pub max_active_per_org: u32,
 }
 
 /// Rows per import for each plan.
@@ -258,6 +262,8 @@ impl Default for BulkImportConfig {
         BulkImportConfig {
             max_items: 0,
             max_upload_bytes: 512 * 1024 * 1024,
+            batch_rows: 2_000,
+            max_active_per_org: 3,
         }
     }
 }
@@ -431,6 +437,16 @@ impl Config {
             "bulk_import.max_upload_bytes",
             self.bulk_import.max_upload_bytes >= 1024,
             "must be at least 1024",
+        )?;
+        check(
+            "bulk_import.batch_rows",
+            (1..=50_000).contains(&self.bulk_import.batch_rows),
+            "must be from 1 to 50000",
+        )?;
+        check(
+            "bulk_import.max_active_per_org",
+            self.bulk_import.max_active_per_org >= 1,
+            "must be at least 1",
         )?;
         Ok(())
     }

@@ -9,6 +9,7 @@ use crate::auth::AuthError;
 use crate::db::DbError;
 use crate::export::ExportError;
 use crate::export::delivery::DeliveryError;
+use crate::import::service::ImportError;
 use crate::jobs::QueueError;
 use crate::orgs::OrgError;
 use crate::storage::StorageError;
@@ -165,6 +166,73 @@ impl From<ExportError> for ApiError {
             ExportError::Storage(err) => err.into(),
             ExportError::Db(err) => err.into(),
         }
+    }
+}
+
+impl From<ImportError> for ApiError {
+    fn from(err: ImportError) -> Self {
+        match err {
+            ImportError::Invalid(violations) => ApiError::invalid(violations),
+            ImportError::Preflight(violations) => preflight(violations),
+            ImportError::FeatureDisabled => {
+                ApiError::new(Code::PermissionDenied, "FEATURE_DISABLED", err.to_string())
+                    .with_metadata("feature", "bulk_automatic_entity_import")
+            }
+            ImportError::TooLarge { limit } => {
+                ApiError::new(Code::ResourceExhausted, "UPLOAD_TOO_LARGE", err.to_string())
+                    .with_metadata("limit_bytes", limit.to_string())
+            }
+            ImportError::TooManyActive { limit } => ApiError::new(
+                Code::ResourceExhausted,
+                "TOO_MANY_ACTIVE_IMPORTS",
+                err.to_string(),
+            )
+            .with_metadata("limit", limit.to_string()),
+            ImportError::Interrupted(_) => {
+                ApiError::new(Code::Aborted, "UPLOAD_INTERRUPTED", err.to_string())
+            }
+            ImportError::NotFound => ApiError::not_found("import"),
+            ImportError::AlreadyFinished { ref state } => {
+                ApiError::new(Code::FailedPrecondition, "JOB_ALREADY_FINISHED", err.to_string())
+                    .with_metadata("state", state.clone())
+            }
+            ImportError::NoReport(_) => ApiError::new(
+                Code::FailedPrecondition,
+                "IMPORT_NO_ERROR_REPORT",
+                err.to_string(),
+            ),
+            ImportError::Storage(err) => err.into(),
+            ImportError::Db(err) => err.into(),
+        }
+    }
+}
+
+/// A failed pre-flight: one field violation per problem (`line 7` or `file`). The
+/// reason is the problem's code when all share one (`MISSING_COUNTRY`,
+/// `TOO_MANY_ITEMS` whenever the file is over the limit), else `INVALID_IMPORT_FILE`.
+fn preflight(violations: Vec<crate::import::csv_file::Violation>) -> ApiError {
+    let too_many = violations.iter().any(|v| v.code == "TOO_MANY_ITEMS");
+    let reason = match violations.first() {
+        _ if too_many => "TOO_MANY_ITEMS",
+        Some(first) if violations.iter().all(|v| v.code == first.code) => first.code,
+        _ => "INVALID_IMPORT_FILE",
+    };
+    let message = match violations.first() {
+        Some(first) => format!(
+            "the file did not pass pre-flight ({} problem(s)); first: {}: {}: {}",
+            violations.len(),
+            first.field(),
+            first.code,
+            first.message
+        ),
+        None => "the file did not pass pre-flight".to_string(),
+    };
+    ApiError {
+        violations: violations
+            .iter()
+            .map(|v| (v.field(), format!("{}: {}", v.code, v.message)))
+            .collect(),
+        ..ApiError::new(Code::InvalidArgument, reason, message)
     }
 }
 

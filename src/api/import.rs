@@ -1,15 +1,149 @@
-//! ImportService. Not served yet: every method answers UNIMPLEMENTED after auth.
+//! ImportService: thin handlers over [`crate::import::service::Imports`].
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures::StreamExt;
 use futures::stream::BoxStream;
+use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::pending::not_yet;
+use super::Call;
+use super::convert::{opt_timestamp, timestamp};
+use super::error::ApiError;
+use super::jobs::{self as job_fields, list_query, next_page};
+use super::page;
+use crate::db::jobs::JobRow;
+use crate::import::job::result_of;
+use crate::import::plan::{ChildPolicy, Selection};
+use crate::import::row::Mode;
+use crate::import::service::{ImportError, Imports};
+use crate::import::spec::{ImportRequest, ImportSpec};
 use crate::proto::{self, import_service_server::ImportService};
 
-const SERVICE: &str = "ImportService";
+pub struct ImportApi {
+    imports: Imports,
+}
 
-#[derive(Default)]
-pub struct ImportApi;
+impl ImportApi {
+    pub fn new(imports: Imports) -> ImportApi {
+        ImportApi { imports }
+    }
+}
+
+fn mode_of(value: i32) -> Result<Option<Mode>, ApiError> {
+    match proto::ImportMode::try_from(value) {
+        Ok(proto::ImportMode::Unspecified) => Ok(None),
+        Ok(proto::ImportMode::Manual) => Ok(Some(Mode::Manual)),
+        Ok(proto::ImportMode::Automatic) => Ok(Some(Mode::Automatic)),
+        Err(_) => Err(ApiError::invalid(vec![(
+            "options.import_mode".into(),
+            format!("unknown import mode {value}"),
+        )])),
+    }
+}
+
+fn policy_of(value: i32) -> Result<Option<ChildPolicy>, ApiError> {
+    match proto::ChildEnrichmentPolicy::try_from(value) {
+        Ok(proto::ChildEnrichmentPolicy::Unspecified) => Ok(None),
+        Ok(proto::ChildEnrichmentPolicy::AllActive) => Ok(Some(ChildPolicy::AllActive)),
+        Ok(proto::ChildEnrichmentPolicy::ByRootType) => Ok(Some(ChildPolicy::ByRootType)),
+        Ok(proto::ChildEnrichmentPolicy::BasicOnly) => Ok(Some(ChildPolicy::BasicOnly)),
+        Err(_) => Err(ApiError::invalid(vec![(
+            "options.child_enrichment_policy".into(),
+            format!("unknown policy {value}"),
+        )])),
+    }
+}
+
+fn selection_of(selection: Option<&proto::EnrichmentSelection>) -> Option<Selection> {
+    selection.map(|s| Selection {
+        execute_all: s.execute_all_active_enrichments,
+        enrichments: s.enrichments.clone(),
+        group_refs: s.enrichment_group_refs.clone(),
+        exclude: s.exclude_enrichments.clone(),
+    })
+}
+
+/// The options message as the domain's request.
+pub fn request_of(options: &proto::ImportOptions) -> Result<ImportRequest, ApiError> {
+    Ok(ImportRequest {
+        mode: mode_of(options.import_mode)?,
+        mapping_id: options.mapping_id.clone(),
+        country: options.country.clone(),
+        risk_matrix_person_id: options.risk_matrix_person_id.clone(),
+        risk_matrix_company_id: options.risk_matrix_company_id.clone(),
+        skip_rules_execution: options.skip_rules_execution,
+        stop_on_first_error: options.stop_on_first_error,
+        selection: selection_of(options.auto_execute_integrations.as_ref()),
+        shareholders: selection_of(options.auto_execute_integrations_shareholders.as_ref()),
+        child_policy: policy_of(options.child_enrichment_policy)?,
+        monitoring: options.monitoring.clone(),
+        monitoring_apply_to_relationships: options.monitoring_apply_to_relationships,
+        depth: options.depth,
+        is_client: options.is_client,
+        status: options.status.clone(),
+        nationality: options.nationality.clone(),
+        attributes: options.attributes.clone(),
+        report_recipient_emails: options.report_recipient_emails.clone(),
+        email_locale: options.email_locale.clone(),
+        file_name: options.file_name.clone(),
+        options_message: STANDARD.encode(options.encode_to_vec()),
+    })
+}
+
+/// The `Import` message of a job: canonical mode, counters, options as sent.
+pub fn import_message(job: &JobRow) -> proto::Import {
+    let spec: Option<ImportSpec> = serde_json::from_str(&job.payload).ok();
+    let counters = result_of(job);
+    let mut options = spec
+        .as_ref()
+        .and_then(|s| STANDARD.decode(&s.options_message).ok())
+        .and_then(|bytes| proto::ImportOptions::decode(bytes.as_slice()).ok());
+    let mode = match spec.as_ref().map(|s| s.mode) {
+        Some(Mode::Automatic) => proto::ImportMode::Automatic,
+        _ => proto::ImportMode::Manual,
+    };
+    if let Some(options) = options.as_mut() {
+        options.import_mode = mode as i32;
+    }
+    proto::Import {
+        id: job.id.clone(),
+        organization_id: job.organization_id.clone(),
+        state: job_fields::state(&job.state) as i32,
+        progress: Some(job_fields::progress(job)),
+        import_mode: mode as i32,
+        file_name: spec.as_ref().map(|s| s.file_name.clone()).unwrap_or_default(),
+        total_items: job.rows_total.unwrap_or_default(),
+        processed_items: job.rows_done,
+        created_items: counters.created,
+        updated_items: counters.updated,
+        failed_items: counters.failed,
+        options,
+        create_time: Some(timestamp(job.created_at)),
+        start_time: opt_timestamp(job.started_at),
+        end_time: opt_timestamp(job.finished_at),
+        update_time: Some(timestamp(job.updated_at)),
+        attempt_count: job.attempts,
+        error: job_fields::failure(job),
+        request_id: job.request_id.clone().unwrap_or_default(),
+        has_error_report: counters.report_key.is_some(),
+    }
+}
+
+/// The chunks after the options message; a second options message is refused.
+fn chunks(stream: Streaming<proto::UploadImportRequest>) -> BoxStream<'static, Result<Vec<u8>, ImportError>> {
+    Box::pin(stream.map(|message| match message {
+        Ok(proto::UploadImportRequest {
+            payload: Some(proto::upload_import_request::Payload::Chunk(bytes)),
+        }) => Ok(bytes),
+        Ok(proto::UploadImportRequest { payload: None }) => Ok(Vec::new()),
+        Ok(_) => Err(ImportError::Invalid(vec![(
+            "options".into(),
+            "only the first message may carry options".into(),
+        )])),
+        Err(status) => Err(ImportError::Interrupted(status.message().to_string())),
+    }))
+}
 
 #[tonic::async_trait]
 impl ImportService for ImportApi {
@@ -17,44 +151,166 @@ impl ImportService for ImportApi {
 
     async fn upload_import(
         &self,
-        r: Request<Streaming<proto::UploadImportRequest>>,
+        request: Request<Streaming<proto::UploadImportRequest>>,
     ) -> Result<Response<proto::Import>, Status> {
-        Err(not_yet(&r, SERVICE))
+        let call = Call::of(&request)?;
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await
+            .map_err(|status| call.fail(ImportError::Interrupted(status.message().to_string())))?;
+        let Some(proto::UploadImportRequest {
+            payload: Some(proto::upload_import_request::Payload::Options(options)),
+        }) = first
+        else {
+            return Err(call.fail(ApiError::invalid(vec![(
+                "options".into(),
+                "the first message must carry the import options".into(),
+            )])));
+        };
+        let req = request_of(&options).map_err(|e| call.fail(e))?;
+        let request_id = Some(options.request_id.trim().to_string()).filter(|r| !r.is_empty());
+        let job = self
+            .imports
+            .upload(&call.principal.organization, req, request_id, chunks(stream))
+            .await
+            .map_err(|e| call.fail(e))?;
+        Ok(Response::new(import_message(&job)))
     }
+
     async fn get_import(
         &self,
-        r: Request<proto::GetImportRequest>,
+        request: Request<proto::GetImportRequest>,
     ) -> Result<Response<proto::Import>, Status> {
-        Err(not_yet(&r, SERVICE))
+        let call = Call::of(&request)?;
+        let job = self
+            .imports
+            .get(call.org(), request.get_ref().id.trim())
+            .await
+            .map_err(|e| call.fail(e))?;
+        Ok(Response::new(import_message(&job)))
     }
+
     async fn list_imports(
         &self,
-        r: Request<proto::ListImportsRequest>,
+        request: Request<proto::ListImportsRequest>,
     ) -> Result<Response<proto::ListImportsResponse>, Status> {
-        Err(not_yet(&r, SERVICE))
+        let call = Call::of(&request)?;
+        let req = request.into_inner();
+        let query = list_query(
+            req.page_size,
+            &req.page_token,
+            &req.order_by,
+            &req.states,
+            req.created_after.as_ref(),
+            req.created_before.as_ref(),
+            &req.search,
+        )
+        .map_err(|e| call.fail(e))?;
+        let (mut rows, total) = self
+            .imports
+            .list(call.org(), &query.page)
+            .await
+            .map_err(|e| call.fail(e))?;
+        let next_page_token = next_page(&mut rows, &query);
+        Ok(Response::new(proto::ListImportsResponse {
+            imports: rows.iter().map(import_message).collect(),
+            next_page_token,
+            total_size: i32::try_from(total).unwrap_or(i32::MAX),
+        }))
     }
+
     async fn watch_import(
         &self,
-        r: Request<proto::WatchImportRequest>,
+        request: Request<proto::WatchImportRequest>,
     ) -> Result<Response<Self::WatchImportStream>, Status> {
-        Err(not_yet(&r, SERVICE))
+        let call = Call::of(&request)?;
+        let stream = self
+            .imports
+            .watch(call.org(), request.get_ref().id.trim())
+            .await
+            .map_err(|e| call.fail(e))?;
+        let request_id = call.request_id.clone();
+        let stream = stream.map(move |item| {
+            item.map(|job| import_message(&job))
+                .map_err(|err| ApiError::from(err).into_status(&request_id))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
+
     async fn cancel_import(
         &self,
-        r: Request<proto::CancelImportRequest>,
+        request: Request<proto::CancelImportRequest>,
     ) -> Result<Response<proto::Import>, Status> {
-        Err(not_yet(&r, SERVICE))
+        let call = Call::of(&request)?;
+        let job = self
+            .imports
+            .cancel(call.org(), request.get_ref().id.trim())
+            .await
+            .map_err(|e| call.fail(e))?;
+        Ok(Response::new(import_message(&job)))
     }
+
     async fn list_import_errors(
         &self,
-        r: Request<proto::ListImportErrorsRequest>,
+        request: Request<proto::ListImportErrorsRequest>,
     ) -> Result<Response<proto::ListImportErrorsResponse>, Status> {
-        Err(not_yet(&r, SERVICE))
+        let call = Call::of(&request)?;
+        let req = request.into_inner();
+        let id = req.import_id.trim();
+        let limit = page::page_size(req.page_size).map_err(|e| call.fail(e))?;
+        let fingerprint = page::fingerprint(&[id.as_bytes()]);
+        let after: Option<(i64, i32)> =
+            page::decode(&req.page_token, &fingerprint).map_err(|e| call.fail(e))?;
+        let (mut rows, total) = self
+            .imports
+            .errors(call.org(), id, after, limit + 1)
+            .await
+            .map_err(|e| call.fail(e))?;
+        let mut next_page_token = String::new();
+        if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            if let Some(last) = rows.last() {
+                next_page_token = page::encode(&(last.line, last.seq), &fingerprint);
+            }
+        }
+        let errors = rows
+            .into_iter()
+            .map(|row| proto::ImportError {
+                line: row.line,
+                column: row.column_name,
+                code: row.code,
+                message: if row.severity == crate::db::import_errors::WARNING {
+                    format!("warning: {}", row.message)
+                } else {
+                    row.message
+                },
+                raw_value: row.raw_value,
+            })
+            .collect();
+        Ok(Response::new(proto::ListImportErrorsResponse {
+            errors,
+            next_page_token,
+            total_size: i32::try_from(total).unwrap_or(i32::MAX),
+        }))
     }
+
     async fn get_import_error_report(
         &self,
-        r: Request<proto::GetImportErrorReportRequest>,
+        request: Request<proto::GetImportErrorReportRequest>,
     ) -> Result<Response<proto::ImportErrorReport>, Status> {
-        Err(not_yet(&r, SERVICE))
+        let call = Call::of(&request)?;
+        let link = self
+            .imports
+            .report(call.org(), request.get_ref().import_id.trim())
+            .await
+            .map_err(|e| call.fail(e))?;
+        Ok(Response::new(proto::ImportErrorReport {
+            url: link.url,
+            expire_time: Some(timestamp(link.expires_at)),
+            file_name: link.file_name,
+            size_bytes: link.result.report_size as i64,
+            row_count: link.result.report_rows,
+        }))
     }
 }

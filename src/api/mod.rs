@@ -9,7 +9,6 @@ pub mod import;
 pub mod jobs;
 pub mod mapping;
 pub mod page;
-mod pending;
 
 use tonic::{Request, Status};
 

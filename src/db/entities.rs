@@ -334,3 +334,76 @@ pub async fn insert(conn: &mut Conn, rows: &[EntityRow]) -> QueryResult<usize> {
         }
     }
 }
+
+/// The organization's entities of `country` among `tax_ids` (normalised).
+pub async fn find_by_tax_ids(
+    conn: &mut Conn,
+    organization_id: &str,
+    country: &str,
+    tax_ids: &[String],
+) -> QueryResult<Vec<EntityRow>> {
+    with_conn!(conn, |c| {
+        entities::table
+            .filter(entities::organization_id.eq(organization_id))
+            .filter(entities::country.eq(country))
+            .filter(entities::tax_id.eq_any(tax_ids))
+            .select(EntityRow::as_select())
+            .load(c)
+            .await
+    })
+}
+
+/// Writes complete rows keyed on (organization, country, tax ID): new keys are
+/// inserted, existing ones take every value of the row except id and creation time.
+/// The caller merges with the stored row first; the conflict clause only keeps a
+/// concurrent writer from failing the batch. A key may appear once per call.
+pub async fn upsert(conn: &mut Conn, rows: &[EntityRow]) -> QueryResult<usize> {
+    use diesel::upsert::excluded;
+    macro_rules! upsert_rows {
+        ($values:expr) => {
+            diesel::insert_into(entities::table)
+                .values($values)
+                .on_conflict((
+                    entities::organization_id,
+                    entities::country,
+                    entities::tax_id,
+                ))
+                .do_update()
+                .set((
+                    entities::entity_type.eq(excluded(entities::entity_type)),
+                    entities::name.eq(excluded(entities::name)),
+                    entities::gender.eq(excluded(entities::gender)),
+                    entities::external_id.eq(excluded(entities::external_id)),
+                    entities::email.eq(excluded(entities::email)),
+                    entities::phone.eq(excluded(entities::phone)),
+                    entities::registration_date.eq(excluded(entities::registration_date)),
+                    entities::status.eq(excluded(entities::status)),
+                    entities::is_client.eq(excluded(entities::is_client)),
+                    entities::nationality.eq(excluded(entities::nationality)),
+                    entities::risk_matrix_id.eq(excluded(entities::risk_matrix_id)),
+                    entities::attributes.eq(excluded(entities::attributes)),
+                    entities::entity_data.eq(excluded(entities::entity_data)),
+                    entities::enrichment_plan.eq(excluded(entities::enrichment_plan)),
+                    entities::skip_rules_execution.eq(excluded(entities::skip_rules_execution)),
+                    entities::updated_at.eq(excluded(entities::updated_at)),
+                ))
+        };
+    }
+    match conn {
+        Conn::Pg(c) => {
+            let mut written = 0;
+            // 21 parameters a row: stay below PostgreSQL's 65,535 per statement.
+            for chunk in rows.chunks(2_000) {
+                written += upsert_rows!(chunk).execute(&mut **c).await?;
+            }
+            Ok(written)
+        }
+        Conn::Sqlite(c) => {
+            let mut written = 0;
+            for row in rows {
+                written += upsert_rows!(row).execute(&mut **c).await?;
+            }
+            Ok(written)
+        }
+    }
+}

@@ -271,6 +271,31 @@ pub async fn update_progress(
     })
 }
 
+diesel::define_sql_function!(fn coalesce(x: diesel::sql_types::Nullable<diesel::sql_types::Text>, y: diesel::sql_types::Nullable<diesel::sql_types::Text>) -> diesel::sql_types::Nullable<diesel::sql_types::Text>);
+
+/// Records how far a held job got (rows done and its kind's counters as `result`),
+/// inside the transaction that wrote those rows; returns 0 when the lease was lost.
+pub async fn checkpoint(
+    conn: &mut Conn,
+    id: &str,
+    lease_id: &str,
+    rows_done: i64,
+    result: &str,
+    now: i64,
+) -> QueryResult<usize> {
+    with_conn!(conn, |c| {
+        diesel::update(fenced(id, lease_id))
+            .set((
+                jobs::rows_done.eq(rows_done),
+                jobs::result.eq(result),
+                jobs::updated_at.eq(now),
+                jobs::version.eq(jobs::version + 1),
+            ))
+            .execute(c)
+            .await
+    })
+}
+
 /// Ends a job the worker still holds: `state` is completed, failed or cancelled.
 /// Returns 0 when the lease was lost, so a job is never finished twice.
 #[expect(clippy::too_many_arguments, reason = "one statement sets every final field")]
@@ -288,7 +313,8 @@ pub async fn finish(
         diesel::update(fenced(id, lease_id))
             .set((
                 jobs::state.eq(state),
-                jobs::result.eq(result),
+                // No result keeps the one written while running (an import's counters).
+                jobs::result.eq(coalesce(result, jobs::result)),
                 jobs::error.eq(error),
                 jobs::expires_at.eq(expires_at),
                 jobs::lease_id.eq(None::<String>),

@@ -159,8 +159,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    import_errors (job_id, line, seq) {
+        job_id -> Text,
+        line -> BigInt,
+        seq -> Integer,
+        severity -> Text,
+        column_name -> Text,
+        code -> Text,
+        message -> Text,
+        raw_value -> Text,
+        raw_record -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     email_deliveries,
+    import_errors,
     organizations,
     api_keys,
     email_domains,

@@ -28,10 +28,29 @@ struct Payload {
     export_id: String,
 }
 
-/// The e-mail job for an export that has delivery settings, else `None`.
+/// Who hears about a finished job: an export's delivery settings, or an import's
+/// report recipients (sent from the system sender).
+pub fn delivery_of(job: &JobRow) -> Option<Delivery> {
+    if job.kind == crate::import::KIND {
+        let spec: crate::import::spec::ImportSpec = serde_json::from_str(&job.payload).ok()?;
+        if spec.report_recipient_emails.is_empty() {
+            return None;
+        }
+        return Some(Delivery {
+            recipient_emails: spec.report_recipient_emails,
+            email_locale: spec.email_locale,
+            from_email: String::new(),
+            from_sender_id: String::new(),
+            from_mailbox: String::new(),
+        });
+    }
+    serde_json::from_str::<ExportSpec>(&job.payload).ok()?.delivery
+}
+
+/// The e-mail job for an export with delivery settings or an import with report
+/// recipients, else `None`.
 pub fn follow_up(export: &JobRow) -> Option<NewJob> {
-    let spec: ExportSpec = serde_json::from_str(&export.payload).ok()?;
-    spec.delivery.as_ref()?;
+    delivery_of(export)?;
     Some(NewJob {
         id: None,
         organization_id: export.organization_id.clone(),
@@ -79,16 +98,17 @@ impl EmailJob {
         let Some(export) = jobs::find(&mut conn, &payload.export_id).await? else {
             return Ok(JobOutcome::default());
         };
-        let Some(delivery) = serde_json::from_str::<ExportSpec>(&export.payload)
-            .ok()
-            .and_then(|s| s.delivery)
-        else {
+        let Some(delivery) = delivery_of(&export) else {
             return Ok(JobOutcome::default());
         };
         let org = orgs::find(ctx.db(), &export.organization_id)
             .await
             .map_err(|e| JobError::Transient(e.to_string()))?;
-        let rendered = self.render(&export, &delivery, &org.name).await?;
+        let rendered = if export.kind == crate::import::KIND {
+            self.render_import(&export, &delivery, &org.name).await?
+        } else {
+            self.render(&export, &delivery, &org.name).await?
+        };
         let from: Mailbox = if delivery.from_mailbox.is_empty() {
             self.mailer.system_sender.clone()
         } else {
@@ -171,6 +191,45 @@ impl EmailJob {
             Some(e) => Err(JobError::Transient(e)),
             None => Ok(JobOutcome::default()),
         }
+    }
+
+    /// The import report: counters, and a link to the failed rows if any.
+    async fn render_import(
+        &self,
+        import: &JobRow,
+        delivery: &Delivery,
+        org: &str,
+    ) -> Result<crate::mail::Rendered, JobError> {
+        let counters = crate::import::job::result_of(import);
+        let (link, expires) = match &counters.report_key {
+            Some(key) => {
+                let file_name = crate::import::report::file_name(&import.id);
+                let download = Download {
+                    file_name: &file_name,
+                    content_type: "text/csv",
+                    ttl: self.link_ttl,
+                };
+                let link = self
+                    .storage
+                    .download_url(key, &download)
+                    .await
+                    .map_err(|e| JobError::Transient(e.to_string()))?;
+                let expires = rfc3339_millis(now_ms() + self.link_ttl.as_millis() as i64);
+                (link, expires.replace('T', " ").trim_end_matches('Z').to_string())
+            }
+            None => (String::new(), String::new()),
+        };
+        let context = minijinja::context! {
+            org => org, created => counters.created, updated => counters.updated,
+            failed => counters.failed, link => link, expires => expires,
+        };
+        self.mailer
+            .templates
+            .render(&delivery.email_locale, Kind::ImportReport, &context)
+            .map_err(|e| JobError::Permanent {
+                reason: "TEMPLATE_FAILED".into(),
+                message: e.to_string(),
+            })
     }
 
     async fn render(

@@ -14,7 +14,13 @@ pub enum Target {
         bucket: Option<String>,
         path: Vec<String>,
     },
+    /// A column the importer reads past: the `error_*` columns of an error report,
+    /// so a fixed report can be uploaded again as is.
+    Ignored,
 }
+
+/// Columns an error report adds after the original ones.
+pub const REPORT_COLUMNS: [&str; 4] = ["error_line", "error_column", "error_code", "error_message"];
 
 /// Canonical platform columns.
 pub const PLATFORM: &[&str] = &[
@@ -92,6 +98,9 @@ pub fn resolve(header: &str) -> Result<Target, HeaderError> {
     let name = normalize(header);
     if name.is_empty() {
         return Err(HeaderError::Empty(header.to_string()));
+    }
+    if REPORT_COLUMNS.contains(&name.as_str()) {
+        return Ok(Target::Ignored);
     }
     if REMOVED.contains(&name.as_str()) {
         return Err(HeaderError::Removed(name));

@@ -1,8 +1,19 @@
-//! Imports: CSV headers and the column contract (`../shared/IMPORT_CONTRACT.md`),
-//! tax-ID rules per country. The upload pipeline builds on these.
+//! Imports: the column contract (`../shared/IMPORT_CONTRACT.md`) as pure functions
+//! (headers, rows, tax IDs, enrichment plans), the upload's pre-flight, the import
+//! job that upserts entities batch by batch, and its error report.
 
+pub mod csv_file;
+pub mod entity;
 pub mod headers;
+pub mod job;
 pub mod mapping;
 pub mod plan;
+pub mod preflight;
+pub mod report;
 pub mod row;
+pub mod service;
+pub mod spec;
 pub mod tax_id;
+
+/// The `kind` of import jobs.
+pub const KIND: &str = "import";

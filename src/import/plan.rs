@@ -16,7 +16,7 @@ pub const SANCTIONS: &str = "global_gueno_sanctions_enrichment";
 pub const MAX_DEPTH: i64 = 5;
 
 /// A choice of enrichments, from the batch options or a row.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, Serialize)]
 pub struct Selection {
     pub execute_all: bool,
     pub enrichments: Vec<String>,
@@ -24,7 +24,8 @@ pub struct Selection {
     pub exclude: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ChildPolicy {
     #[default]
     AllActive,
@@ -51,7 +52,7 @@ impl Catalogue {
 }
 
 /// Batch options that shape every row's plan.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, Serialize)]
 pub struct BatchPlan {
     pub mode: Option<Mode>,
     pub selection: Option<Selection>,

@@ -23,14 +23,15 @@ pub const STATUSES: [&str; 9] = [
     "rejected",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     Manual,
     Automatic,
 }
 
 /// Batch settings that apply to every row.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Defaults {
     pub country: Option<String>,
     pub is_client: Option<bool>,
@@ -63,8 +64,9 @@ pub struct Draft {
     pub email: Option<String>,
     pub phone: Option<String>,
     pub registration_date: Option<String>,
-    pub status: String,
-    pub is_client: bool,
+    /// `None`: not given (new entities are `active`; existing ones keep theirs).
+    pub status: Option<String>,
+    pub is_client: Option<bool>,
     pub nationality: Option<String>,
     /// `Some(None)`: clear it; `None`: leave as is.
     pub risk_matrix_id: Option<Option<String>>,
@@ -236,16 +238,16 @@ pub fn convert(targets: &[Target], values: &[String], mode: Mode, defaults: &Def
         .map(|(_, v)| v.to_lowercase())
         .or_else(|| defaults.status.clone());
     match status {
-        Some(s) if STATUSES.contains(&s.as_str()) => draft.status = s,
+        Some(s) if STATUSES.contains(&s.as_str()) => draft.status = Some(s),
         Some(s) => issues.push(issue(
             "status",
             "INVALID_STATUS",
             format!("status must be one of {}", STATUSES.join(", ")),
             &s,
         )),
-        None => draft.status = "active".into(),
+        None => {}
     }
-    draft.is_client = defaults.is_client.unwrap_or(false);
+    draft.is_client = defaults.is_client;
     draft.nationality = defaults.nationality.clone();
     draft.risk_matrix_id = match cell("risk_matrix_id") {
         Some((_, raw)) if raw.eq_ignore_ascii_case("null") => Some(None),
@@ -372,7 +374,7 @@ mod tests {
             ("person", "AR", "20-12345678-6")
         );
         assert_eq!(draft.gender.as_deref(), Some("female"));
-        assert_eq!(draft.status, "under_review");
+        assert_eq!(draft.status.as_deref(), Some("under_review"));
         assert_eq!(
             Value::Object(draft.attributes),
             serde_json::json!({"tags": {"tier": "gold"}, "segment_tag": "retail"})
@@ -497,7 +499,7 @@ mod tests {
             Value::Object(draft.attributes),
             serde_json::json!({"segment_tag": "row", "source": "crm"})
         );
-        assert!(draft.is_client);
+        assert_eq!(draft.is_client, Some(true));
     }
 
     #[test]

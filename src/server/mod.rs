@@ -90,6 +90,14 @@ impl App {
         )
     }
 
+    pub fn imports(&self) -> crate::import::service::Imports {
+        crate::import::service::Imports::new(
+            self.queue.clone(),
+            self.storage.clone(),
+            Arc::new(self.config.clone()),
+        )
+    }
+
     /// The job kinds this build runs: every kind is registered here.
     pub fn job_handlers(&self) -> Vec<Arc<dyn JobHandler>> {
         let export = Arc::new(ExportJob {
@@ -105,7 +113,12 @@ impl App {
             link_ttl: Duration::from_secs(self.config.mail.link_ttl_secs),
             pause: Duration::from_millis(self.config.mail.pause_millis),
         });
-        vec![export, email]
+        let import = Arc::new(crate::import::job::ImportJob {
+            storage: self.storage.clone(),
+            temp_dir: self.temp_dir(),
+            batch_rows: self.config.bulk_import.batch_rows as usize,
+        });
+        vec![export, import, email]
     }
 }
 
@@ -226,7 +239,10 @@ async fn serve_grpc(
         .add_service(ExportServiceServer::new(api::export::ExportApi::new(
             app.exports(),
         )))
-        .add_service(ImportServiceServer::new(api::import::ImportApi))
+        .add_service(
+            ImportServiceServer::new(api::import::ImportApi::new(app.imports()))
+                .max_decoding_message_size(crate::import::service::MAX_CHUNK_BYTES + 64 * 1024),
+        )
         .add_service(MappingServiceServer::new(api::mapping::MappingApi::new(
             app.db.clone(),
         )));

@@ -59,6 +59,16 @@ impl Storage {
         }
     }
 
+    /// Copies an object into a local file (streamed; the import job reads its
+    /// upload this way).
+    pub async fn fetch_to_file(&self, key: &str, path: &Path) -> Result<u64, StorageError> {
+        check_key(key)?;
+        match self {
+            Storage::Local(store) => Ok(tokio::fs::copy(store.path_of(key)?, path).await?),
+            Storage::S3(store) => store.fetch_to_file(key, path).await,
+        }
+    }
+
     /// Removes an object; removing a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         check_key(key)?;

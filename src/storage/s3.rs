@@ -157,6 +157,28 @@ impl S3Store {
         Ok(())
     }
 
+    pub async fn fetch_to_file(&self, key: &str, path: &Path) -> Result<u64, StorageError> {
+        use tokio::io::AsyncWriteExt;
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key))
+            .send()
+            .await
+            .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        let mut body = object.body;
+        let mut file = tokio::fs::File::create(path).await?;
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok(size)
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.client
             .delete_object()

@@ -13,6 +13,7 @@ mod auth;
 mod cli;
 mod entities;
 mod exports;
+mod imports;
 mod mail;
 mod mappings;
 mod queue;

@@ -1,0 +1,226 @@
+//! Reading an uploaded CSV the same way in pre-flight and in the job: the `csv`
+//! crate over bytes (so invalid UTF-8 is reported per line, not as a crash), a
+//! header row resolved through the saved mapping and the column contract, and
+//! limits that keep one hostile file from taking the service down.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use csv::ByteRecord;
+
+use super::headers::{self, HeaderError, Target};
+
+/// More columns than this is refused (the contract has about 25 platform columns).
+pub const MAX_COLUMNS: usize = 1_000;
+/// Largest cell, bytes.
+pub const MAX_FIELD_BYTES: usize = 1 << 20;
+
+/// A problem of the file found before any row is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// 1-based line (the header is line 1); `None` for the file as a whole.
+    pub line: Option<u64>,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Violation {
+    pub fn at(line: u64, code: &'static str, message: impl Into<String>) -> Violation {
+        Violation {
+            line: Some(line),
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn file(code: &'static str, message: impl Into<String>) -> Violation {
+        Violation {
+            line: None,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The BadRequest field: `line 7`, or `file`.
+    pub fn field(&self) -> String {
+        match self.line {
+            Some(line) => format!("line {line}"),
+            None => "file".into(),
+        }
+    }
+}
+
+/// A CSV reader over bytes that tolerates ragged rows (they are reported, with
+/// their line, instead of stopping the read).
+pub fn reader<R: Read>(input: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(64 * 1024)
+        .from_reader(input)
+}
+
+/// The line a record starts on.
+pub fn line_of(record: &ByteRecord) -> u64 {
+    record.position().map_or(0, |p| p.line())
+}
+
+/// The header row: original names (for the error report) and where each column goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub headers: Vec<String>,
+    pub targets: Vec<Target>,
+    /// Index of the `country_code` column, if any.
+    pub country_column: Option<usize>,
+}
+
+fn platform_name(target: &Target) -> Option<&'static str> {
+    match target {
+        Target::Platform(name) => Some(name),
+        _ => None,
+    }
+}
+
+impl Layout {
+    /// Resolves the header row: the saved mapping first (custom header -> platform
+    /// column), then aliases and dotted paths. Every problem is listed.
+    pub fn from_header(
+        record: &ByteRecord,
+        column_map: &BTreeMap<String, String>,
+    ) -> Result<Layout, Vec<Violation>> {
+        let line = line_of(record).max(1);
+        let mut problems = Vec::new();
+        if record.len() > MAX_COLUMNS {
+            return Err(vec![Violation::at(
+                line,
+                "TOO_MANY_COLUMNS",
+                format!("the file has {} columns; at most {MAX_COLUMNS}", record.len()),
+            )]);
+        }
+        let mut headers = Vec::with_capacity(record.len());
+        let mut targets = Vec::with_capacity(record.len());
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for (i, raw) in record.iter().enumerate() {
+            let Ok(text) = std::str::from_utf8(raw) else {
+                problems.push(Violation::at(
+                    line,
+                    "INVALID_UTF8",
+                    format!("header {} is not valid UTF-8", i + 1),
+                ));
+                continue;
+            };
+            let original = if i == 0 {
+                text.trim_start_matches('\u{feff}')
+            } else {
+                text
+            };
+            let normalized = headers::normalize(original);
+            let mapped = column_map.get(&normalized).map_or(original, String::as_str);
+            let target = match headers::resolve(mapped) {
+                Ok(target) => target,
+                Err(err) => {
+                    let code = match err {
+                        HeaderError::Removed(_) => "REMOVED_COLUMN",
+                        HeaderError::Empty(_) | HeaderError::BadPath(_) => "INVALID_HEADER",
+                    };
+                    let message = match err {
+                        HeaderError::Empty(_) => format!("header {} is empty", i + 1),
+                        other => other.to_string(),
+                    };
+                    problems.push(Violation::at(line, code, message));
+                    continue;
+                }
+            };
+            // Two columns landing in the same place would silently overwrite each other.
+            let destination = match &target {
+                Target::Platform(name) => format!("platform:{name}"),
+                Target::Attribute(path) => format!("attributes:{}", path.join(".")),
+                Target::EntityData { bucket, path } => {
+                    format!(
+                        "entity_data:{}:{}",
+                        bucket.as_deref().unwrap_or("*"),
+                        path.join(".")
+                    )
+                }
+                Target::Ignored => format!("ignored:{normalized}"),
+            };
+            if let Some(first) = seen.insert(destination, original.to_string()) {
+                problems.push(Violation::at(
+                    line,
+                    "DUPLICATE_HEADER",
+                    format!("headers `{first}` and `{original}` name the same column"),
+                ));
+            }
+            headers.push(original.to_string());
+            targets.push(target);
+        }
+        for required in ["tax_id", "type"] {
+            if problems.is_empty() && !targets.iter().any(|t| platform_name(t) == Some(required)) {
+                problems.push(Violation::at(
+                    line,
+                    "MISSING_HEADER",
+                    format!(
+                        "the required column `{required}` is missing; files with custom headers need a saved mapping (options.mapping_id)"
+                    ),
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let country_column = targets
+            .iter()
+            .position(|t| platform_name(t) == Some("country_code"));
+        Ok(Layout {
+            headers,
+            targets,
+            country_column,
+        })
+    }
+}
+
+/// The cells of a data row as text, or why the row cannot be read.
+pub fn cells(record: &ByteRecord, layout: &Layout) -> Result<Vec<String>, Violation> {
+    let line = line_of(record);
+    if record.len() != layout.headers.len() {
+        return Err(Violation::at(
+            line,
+            "RAGGED_ROW",
+            format!(
+                "the row has {} cells; the header has {}",
+                record.len(),
+                layout.headers.len()
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(record.len());
+    for (i, raw) in record.iter().enumerate() {
+        if raw.len() > MAX_FIELD_BYTES {
+            return Err(Violation::at(
+                line,
+                "FIELD_TOO_LARGE",
+                format!(
+                    "column `{}` holds {} bytes; at most {MAX_FIELD_BYTES}",
+                    layout.headers[i],
+                    raw.len()
+                ),
+            ));
+        }
+        match std::str::from_utf8(raw) {
+            Ok(text) => out.push(text.to_string()),
+            Err(_) => {
+                return Err(Violation::at(
+                    line,
+                    "INVALID_UTF8",
+                    format!("column `{}` is not valid UTF-8", layout.headers[i]),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A record with only empty cells (a trailing `,,,` line) is not a row.
+pub fn is_blank(record: &ByteRecord) -> bool {
+    record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace))
+}

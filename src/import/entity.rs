@@ -1,0 +1,263 @@
+//! From a CSV row to the entity row that is written: the column contract and the
+//! enrichment plan ([`prepare`]), then the merge with the entity already stored
+//! under the same (organization, country, tax ID) ([`merge`]).
+
+use serde_json::{Map, Value};
+
+use super::csv_file::{self, Layout};
+use super::plan::{self, Catalogue};
+use super::row::{self, Draft, RowIssue};
+use super::spec::ImportSpec;
+use crate::db::entities::EntityRow;
+
+/// A row ready to write (with its plan as JSON), or its problems; warnings either way.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub line: u64,
+    /// The row's original cells, for the error report.
+    pub raw: Vec<String>,
+    pub outcome: Result<(Draft, String), Vec<RowIssue>>,
+    pub warnings: Vec<RowIssue>,
+}
+
+impl Prepared {
+    /// (country, normalised tax ID) of a valid row.
+    pub fn key(&self) -> Option<(&str, &str)> {
+        self.outcome
+            .as_ref()
+            .ok()
+            .map(|(d, _)| (d.country.as_str(), d.tax_id.as_str()))
+    }
+}
+
+/// Applies the contract and the plan to one data record.
+pub fn prepare(
+    record: &csv::ByteRecord,
+    layout: &Layout,
+    spec: &ImportSpec,
+    catalogue: &Catalogue,
+) -> Prepared {
+    let line = csv_file::line_of(record);
+    let cells = match csv_file::cells(record, layout) {
+        Ok(cells) => cells,
+        Err(v) => {
+            let raw = record
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect();
+            let issue = RowIssue {
+                column: String::new(),
+                code: v.code,
+                message: v.message,
+                raw_value: String::new(),
+            };
+            return Prepared {
+                line,
+                raw,
+                outcome: Err(vec![issue]),
+                warnings: Vec::new(),
+            };
+        }
+    };
+    let converted = row::convert(&layout.targets, &cells, spec.mode, &spec.defaults);
+    let outcome = converted.draft.and_then(|draft| {
+        match plan::plan(&spec.batch, catalogue, &draft.entity_type, &draft.plan_columns) {
+            Ok(plan) => {
+                let json = serde_json::to_string(&plan).unwrap_or_default();
+                Ok((draft, json))
+            }
+            Err((column, code, message)) => {
+                let raw_value = draft
+                    .plan_columns
+                    .get(&column)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                Err(vec![RowIssue {
+                    column,
+                    code,
+                    message,
+                    raw_value,
+                }])
+            }
+        }
+    });
+    Prepared {
+        line,
+        raw: cells,
+        outcome,
+        warnings: converted.warnings,
+    }
+}
+
+/// Deep merge: `over`'s values win; objects on both sides merge key by key.
+pub fn merge_objects(base: &mut Map<String, Value>, over: Map<String, Value>) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Object(existing)), Value::Object(incoming)) => merge_objects(existing, incoming),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn object(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The row to write: a new entity, or the stored one with the row's values over
+/// it. Cells the row leaves empty keep what is stored; attributes and entity data
+/// merge key by key (the row wins).
+pub fn merge(
+    draft: Draft,
+    plan: String,
+    skip_rules: bool,
+    existing: Option<&EntityRow>,
+    organization_id: &str,
+    now: i64,
+) -> EntityRow {
+    let Some(stored) = existing else {
+        return EntityRow {
+            id: crate::db::new_id(),
+            organization_id: organization_id.to_string(),
+            entity_type: draft.entity_type,
+            tax_id: draft.tax_id,
+            country: draft.country,
+            name: draft.name,
+            gender: draft.gender,
+            external_id: draft.external_id,
+            email: draft.email,
+            phone: draft.phone,
+            registration_date: draft.registration_date,
+            status: draft.status.unwrap_or_else(|| "active".into()),
+            is_client: draft.is_client.unwrap_or(false),
+            nationality: draft.nationality,
+            risk_matrix_id: draft.risk_matrix_id.flatten(),
+            attributes: Value::Object(draft.attributes).to_string(),
+            entity_data: Value::Object(draft.entity_data).to_string(),
+            enrichment_plan: Some(plan),
+            skip_rules_execution: skip_rules,
+            created_at: now,
+            updated_at: now,
+        };
+    };
+    let mut attributes = object(&stored.attributes);
+    merge_objects(&mut attributes, draft.attributes);
+    let mut entity_data = object(&stored.entity_data);
+    merge_objects(&mut entity_data, draft.entity_data);
+    let keep = |new: Option<String>, old: &Option<String>| new.or_else(|| old.clone());
+    EntityRow {
+        id: stored.id.clone(),
+        organization_id: stored.organization_id.clone(),
+        entity_type: draft.entity_type,
+        tax_id: stored.tax_id.clone(),
+        country: stored.country.clone(),
+        name: if draft.name.is_empty() {
+            stored.name.clone()
+        } else {
+            draft.name
+        },
+        gender: keep(draft.gender, &stored.gender),
+        external_id: keep(draft.external_id, &stored.external_id),
+        email: keep(draft.email, &stored.email),
+        phone: keep(draft.phone, &stored.phone),
+        registration_date: keep(draft.registration_date, &stored.registration_date),
+        status: draft.status.unwrap_or_else(|| stored.status.clone()),
+        is_client: draft.is_client.unwrap_or(stored.is_client),
+        nationality: keep(draft.nationality, &stored.nationality),
+        risk_matrix_id: match draft.risk_matrix_id {
+            Some(set_or_clear) => set_or_clear,
+            None => stored.risk_matrix_id.clone(),
+        },
+        attributes: Value::Object(attributes).to_string(),
+        entity_data: Value::Object(entity_data).to_string(),
+        enrichment_plan: Some(plan),
+        skip_rules_execution: skip_rules,
+        created_at: stored.created_at,
+        updated_at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stored() -> EntityRow {
+        EntityRow {
+            id: "e1".into(),
+            organization_id: "o".into(),
+            entity_type: "person".into(),
+            tax_id: "1".into(),
+            country: "MX".into(),
+            name: "Ana".into(),
+            gender: Some("female".into()),
+            external_id: None,
+            email: Some("ana@example.com".into()),
+            phone: None,
+            registration_date: None,
+            status: "blocked".into(),
+            is_client: true,
+            nationality: None,
+            risk_matrix_id: Some("rm".into()),
+            attributes: json!({"tags": {"tier": "gold", "seg": "a"}, "keep": 1}).to_string(),
+            entity_data: "{}".into(),
+            enrichment_plan: None,
+            skip_rules_execution: false,
+            created_at: 5,
+            updated_at: 5,
+        }
+    }
+
+    #[test]
+    fn a_reimport_keeps_what_the_row_leaves_empty_and_merges_attributes() {
+        let draft = Draft {
+            entity_type: "person".into(),
+            tax_id: "1".into(),
+            country: "MX".into(),
+            phone: Some("555".into()),
+            attributes: json!({"tags": {"tier": "silver"}}).as_object().cloned().unwrap(),
+            ..Default::default()
+        };
+        let row = merge(draft, "{}".into(), true, Some(&stored()), "o", 9);
+        assert_eq!(
+            (
+                row.id.as_str(),
+                row.name.as_str(),
+                row.status.as_str(),
+                row.is_client
+            ),
+            ("e1", "Ana", "blocked", true)
+        );
+        assert_eq!(
+            (
+                row.email.as_deref(),
+                row.phone.as_deref(),
+                row.risk_matrix_id.as_deref()
+            ),
+            (Some("ana@example.com"), Some("555"), Some("rm"))
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&row.attributes).unwrap(),
+            json!({"tags": {"tier": "silver", "seg": "a"}, "keep": 1})
+        );
+        assert_eq!(
+            (row.created_at, row.updated_at, row.skip_rules_execution),
+            (5, 9, true)
+        );
+    }
+
+    #[test]
+    fn an_empty_or_null_risk_matrix_clears_the_stored_one() {
+        let draft = Draft {
+            risk_matrix_id: Some(None),
+            ..Default::default()
+        };
+        let row = merge(draft, "{}".into(), false, Some(&stored()), "o", 9);
+        assert_eq!(row.risk_matrix_id, None);
+    }
+}

@@ -1,0 +1,505 @@
+//! The import job. A blocking thread reads the stored upload and applies the column
+//! contract; the async side writes each batch in one transaction: the entity
+//! upserts, the batch's problems and the checkpoint (rows done and counters, fenced
+//! by the lease). A retried job resumes after its last committed batch, so it never
+//! writes an entity or a problem twice and its counters stay exact.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::csv_file::{self, Layout};
+use super::entity::{self, Prepared};
+use super::plan::Catalogue;
+use super::report;
+use super::row::RowIssue;
+use super::spec::ImportSpec;
+use crate::db::entities::{self, EntityRow};
+use crate::db::import_errors::{self, ImportErrorRow};
+use crate::db::jobs::{self, JobRow};
+use crate::db::{Conn, Db, enrichments, now_ms};
+use crate::jobs::{JobContext, JobError, JobHandler, JobOutcome};
+use crate::storage::Storage;
+
+/// Watchers see at most two progress events a second.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Counters kept on the job while it runs and after it ends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImportResult {
+    pub created: i64,
+    pub updated: i64,
+    pub failed: i64,
+    pub warnings: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_key: Option<String>,
+    #[serde(default)]
+    pub report_size: u64,
+    #[serde(default)]
+    pub report_rows: i64,
+}
+
+/// The counters on a job (zero before its first batch).
+pub fn result_of(job: &JobRow) -> ImportResult {
+    job.result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default()
+}
+
+#[derive(Clone)]
+pub struct ImportJob {
+    pub storage: Storage,
+    pub temp_dir: PathBuf,
+    /// Rows written per transaction.
+    pub batch_rows: usize,
+}
+
+impl JobHandler for ImportJob {
+    fn kind(&self) -> &'static str {
+        super::KIND
+    }
+
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>> {
+        let job = self.clone();
+        Box::pin(async move { job.import(ctx).await })
+    }
+
+    /// A failed import with report recipients tells them too.
+    fn on_failure(&self, job: &JobRow) -> Option<crate::jobs::NewJob> {
+        crate::export::email_job::follow_up(job)
+    }
+}
+
+/// Where the job is: rows done (data rows, in file order) and counters.
+struct Position {
+    rows_done: i64,
+    counters: ImportResult,
+    last_publish: Option<Instant>,
+}
+
+impl ImportJob {
+    async fn import(&self, ctx: JobContext) -> Result<JobOutcome, JobError> {
+        let spec: ImportSpec = serde_json::from_str(&ctx.job().payload).map_err(|e| JobError::Permanent {
+            reason: "INVALID_PAYLOAD".into(),
+            message: format!("the import's stored options cannot be read: {e}"),
+        })?;
+        tokio::fs::create_dir_all(&self.temp_dir)
+            .await
+            .map_err(|e| JobError::Transient(format!("cannot create {}: {e}", self.temp_dir.display())))?;
+        let stem = format!("{}-{}", ctx.job().id, ctx.job().attempts);
+        let upload = self.temp_dir.join(format!("{stem}.import.csv"));
+        let report = self.temp_dir.join(format!("{stem}.errors.csv"));
+        let result = self.import_file(&ctx, &spec, &upload, &report).await;
+        let _ = tokio::fs::remove_file(&upload).await;
+        let _ = tokio::fs::remove_file(&report).await;
+        result
+    }
+
+    async fn import_file(
+        &self,
+        ctx: &JobContext,
+        spec: &ImportSpec,
+        upload: &Path,
+        report_path: &Path,
+    ) -> Result<JobOutcome, JobError> {
+        let job = ctx.job().clone();
+        self.storage
+            .fetch_to_file(&spec.object_key, upload)
+            .await
+            .map_err(|e| JobError::Transient(e.to_string()))?;
+        let catalogue = catalogue(ctx.db(), &job.organization_id).await?;
+        let layout = read_layout(upload, spec).await?;
+        let mut position = Position {
+            rows_done: job.rows_done,
+            counters: result_of(&job),
+            last_publish: None,
+        };
+        if spec.stop_on_first_error && position.rows_done == 0 {
+            self.validate(ctx, spec, &catalogue, upload, &layout, report_path)
+                .await?;
+        }
+        self.write_all(ctx, spec, &catalogue, upload, &layout, &mut position)
+            .await?;
+        ctx.check()?;
+        if position.counters.failed > 0 {
+            let (key, size, rows) = report::store(ctx, &self.storage, &layout, report_path).await?;
+            position.counters.report_key = Some(key);
+            position.counters.report_size = size;
+            position.counters.report_rows = rows;
+        }
+        Ok(JobOutcome {
+            result: serde_json::to_value(&position.counters).ok(),
+            expires_at: None,
+            follow_up: crate::export::email_job::follow_up(&job),
+        })
+    }
+
+    /// All or nothing: every row is checked before any is written. With a failed
+    /// row, its problems (and every other failed row's) are recorded with the
+    /// report, and the job fails with the first one.
+    async fn validate(
+        &self,
+        ctx: &JobContext,
+        spec: &ImportSpec,
+        catalogue: &Catalogue,
+        upload: &Path,
+        layout: &Layout,
+        report_path: &Path,
+    ) -> Result<(), JobError> {
+        let job = ctx.job().clone();
+        let mut failed = 0;
+        let mut first: Option<String> = None;
+        let mut batches = read_batches(upload, layout, spec, catalogue, 0, self.batch_rows);
+        while let Some(batch) = batches.next().await? {
+            ctx.check()?;
+            let mut problems = Vec::new();
+            for prepared in batch {
+                let Err(issues) = &prepared.outcome else { continue };
+                failed += 1;
+                if first.is_none()
+                    && let Some(issue) = issues.first()
+                {
+                    first = Some(describe(prepared.line, issue));
+                }
+                problems.extend(problem_rows(&job.id, &prepared, issues, 0));
+            }
+            if !problems.is_empty() {
+                import_errors::insert(&mut ctx.db().conn().await?, &problems).await?;
+            }
+        }
+        let Some(first) = first else { return Ok(()) };
+        let (key, size, rows) = report::store(ctx, &self.storage, layout, report_path).await?;
+        let counters = ImportResult {
+            failed,
+            report_key: Some(key),
+            report_size: size,
+            report_rows: rows,
+            ..Default::default()
+        };
+        let mut conn = ctx.db().conn().await?;
+        let json = serde_json::to_string(&counters).unwrap_or_default();
+        if jobs::checkpoint(&mut conn, &job.id, ctx.lease_id(), 0, &json, now_ms()).await? == 0 {
+            return Err(JobError::LeaseLost);
+        }
+        Err(JobError::Permanent {
+            reason: "IMPORT_ROW_INVALID".into(),
+            message: format!(
+                "{first}; nothing was written (stop_on_first_error); {failed} row(s) failed, see the error report"
+            ),
+        })
+    }
+
+    /// Writes every row after the checkpoint, batch by batch.
+    async fn write_all(
+        &self,
+        ctx: &JobContext,
+        spec: &ImportSpec,
+        catalogue: &Catalogue,
+        upload: &Path,
+        layout: &Layout,
+        position: &mut Position,
+    ) -> Result<(), JobError> {
+        let skip = position.rows_done as u64;
+        let mut batches = read_batches(upload, layout, spec, catalogue, skip, self.batch_rows);
+        while let Some(batch) = batches.next().await? {
+            ctx.check()?;
+            for part in split_on_repeated_keys(batch) {
+                write_batch(ctx, spec, part, position).await?;
+            }
+            publish(ctx, position).await;
+        }
+        Ok(())
+    }
+}
+
+/// `line 7, column tax_id: INVALID_TAX_ID: …`
+fn describe(line: u64, issue: &RowIssue) -> String {
+    if issue.column.is_empty() {
+        format!("line {line}: {}: {}", issue.code, issue.message)
+    } else {
+        format!(
+            "line {line}, column {}: {}: {}",
+            issue.column, issue.code, issue.message
+        )
+    }
+}
+
+fn problem_rows(
+    job_id: &str,
+    prepared: &Prepared,
+    issues: &[RowIssue],
+    first_seq: i32,
+) -> Vec<ImportErrorRow> {
+    let raw = serde_json::to_string(&prepared.raw).unwrap_or_else(|_| "[]".into());
+    let severity = if prepared.outcome.is_err() {
+        import_errors::ERROR
+    } else {
+        import_errors::WARNING
+    };
+    issues
+        .iter()
+        .enumerate()
+        .map(|(i, issue)| ImportErrorRow {
+            job_id: job_id.to_string(),
+            line: prepared.line as i64,
+            seq: first_seq + i as i32,
+            severity: severity.to_string(),
+            column_name: issue.column.clone(),
+            code: issue.code.to_string(),
+            message: issue.message.clone(),
+            raw_value: issue.raw_value.clone(),
+            raw_record: raw.clone(),
+        })
+        .collect()
+}
+
+/// A batch may name the same entity twice; each run of rows without a repeat is
+/// written on its own, so the later row sees (and overrides) the earlier one.
+fn split_on_repeated_keys(batch: Vec<Prepared>) -> Vec<Vec<Prepared>> {
+    let mut parts = Vec::new();
+    let mut current = Vec::new();
+    let mut keys: HashSet<(String, String)> = HashSet::new();
+    for prepared in batch {
+        if let Some((country, tax_id)) = prepared.key() {
+            let key = (country.to_string(), tax_id.to_string());
+            if keys.contains(&key) {
+                parts.push(std::mem::take(&mut current));
+                keys.clear();
+            }
+            keys.insert(key);
+        }
+        current.push(prepared);
+    }
+    if !current.is_empty() {
+        parts.push(current);
+    }
+    parts
+}
+
+/// One transaction: upserts, problems, checkpoint.
+async fn write_batch(
+    ctx: &JobContext,
+    spec: &ImportSpec,
+    part: Vec<Prepared>,
+    position: &mut Position,
+) -> Result<(), JobError> {
+    let job = ctx.job();
+    let (job_id, lease_id, organization_id) = (
+        job.id.clone(),
+        ctx.lease_id().to_string(),
+        job.organization_id.clone(),
+    );
+    let rows_done = position.rows_done + part.len() as i64;
+    let mut counters = position.counters.clone();
+    let skip_rules = spec.batch.skip_rules_execution;
+    let counters = ctx
+        .db()
+        .transaction(move |conn| {
+            Box::pin(async move {
+                let stored = stored_entities(conn, &organization_id, &part).await?;
+                let now = now_ms();
+                let mut rows = Vec::with_capacity(part.len());
+                let mut problems = Vec::new();
+                for prepared in part {
+                    let warnings = prepared.warnings.clone();
+                    let mut seq = 0;
+                    match &prepared.outcome {
+                        Ok(_) => {}
+                        Err(issues) => {
+                            counters.failed += 1;
+                            problems.extend(problem_rows(&job_id, &prepared, issues, 0));
+                            seq = issues.len() as i32;
+                        }
+                    }
+                    if !warnings.is_empty() {
+                        counters.warnings += warnings.len() as i64;
+                        let mut as_warnings = prepared.clone();
+                        as_warnings.outcome = Ok(Default::default());
+                        problems.extend(problem_rows(&job_id, &as_warnings, &warnings, seq));
+                    }
+                    if let Ok((draft, plan)) = prepared.outcome {
+                        let existing = stored.get(&(draft.country.clone(), draft.tax_id.clone()));
+                        if existing.is_some() {
+                            counters.updated += 1;
+                        } else {
+                            counters.created += 1;
+                        }
+                        rows.push(entity::merge(
+                            draft,
+                            plan,
+                            skip_rules,
+                            existing,
+                            &organization_id,
+                            now,
+                        ));
+                    }
+                }
+                entities::upsert(conn, &rows).await?;
+                import_errors::insert(conn, &problems).await?;
+                let json = serde_json::to_string(&counters).unwrap_or_default();
+                if jobs::checkpoint(conn, &job_id, &lease_id, rows_done, &json, now).await? == 0 {
+                    return Err(JobError::LeaseLost);
+                }
+                Ok(counters)
+            })
+        })
+        .await?;
+    position.counters = counters;
+    position.rows_done = rows_done;
+    Ok(())
+}
+
+/// The stored entities the part's valid rows name, by (country, tax ID).
+async fn stored_entities(
+    conn: &mut Conn,
+    organization_id: &str,
+    part: &[Prepared],
+) -> Result<HashMap<(String, String), EntityRow>, JobError> {
+    let mut by_country: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (country, tax_id) in part.iter().filter_map(Prepared::key) {
+        by_country.entry(country).or_default().push(tax_id.to_string());
+    }
+    let mut stored = HashMap::new();
+    for (country, tax_ids) in by_country {
+        for row in entities::find_by_tax_ids(conn, organization_id, country, &tax_ids).await? {
+            stored.insert((row.country.clone(), row.tax_id.clone()), row);
+        }
+    }
+    Ok(stored)
+}
+
+/// Tells watchers about progress, at most every [`PUBLISH_INTERVAL`].
+async fn publish(ctx: &JobContext, position: &mut Position) {
+    if position
+        .last_publish
+        .is_some_and(|t| t.elapsed() < PUBLISH_INTERVAL)
+    {
+        return;
+    }
+    position.last_publish = Some(Instant::now());
+    if let Ok(mut conn) = ctx.db().conn().await {
+        ctx.events().publish(&mut conn, &ctx.job().id).await;
+    }
+}
+
+/// The organization's active enrichments and groups.
+async fn catalogue(db: &Db, organization_id: &str) -> Result<Catalogue, JobError> {
+    let mut conn = db.conn().await?;
+    let mut catalogue = Catalogue::default();
+    for row in enrichments::list(&mut conn, organization_id).await? {
+        if row.active {
+            catalogue.active.insert(row.code, row.entity_type);
+        }
+    }
+    for group in enrichments::list_groups(&mut conn, organization_id).await? {
+        let codes: Vec<String> = serde_json::from_str(&group.codes).unwrap_or_default();
+        catalogue.groups.insert(group.slug, codes);
+    }
+    Ok(catalogue)
+}
+
+/// The header row of the stored upload.
+async fn read_layout(upload: &Path, spec: &ImportSpec) -> Result<Layout, JobError> {
+    let (path, column_map) = (upload.to_path_buf(), spec.column_map.clone());
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|e| JobError::Transient(e.to_string()))?;
+        let mut reader = csv_file::reader(file);
+        let mut record = csv::ByteRecord::new();
+        let read = reader
+            .read_byte_record(&mut record)
+            .map_err(|e| JobError::Transient(e.to_string()))?;
+        let invalid = |message: String| JobError::Permanent {
+            reason: "INVALID_IMPORT_FILE".into(),
+            message,
+        };
+        if !read {
+            return Err(invalid("the stored file is empty".into()));
+        }
+        Layout::from_header(&record, &column_map).map_err(|v| {
+            invalid(
+                v.first()
+                    .map(|v| v.message.clone())
+                    .unwrap_or_else(|| "the header row cannot be read".into()),
+            )
+        })
+    })
+    .await
+    .map_err(|e| JobError::Transient(e.to_string()))?
+}
+
+/// Batches of prepared rows from a blocking reader thread.
+struct Batches {
+    receiver: mpsc::Receiver<Vec<Prepared>>,
+    reader: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl Batches {
+    /// The next batch; `None` at the end of the file. A read error fails the run
+    /// (transient: the stored file did pass pre-flight).
+    async fn next(&mut self) -> Result<Option<Vec<Prepared>>, JobError> {
+        if let Some(batch) = self.receiver.recv().await {
+            return Ok(Some(batch));
+        }
+        if let Some(reader) = self.reader.take() {
+            reader
+                .await
+                .map_err(|e| JobError::Transient(e.to_string()))?
+                .map_err(JobError::Transient)?;
+        }
+        Ok(None)
+    }
+}
+
+fn read_batches(
+    upload: &Path,
+    layout: &Layout,
+    spec: &ImportSpec,
+    catalogue: &Catalogue,
+    skip: u64,
+    batch_rows: usize,
+) -> Batches {
+    let (sender, receiver) = mpsc::channel(2);
+    let (path, layout, spec, catalogue) = (
+        upload.to_path_buf(),
+        layout.clone(),
+        spec.clone(),
+        catalogue.clone(),
+    );
+    let batch_rows = batch_rows.max(1);
+    let reader = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        let mut reader = csv_file::reader(std::io::BufReader::new(file));
+        let mut record = csv::ByteRecord::new();
+        // The header row.
+        reader.read_byte_record(&mut record).map_err(|e| e.to_string())?;
+        let mut index = 0u64;
+        let mut batch = Vec::with_capacity(batch_rows);
+        while reader.read_byte_record(&mut record).map_err(|e| e.to_string())? {
+            if csv_file::is_blank(&record) {
+                continue;
+            }
+            index += 1;
+            if index <= skip {
+                continue;
+            }
+            batch.push(entity::prepare(&record, &layout, &spec, &catalogue));
+            // A closed channel means the job stopped: stop reading too.
+            if batch.len() >= batch_rows && sender.blocking_send(std::mem::take(&mut batch)).is_err() {
+                return Ok(());
+            }
+        }
+        if !batch.is_empty() {
+            let _ = sender.blocking_send(batch);
+        }
+        Ok(())
+    });
+    Batches {
+        receiver,
+        reader: Some(reader),
+    }
+}

@@ -1,0 +1,217 @@
+//! Pre-flight: the whole uploaded file checked before any job exists. Headers, every
+//! row's country, the row limit, readable cells. One pass, bounded memory; at most
+//! [`MAX_VIOLATIONS`] problems are listed, but every row is counted.
+
+use std::io::Read;
+
+use csv::ByteRecord;
+
+use super::csv_file::{self, Layout, Violation};
+use super::row::{AUTOMATIC_COUNTRIES, Mode};
+use super::spec::ImportSpec;
+
+pub const MAX_VIOLATIONS: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("the file did not pass pre-flight")]
+    Invalid(Vec<Violation>),
+    #[error("cannot read the uploaded file: {0}")]
+    Io(String),
+}
+
+/// Checks the file; returns the number of data rows.
+pub fn check<R: Read>(input: R, spec: &ImportSpec, row_limit: u64) -> Result<u64, PreflightError> {
+    let mut reader = csv_file::reader(input);
+    let mut record = ByteRecord::new();
+    let read = |reader: &mut csv::Reader<R>, record: &mut ByteRecord| {
+        reader
+            .read_byte_record(record)
+            .map_err(|e| PreflightError::Io(e.to_string()))
+    };
+    if !read(&mut reader, &mut record)? {
+        return Err(PreflightError::Invalid(vec![Violation::file(
+            "EMPTY_FILE",
+            "the file is empty; it needs a header row and at least one row",
+        )]));
+    }
+    let layout = Layout::from_header(&record, &spec.column_map).map_err(PreflightError::Invalid)?;
+    let mut violations = Vec::new();
+    let mut total: u64 = 0;
+    let mut add = |v: Violation| {
+        if violations.len() < MAX_VIOLATIONS {
+            violations.push(v);
+        }
+    };
+    while read(&mut reader, &mut record)? {
+        if csv_file::is_blank(&record) {
+            continue;
+        }
+        total += 1;
+        let line = csv_file::line_of(&record);
+        let cells = match csv_file::cells(&record, &layout) {
+            Ok(cells) => cells,
+            Err(v) => {
+                add(v);
+                continue;
+            }
+        };
+        if let Some(v) = country_problem(&cells, &layout, spec, line) {
+            add(v);
+        }
+    }
+    if total == 0 {
+        return Err(PreflightError::Invalid(vec![Violation::file(
+            "NO_ROWS",
+            "the file has a header row but no rows",
+        )]));
+    }
+    if total > row_limit {
+        violations.insert(
+            0,
+            Violation::file(
+                "TOO_MANY_ITEMS",
+                format!(
+                    "the file has {total} rows; this organization may import at most {row_limit} at once"
+                ),
+            ),
+        );
+        violations.truncate(MAX_VIOLATIONS);
+    }
+    if violations.is_empty() {
+        Ok(total)
+    } else {
+        Err(PreflightError::Invalid(violations))
+    }
+}
+
+/// Every row needs a country (its own, else the batch's); automatic mode runs for
+/// AR, BR and CL only.
+fn country_problem(cells: &[String], layout: &Layout, spec: &ImportSpec, line: u64) -> Option<Violation> {
+    let own = layout
+        .country_column
+        .map(|i| cells[i].trim().to_ascii_uppercase())
+        .filter(|c| !c.is_empty());
+    let Some(country) = own.or_else(|| spec.defaults.country.clone()) else {
+        return Some(Violation::at(
+            line,
+            "MISSING_COUNTRY",
+            "the row has no country_code and the upload has no batch country (options.country)",
+        ));
+    };
+    if spec.mode == Mode::Automatic && !AUTOMATIC_COUNTRIES.contains(&country.as_str()) {
+        return Some(Violation::at(
+            line,
+            "COUNTRY_NOT_SUPPORTED",
+            format!("automatic imports run for AR, BR and CL only, not `{country}`"),
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::spec::ImportRequest;
+
+    fn spec(mode: Mode, country: &str) -> ImportSpec {
+        ImportSpec::from_request(ImportRequest {
+            mode: Some(mode),
+            country: country.into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn codes(input: &[u8], spec: &ImportSpec, limit: u64) -> Vec<(Option<u64>, &'static str)> {
+        match check(input, spec, limit) {
+            Ok(_) => Vec::new(),
+            Err(PreflightError::Invalid(v)) => v.into_iter().map(|v| (v.line, v.code)).collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_good_file_counts_its_rows_with_bom_crlf_and_quoted_newlines() {
+        let file = "\u{feff}tax_id,type,name\r\n1,pf,\"Ana\r\nMaria\"\r\n2,pj,Acme\r\n\r\n";
+        assert_eq!(check(file.as_bytes(), &spec(Mode::Manual, "MX"), 10).unwrap(), 2);
+    }
+
+    #[test]
+    fn every_row_needs_a_country_and_lines_are_named() {
+        let file = b"tax_id,type,country_code\n1,pf,AR\n2,pf,\n3,pf,MX\n";
+        assert_eq!(
+            codes(file, &spec(Mode::Manual, ""), 10),
+            [(Some(3), "MISSING_COUNTRY")]
+        );
+        assert_eq!(
+            codes(file, &spec(Mode::Automatic, "BR"), 10),
+            [(Some(4), "COUNTRY_NOT_SUPPORTED")]
+        );
+    }
+
+    #[test]
+    fn rows_over_the_limit_are_too_many_items() {
+        let file = b"tax_id,type\n1,pf\n2,pf\n3,pf\n";
+        assert_eq!(
+            codes(file, &spec(Mode::Manual, "MX"), 2),
+            [(None, "TOO_MANY_ITEMS")]
+        );
+    }
+
+    #[test]
+    fn empty_files_header_only_files_and_bad_headers_are_refused() {
+        let s = spec(Mode::Manual, "MX");
+        assert_eq!(codes(b"", &s, 10), [(None, "EMPTY_FILE")]);
+        assert_eq!(codes(b"tax_id,type\n", &s, 10), [(None, "NO_ROWS")]);
+        assert_eq!(
+            codes(b"tax_id,type,checks\n1,pf,x\n", &s, 10),
+            [(Some(1), "REMOVED_COLUMN")]
+        );
+        assert_eq!(
+            codes(b"tax_id,Type,tipo\n1,pf,pf\n", &s, 10),
+            [(Some(1), "DUPLICATE_HEADER")]
+        );
+        assert_eq!(
+            codes(b"documento,tipo\n1,pf\n", &s, 10),
+            [(Some(1), "MISSING_HEADER")]
+        );
+    }
+
+    #[test]
+    fn the_malformed_csv_corpus_gets_clear_errors() {
+        let s = spec(Mode::Manual, "MX");
+        // Ragged rows and invalid UTF-8 name their lines.
+        assert_eq!(
+            codes(b"tax_id,type\n1,pf,extra\n2\n3,\xff\xfe\n", &s, 10),
+            [
+                (Some(2), "RAGGED_ROW"),
+                (Some(3), "RAGGED_ROW"),
+                (Some(4), "INVALID_UTF8")
+            ]
+        );
+        // A 10 MiB field.
+        let mut big = b"tax_id,type\n1,".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 10 << 20));
+        big.push(b'\n');
+        assert_eq!(codes(&big, &s, 10), [(Some(2), "FIELD_TOO_LARGE")]);
+        // 10,000 columns.
+        let wide: Vec<String> = (0..10_000).map(|i| format!("c{i}")).collect();
+        let wide = format!("{}\n", wide.join(","));
+        assert_eq!(codes(wide.as_bytes(), &s, 10), [(Some(1), "TOO_MANY_COLUMNS")]);
+        // An unterminated quote reads to the end as one field: a ragged row, no panic.
+        assert_eq!(
+            codes(b"tax_id,type\n1,\"pf\n2,pf\n", &s, 10),
+            Vec::<(Option<u64>, &str)>::new()
+        );
+    }
+
+    #[test]
+    fn at_most_a_hundred_problems_are_listed() {
+        let mut file = String::from("tax_id,type\n");
+        for i in 0..500 {
+            file.push_str(&format!("{i},pf\n"));
+        }
+        assert_eq!(codes(file.as_bytes(), &spec(Mode::Manual, ""), 1000).len(), 100);
+    }
+}

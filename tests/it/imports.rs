@@ -1,0 +1,845 @@
+//! ImportService end to end: uploads over a client stream, pre-flight, the import
+//! job on both backends, error listings and reports, retries, mappings, e-mail.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry::db::enrichments::{self, EnrichmentRow};
+use ferry::db::entities::EntityRow;
+use ferry::import::job::ImportJob;
+use ferry::jobs::{JobContext, JobError, JobHandler, JobOutcome};
+use ferry::proto::{
+    CancelImportRequest, CreateMappingRequest, GetImportErrorReportRequest, GetImportRequest, Import,
+    ImportMode, ImportOptions, JobState, ListImportErrorsRequest, ListImportsRequest, MappingKind,
+    UploadImportRequest, WatchImportRequest, import_service_client::ImportServiceClient,
+    mapping_service_client::MappingServiceClient, upload_import_request::Payload,
+};
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestApp, Workers, reason, violated_fields, with_auth};
+
+on_both_backends!(
+    a_manual_import_creates_entities_and_importing_it_again_updates_them,
+    the_seed_examples_import_as_documented,
+    an_automatic_import_stores_each_rows_enrichment_plan,
+    preflight_failures_leave_no_job_no_entity_and_no_file,
+    uploads_over_the_size_limit_or_without_the_feature_are_refused,
+    failed_rows_are_listed_and_the_fixed_report_imports_cleanly,
+    stop_on_first_error_writes_nothing_when_a_row_fails,
+    a_queued_import_that_is_cancelled_never_runs,
+    an_import_retried_after_a_crash_writes_nothing_twice,
+    a_saved_mapping_renames_custom_headers,
+    the_completion_report_is_mailed_in_the_recipients_language,
+);
+
+fn messages(options: ImportOptions, csv: &[u8], chunk: usize) -> Vec<UploadImportRequest> {
+    let mut out = vec![UploadImportRequest {
+        payload: Some(Payload::Options(options)),
+    }];
+    out.extend(csv.chunks(chunk.max(1)).map(|c| UploadImportRequest {
+        payload: Some(Payload::Chunk(c.to_vec())),
+    }));
+    out
+}
+
+async fn upload_as(
+    app: &TestApp,
+    key: &str,
+    org: &str,
+    options: ImportOptions,
+    csv: &[u8],
+) -> Result<Import, tonic::Status> {
+    let stream = tokio_stream::iter(messages(options, csv, 7));
+    ImportServiceClient::new(app.channel.clone())
+        .upload_import(with_auth(stream, key, org))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn upload(app: &TestApp, options: ImportOptions, csv: &str) -> Result<Import, tonic::Status> {
+    upload_as(app, &app.key, &app.org_id, options, csv.as_bytes()).await
+}
+
+fn country(code: &str) -> ImportOptions {
+    ImportOptions {
+        country: code.into(),
+        ..Default::default()
+    }
+}
+
+/// Waits for a terminal state by watching the import.
+async fn finished(app: &TestApp, id: &str) -> Import {
+    let mut stream = ImportServiceClient::new(app.channel.clone())
+        .watch_import(app.request(WatchImportRequest { id: id.into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    let deadline = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(message) = stream.message().await.unwrap() {
+            last = Some(message);
+        }
+    });
+    deadline.await.expect("the import finished within a minute");
+    last.expect("at least one message")
+}
+
+async fn import_and_wait(app: &TestApp, options: ImportOptions, csv: &str) -> Import {
+    let queued = upload(app, options, csv).await.unwrap();
+    assert_eq!(queued.state, JobState::Queued as i32);
+    finished(app, &queued.id).await
+}
+
+async fn stored(app: &TestApp) -> Vec<EntityRow> {
+    let filter = ferry::db::entities::EntityFilter::default();
+    let mut conn = app.db().conn().await.unwrap();
+    let order = ferry::db::entities::EntityOrder {
+        key: ferry::db::entities::SortKey::CreatedAt,
+        descending: false,
+    };
+    ferry::db::entities::list(&mut conn, &app.org_id, &filter, order, None, 1000)
+        .await
+        .unwrap()
+}
+
+fn by_tax_id<'a>(rows: &'a [EntityRow], tax_id: &str) -> &'a EntityRow {
+    rows.iter()
+        .find(|r| r.tax_id == tax_id)
+        .unwrap_or_else(|| panic!("no entity {tax_id}"))
+}
+
+fn json_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+const MANUAL: &str = "tax_id,type,country_code,suggested_name,email,status,segment_tag,attributes.tags.tier,entityData.birth_city\n\
+20-12345678-6,persona,AR,Ana Pérez,ana@example.com,under_review,retail,gold,Córdoba\n\
+XAXX010101000,empresa,mx,\"Empresa, México SA\",,active,latam,,\n";
+
+async fn a_manual_import_creates_entities_and_importing_it_again_updates_them(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let done = import_and_wait(&app, ImportOptions::default(), MANUAL).await;
+    assert_eq!(done.state, JobState::Completed as i32, "{:?}", done.error);
+    assert_eq!(
+        (
+            done.total_items,
+            done.processed_items,
+            done.created_items,
+            done.updated_items,
+            done.failed_items
+        ),
+        (2, 2, 2, 0, 0)
+    );
+    assert_eq!(done.import_mode, ImportMode::Manual as i32);
+    assert!(!done.has_error_report);
+    let rows = stored(&app).await;
+    let ana = by_tax_id(&rows, "20-12345678-6");
+    assert_eq!(
+        (
+            ana.entity_type.as_str(),
+            ana.country.as_str(),
+            ana.name.as_str(),
+            ana.status.as_str()
+        ),
+        ("person", "AR", "Ana Pérez", "under_review")
+    );
+    assert_eq!(
+        json_of(&ana.attributes),
+        json!({"segment_tag": "retail", "tags": {"tier": "gold"}})
+    );
+    assert_eq!(
+        json_of(&ana.entity_data),
+        json!({"person": {"birth_city": "Córdoba"}})
+    );
+    let acme = by_tax_id(&rows, "XAXX010101000");
+    assert_eq!(
+        (acme.country.as_str(), acme.name.as_str()),
+        ("MX", "Empresa, México SA")
+    );
+
+    // The same file again, with a new e-mail for Ana: nothing new, both updated.
+    let again = MANUAL.replace("ana@example.com", "ana@new.example");
+    let done = import_and_wait(&app, ImportOptions::default(), &again).await;
+    assert_eq!(
+        (done.created_items, done.updated_items, done.failed_items),
+        (0, 2, 0)
+    );
+    let rows = stored(&app).await;
+    assert_eq!(rows.len(), 2);
+    let ana_again = by_tax_id(&rows, "20-12345678-6");
+    assert_eq!(ana_again.email.as_deref(), Some("ana@new.example"));
+    assert_eq!(
+        (ana_again.id.as_str(), ana_again.created_at),
+        (ana.id.as_str(), ana.created_at)
+    );
+
+    // Listed, newest first, searchable by file name.
+    let page = ImportServiceClient::new(app.channel.clone())
+        .list_imports(app.request(ListImportsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.total_size, 2);
+    assert_eq!(page.imports[0].id, done.id);
+    app.stop().await;
+}
+
+async fn the_seed_examples_import_as_documented(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    // Simple CSV plus a batch country.
+    let done = import_and_wait(
+        &app,
+        country("AR"),
+        "tax_id,type,name\n20123456786,pf,Ana\n30-71234567-1,pj,Acme SA\n",
+    )
+    .await;
+    assert_eq!((done.created_items, done.failed_items), (2, 0), "{done:?}");
+    // Mixed countries, each row's own country winning over the batch's.
+    let done = import_and_wait(
+        &app,
+        country("AR"),
+        "tax_id,type,country_code,nombre\n52998224725,pf,BR,João\n12.345.678-5,pf,cl,Rosa\n20-33333333-4,pf,,Juan\n",
+    )
+    .await;
+    assert_eq!((done.created_items, done.failed_items), (3, 0), "{done:?}");
+    let rows = stored(&app).await;
+    assert_eq!(by_tax_id(&rows, "52998224725").country, "BR");
+    assert_eq!(by_tax_id(&rows, "12345678-5").country, "CL");
+    assert_eq!(by_tax_id(&rows, "20-33333333-4").country, "AR");
+    // Relationship columns are ignored in manual mode; batch defaults apply.
+    let options = ImportOptions {
+        country: "MX".into(),
+        is_client: Some(true),
+        status: "active".into(),
+        attributes: r#"{"source": "crm", "segment_tag": "batch"}"#.into(),
+        skip_rules_execution: true,
+        ..Default::default()
+    };
+    let done = import_and_wait(
+        &app,
+        options,
+        "tax_id,type,name,depth,relationship_omit_enrichments,segment_tag\nRFC1,pj,Uno,2,x,row\n",
+    )
+    .await;
+    assert_eq!((done.created_items, done.failed_items), (1, 0), "{done:?}");
+    let rows = stored(&app).await;
+    let uno = by_tax_id(&rows, "RFC1");
+    assert!(uno.is_client && uno.skip_rules_execution);
+    assert_eq!(
+        json_of(&uno.attributes),
+        json!({"source": "crm", "segment_tag": "row"})
+    );
+    let plan = json_of(uno.enrichment_plan.as_deref().unwrap());
+    assert_eq!(
+        (plan["depth"].clone(), plan["children"].clone()),
+        (json!(0), json!({}))
+    );
+    app.stop().await;
+}
+
+async fn catalogue(app: &TestApp) {
+    let mut conn = app.db().conn().await.unwrap();
+    for (code, entity_type) in [
+        ("nosis_basic", "any"),
+        ("global_gueno_sanctions_enrichment", "any"),
+        ("cpf_lookup", "person"),
+        ("cnpj_lookup", "company"),
+    ] {
+        let row = EnrichmentRow {
+            organization_id: app.org_id.clone(),
+            code: code.into(),
+            entity_type: entity_type.into(),
+            active: true,
+            created_at: 1,
+        };
+        enrichments::upsert(&mut conn, &row).await.unwrap();
+    }
+}
+
+async fn an_automatic_import_stores_each_rows_enrichment_plan(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    catalogue(&app).await;
+    let options = ImportOptions {
+        import_mode: ImportMode::Automatic as i32,
+        depth: Some(1),
+        monitoring: r#"{"main": {"global_gueno_sanctions_enrichment": {"watchlist": true}}}"#.into(),
+        monitoring_apply_to_relationships: Some(false),
+        child_enrichment_policy: ferry::proto::ChildEnrichmentPolicy::ByRootType as i32,
+        ..Default::default()
+    };
+    // The automatic template (with valid check digits), plus an omit-only row and
+    // a row naming an unknown enrichment.
+    let csv = "tax_id,type,country_code,suggested_name,execute_all_active_enrichments,omit_enrichments,enrichments,depth,status,segment_tag\n\
+20123456786,company,AR,Acme Argentina SA,true,,,0,under_review,retail\n\
+11222333000181,company,BR,Loja Brasil Ltda,,global_gueno_sanctions_enrichment,,1,under_review,wholesale\n\
+52998224725,person,BR,,,,bogus_code,,,\n";
+    let done = import_and_wait(&app, options, csv).await;
+    assert_eq!(done.import_mode, ImportMode::Automatic as i32);
+    assert_eq!((done.created_items, done.failed_items), (2, 1), "{done:?}");
+    let rows = stored(&app).await;
+    let acme = json_of(
+        by_tax_id(&rows, "20-12345678-6")
+            .enrichment_plan
+            .as_deref()
+            .unwrap(),
+    );
+    assert_eq!(
+        acme["enrichments"],
+        json!(["cnpj_lookup", "global_gueno_sanctions_enrichment", "nosis_basic"])
+    );
+    assert_eq!(acme["depth"], json!(0));
+    let loja = json_of(
+        by_tax_id(&rows, "11222333000181")
+            .enrichment_plan
+            .as_deref()
+            .unwrap(),
+    );
+    // Omit-only: all active (automatic default) minus the omission.
+    assert_eq!(loja["enrichments"], json!(["cnpj_lookup", "nosis_basic"]));
+    assert_eq!(loja["depth"], json!(1));
+    // BY_ROOT_TYPE under a company root: children get all active but sanctions.
+    assert_eq!(loja["children"]["company"], json!(["cnpj_lookup", "nosis_basic"]));
+    assert_eq!(
+        loja["monitoring"],
+        json!({"main": {"global_gueno_sanctions_enrichment": {"watchlist": true}}})
+    );
+    let errors = ImportServiceClient::new(app.channel.clone())
+        .list_import_errors(app.request(ListImportErrorsRequest {
+            import_id: done.id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (errors.errors[0].line, errors.errors[0].code.as_str()),
+        (4, "UNKNOWN_ENRICHMENT")
+    );
+
+    // Automatic mode refuses other countries before anything is queued.
+    let options = ImportOptions {
+        import_mode: ImportMode::Automatic as i32,
+        ..Default::default()
+    };
+    let err = upload(&app, options, "tax_id,type,country_code\nX1,pj,MX\n")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::InvalidArgument, "COUNTRY_NOT_SUPPORTED")
+    );
+    assert_eq!(violated_fields(&err), ["line 2"]);
+    app.stop().await;
+}
+
+/// No job, no entity, no stored object, no temp file.
+async fn assert_nothing_left(app: &TestApp) {
+    let page = ImportServiceClient::new(app.channel.clone())
+        .list_imports(app.request(ListImportsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.total_size, 0);
+    assert!(stored(app).await.is_empty());
+    let data = app.db.data_dir();
+    for dir in [data.join("files").join("imports"), data.join("tmp")] {
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?} left in {}", dir.display());
+    }
+}
+
+async fn preflight_failures_leave_no_job_no_entity_and_no_file(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.bulk_import.max_items = 3, Workers::Ferry).await;
+    let cases: Vec<(ImportOptions, &str, &str, Vec<&str>)> = vec![
+        (
+            ImportOptions::default(),
+            "tax_id,type,country_code\n1,pf,AR\n2,pf,\n3,pf,\n",
+            "MISSING_COUNTRY",
+            vec!["line 3", "line 4"],
+        ),
+        (
+            country("MX"),
+            "tax_id,type\n1,pf\n2,pf\n3,pf\n4,pf\n",
+            "TOO_MANY_ITEMS",
+            vec!["file"],
+        ),
+        (
+            country("MX"),
+            "tax_id,type,execute_all_active_checks\n1,pf,true\n",
+            "REMOVED_COLUMN",
+            vec!["line 1"],
+        ),
+        (country("MX"), "", "EMPTY_FILE", vec!["file"]),
+        (country("MX"), "tax_id,type\n", "NO_ROWS", vec!["file"]),
+        (
+            country("MX"),
+            "documento,tipo\n1,pf\n",
+            "MISSING_HEADER",
+            vec!["line 1"],
+        ),
+        (
+            country("MX"),
+            "tax_id,type\n1,pf\n2,pf,3\n",
+            "RAGGED_ROW",
+            vec!["line 3"],
+        ),
+        (
+            ImportOptions {
+                depth: Some(6),
+                ..country("MX")
+            },
+            "tax_id,type\n1,pf\n",
+            "INVALID_ARGUMENT",
+            vec!["options.depth"],
+        ),
+        (
+            ImportOptions {
+                attributes: "{oops".into(),
+                ..country("MX")
+            },
+            "tax_id,type\n1,pf\n",
+            "INVALID_ARGUMENT",
+            vec!["options.attributes"],
+        ),
+    ];
+    for (options, csv, expected, fields) in cases {
+        let err = upload(&app, options, csv).await.unwrap_err();
+        assert_eq!(
+            (err.code(), reason(&err).as_str()),
+            (Code::InvalidArgument, expected),
+            "{csv:?}: {err:?}"
+        );
+        assert_eq!(violated_fields(&err), fields, "{csv:?}");
+    }
+    let removed = upload(&app, country("MX"), "tax_id,type,checks\n1,pf,x\n")
+        .await
+        .unwrap_err();
+    assert!(removed.message().contains("execute_all_active_enrichments"));
+    // Invalid UTF-8 names its line.
+    let err = upload_as(
+        &app,
+        &app.key,
+        &app.org_id,
+        country("MX"),
+        b"tax_id,type\n1,pf\n2,\xff\n",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (reason(&err).as_str(), violated_fields(&err)),
+        ("INVALID_UTF8", vec!["line 3".to_string()])
+    );
+    assert_nothing_left(&app).await;
+    app.stop().await;
+}
+
+async fn uploads_over_the_size_limit_or_without_the_feature_are_refused(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.bulk_import.max_upload_bytes = 1024, Workers::Ferry).await;
+    let mut csv = String::from("tax_id,type\n");
+    for i in 0..200 {
+        csv.push_str(&format!("ID{i},pf\n"));
+    }
+    let err = upload(&app, country("MX"), &csv).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::ResourceExhausted, "UPLOAD_TOO_LARGE")
+    );
+    // An organization without the feature.
+    let org = ferry::orgs::create(app.db(), "nofeature", ferry::orgs::Plan::Enterprise, &[])
+        .await
+        .unwrap();
+    let (_, key) = ferry::auth::keys::create(
+        app.db(),
+        &org.id,
+        "k",
+        &ferry::auth::permissions::Permission::ALL,
+        &[],
+    )
+    .await
+    .unwrap();
+    let err = upload_as(&app, &key, &org.id, country("MX"), b"tax_id,type\n1,pf\n")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::PermissionDenied, "FEATURE_DISABLED")
+    );
+    // A client that goes away mid-upload.
+    let first = messages(country("MX"), b"tax_id,type\n1,pf\n", 64);
+    let stream = futures::StreamExt::chain(tokio_stream::iter(first), futures::stream::pending());
+    let mut client = ImportServiceClient::new(app.channel.clone());
+    let call = client.upload_import(app.request(stream));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), call)
+            .await
+            .is_err()
+    );
+    let tmp = app.db.data_dir().join("tmp");
+    for _ in 0..100 {
+        if std::fs::read_dir(&tmp).map(|d| d.count() == 0).unwrap_or(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_nothing_left(&app).await;
+    app.stop().await;
+}
+
+async fn download(url: &str) -> String {
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+async fn failed_rows_are_listed_and_the_fixed_report_imports_cleanly(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let csv = "tax_id,type,name,risk_matrix_id,note\n\
+20-12345678-6,pf,Ana,not-a-uuid,ok\n\
+20-12345678-5,pf,Bad Digit,,\"a, quoted\nnote\"\n\
+30-71234567-1,alien,Bad Type,,x\n";
+    let done = import_and_wait(&app, country("AR"), csv).await;
+    assert_eq!(done.state, JobState::Completed as i32);
+    assert_eq!(
+        (done.created_items, done.failed_items, done.has_error_report),
+        (1, 2, true)
+    );
+    let mut client = ImportServiceClient::new(app.channel.clone());
+    let first = client
+        .list_import_errors(app.request(ListImportErrorsRequest {
+            import_id: done.id.clone(),
+            page_size: 2,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.total_size, 3);
+    let summary: Vec<(i64, String, String)> = first
+        .errors
+        .iter()
+        .map(|e| (e.line, e.column.clone(), e.code.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (2, "risk_matrix_id".into(), "INVALID_RISK_MATRIX_ID".into()),
+            (3, "tax_id".into(), "INVALID_TAX_ID".into()),
+        ]
+    );
+    assert!(first.errors[0].message.starts_with("warning:"));
+    assert_eq!(first.errors[1].raw_value, "20-12345678-5");
+    let rest = client
+        .list_import_errors(app.request(ListImportErrorsRequest {
+            import_id: done.id.clone(),
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (rest.errors[0].line, rest.errors[0].code.as_str()),
+        (5, "INVALID_TYPE")
+    );
+    assert!(rest.next_page_token.is_empty());
+
+    let report = client
+        .get_import_error_report(app.request(GetImportErrorReportRequest {
+            import_id: done.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.row_count, 2);
+    let text = download(&report.url).await;
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "tax_id",
+            "type",
+            "name",
+            "risk_matrix_id",
+            "note",
+            "error_line",
+            "error_column",
+            "error_code",
+            "error_message"
+        ]
+    );
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(&records[0][4], "a, quoted\nnote");
+    assert_eq!((&records[0][5], &records[0][7]), ("3", "INVALID_TAX_ID"));
+    assert_eq!((&records[1][5], &records[1][7]), ("5", "INVALID_TYPE"));
+
+    // Fix the two rows in the report and upload it as is.
+    let fixed = text
+        .replace("20-12345678-5", "20-22222222-3")
+        .replace("alien", "pj");
+    let done = import_and_wait(&app, country("AR"), &fixed).await;
+    assert_eq!(
+        (done.created_items, done.updated_items, done.failed_items),
+        (2, 0, 0),
+        "{done:?}"
+    );
+    assert!(!stored(&app).await.iter().any(|e| {
+        let attributes = json_of(&e.attributes);
+        attributes.get("error_code").is_some()
+    }));
+    // A clean import has no report.
+    let err = client
+        .get_import_error_report(app.request(GetImportErrorReportRequest {
+            import_id: done.id.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "IMPORT_NO_ERROR_REPORT");
+    app.stop().await;
+}
+
+async fn stop_on_first_error_writes_nothing_when_a_row_fails(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let options = ImportOptions {
+        stop_on_first_error: true,
+        ..country("AR")
+    };
+    let csv = "tax_id,type,name\n20-12345678-6,pf,Ana\n20-12345678-5,pf,Bad\n";
+    let done = import_and_wait(&app, options.clone(), csv).await;
+    assert_eq!(done.state, JobState::Failed as i32);
+    let error = done.error.clone().unwrap();
+    assert!(error.message.contains("line 3"), "{}", error.message);
+    assert_eq!(
+        (done.created_items, done.failed_items, done.has_error_report),
+        (0, 1, true)
+    );
+    assert!(stored(&app).await.is_empty());
+    let report = ImportServiceClient::new(app.channel.clone())
+        .get_import_error_report(app.request(GetImportErrorReportRequest {
+            import_id: done.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(download(&report.url).await.contains("INVALID_TAX_ID"));
+    // All valid: all written.
+    let done = import_and_wait(&app, options, "tax_id,type,name\n20-12345678-6,pf,Ana\n").await;
+    assert_eq!((done.state, done.created_items), (JobState::Completed as i32, 1));
+    app.stop().await;
+}
+
+async fn a_queued_import_that_is_cancelled_never_runs(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let queued = upload(&app, country("MX"), "tax_id,type,name\nX1,pf,A\n")
+        .await
+        .unwrap();
+    let mut client = ImportServiceClient::new(app.channel.clone());
+    let cancelled = client
+        .cancel_import(app.request(CancelImportRequest {
+            id: queued.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.state, JobState::Cancelled as i32);
+    let err = client
+        .cancel_import(app.request(CancelImportRequest {
+            id: queued.id.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    // Another organization cannot see it.
+    let (other, key) = app.other_org().await;
+    let err = client
+        .get_import(with_auth(
+            GetImportRequest {
+                id: queued.id.clone(),
+            },
+            &key,
+            &other,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(stored(&app).await.is_empty());
+    app.stop().await;
+}
+
+/// Runs the real import job, but "crashes" its first attempt once a batch has been
+/// committed: the run is dropped mid-flight and the queue retries it.
+struct CrashOnce {
+    inner: ImportJob,
+}
+
+impl JobHandler for CrashOnce {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>> {
+        let run = self.inner.run(ctx.clone());
+        Box::pin(async move {
+            if ctx.job().attempts > 1 {
+                return run.await;
+            }
+            let db = ctx.db().clone();
+            let id = ctx.job().id.clone();
+            let committed = async move {
+                loop {
+                    let mut conn = db.conn().await.unwrap();
+                    let job = ferry::db::jobs::find(&mut conn, &id).await.unwrap().unwrap();
+                    if job.rows_done >= 2 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            };
+            tokio::select! {
+                result = run => result,
+                _ = committed => Err(JobError::Transient("simulated crash".into())),
+            }
+        })
+    }
+}
+
+async fn an_import_retried_after_a_crash_writes_nothing_twice(backend: Backend) {
+    let app = TestApp::start_with(backend, |_| {}, Workers::None).await;
+    let mut csv = String::from("tax_id,type,name\n");
+    for i in 0..40 {
+        if i % 10 == 3 {
+            csv.push_str(&format!("BAD{i},alien,Row {i}\n"));
+        } else {
+            csv.push_str(&format!("ID{i},pf,Row {i}\n"));
+        }
+    }
+    let queued = upload(&app, country("MX"), &csv).await.unwrap();
+    let app = {
+        let handler = Arc::new(CrashOnce {
+            inner: ImportJob {
+                storage: app.app.storage.clone(),
+                temp_dir: app.app.temp_dir(),
+                batch_rows: 2,
+            },
+        });
+        let running = ferry::server::start(app.app.clone(), vec![handler])
+            .await
+            .unwrap();
+        TestApp {
+            running: Some(running),
+            ..app
+        }
+    };
+    let done = finished(&app, &queued.id).await;
+    assert_eq!(done.state, JobState::Completed as i32, "{:?}", done.error);
+    assert_eq!(done.attempt_count, 2);
+    assert_eq!(
+        (
+            done.processed_items,
+            done.created_items,
+            done.updated_items,
+            done.failed_items
+        ),
+        (40, 36, 0, 4)
+    );
+    assert_eq!(stored(&app).await.len(), 36);
+    let errors = ImportServiceClient::new(app.channel.clone())
+        .list_import_errors(app.request(ListImportErrorsRequest {
+            import_id: done.id.clone(),
+            page_size: 100,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let lines: Vec<i64> = errors.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [5, 15, 25, 35]);
+    app.stop().await;
+}
+
+async fn a_saved_mapping_renames_custom_headers(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let mapping = MappingServiceClient::new(app.channel.clone())
+        .create_mapping(
+            app.request(CreateMappingRequest {
+                name: "bank".into(),
+                kind: MappingKind::EntityMixed as i32,
+                columns: [
+                    ("Documento", "tax_id"),
+                    ("Clase", "type"),
+                    ("Razón social", "name"),
+                ]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            }),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let csv = "Documento,Clase,Razón Social,Sucursal\nRFC9,pj,Banco Uno,Centro\n";
+    let err = upload(&app, country("MX"), csv).await.unwrap_err();
+    assert_eq!(reason(&err), "MISSING_HEADER");
+    let options = ImportOptions {
+        mapping_id: mapping.id.clone(),
+        ..country("MX")
+    };
+    let done = import_and_wait(&app, options, csv).await;
+    assert_eq!((done.created_items, done.failed_items), (1, 0), "{done:?}");
+    let rows = stored(&app).await;
+    let bank = by_tax_id(&rows, "RFC9");
+    assert_eq!(bank.name, "Banco Uno");
+    assert_eq!(json_of(&bank.attributes), json!({"sucursal": "Centro"}));
+    let options = ImportOptions {
+        mapping_id: "0190f000-0000-7000-8000-000000000000".into(),
+        ..country("MX")
+    };
+    let err = upload(&app, options, csv).await.unwrap_err();
+    assert_eq!(violated_fields(&err), ["options.mapping_id"]);
+    app.stop().await;
+}
+
+async fn the_completion_report_is_mailed_in_the_recipients_language(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let options = ImportOptions {
+        report_recipient_emails: vec!["ops@example.com".into()],
+        email_locale: "es".into(),
+        ..country("AR")
+    };
+    let done = import_and_wait(
+        &app,
+        options,
+        "tax_id,type,name\n20-12345678-6,pf,Ana\n20-12345678-5,pf,Bad\n",
+    )
+    .await;
+    assert_eq!((done.created_items, done.failed_items), (1, 1));
+    let drop_dir = app.db.data_dir().join("mail");
+    let mut files = Vec::new();
+    for _ in 0..200 {
+        files = std::fs::read_dir(&drop_dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if !files.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(files.len(), 1, "{files:?}");
+    let raw = std::fs::read(&files[0]).unwrap();
+    let mail = mailparse::parse_mail(&raw).unwrap();
+    let subject = mail
+        .headers
+        .iter()
+        .find(|h| h.get_key_ref() == "Subject")
+        .map(|h| h.get_value())
+        .unwrap_or_default();
+    assert_eq!(subject, "Tu importación en acme terminó");
+    let body = mail.subparts[0].get_body().unwrap();
+    assert!(body.contains("1 creadas, 0 actualizadas, 1 con error"), "{body}");
+    assert!(body.contains("/files/imports/"), "{body}");
+    app.stop().await;
+}
