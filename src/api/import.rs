@@ -87,6 +87,7 @@ pub fn request_of(options: &proto::ImportOptions) -> Result<ImportRequest, ApiEr
         report_recipient_emails: options.report_recipient_emails.clone(),
         email_locale: options.email_locale.clone(),
         file_name: options.file_name.clone(),
+        size_bytes: options.size_bytes,
         options_message: STANDARD.encode(options.encode_to_vec()),
     })
 }

@@ -3,6 +3,7 @@
 //! here is a timed test.
 
 pub mod export;
+pub mod import;
 pub mod seed;
 
 use std::time::Duration;

@@ -62,6 +62,11 @@ pub enum BenchCommand {
         #[arg(long, default_value = "csv,ndjson,json,parquet,avro,xlsx")]
         formats: String,
     },
+    /// Generate N CSV rows, import them over gRPC and wait for the job.
+    Import {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+    },
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -122,6 +127,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let app = App::open(config).await?;
             crate::bench::export::run(app, crate::bench::export::Options { rows, formats }).await
+        }
+        Command::Bench(BenchCommand::Import { rows }) => {
+            let app = App::open(config).await?;
+            crate::bench::import::run(app, crate::bench::import::Options { rows }).await
         }
     }
 }

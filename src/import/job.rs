@@ -339,7 +339,7 @@ async fn write_batch(
                         ));
                     }
                 }
-                entities::upsert(conn, &rows).await?;
+                entities::upsert(conn, rows).await?;
                 import_errors::insert(conn, &problems).await?;
                 let json = serde_json::to_string(&counters).unwrap_or_default();
                 if jobs::checkpoint(conn, &job_id, &lease_id, rows_done, &json, now).await? == 0 {

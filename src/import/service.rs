@@ -151,7 +151,7 @@ impl Imports {
             self.temp_dir()
                 .join(format!("upload-{}.csv", crate::db::new_id())),
         );
-        spec.size_bytes = self.receive(&temp.0, chunks).await?;
+        spec.size_bytes = self.receive(&temp.0, chunks, spec.size_bytes).await?;
         let limit = org.import_row_limit(&self.config);
         let (path, checked_spec) = (temp.0.clone(), spec.clone());
         let file = std::fs::File::open(&path).map_err(StorageError::from)?;
@@ -180,8 +180,14 @@ impl Imports {
         .map_err(|e| ImportError::Interrupted(e.to_string()))?
     }
 
-    /// Writes the chunks to `path`; the size limit is checked as they arrive.
-    async fn receive<S>(&self, path: &std::path::Path, mut chunks: S) -> Result<u64, ImportError>
+    /// Writes the chunks to `path`; the size limit (and the declared size, when not
+    /// 0) is checked as they arrive.
+    async fn receive<S>(
+        &self,
+        path: &std::path::Path,
+        mut chunks: S,
+        declared: u64,
+    ) -> Result<u64, ImportError>
     where
         S: Stream<Item = Result<Vec<u8>, ImportError>> + Send + Unpin,
     {
@@ -201,7 +207,18 @@ impl Imports {
             if size > limit {
                 return Err(ImportError::TooLarge { limit });
             }
+            if declared > 0 && size > declared {
+                return Err(ImportError::Invalid(vec![(
+                    "options.size_bytes".into(),
+                    format!("the upload is longer than the {declared} bytes declared"),
+                )]));
+            }
             file.write_all(&chunk).await.map_err(StorageError::from)?;
+        }
+        if declared > 0 && size < declared {
+            return Err(ImportError::Interrupted(format!(
+                "the stream ended after {size} of the {declared} bytes declared in options.size_bytes"
+            )));
         }
         file.flush().await.map_err(StorageError::from)?;
         Ok(size)

@@ -37,6 +37,8 @@ pub struct ImportRequest {
     pub report_recipient_emails: Vec<String>,
     pub email_locale: String,
     pub file_name: String,
+    /// Bytes the client says it will send (0: not declared).
+    pub size_bytes: i64,
     /// The options message as sent (base64 protobuf), echoed on the `Import`.
     pub options_message: String,
 }
@@ -213,6 +215,9 @@ impl ImportSpec {
                 "must be at most 255 characters without control characters".into(),
             ));
         }
+        if req.size_bytes < 0 {
+            violations.push(("options.size_bytes".into(), "must not be negative".into()));
+        }
         if !violations.is_empty() {
             return Err(violations);
         }
@@ -261,7 +266,7 @@ impl ImportSpec {
             },
             object_key: String::new(),
             total_items: 0,
-            size_bytes: 0,
+            size_bytes: req.size_bytes as u64,
             options_message: req.options_message,
         })
     }

@@ -121,7 +121,11 @@ XAXX010101000,empresa,mx,\"Empresa, México SA\",,active,latam,,\n";
 
 async fn a_manual_import_creates_entities_and_importing_it_again_updates_them(backend: Backend) {
     let app = TestApp::start_working(backend).await;
-    let done = import_and_wait(&app, ImportOptions::default(), MANUAL).await;
+    let options = ImportOptions {
+        size_bytes: MANUAL.len() as i64,
+        ..Default::default()
+    };
+    let done = import_and_wait(&app, options, MANUAL).await;
     assert_eq!(done.state, JobState::Completed as i32, "{:?}", done.error);
     assert_eq!(
         (
@@ -469,8 +473,12 @@ async fn uploads_over_the_size_limit_or_without_the_feature_are_refused(backend:
         (err.code(), reason(&err).as_str()),
         (Code::PermissionDenied, "FEATURE_DISABLED")
     );
-    // A client that goes away mid-upload.
-    let first = messages(country("MX"), b"tax_id,type\n1,pf\n", 64);
+    // A client that goes away mid-upload (having declared the file's size).
+    let options = ImportOptions {
+        size_bytes: 1000,
+        ..country("MX")
+    };
+    let first = messages(options.clone(), b"tax_id,type\n1,pf\n", 64);
     let stream = futures::StreamExt::chain(tokio_stream::iter(first), futures::stream::pending());
     let mut client = ImportServiceClient::new(app.channel.clone());
     let call = client.upload_import(app.request(stream));
@@ -486,6 +494,12 @@ async fn uploads_over_the_size_limit_or_without_the_feature_are_refused(backend:
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A stream that ends cleanly but short of the declared size.
+    let err = upload(&app, options, "tax_id,type\n1,pf\n").await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::Aborted, "UPLOAD_INTERRUPTED")
+    );
     assert_nothing_left(&app).await;
     app.stop().await;
 }
