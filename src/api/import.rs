@@ -315,3 +315,39 @@ impl ImportService for ImportApi {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// grpcurl reads the served descriptor, so its JSON accepts the legacy names.
+    #[test]
+    fn the_legacy_mode_names_are_aliases_of_the_canonical_modes() {
+        let set = prost_types::FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
+        let mode = set
+            .file
+            .iter()
+            .flat_map(|f| &f.enum_type)
+            .find(|e| e.name() == "ImportMode")
+            .unwrap();
+        let number = |name: &str| mode.value.iter().find(|v| v.name() == name).map(|v| v.number());
+        assert_eq!(number("manual_no_enrichment"), number("IMPORT_MODE_MANUAL"));
+        assert_eq!(number("automatic_enriched"), number("IMPORT_MODE_AUTOMATIC"));
+        assert_eq!(mode_of(2).unwrap(), Some(Mode::Automatic));
+        assert_eq!(mode_of(0).unwrap(), None);
+        // Responses always carry the canonical mode (never UNSPECIFIED).
+        let spec = ImportSpec::from_request(ImportRequest::default()).unwrap();
+        let new = crate::jobs::NewJob {
+            id: None,
+            organization_id: "o".into(),
+            kind: crate::import::KIND.into(),
+            payload: serde_json::to_value(&spec).unwrap(),
+            request_id: None,
+            dedupe_key: None,
+            search_text: String::new(),
+            rows_total: Some(1),
+        };
+        let job = crate::jobs::queue::new_row(new, 1, 0);
+        assert_eq!(import_message(&job).import_mode, proto::ImportMode::Manual as i32);
+    }
+}

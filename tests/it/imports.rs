@@ -30,6 +30,7 @@ on_both_backends!(
     failed_rows_are_listed_and_the_fixed_report_imports_cleanly,
     stop_on_first_error_writes_nothing_when_a_row_fails,
     a_queued_import_that_is_cancelled_never_runs,
+    a_running_import_stops_between_batches_and_keeps_its_rows,
     an_import_retried_after_a_crash_writes_nothing_twice,
     a_saved_mapping_renames_custom_headers,
     the_completion_report_is_mailed_in_the_recipients_language,
@@ -856,4 +857,45 @@ async fn the_completion_report_is_mailed_in_the_recipients_language(backend: Bac
     assert!(body.contains("1 creadas, 0 actualizadas, 1 con error"), "{body}");
     assert!(body.contains("/files/imports/"), "{body}");
     app.stop().await;
+}
+
+async fn a_running_import_stops_between_batches_and_keeps_its_rows(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.bulk_import.batch_rows = 1, Workers::Ferry).await;
+    let mut csv = String::from("tax_id,type,name\n");
+    for i in 0..3000 {
+        csv.push_str(&format!("ID{i},pf,Row {i}\n"));
+    }
+    let queued = upload(&app, country("MX"), &csv).await.unwrap();
+    let mut client = ImportServiceClient::new(app.channel.clone());
+    let mut stream = client
+        .watch_import(app.request(WatchImportRequest {
+            id: queued.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(update) = stream.message().await.unwrap() {
+        if update.processed_items > 0 {
+            break;
+        }
+    }
+    client
+        .cancel_import(app.request(CancelImportRequest {
+            id: queued.id.clone(),
+        }))
+        .await
+        .unwrap();
+    let done = finished(&app, &queued.id).await;
+    assert_eq!(done.state, JobState::Cancelled as i32);
+    assert!(done.created_items > 0 && done.created_items < 3000, "{done:?}");
+    assert_eq!(stored_count(&app).await, done.created_items);
+    app.stop().await;
+}
+
+async fn stored_count(app: &TestApp) -> i64 {
+    let filter = ferry::db::entities::EntityFilter::default();
+    let mut conn = app.db().conn().await.unwrap();
+    ferry::db::entities::count(&mut conn, &app.org_id, &filter)
+        .await
+        .unwrap()
 }
