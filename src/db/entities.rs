@@ -335,13 +335,22 @@ pub async fn insert(conn: &mut Conn, rows: &[EntityRow]) -> QueryResult<usize> {
     }
 }
 
-/// The organization's entities of `country` among `tax_ids` (normalised).
+/// The organization's entities of `country` among `tax_ids` (normalised). Call it
+/// inside a transaction: on PostgreSQL it asks for a custom plan for the rest of the
+/// transaction, because the generic plan of a prepared `tax_id = ANY($3)` filters
+/// the organization's whole country range instead of probing the index (measured:
+/// 2.4 s instead of 2 ms for 2,000 keys among 72,000 rows).
 pub async fn find_by_tax_ids(
     conn: &mut Conn,
     organization_id: &str,
     country: &str,
     tax_ids: &[String],
 ) -> QueryResult<Vec<EntityRow>> {
+    if let Conn::Pg(c) = conn {
+        use diesel_async::SimpleAsyncConnection;
+        c.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            .await?;
+    }
     with_conn!(conn, |c| {
         entities::table
             .filter(entities::organization_id.eq(organization_id))
@@ -398,13 +407,19 @@ pub async fn upsert(conn: &mut Conn, rows: Vec<EntityRow>) -> QueryResult<usize>
             }
             Ok(written)
         }
-        // One blocking call for the batch: a statement per row, each a few
-        // microseconds, instead of a thread hop per row.
+        // One blocking call for the batch, one cached statement per row: diesel
+        // prepares an ON CONFLICT statement anew each time (it cannot cache it),
+        // which cost more than the write. REPLACE does the same here: the caller
+        // merged the stored row (same id and creation time) and nothing references
+        // entities.
         Conn::Sqlite(c) => {
             c.spawn_blocking(move |conn| {
                 let mut written = 0;
                 for row in &rows {
-                    written += diesel::RunQueryDsl::execute(upsert_rows!(row), conn)?;
+                    written += diesel::RunQueryDsl::execute(
+                        diesel::replace_into(entities::table).values(row),
+                        conn,
+                    )?;
                 }
                 Ok(written)
             })

@@ -7,6 +7,7 @@ pub mod email;
 pub mod email_deliveries;
 pub mod enrichments;
 pub mod entities;
+pub mod import_copy;
 pub mod import_errors;
 pub mod jobs;
 pub mod mappings;
@@ -242,7 +243,7 @@ async fn establish_sqlite(path: String) -> diesel::ConnectionResult<SqliteConn> 
     let mut conn = SqliteConn::establish(&path).await?;
     conn.batch_execute(
         "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
     )
     .await
     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;

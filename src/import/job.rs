@@ -19,9 +19,10 @@ use super::report;
 use super::row::RowIssue;
 use super::spec::ImportSpec;
 use crate::db::entities::{self, EntityRow};
+use crate::db::import_copy::{self, BatchEnd, CopyWriter};
 use crate::db::import_errors::{self, ImportErrorRow};
 use crate::db::jobs::{self, JobRow};
-use crate::db::{Conn, Db, enrichments, now_ms};
+use crate::db::{Backend, Conn, Db, enrichments, now_ms};
 use crate::jobs::{JobContext, JobError, JobHandler, JobOutcome};
 use crate::storage::Storage;
 
@@ -205,11 +206,19 @@ impl ImportJob {
         position: &mut Position,
     ) -> Result<(), JobError> {
         let skip = position.rows_done as u64;
+        let mut copy = match ctx.db().backend() {
+            Backend::Postgres => Some(
+                CopyWriter::connect(ctx.db().url())
+                    .await
+                    .map_err(|e| JobError::Transient(format!("cannot connect for the import: {e}")))?,
+            ),
+            Backend::Sqlite => None,
+        };
         let mut batches = read_batches(upload, layout, spec, catalogue, skip, self.batch_rows);
         while let Some(batch) = batches.next().await? {
             ctx.check()?;
             for part in split_on_repeated_keys(batch) {
-                write_batch(ctx, spec, part, position).await?;
+                write_batch(ctx, spec, part, position, copy.as_mut()).await?;
             }
             publish(ctx, position).await;
         }
@@ -281,74 +290,139 @@ fn split_on_repeated_keys(batch: Vec<Prepared>) -> Vec<Vec<Prepared>> {
     parts
 }
 
-/// One transaction: upserts, problems, checkpoint.
+/// The rows to write and the problems to record for `part`, counting them.
+fn assemble(
+    part: Vec<Prepared>,
+    stored: &HashMap<(String, String), EntityRow>,
+    counters: &mut ImportResult,
+    job: &JobRow,
+    skip_rules: bool,
+    now: i64,
+) -> (Vec<EntityRow>, Vec<ImportErrorRow>) {
+    let mut rows = Vec::with_capacity(part.len());
+    let mut problems = Vec::new();
+    for prepared in part {
+        let mut seq = 0;
+        if let Err(issues) = &prepared.outcome {
+            counters.failed += 1;
+            problems.extend(problem_rows(&job.id, &prepared, issues, 0));
+            seq = issues.len() as i32;
+        }
+        if !prepared.warnings.is_empty() {
+            counters.warnings += prepared.warnings.len() as i64;
+            let as_warnings = Prepared {
+                outcome: Ok(Default::default()),
+                ..prepared.clone()
+            };
+            problems.extend(problem_rows(&job.id, &as_warnings, &prepared.warnings, seq));
+        }
+        if let Ok((draft, plan)) = prepared.outcome {
+            let existing = stored.get(&(draft.country.clone(), draft.tax_id.clone()));
+            if existing.is_some() {
+                counters.updated += 1;
+            } else {
+                counters.created += 1;
+            }
+            rows.push(entity::merge(
+                draft,
+                plan,
+                skip_rules,
+                existing,
+                &job.organization_id,
+                now,
+            ));
+        }
+    }
+    (rows, problems)
+}
+
+/// (country, tax IDs) of the part's valid rows.
+fn keys_by_country(part: &[Prepared]) -> BTreeMap<String, Vec<String>> {
+    let mut by_country: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (country, tax_id) in part.iter().filter_map(Prepared::key) {
+        by_country
+            .entry(country.to_string())
+            .or_default()
+            .push(tax_id.to_string());
+    }
+    by_country
+}
+
+/// One transaction: upserts, problems, checkpoint. On PostgreSQL through the COPY
+/// writer; on SQLite through diesel.
 async fn write_batch(
     ctx: &JobContext,
     spec: &ImportSpec,
     part: Vec<Prepared>,
     position: &mut Position,
+    copy: Option<&mut CopyWriter>,
 ) -> Result<(), JobError> {
-    let job = ctx.job();
-    let (job_id, lease_id, organization_id) = (
-        job.id.clone(),
-        ctx.lease_id().to_string(),
-        job.organization_id.clone(),
-    );
+    let job = ctx.job().clone();
+    let lease_id = ctx.lease_id().to_string();
     let rows_done = position.rows_done + part.len() as i64;
     let mut counters = position.counters.clone();
     let skip_rules = spec.batch.skip_rules_execution;
-    let counters = ctx
-        .db()
-        .transaction(move |conn| {
-            Box::pin(async move {
-                let stored = stored_entities(conn, &organization_id, &part).await?;
-                let now = now_ms();
-                let mut rows = Vec::with_capacity(part.len());
-                let mut problems = Vec::new();
-                for prepared in part {
-                    let warnings = prepared.warnings.clone();
-                    let mut seq = 0;
-                    match &prepared.outcome {
-                        Ok(_) => {}
-                        Err(issues) => {
-                            counters.failed += 1;
-                            problems.extend(problem_rows(&job_id, &prepared, issues, 0));
-                            seq = issues.len() as i32;
+    let counters = match copy {
+        Some(copy) => {
+            let pg = |e: tokio_postgres::Error| JobError::Transient(format!("import write failed: {e}"));
+            let started = Instant::now();
+            let tx = copy.begin().await.map_err(pg)?;
+            let mut stored = HashMap::new();
+            for (country, tax_ids) in keys_by_country(&part) {
+                import_copy::stored(&tx, &job.organization_id, &country, &tax_ids, &mut stored)
+                    .await
+                    .map_err(pg)?;
+            }
+            let looked_up = started.elapsed();
+            let now = now_ms();
+            let (rows, problems) = assemble(part, &stored, &mut counters, &job, skip_rules, now);
+            let assembled = started.elapsed();
+            let result = serde_json::to_string(&counters).unwrap_or_default();
+            let end = BatchEnd {
+                job_id: &job.id,
+                lease_id: &lease_id,
+                rows_done,
+                result: &result,
+                now,
+            };
+            if !import_copy::write(&tx, &rows, &problems, &end)
+                .await
+                .map_err(pg)?
+            {
+                let _ = tx.rollback().await;
+                return Err(JobError::LeaseLost);
+            }
+            let written = started.elapsed();
+            tx.commit().await.map_err(pg)?;
+            tracing::debug!(
+                rows = rows_done,
+                lookup_ms = looked_up.as_millis() as u64,
+                assemble_ms = (assembled - looked_up).as_millis() as u64,
+                write_ms = (written - assembled).as_millis() as u64,
+                commit_ms = (started.elapsed() - written).as_millis() as u64,
+                "import batch committed"
+            );
+            counters
+        }
+        None => {
+            ctx.db()
+                .transaction(move |conn| {
+                    Box::pin(async move {
+                        let stored = stored_entities(conn, &job.organization_id, &part).await?;
+                        let now = now_ms();
+                        let (rows, problems) = assemble(part, &stored, &mut counters, &job, skip_rules, now);
+                        entities::upsert(conn, rows).await?;
+                        import_errors::insert(conn, &problems).await?;
+                        let json = serde_json::to_string(&counters).unwrap_or_default();
+                        if jobs::checkpoint(conn, &job.id, &lease_id, rows_done, &json, now).await? == 0 {
+                            return Err(JobError::LeaseLost);
                         }
-                    }
-                    if !warnings.is_empty() {
-                        counters.warnings += warnings.len() as i64;
-                        let mut as_warnings = prepared.clone();
-                        as_warnings.outcome = Ok(Default::default());
-                        problems.extend(problem_rows(&job_id, &as_warnings, &warnings, seq));
-                    }
-                    if let Ok((draft, plan)) = prepared.outcome {
-                        let existing = stored.get(&(draft.country.clone(), draft.tax_id.clone()));
-                        if existing.is_some() {
-                            counters.updated += 1;
-                        } else {
-                            counters.created += 1;
-                        }
-                        rows.push(entity::merge(
-                            draft,
-                            plan,
-                            skip_rules,
-                            existing,
-                            &organization_id,
-                            now,
-                        ));
-                    }
-                }
-                entities::upsert(conn, rows).await?;
-                import_errors::insert(conn, &problems).await?;
-                let json = serde_json::to_string(&counters).unwrap_or_default();
-                if jobs::checkpoint(conn, &job_id, &lease_id, rows_done, &json, now).await? == 0 {
-                    return Err(JobError::LeaseLost);
-                }
-                Ok(counters)
-            })
-        })
-        .await?;
+                        Ok(counters)
+                    })
+                })
+                .await?
+        }
+    };
     position.counters = counters;
     position.rows_done = rows_done;
     Ok(())
@@ -360,13 +434,9 @@ async fn stored_entities(
     organization_id: &str,
     part: &[Prepared],
 ) -> Result<HashMap<(String, String), EntityRow>, JobError> {
-    let mut by_country: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (country, tax_id) in part.iter().filter_map(Prepared::key) {
-        by_country.entry(country).or_default().push(tax_id.to_string());
-    }
     let mut stored = HashMap::new();
-    for (country, tax_ids) in by_country {
-        for row in entities::find_by_tax_ids(conn, organization_id, country, &tax_ids).await? {
+    for (country, tax_ids) in keys_by_country(part) {
+        for row in entities::find_by_tax_ids(conn, organization_id, &country, &tax_ids).await? {
             stored.insert((row.country.clone(), row.tax_id.clone()), row);
         }
     }

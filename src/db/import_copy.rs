@@ -1,0 +1,213 @@
+//! The import job's write path on PostgreSQL, over its own tokio-postgres
+//! connection: per batch, in one transaction, the stored entities of the batch's
+//! keys, a binary `COPY` of the merged rows into a temporary staging table, one
+//! set-based `INSERT … SELECT … ON CONFLICT DO UPDATE` into `entities`, the batch's
+//! problems, and the lease-fenced checkpoint (the same statement as
+//! [`super::jobs::checkpoint`]). A multi-row INSERT through diesel binds 21
+//! parameters a row and has PostgreSQL parse and plan each one; COPY streams them.
+
+use std::collections::HashMap;
+use std::pin::pin;
+
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, Transaction};
+
+use super::entities::EntityRow;
+use super::import_errors::ImportErrorRow;
+
+const COLUMNS: &str = "id, organization_id, entity_type, tax_id, country, name, gender, external_id, \
+    email, phone, registration_date, status, is_client, nationality, risk_matrix_id, attributes, \
+    entity_data, enrichment_plan, skip_rules_execution, created_at, updated_at";
+
+const TYPES: [Type; 21] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::BOOL,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::BOOL,
+    Type::INT8,
+    Type::INT8,
+];
+
+/// A dedicated connection for one import run.
+pub struct CopyWriter {
+    client: Client,
+}
+
+/// What one batch writes besides its entities.
+pub struct BatchEnd<'a> {
+    pub job_id: &'a str,
+    pub lease_id: &'a str,
+    pub rows_done: i64,
+    pub result: &'a str,
+    pub now: i64,
+}
+
+impl CopyWriter {
+    pub async fn connect(url: &str) -> Result<CopyWriter, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::warn!(error = %err, "import connection closed");
+            }
+        });
+        client
+            .batch_execute(
+                "CREATE TEMP TABLE import_stage (LIKE entities INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+            )
+            .await?;
+        Ok(CopyWriter { client })
+    }
+
+    pub async fn begin(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
+        let tx = self.client.transaction().await?;
+        // See `entities::find_by_tax_ids`: a generic plan of `= ANY($3)` scans.
+        // The commit need not wait for the WAL flush: the checkpoint is in the same
+        // transaction, so a batch lost in a database crash is lost with its
+        // checkpoint, and the retried job writes it again.
+        tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL synchronous_commit = off")
+            .await?;
+        Ok(tx)
+    }
+}
+
+/// The stored entities of `country` among `tax_ids`, by (country, tax ID).
+pub async fn stored(
+    tx: &Transaction<'_>,
+    organization_id: &str,
+    country: &str,
+    tax_ids: &[String],
+    into: &mut HashMap<(String, String), EntityRow>,
+) -> Result<(), tokio_postgres::Error> {
+    let query = format!(
+        "SELECT {COLUMNS} FROM entities WHERE organization_id = $1 AND country = $2 AND tax_id = ANY($3)"
+    );
+    for row in tx.query(&query, &[&organization_id, &country, &tax_ids]).await? {
+        let entity = EntityRow {
+            id: row.try_get(0)?,
+            organization_id: row.try_get(1)?,
+            entity_type: row.try_get(2)?,
+            tax_id: row.try_get(3)?,
+            country: row.try_get(4)?,
+            name: row.try_get(5)?,
+            gender: row.try_get(6)?,
+            external_id: row.try_get(7)?,
+            email: row.try_get(8)?,
+            phone: row.try_get(9)?,
+            registration_date: row.try_get(10)?,
+            status: row.try_get(11)?,
+            is_client: row.try_get(12)?,
+            nationality: row.try_get(13)?,
+            risk_matrix_id: row.try_get(14)?,
+            attributes: row.try_get(15)?,
+            entity_data: row.try_get(16)?,
+            enrichment_plan: row.try_get(17)?,
+            skip_rules_execution: row.try_get(18)?,
+            created_at: row.try_get(19)?,
+            updated_at: row.try_get(20)?,
+        };
+        into.insert((entity.country.clone(), entity.tax_id.clone()), entity);
+    }
+    Ok(())
+}
+
+/// Writes the batch and its checkpoint; returns `false` when the lease was lost
+/// (the caller rolls back).
+pub async fn write(
+    tx: &Transaction<'_>,
+    rows: &[EntityRow],
+    problems: &[ImportErrorRow],
+    end: &BatchEnd<'_>,
+) -> Result<bool, tokio_postgres::Error> {
+    if !rows.is_empty() {
+        let sink = tx
+            .copy_in(&format!(
+                "COPY import_stage ({COLUMNS}) FROM STDIN (FORMAT binary)"
+            ))
+            .await?;
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, &TYPES));
+        for r in rows {
+            let values: [&(dyn ToSql + Sync); 21] = [
+                &r.id,
+                &r.organization_id,
+                &r.entity_type,
+                &r.tax_id,
+                &r.country,
+                &r.name,
+                &r.gender,
+                &r.external_id,
+                &r.email,
+                &r.phone,
+                &r.registration_date,
+                &r.status,
+                &r.is_client,
+                &r.nationality,
+                &r.risk_matrix_id,
+                &r.attributes,
+                &r.entity_data,
+                &r.enrichment_plan,
+                &r.skip_rules_execution,
+                &r.created_at,
+                &r.updated_at,
+            ];
+            writer.as_mut().write(&values).await?;
+        }
+        writer.as_mut().finish().await?;
+        let updates = COLUMNS
+            .split(", ")
+            .filter(|c| !matches!(*c, "id" | "organization_id" | "country" | "tax_id" | "created_at"))
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tx.batch_execute(&format!(
+            "INSERT INTO entities ({COLUMNS}) SELECT {COLUMNS} FROM import_stage \
+             ON CONFLICT (organization_id, country, tax_id) DO UPDATE SET {updates}"
+        ))
+        .await?;
+    }
+    if !problems.is_empty() {
+        let column = |f: fn(&ImportErrorRow) -> String| problems.iter().map(f).collect::<Vec<String>>();
+        let lines: Vec<i64> = problems.iter().map(|p| p.line).collect();
+        let seqs: Vec<i32> = problems.iter().map(|p| p.seq).collect();
+        tx.execute(
+            "INSERT INTO import_errors (job_id, line, seq, severity, column_name, code, message, raw_value, raw_record) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::text[], $9::text[]) ON CONFLICT DO NOTHING",
+            &[
+                &column(|p| p.job_id.clone()),
+                &lines,
+                &seqs,
+                &column(|p| p.severity.clone()),
+                &column(|p| p.column_name.clone()),
+                &column(|p| p.code.clone()),
+                &column(|p| p.message.clone()),
+                &column(|p| p.raw_value.clone()),
+                &column(|p| p.raw_record.clone()),
+            ],
+        )
+        .await?;
+    }
+    let fenced = tx
+        .execute(
+            "UPDATE jobs SET rows_done = $1, result = $2, updated_at = $3, version = version + 1 \
+             WHERE id = $4 AND lease_id = $5 AND state = 'running'",
+            &[&end.rows_done, &end.result, &end.now, &end.job_id, &end.lease_id],
+        )
+        .await?;
+    Ok(fenced > 0)
+}
