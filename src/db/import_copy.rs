@@ -76,12 +76,10 @@ impl CopyWriter {
 
     pub async fn begin(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
         let tx = self.client.transaction().await?;
-        // See `entities::find_by_tax_ids`: a generic plan of `= ANY($3)` scans.
         // The commit need not wait for the WAL flush: the checkpoint is in the same
         // transaction, so a batch lost in a database crash is lost with its
         // checkpoint, and the retried job writes it again.
-        tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL synchronous_commit = off")
-            .await?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
         Ok(tx)
     }
 }
@@ -94,8 +92,16 @@ pub async fn stored(
     tax_ids: &[String],
     into: &mut HashMap<(String, String), EntityRow>,
 ) -> Result<(), tokio_postgres::Error> {
+    // One probe of the unique index per key, whatever the statistics say. The plain
+    // `tax_id = ANY($3)` is planned from statistics taken before this import grew the
+    // organization: PostgreSQL then reads the organization's whole country range and
+    // filters it (92 ms instead of 7 ms for 2,000 keys among 300,000 rows, growing
+    // with every batch). `LIMIT 1` keeps the lateral subquery from being flattened
+    // into a hash join over that same range.
     let query = format!(
-        "SELECT {COLUMNS} FROM entities WHERE organization_id = $1 AND country = $2 AND tax_id = ANY($3)"
+        "SELECT e.* FROM unnest($3::text[]) AS k(tax_id) CROSS JOIN LATERAL \
+         (SELECT {COLUMNS} FROM entities WHERE organization_id = $1 AND country = $2 \
+         AND tax_id = k.tax_id LIMIT 1) e"
     );
     for row in tx.query(&query, &[&organization_id, &country, &tax_ids]).await? {
         let entity = EntityRow {
