@@ -2,11 +2,6 @@
 
 use clap::Parser;
 
-/// mimalloc instead of glibc malloc: imports and exports allocate many small,
-/// short-lived strings on several threads; measured in docs/benchmarks.md.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = ferry::cli::Cli::parse();
