@@ -167,7 +167,7 @@ impl ImportJob {
                 {
                     first = Some(describe(prepared.line, issue));
                 }
-                problems.extend(problem_rows(&job.id, &prepared, issues, 0));
+                problems.extend(problem_rows(&job.id, &prepared, issues, 0, import_errors::ERROR));
             }
             if !problems.is_empty() {
                 import_errors::insert(&mut ctx.db().conn().await?, &problems).await?;
@@ -238,18 +238,16 @@ fn describe(line: u64, issue: &RowIssue) -> String {
     }
 }
 
+/// The rows recording `issues` of one CSV row, numbered from `first_seq` within
+/// its line; `severity` is `import_errors::ERROR` or `WARNING`.
 fn problem_rows(
     job_id: &str,
     prepared: &Prepared,
     issues: &[RowIssue],
     first_seq: i32,
+    severity: &str,
 ) -> Vec<ImportErrorRow> {
     let raw = serde_json::to_string(&prepared.raw).unwrap_or_else(|_| "[]".into());
-    let severity = if prepared.outcome.is_err() {
-        import_errors::ERROR
-    } else {
-        import_errors::WARNING
-    };
     issues
         .iter()
         .enumerate()
@@ -305,16 +303,18 @@ fn assemble(
         let mut seq = 0;
         if let Err(issues) = &prepared.outcome {
             counters.failed += 1;
-            problems.extend(problem_rows(&job.id, &prepared, issues, 0));
+            problems.extend(problem_rows(&job.id, &prepared, issues, 0, import_errors::ERROR));
             seq = issues.len() as i32;
         }
         if !prepared.warnings.is_empty() {
             counters.warnings += prepared.warnings.len() as i64;
-            let as_warnings = Prepared {
-                outcome: Ok(Default::default()),
-                ..prepared.clone()
-            };
-            problems.extend(problem_rows(&job.id, &as_warnings, &prepared.warnings, seq));
+            problems.extend(problem_rows(
+                &job.id,
+                &prepared,
+                &prepared.warnings,
+                seq,
+                import_errors::WARNING,
+            ));
         }
         if let Ok((draft, plan)) = prepared.outcome {
             let existing = stored.get(&(draft.country.clone(), draft.tax_id.clone()));

@@ -124,7 +124,7 @@ impl Imports {
         let mut spec = ImportSpec::from_request(request).map_err(ImportError::Invalid)?;
         let mut conn = self.queue.db().conn().await?;
         if let Some(request_id) = &request_id {
-            let since = now_ms() - 24 * 3600 * 1000;
+            let since = now_ms() - crate::jobs::queue::REQUEST_ID_WINDOW_MS;
             if let Some(job) =
                 jobs::find_by_request_id(&mut conn, &org.id, super::KIND, request_id, since).await?
             {
