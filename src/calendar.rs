@@ -57,22 +57,60 @@ pub fn year_month(ms: i64) -> String {
 }
 
 pub fn iso_date(days: i32) -> String {
+    let mut out = String::with_capacity(10);
+    push_iso_date(days, &mut out);
+    out
+}
+
+/// Appends `YYYY-MM-DD`; by hand, because the CSV export writes two dates a row and
+/// `format!` costs more than the rest of the cell.
+pub fn push_iso_date(days: i32, out: &mut String) {
     let (y, m, d) = civil_from_days(i64::from(days));
-    format!("{y:04}-{m:02}-{d:02}")
+    push_ymd(y, m, d, out);
+}
+
+fn push_ymd(y: i64, m: u32, d: u32, out: &mut String) {
+    if (0..=9999).contains(&y) {
+        push_digits(out, y as u32, 4);
+    } else {
+        out.push_str(&format!("{y:04}"));
+    }
+    out.push('-');
+    push_digits(out, m, 2);
+    out.push('-');
+    push_digits(out, d, 2);
+}
+
+/// Appends `value` as exactly `width` decimal digits (`value < 10^width`).
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = (value / 10u32.pow(place)) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn rfc3339_millis(ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339_millis(ms, &mut out);
+    out
+}
+
+/// Appends `YYYY-MM-DDTHH:MM:SS.mmmZ` (see [`push_iso_date`] for why by hand).
+pub fn push_rfc3339_millis(ms: i64, out: &mut String) {
     let days = ms.div_euclid(86_400_000);
-    let rest = ms.rem_euclid(86_400_000);
+    let rest = ms.rem_euclid(86_400_000) as u32;
     let (y, m, d) = civil_from_days(days);
-    let (h, min, s, milli) = (
-        rest / 3_600_000,
-        rest / 60_000 % 60,
-        rest / 1000 % 60,
-        rest % 1000,
-    );
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
+    push_ymd(y, m, d, out);
+    out.push('T');
+    push_digits(out, rest / 3_600_000, 2);
+    out.push(':');
+    push_digits(out, rest / 60_000 % 60, 2);
+    out.push(':');
+    push_digits(out, rest / 1000 % 60, 2);
+    out.push('.');
+    push_digits(out, rest % 1000, 3);
+    out.push('Z');
 }
 
 #[cfg(test)]
@@ -90,6 +128,10 @@ mod tests {
         assert_eq!(parse_date_prefix("2023-02-29"), None);
         assert_eq!(parse_date_prefix("29/02/2024"), None);
         assert_eq!(parse_date_prefix("1969-12-31"), Some(-1));
+        assert_eq!(rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_millis(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(iso_date(-719_528), "0000-01-01");
+        assert_eq!(iso_date(2_932_897), "10000-01-01");
     }
 
     #[test]

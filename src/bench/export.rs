@@ -19,6 +19,7 @@ use crate::server::App;
 pub struct Options {
     pub rows: u64,
     pub formats: Vec<Format>,
+    pub rounds: usize,
 }
 
 pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
@@ -34,13 +35,9 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
         "{:<8} {:>10} {:>9} {:>12} {:>9} {:>10} {:>13}",
         "format", "rows", "seconds", "rows/s", "MB/s", "file MB", "peak RSS MB"
     );
-    let mut csv_seconds = None;
     for format in &options.formats {
         reset_peak_rss();
         let (elapsed, rows, bytes) = export_once(&app, &org, *format).await?;
-        if *format == Format::Csv {
-            csv_seconds = Some(elapsed);
-        }
         println!(
             "{:<8} {:>10} {:>9.2} {:>12.0} {:>9.1} {:>10.1} {:>13.1}",
             format.extension(),
@@ -52,26 +49,39 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
             peak_rss_mib()
         );
     }
+    if app.db.backend() == Backend::Postgres && options.rounds > 0 {
+        compare_with_copy(&app, &org, options.rounds).await?;
+    }
     stop.cancel();
     let _ = worker.await;
+    Ok(())
+}
 
-    if app.db.backend() == Backend::Postgres {
-        let (elapsed, bytes) = copy_out(app.db.url(), &org.id).await?;
+/// Rounds of one CSV export and one `COPY … TO STDOUT CSV` back to back; prints each
+/// round and the median of the per-round ratios, so that the machine's drift
+/// (the same COPY took 1.1 s and 2.3 s on the same day) hits both sides alike.
+async fn compare_with_copy(app: &App, org: &orgs::Organization, rounds: usize) -> anyhow::Result<()> {
+    println!("round  CSV export s  COPY TO s  COPY MB  ratio (COPY time / export time)");
+    let mut ratios = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let (export, _, _) = export_once(app, org, Format::Csv).await?;
+        let (copy, bytes) = copy_out(app.db.url(), &org.id).await?;
+        let ratio = copy.as_secs_f64() / export.as_secs_f64();
+        ratios.push(ratio);
         println!(
-            "COPY TO  {:>10} {:>9.2} {:>12.0} {:>9.1} {:>10.1}",
-            options.rows,
-            elapsed.as_secs_f64(),
-            per_second(options.rows as f64, elapsed),
-            per_second(bytes as f64 / 1e6, elapsed),
+            "{round:>5} {:>13.2} {:>10.2} {:>8.1} {ratio:>6.2}",
+            export.as_secs_f64(),
+            copy.as_secs_f64(),
             bytes as f64 / 1e6
         );
-        if let Some(csv) = csv_seconds {
-            println!(
-                "CSV export speed / COPY TO speed = {:.2}",
-                elapsed.as_secs_f64() / csv.as_secs_f64()
-            );
-        }
     }
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    println!(
+        "CSV export speed / COPY TO speed = {median:.2} (median of {rounds}; min {:.2}, max {:.2})",
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
     Ok(())
 }
 

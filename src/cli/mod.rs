@@ -61,6 +61,10 @@ pub enum BenchCommand {
         /// Formats to run, comma-separated (csv,json,ndjson,xlsx,parquet,avro).
         #[arg(long, default_value = "csv,ndjson,json,parquet,avro,xlsx")]
         formats: String,
+        /// On PostgreSQL: rounds of (CSV export, COPY TO) run back to back for the
+        /// ratio, whose median is reported (this machine's speed drifts by 2x).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Generate N CSV rows, import them over gRPC and wait for the job.
     Import {
@@ -117,7 +121,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = App::open(config).await?;
             admin::run(&app, command).await
         }
-        Command::Bench(BenchCommand::Export { rows, formats }) => {
+        Command::Bench(BenchCommand::Export {
+            rows,
+            formats,
+            rounds,
+        }) => {
             let formats = formats
                 .split(',')
                 .map(|f| {
@@ -126,7 +134,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let app = App::open(config).await?;
-            crate::bench::export::run(app, crate::bench::export::Options { rows, formats }).await
+            crate::bench::export::run(
+                app,
+                crate::bench::export::Options {
+                    rows,
+                    formats,
+                    rounds,
+                },
+            )
+            .await
         }
         Command::Bench(BenchCommand::Import { rows }) => {
             let app = App::open(config).await?;

@@ -39,6 +39,61 @@ pub struct EntityRow {
     pub updated_at: i64,
 }
 
+/// A borrowed [`EntityRow`]: the export's PostgreSQL read path
+/// ([`super::export_rows`]) decodes rows into this without copying a string.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EntityView<'a> {
+    pub id: &'a str,
+    pub organization_id: &'a str,
+    pub entity_type: &'a str,
+    pub tax_id: &'a str,
+    pub country: &'a str,
+    pub name: &'a str,
+    pub gender: Option<&'a str>,
+    pub external_id: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub registration_date: Option<&'a str>,
+    pub status: &'a str,
+    pub is_client: bool,
+    pub nationality: Option<&'a str>,
+    pub risk_matrix_id: Option<&'a str>,
+    pub attributes: &'a str,
+    pub entity_data: &'a str,
+    pub enrichment_plan: Option<&'a str>,
+    pub skip_rules_execution: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl EntityRow {
+    pub fn view(&self) -> EntityView<'_> {
+        EntityView {
+            id: &self.id,
+            organization_id: &self.organization_id,
+            entity_type: &self.entity_type,
+            tax_id: &self.tax_id,
+            country: &self.country,
+            name: &self.name,
+            gender: self.gender.as_deref(),
+            external_id: self.external_id.as_deref(),
+            email: self.email.as_deref(),
+            phone: self.phone.as_deref(),
+            registration_date: self.registration_date.as_deref(),
+            status: &self.status,
+            is_client: self.is_client,
+            nationality: self.nationality.as_deref(),
+            risk_matrix_id: self.risk_matrix_id.as_deref(),
+            attributes: &self.attributes,
+            entity_data: &self.entity_data,
+            enrichment_plan: self.enrichment_plan.as_deref(),
+            skip_rules_execution: self.skip_rules_execution,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
 /// Which entities a query covers; validated by the caller. Empty lists do not filter.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EntityFilter {
@@ -256,6 +311,19 @@ pub async fn stream_in_creation_order<'c>(
     organization_id: &'c str,
     filter: &'c EntityFilter,
 ) -> QueryResult<impl futures::Stream<Item = QueryResult<EntityRow>> + Send + 'c> {
+    creation_order_pg(organization_id, filter).load_stream(c).await
+}
+
+/// Every matching entity's [`EntityRow`] columns in `(created_at, id)` order, on
+/// PostgreSQL; also rendered to SQL for the export's raw reader.
+pub fn creation_order_pg<'a>(
+    organization_id: &'a str,
+    filter: &'a EntityFilter,
+) -> entities::BoxedQuery<
+    'a,
+    diesel::pg::Pg,
+    diesel::dsl::SqlTypeOf<diesel::dsl::AsSelect<EntityRow, diesel::pg::Pg>>,
+> {
     let query = apply_filter!(
         entities::table.into_boxed(),
         organization_id,
@@ -265,8 +333,6 @@ pub async fn stream_in_creation_order<'c>(
     query
         .order((entities::created_at.asc(), entities::id.asc()))
         .select(EntityRow::as_select())
-        .load_stream(c)
-        .await
 }
 
 /// Every matching entity in `(created_at, id)` order through one SQLite statement,

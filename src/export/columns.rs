@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::db::entities::EntityRow;
+use crate::db::entities::{EntityRow, EntityView};
 
 /// An entity field that can be exported as a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +152,47 @@ pub enum Cell {
     RawJson(String),
 }
 
+/// A cell borrowed from a row the writer has not copied (the PostgreSQL CSV path)
+/// or from a [`Cell`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CellRef<'a> {
+    Null,
+    Text(&'a str),
+    Bool(bool),
+    Timestamp(i64),
+    Date(i32),
+    Json(&'a Value),
+    RawJson(&'a str),
+}
+
+impl<'a> CellRef<'a> {
+    fn text(value: Option<&'a str>) -> CellRef<'a> {
+        value.map(CellRef::Text).unwrap_or(CellRef::Null)
+    }
+
+    /// As [`Cell::from_json`].
+    fn from_json(value: Option<&'a Value>) -> CellRef<'a> {
+        match value {
+            None | Some(Value::Null) => CellRef::Null,
+            Some(Value::String(s)) => CellRef::Text(s),
+            Some(other) => CellRef::Json(other),
+        }
+    }
+}
+
 impl Cell {
+    pub fn as_ref(&self) -> CellRef<'_> {
+        match self {
+            Cell::Null => CellRef::Null,
+            Cell::Text(s) => CellRef::Text(s),
+            Cell::Bool(b) => CellRef::Bool(*b),
+            Cell::Timestamp(ms) => CellRef::Timestamp(*ms),
+            Cell::Date(days) => CellRef::Date(*days),
+            Cell::Json(v) => CellRef::Json(v),
+            Cell::RawJson(s) => CellRef::RawJson(s),
+        }
+    }
+
     fn text(value: Option<String>) -> Cell {
         match value {
             Some(v) => Cell::Text(v),
@@ -254,6 +294,63 @@ fn field_cell(row: &mut EntityRow, field: Field) -> Cell {
     }
 }
 
+/// The cells of one borrowed entity in column order, handed to `each` one by one
+/// (no row is built): the same values as [`cells`], without copying a string.
+pub fn each_cell<E>(
+    entity: &EntityView<'_>,
+    columns: &[Column],
+    each: &mut dyn FnMut(CellRef<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    let attributes = if columns.iter().any(|c| matches!(c, Column::Attribute(_))) {
+        parse_json(entity.attributes)
+    } else {
+        Value::Null
+    };
+    let entity_data = if columns.iter().any(|c| matches!(c, Column::EntityData(_))) {
+        parse_json(entity.entity_data)
+    } else {
+        Value::Null
+    };
+    for column in columns {
+        let cell = match column {
+            Column::Attribute(path) => CellRef::from_json(at_path(&attributes, path)),
+            Column::EntityData(path) => CellRef::from_json(at_path(&entity_data, path)),
+            Column::Field(field) => field_ref(entity, *field),
+        };
+        each(cell)?;
+    }
+    Ok(())
+}
+
+fn field_ref<'a>(e: &EntityView<'a>, field: Field) -> CellRef<'a> {
+    match field {
+        Field::Id => CellRef::Text(e.id),
+        Field::Type => CellRef::Text(e.entity_type),
+        Field::TaxId => CellRef::Text(e.tax_id),
+        Field::Country => CellRef::Text(e.country),
+        Field::Name => CellRef::Text(e.name),
+        Field::Gender => CellRef::text(e.gender),
+        Field::ExternalId => CellRef::text(e.external_id),
+        Field::Email => CellRef::text(e.email),
+        Field::Phone => CellRef::text(e.phone),
+        Field::RegistrationDate => e
+            .registration_date
+            .and_then(crate::calendar::parse_date_prefix)
+            .map(CellRef::Date)
+            .unwrap_or(CellRef::Null),
+        Field::Status => CellRef::Text(e.status),
+        Field::IsClient => CellRef::Bool(e.is_client),
+        Field::Nationality => CellRef::text(e.nationality),
+        Field::RiskMatrixId => CellRef::text(e.risk_matrix_id),
+        Field::Attributes => CellRef::RawJson(e.attributes),
+        Field::EntityData => CellRef::RawJson(e.entity_data),
+        Field::EnrichmentPlan => e.enrichment_plan.map(CellRef::RawJson).unwrap_or(CellRef::Null),
+        Field::SkipRulesExecution => CellRef::Bool(e.skip_rules_execution),
+        Field::CreatedAt => CellRef::Timestamp(e.created_at),
+        Field::UpdatedAt => CellRef::Timestamp(e.updated_at),
+    }
+}
+
 /// One row per item of the array in column `expand` (other cells repeat); an empty
 /// array gives one row with an empty cell; a value that is not an array stays as is.
 pub fn expand(cells: Vec<Cell>, expand: Option<usize>, out: &mut Vec<Vec<Cell>>) {
@@ -308,6 +405,52 @@ mod tests {
         ] {
             assert_eq!(Column::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn borrowed_cells_equal_owned_cells_for_every_column() {
+        let row = EntityRow {
+            id: "0193a0b4-0000-7000-8000-000000000001".into(),
+            organization_id: "org".into(),
+            entity_type: "person".into(),
+            tax_id: "20123456786".into(),
+            country: "AR".into(),
+            name: "Ana, \"la\" Pérez".into(),
+            gender: Some("female".into()),
+            external_id: None,
+            email: Some("ana@example.com".into()),
+            phone: None,
+            registration_date: Some("2024-02-29T10:00:00Z".into()),
+            status: "active".into(),
+            is_client: true,
+            nationality: Some("AR".into()),
+            risk_matrix_id: None,
+            attributes: r#"{"tier":"gold","tags":["a","b"],"n":3}"#.into(),
+            entity_data: r#"{"person":{"birth_date":"1990-01-02"}}"#.into(),
+            enrichment_plan: Some(r#"{"execute_all":true}"#.into()),
+            skip_rules_execution: false,
+            created_at: 1_700_000_000_123,
+            updated_at: 1_700_000_000_456,
+        };
+        let mut columns = default_columns();
+        for key in [
+            "attributes.tier",
+            "attributes.tags",
+            "attributes.n",
+            "attributes.none",
+            "entity_data.person.birth_date",
+        ] {
+            columns.push(Column::parse(key).unwrap());
+        }
+        let owned = cells(row.clone(), &columns);
+        let mut borrowed = Vec::new();
+        each_cell(&row.view(), &columns, &mut |cell| {
+            borrowed.push(format!("{cell:?}"));
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        let expected: Vec<String> = owned.iter().map(|c| format!("{:?}", c.as_ref())).collect();
+        assert_eq!(borrowed, expected);
     }
 
     #[test]

@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::columns::{self, Cell};
-use super::format::file_name_and_type;
+use super::columns::{self, Cell, CellRef};
+use super::format::{Format, file_name_and_type};
 use super::spec::ExportSpec;
-use super::writer::{self, WriterOptions};
+use super::writer::{self, Record, WriterOptions};
 use crate::db::Conn;
 use crate::db::entities::{self, EntityRow};
+use crate::db::export_rows::{self, ExportReader, ReadError};
 use crate::db::now_ms;
 use crate::jobs::{JobContext, JobError, JobHandler, JobOutcome};
 use crate::storage::Storage;
@@ -97,10 +98,14 @@ impl ExportJob {
         let (file_name, content_type) =
             file_name_and_type(spec.format, spec.compression, &file_stem(&job.id));
         let started = std::time::Instant::now();
-        let (row_count, entities_done) = self.write_rows(ctx, spec, temp).await?;
-        let written = started.elapsed();
+        let (written, entities_done) = self.write_rows(ctx, spec, temp).await?;
+        let row_count = written.rows;
+        let write_time = started.elapsed();
         ctx.check()?;
-        let (size, sha256) = hash_file(temp.to_path_buf()).await?;
+        let (size, sha256) = match written.sha256 {
+            Some(sha256) => (file_size(temp).await?, sha256),
+            None => hash_file(temp.to_path_buf()).await?,
+        };
         let hashed = started.elapsed();
         let object_key = format!("exports/{}/{}/{}", job.organization_id, job.id, file_name);
         self.storage
@@ -110,8 +115,8 @@ impl ExportJob {
         tracing::info!(
             rows = row_count,
             bytes = size,
-            write_ms = written.as_millis() as u64,
-            hash_ms = (hashed - written).as_millis() as u64,
+            write_ms = write_time.as_millis() as u64,
+            hash_ms = (hashed - write_time).as_millis() as u64,
             store_ms = (started.elapsed() - hashed).as_millis() as u64,
             "export file stored"
         );
@@ -142,64 +147,125 @@ impl ExportJob {
         })
     }
 
-    /// Streams the matching entities through the writer into `temp`; returns the
-    /// number of rows written (after `expand_array`) and of entities read.
+    /// Streams the matching entities through the writer into `temp`; returns what
+    /// the writer wrote (rows after `expand_array`) and the number of entities read.
     async fn write_rows(
         &self,
         ctx: &JobContext,
         spec: &ExportSpec,
         temp: &Path,
-    ) -> Result<(u64, i64), JobError> {
-        let job = ctx.job();
+    ) -> Result<(writer::Written, i64), JobError> {
         let mut conn = ctx.db().conn().await?;
-        let total = entities::count(&mut conn, &job.organization_id, &spec.filter).await?;
+        let csv = spec.format == Format::Csv && spec.expand_array.is_none();
+        if csv && matches!(conn, Conn::Pg(_)) {
+            return self.write_csv_from_postgres(ctx, spec, temp, &mut conn).await;
+        }
+        let total = entities::count(&mut conn, &ctx.job().organization_id, &spec.filter).await?;
         ctx.progress(0, Some(total), 0, true).await?;
-
-        let (sender, mut receiver) = mpsc::channel::<Vec<Vec<Cell>>>(CHANNEL_BATCHES);
-        let bytes = Arc::new(AtomicU64::new(0));
-        let options = WriterOptions {
-            format: spec.format,
-            compression: spec.compression,
-            csv_bom: spec.csv_bom,
-            neutralize_formulas: spec.neutralize_formulas,
-        };
+        let options = writer_options(spec);
         let columns = spec.columns.clone();
+        if csv {
+            // CSV reads the entities in place: no cells are built.
+            let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, |_, batch| batch, {
+                move |rows: &mut mpsc::Receiver<Vec<EntityRow>>, path, counter| {
+                    writer::write_csv_file(&options, &columns, rows, path, counter)
+                }
+            });
+            let read = self.read_into(&mut conn, &mut feed).await;
+            return finish_writer(feed, writer, read).await;
+        }
+        let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, entity_cells, {
+            move |rows: &mut mpsc::Receiver<Vec<Vec<Cell>>>, path, counter| {
+                writer::write_file(&options, &columns, rows, path, counter)
+            }
+        });
+        let read = self.read_into(&mut conn, &mut feed).await;
+        finish_writer(feed, writer, read).await
+    }
+
+    /// CSV on PostgreSQL: rows come over a dedicated connection and the writer reads
+    /// them as received ([`crate::db::export_rows`]); the count runs while the query
+    /// starts.
+    async fn write_csv_from_postgres(
+        &self,
+        ctx: &JobContext,
+        spec: &ExportSpec,
+        temp: &Path,
+        conn: &mut Conn,
+    ) -> Result<(writer::Written, i64), JobError> {
+        let organization_id = ctx.job().organization_id.clone();
+        let reader = ExportReader::connect(ctx.db().url()).await.map_err(read_error)?;
+        let (total, rows) = tokio::join!(
+            entities::count(conn, &organization_id, &spec.filter),
+            reader.rows(&organization_id, &spec.filter)
+        );
+        let (total, rows) = (total?, rows.map_err(read_error)?);
+        ctx.progress(0, Some(total), 0, true).await?;
+        let options = writer_options(spec);
+        let columns = spec.columns.clone();
+        let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, |_, _| Vec::new(), {
+            move |rows: &mut mpsc::Receiver<Vec<PgEntity>>, path, counter| {
+                writer::write_csv_file(&options, &columns, rows, path, counter)
+            }
+        });
+        let read = async {
+            let mut chunks = std::pin::pin!(rows.chunks(self.batch_rows as usize));
+            while let Some(chunk) = chunks.next().await {
+                let batch = chunk
+                    .into_iter()
+                    .map(|row| row.map(PgEntity))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| read_error(e.into()))?;
+                let entities = batch.len() as i64;
+                if !feed.push(batch, entities).await? {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        finish_writer(feed, writer, read).await
+    }
+
+    /// Starts the writer thread on a channel of row batches; `convert` turns entity
+    /// batches from [`Self::read_into`] into the writer's rows.
+    fn start_writer<'a, R: Send + 'static>(
+        &self,
+        ctx: &'a JobContext,
+        spec: &'a ExportSpec,
+        temp: &Path,
+        total: i64,
+        convert: fn(&ExportSpec, Vec<EntityRow>) -> Vec<R>,
+        write: impl FnOnce(
+            &mut mpsc::Receiver<Vec<R>>,
+            &Path,
+            Arc<AtomicU64>,
+        ) -> Result<writer::Written, writer::WriteError>
+        + Send
+        + 'static,
+    ) -> (Feed<'a, R>, WriterThread) {
+        let (sender, mut receiver) = mpsc::channel::<Vec<R>>(CHANNEL_BATCHES);
+        let bytes = Arc::new(AtomicU64::new(0));
         let path = temp.to_path_buf();
         let counter = bytes.clone();
-        let writer = tokio::task::spawn_blocking(move || {
-            writer::write_file(&options, &columns, &mut receiver, &path, counter)
-        });
-        let mut feed = Feed {
+        let writer = tokio::task::spawn_blocking(move || write(&mut receiver, &path, counter));
+        let feed = Feed {
             ctx,
             spec,
             sender,
+            convert,
             bytes,
             total,
             done: 0,
             pause: self.batch_pause,
         };
-        let read_result = self.read_into(&mut conn, &mut feed).await;
-        let done = feed.done;
-        drop(feed);
-        let written = writer
-            .await
-            .map_err(|e| JobError::Transient(format!("the writer thread failed: {e}")))?;
-        read_result?;
-        let written = written.map_err(|e| match e {
-            // Disk trouble may pass; a value the format cannot hold will not.
-            writer::WriteError::Io(_) => JobError::Transient(e.to_string()),
-            writer::WriteError::Encode { .. } => JobError::Permanent {
-                reason: "EXPORT_ENCODING_FAILED".into(),
-                message: e.to_string(),
-            },
-        })?;
-        Ok((written, done))
+        (feed, writer)
     }
 
     /// Reads every matching entity in creation order into `feed` with one query and
     /// one snapshot: streamed by tokio-postgres on PostgreSQL; on SQLite stepped on a
     /// blocking thread (its async wrapper would buffer a whole stream).
-    async fn read_into(&self, conn: &mut Conn, feed: &mut Feed<'_>) -> Result<(), JobError> {
+    async fn read_into<R: Send>(&self, conn: &mut Conn, feed: &mut Feed<'_, R>) -> Result<(), JobError> {
         let organization_id = feed.ctx.job().organization_id.clone();
         let filter = &feed.spec.filter;
         if let Conn::Pg(pg) = conn {
@@ -208,7 +274,7 @@ impl ExportJob {
             let mut chunks = std::pin::pin!(stream.chunks(self.batch_rows as usize));
             while let Some(chunk) = chunks.next().await {
                 let batch = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
-                if !feed.push(batch).await? {
+                if !feed.push_entities(batch).await? {
                     break;
                 }
             }
@@ -236,7 +302,7 @@ impl ExportJob {
         let consume = async {
             let mut result = Ok(());
             while let Some(batch) = batches.recv().await {
-                match feed.push(batch).await {
+                match feed.push_entities(batch).await {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(err) => {
@@ -256,32 +322,108 @@ impl ExportJob {
     }
 }
 
-/// Turns entity batches into rows for the writer thread, reporting progress and
-/// honouring cancellation and the pause between batches.
-struct Feed<'a> {
+type WriterThread = tokio::task::JoinHandle<Result<writer::Written, writer::WriteError>>;
+
+/// Ends the writer (the feed's channel closes) and returns what it wrote and the
+/// entities read; a read error wins over what the writer says about the cut input.
+async fn finish_writer<R>(
+    feed: Feed<'_, R>,
+    writer: WriterThread,
+    read: Result<(), JobError>,
+) -> Result<(writer::Written, i64), JobError> {
+    let done = feed.done;
+    drop(feed);
+    let written = writer
+        .await
+        .map_err(|e| JobError::Transient(format!("the writer thread failed: {e}")))?;
+    read?;
+    let written = written.map_err(|e| match e {
+        // Disk trouble may pass; a value the format cannot hold will not.
+        writer::WriteError::Io(_) => JobError::Transient(e.to_string()),
+        writer::WriteError::Encode { .. } => JobError::Permanent {
+            reason: "EXPORT_ENCODING_FAILED".into(),
+            message: e.to_string(),
+        },
+    })?;
+    Ok((written, done))
+}
+
+fn writer_options(spec: &ExportSpec) -> WriterOptions {
+    WriterOptions {
+        format: spec.format,
+        compression: spec.compression,
+        csv_bom: spec.csv_bom,
+        neutralize_formulas: spec.neutralize_formulas,
+    }
+}
+
+/// A lost or refused database connection may pass: the queue retries the export.
+fn read_error(err: ReadError) -> JobError {
+    JobError::Transient(err.to_string())
+}
+
+/// The cells of each entity, `expand_array` applied.
+fn entity_cells(spec: &ExportSpec, batch: Vec<EntityRow>) -> Vec<Vec<Cell>> {
+    let mut rows = Vec::with_capacity(batch.len());
+    for entity in batch {
+        columns::expand(
+            columns::cells(entity, &spec.columns),
+            spec.expand_array,
+            &mut rows,
+        );
+    }
+    rows
+}
+
+/// A row of the raw PostgreSQL reader, read by the CSV writer where it lies.
+struct PgEntity(tokio_postgres::Row);
+
+impl Record for PgEntity {
+    fn each_cell(
+        &self,
+        columns: &[columns::Column],
+        each: &mut dyn FnMut(CellRef<'_>) -> Result<(), writer::WriteError>,
+    ) -> Result<(), writer::WriteError> {
+        let entity = export_rows::view(&self.0).map_err(|e| writer::WriteError::encode("CSV", e))?;
+        columns::each_cell(&entity, columns, each)
+    }
+}
+
+impl Record for EntityRow {
+    fn each_cell(
+        &self,
+        columns: &[columns::Column],
+        each: &mut dyn FnMut(CellRef<'_>) -> Result<(), writer::WriteError>,
+    ) -> Result<(), writer::WriteError> {
+        columns::each_cell(&self.view(), columns, each)
+    }
+}
+
+/// Hands row batches to the writer thread, reporting progress and honouring
+/// cancellation and the pause between batches.
+struct Feed<'a, R> {
     ctx: &'a JobContext,
     spec: &'a ExportSpec,
-    sender: mpsc::Sender<Vec<Vec<Cell>>>,
+    sender: mpsc::Sender<Vec<R>>,
+    convert: fn(&ExportSpec, Vec<EntityRow>) -> Vec<R>,
     bytes: Arc<AtomicU64>,
     total: i64,
     done: i64,
     pause: std::time::Duration,
 }
 
-impl Feed<'_> {
-    /// Sends one batch; `Ok(false)` when the writer stopped (its error is reported
-    /// by the caller).
-    async fn push(&mut self, batch: Vec<EntityRow>) -> Result<bool, JobError> {
+impl<R> Feed<'_, R> {
+    async fn push_entities(&mut self, batch: Vec<EntityRow>) -> Result<bool, JobError> {
+        let entities = batch.len() as i64;
+        let rows = (self.convert)(self.spec, batch);
+        self.push(rows, entities).await
+    }
+
+    /// Sends one batch made of `entities` entities; `Ok(false)` when the writer
+    /// stopped (its error is reported by the caller).
+    async fn push(&mut self, rows: Vec<R>, entities: i64) -> Result<bool, JobError> {
         self.ctx.check()?;
-        self.done += batch.len() as i64;
-        let mut rows = Vec::with_capacity(batch.len());
-        for entity in batch {
-            columns::expand(
-                columns::cells(entity, &self.spec.columns),
-                self.spec.expand_array,
-                &mut rows,
-            );
-        }
+        self.done += entities;
         if self.sender.send(rows).await.is_err() {
             return Ok(false);
         }
@@ -297,6 +439,13 @@ impl Feed<'_> {
         }
         Ok(true)
     }
+}
+
+async fn file_size(path: &Path) -> Result<u64, JobError> {
+    tokio::fs::metadata(path)
+        .await
+        .map(|m| m.len())
+        .map_err(|e| JobError::Transient(format!("cannot read the export file: {e}")))
 }
 
 /// Size and SHA-256 of a file, read in a blocking thread.

@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
-use super::{RowSource, WriteError};
-use crate::export::columns::{Cell, Column};
+use super::{Record, RowSource, WriteError};
+use crate::export::columns::{CellRef, Column};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -20,9 +20,9 @@ pub fn neutralize(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-pub fn write(
+pub fn write<R: Record>(
     columns: &[Column],
-    rows: &mut dyn RowSource,
+    rows: &mut dyn RowSource<R>,
     out: &mut impl Write,
     bom: bool,
     neutralize_formulas: bool,
@@ -31,34 +31,58 @@ pub fn write(
         out.write_all(BOM)?;
     }
     let mut writer = csv::WriterBuilder::new().from_writer(out);
-    let csv_err = |e: csv::Error| WriteError::encode("CSV", e);
     writer
         .write_record(columns.iter().map(Column::key))
         .map_err(csv_err)?;
     let mut written = 0;
     let mut scratch = String::new();
     while let Some(batch) = rows.next_batch() {
-        for row in batch {
-            for cell in &row {
-                match cell {
-                    Cell::Text(s) if neutralize_formulas => writer.write_field(neutralize(s).as_bytes()),
-                    Cell::Text(s) | Cell::RawJson(s) => writer.write_field(s),
-                    Cell::Null => writer.write_field(""),
-                    Cell::Bool(b) => writer.write_field(if *b { "true" } else { "false" }),
-                    other => {
-                        scratch.clear();
-                        scratch.push_str(&other.to_text().unwrap_or_default());
-                        writer.write_field(&scratch)
-                    }
-                }
-                .map_err(csv_err)?;
-            }
+        for row in &batch {
+            row.each_cell(columns, &mut |cell| {
+                write_cell(&mut writer, cell, neutralize_formulas, &mut scratch)
+            })?;
             writer.write_record(None::<&[u8]>).map_err(csv_err)?;
             written += 1;
         }
     }
     writer.flush()?;
     Ok(written)
+}
+
+fn csv_err(e: csv::Error) -> WriteError {
+    WriteError::encode("CSV", e)
+}
+
+/// One field: text as is (or neutralised), booleans `true`/`false`, dates and
+/// timestamps formatted into `scratch` (no allocation per cell), JSON compact.
+fn write_cell<W: Write>(
+    writer: &mut csv::Writer<W>,
+    cell: CellRef<'_>,
+    neutralize_formulas: bool,
+    scratch: &mut String,
+) -> Result<(), WriteError> {
+    match cell {
+        CellRef::Text(s) if neutralize_formulas => writer.write_field(neutralize(s).as_bytes()),
+        CellRef::Text(s) | CellRef::RawJson(s) => writer.write_field(s),
+        CellRef::Null => writer.write_field(""),
+        CellRef::Bool(b) => writer.write_field(if b { "true" } else { "false" }),
+        CellRef::Timestamp(ms) => {
+            scratch.clear();
+            crate::calendar::push_rfc3339_millis(ms, scratch);
+            writer.write_field(&*scratch)
+        }
+        CellRef::Date(days) => {
+            scratch.clear();
+            crate::calendar::push_iso_date(days, scratch);
+            writer.write_field(&*scratch)
+        }
+        CellRef::Json(value) => {
+            scratch.clear();
+            scratch.push_str(&value.to_string());
+            writer.write_field(&*scratch)
+        }
+    }
+    .map_err(csv_err)
 }
 
 #[cfg(test)]

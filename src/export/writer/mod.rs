@@ -4,6 +4,7 @@
 
 pub mod avro;
 pub mod csv;
+pub mod file_sink;
 pub mod json;
 pub mod parquet;
 pub mod xlsx;
@@ -16,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::write::GzEncoder;
 
-use super::columns::{Cell, Column};
+use self::file_sink::PipedFile;
+
+use super::columns::{Cell, CellRef, Column};
 use super::format::{Compression, Format};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +31,7 @@ pub enum WriteError {
 }
 
 impl WriteError {
-    fn encode(format: &'static str, err: impl std::fmt::Display) -> WriteError {
+    pub(crate) fn encode(format: &'static str, err: impl std::fmt::Display) -> WriteError {
         WriteError::Encode {
             format,
             message: err.to_string(),
@@ -36,20 +39,41 @@ impl WriteError {
     }
 }
 
-/// Batches of rows, `None` at the end (or when the producer stopped).
-pub trait RowSource {
-    fn next_batch(&mut self) -> Option<Vec<Vec<Cell>>>;
+/// Batches of rows, `None` at the end (or when the producer stopped). Rows are
+/// built cells by default; the CSV writer also takes any [`Record`].
+pub trait RowSource<R = Vec<Cell>> {
+    fn next_batch(&mut self) -> Option<Vec<R>>;
 }
 
-impl RowSource for tokio::sync::mpsc::Receiver<Vec<Vec<Cell>>> {
-    fn next_batch(&mut self) -> Option<Vec<Vec<Cell>>> {
+impl<R> RowSource<R> for tokio::sync::mpsc::Receiver<Vec<R>> {
+    fn next_batch(&mut self) -> Option<Vec<R>> {
         self.blocking_recv()
     }
 }
 
-impl RowSource for std::vec::IntoIter<Vec<Vec<Cell>>> {
-    fn next_batch(&mut self) -> Option<Vec<Vec<Cell>>> {
+impl<R> RowSource<R> for std::vec::IntoIter<Vec<R>> {
+    fn next_batch(&mut self) -> Option<Vec<R>> {
         self.next()
+    }
+}
+
+/// A row the CSV writer can read cell by cell without it being built first.
+pub trait Record {
+    /// Calls `each` with the row's cells in the order of `columns`.
+    fn each_cell(
+        &self,
+        columns: &[Column],
+        each: &mut dyn FnMut(CellRef<'_>) -> Result<(), WriteError>,
+    ) -> Result<(), WriteError>;
+}
+
+impl Record for Vec<Cell> {
+    fn each_cell(
+        &self,
+        _columns: &[Column],
+        each: &mut dyn FnMut(CellRef<'_>) -> Result<(), WriteError>,
+    ) -> Result<(), WriteError> {
+        self.iter().try_for_each(|cell| each(cell.as_ref()))
     }
 }
 
@@ -61,36 +85,56 @@ pub struct WriterOptions {
     pub neutralize_formulas: bool,
 }
 
-/// Writes every row of `rows` to `path`; returns the number of rows written.
-/// `bytes` follows the file's size as it grows (for progress).
+/// What a writer leaves: rows written and, for the text formats (hashed while
+/// written by [`PipedFile`], which saves reading the file again), the file's SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub rows: u64,
+    pub sha256: Option<String>,
+}
+
+/// Writes every row of `rows` to `path`. `bytes` follows the file's size as it
+/// grows (for progress).
 pub fn write_file(
     options: &WriterOptions,
     columns: &[Column],
     rows: &mut dyn RowSource,
     path: &Path,
     bytes: Arc<AtomicU64>,
-) -> Result<u64, WriteError> {
+) -> Result<Written, WriteError> {
+    let unhashed = |rows| Written { rows, sha256: None };
     match options.format {
-        Format::Xlsx => xlsx::write(columns, rows, path),
-        Format::Parquet => parquet::write(columns, rows, counting_file(path, bytes)?),
-        Format::Avro => avro::write(columns, rows, counting_file(path, bytes)?),
-        Format::Csv | Format::Json | Format::Ndjson => {
-            let mut sink = TextSink::new(counting_file(path, bytes)?, options.compression);
-            let rows = match options.format {
-                Format::Csv => csv::write(
-                    columns,
-                    rows,
-                    &mut sink,
-                    options.csv_bom,
-                    options.neutralize_formulas,
-                )?,
-                Format::Json => json::write(columns, rows, &mut sink, false)?,
-                _ => json::write(columns, rows, &mut sink, true)?,
-            };
-            sink.finish()?;
-            Ok(rows)
+        Format::Xlsx => xlsx::write(columns, rows, path).map(unhashed),
+        Format::Parquet => parquet::write(columns, rows, counting_file(path, bytes)?).map(unhashed),
+        Format::Avro => avro::write(columns, rows, counting_file(path, bytes)?).map(unhashed),
+        Format::Csv => write_csv_file(options, columns, rows, path, bytes),
+        Format::Json | Format::Ndjson => {
+            let mut sink = TextSink::new(PipedFile::create(path, bytes)?, options.compression);
+            let rows = json::write(columns, rows, &mut sink, options.format == Format::Ndjson)?;
+            let sha256 = Some(sink.finish()?.finish()?);
+            Ok(Written { rows, sha256 })
         }
     }
+}
+
+/// [`write_file`] for CSV, from rows of any [`Record`].
+pub fn write_csv_file<R: Record>(
+    options: &WriterOptions,
+    columns: &[Column],
+    rows: &mut dyn RowSource<R>,
+    path: &Path,
+    bytes: Arc<AtomicU64>,
+) -> Result<Written, WriteError> {
+    let mut sink = TextSink::new(PipedFile::create(path, bytes)?, options.compression);
+    let rows = csv::write(
+        columns,
+        rows,
+        &mut sink,
+        options.csv_bom,
+        options.neutralize_formulas,
+    )?;
+    let sha256 = Some(sink.finish()?.finish()?);
+    Ok(Written { rows, sha256 })
 }
 
 fn counting_file(path: &Path, bytes: Arc<AtomicU64>) -> Result<CountingWriter<BufWriter<File>>, WriteError> {
@@ -132,12 +176,14 @@ impl<W: Write> TextSink<W> {
         }
     }
 
-    /// Flushes everything, writing the gzip trailer.
-    pub fn finish(self) -> std::io::Result<()> {
-        match self {
-            TextSink::Plain(mut w) => w.flush(),
-            TextSink::Gzip(gz) => gz.finish()?.flush(),
-        }
+    /// Flushes everything, writing the gzip trailer; returns the file's writer.
+    pub fn finish(self) -> std::io::Result<W> {
+        let mut inner = match self {
+            TextSink::Plain(w) => w,
+            TextSink::Gzip(gz) => gz.finish()?,
+        };
+        inner.flush()?;
+        Ok(inner)
     }
 }
 
