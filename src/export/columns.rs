@@ -180,6 +180,20 @@ impl<'a> CellRef<'a> {
     }
 }
 
+impl CellRef<'_> {
+    /// Appends the cell as text ([`Cell::to_text`]'s forms); nothing for null.
+    pub fn push_text(&self, out: &mut String) {
+        match self {
+            CellRef::Null => {}
+            CellRef::Text(s) | CellRef::RawJson(s) => out.push_str(s),
+            CellRef::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            CellRef::Timestamp(ms) => crate::calendar::push_rfc3339_millis(*ms, out),
+            CellRef::Date(days) => crate::calendar::push_iso_date(*days, out),
+            CellRef::Json(v) => out.push_str(&v.to_string()),
+        }
+    }
+}
+
 impl Cell {
     pub fn as_ref(&self) -> CellRef<'_> {
         match self {

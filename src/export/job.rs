@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::columns::{self, Cell, CellRef};
-use super::format::{Format, file_name_and_type};
+use super::format::file_name_and_type;
 use super::spec::ExportSpec;
 use super::writer::{self, Record, WriterOptions};
 use crate::db::Conn;
@@ -156,19 +156,19 @@ impl ExportJob {
         temp: &Path,
     ) -> Result<(writer::Written, i64), JobError> {
         let mut conn = ctx.db().conn().await?;
-        let csv = spec.format == Format::Csv && spec.expand_array.is_none();
-        if csv && matches!(conn, Conn::Pg(_)) {
-            return self.write_csv_from_postgres(ctx, spec, temp, &mut conn).await;
+        let in_place = writer::reads_records(spec.format) && spec.expand_array.is_none();
+        if in_place && matches!(conn, Conn::Pg(_)) {
+            return self.write_from_postgres(ctx, spec, temp, &mut conn).await;
         }
         let total = entities::count(&mut conn, &ctx.job().organization_id, &spec.filter).await?;
         ctx.progress(0, Some(total), 0, true).await?;
         let options = writer_options(spec);
         let columns = spec.columns.clone();
-        if csv {
-            // CSV reads the entities in place: no cells are built.
+        if in_place {
+            // The writer reads the entities in place: no cells are built.
             let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, |_, batch| batch, {
                 move |rows: &mut mpsc::Receiver<Vec<EntityRow>>, path, counter| {
-                    writer::write_csv_file(&options, &columns, rows, path, counter)
+                    writer::write_records(&options, &columns, rows, path, counter)
                 }
             });
             let read = self.read_into(&mut conn, &mut feed).await;
@@ -183,10 +183,10 @@ impl ExportJob {
         finish_writer(feed, writer, read).await
     }
 
-    /// CSV on PostgreSQL: rows come over a dedicated connection and the writer reads
-    /// them as received ([`crate::db::export_rows`]); the count runs while the query
-    /// starts.
-    async fn write_csv_from_postgres(
+    /// CSV and Parquet on PostgreSQL: rows come over a dedicated connection and the
+    /// writer reads them as received ([`crate::db::export_rows`]); the count runs
+    /// while the query starts.
+    async fn write_from_postgres(
         &self,
         ctx: &JobContext,
         spec: &ExportSpec,
@@ -205,7 +205,7 @@ impl ExportJob {
         let columns = spec.columns.clone();
         let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, |_, _| Vec::new(), {
             move |rows: &mut mpsc::Receiver<Vec<PgEntity>>, path, counter| {
-                writer::write_csv_file(&options, &columns, rows, path, counter)
+                writer::write_records(&options, &columns, rows, path, counter)
             }
         });
         let read = async {
@@ -384,7 +384,7 @@ impl Record for PgEntity {
         columns: &[columns::Column],
         each: &mut dyn FnMut(CellRef<'_>) -> Result<(), writer::WriteError>,
     ) -> Result<(), writer::WriteError> {
-        let entity = export_rows::view(&self.0).map_err(|e| writer::WriteError::encode("CSV", e))?;
+        let entity = export_rows::view(&self.0).map_err(|e| writer::WriteError::encode("entity row", e))?;
         columns::each_cell(&entity, columns, each)
     }
 }

@@ -85,8 +85,9 @@ pub struct WriterOptions {
     pub neutralize_formulas: bool,
 }
 
-/// What a writer leaves: rows written and, for the text formats (hashed while
-/// written by [`PipedFile`], which saves reading the file again), the file's SHA-256.
+/// What a writer leaves: rows written and, for CSV, JSON, NDJSON and Parquet (hashed
+/// while written by [`PipedFile`], which saves reading the file again), the file's
+/// SHA-256.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Written {
     pub rows: u64,
@@ -105,9 +106,8 @@ pub fn write_file(
     let unhashed = |rows| Written { rows, sha256: None };
     match options.format {
         Format::Xlsx => xlsx::write(columns, rows, path).map(unhashed),
-        Format::Parquet => parquet::write(columns, rows, counting_file(path, bytes)?).map(unhashed),
         Format::Avro => avro::write(columns, rows, counting_file(path, bytes)?).map(unhashed),
-        Format::Csv => write_csv_file(options, columns, rows, path, bytes),
+        Format::Csv | Format::Parquet => write_records(options, columns, rows, path, bytes),
         Format::Json | Format::Ndjson => {
             let mut sink = TextSink::new(PipedFile::create(path, bytes)?, options.compression);
             let rows = json::write(columns, rows, &mut sink, options.format == Format::Ndjson)?;
@@ -117,24 +117,45 @@ pub fn write_file(
     }
 }
 
-/// [`write_file`] for CSV, from rows of any [`Record`].
-pub fn write_csv_file<R: Record>(
+/// Whether [`write_records`] writes the format: it reads rows cell by cell, so the
+/// job can hand it entities as read instead of building cells first.
+pub fn reads_records(format: Format) -> bool {
+    matches!(format, Format::Csv | Format::Parquet)
+}
+
+/// [`write_file`] for the formats of [`reads_records`], from rows of any [`Record`].
+pub fn write_records<R: Record>(
     options: &WriterOptions,
     columns: &[Column],
     rows: &mut dyn RowSource<R>,
     path: &Path,
     bytes: Arc<AtomicU64>,
 ) -> Result<Written, WriteError> {
-    let mut sink = TextSink::new(PipedFile::create(path, bytes)?, options.compression);
-    let rows = csv::write(
-        columns,
+    let file = PipedFile::create(path, bytes)?;
+    let (rows, file) = match options.format {
+        Format::Parquet => parquet::write(columns, rows, file)?,
+        Format::Csv => {
+            let mut sink = TextSink::new(file, options.compression);
+            let rows = csv::write(
+                columns,
+                rows,
+                &mut sink,
+                options.csv_bom,
+                options.neutralize_formulas,
+            )?;
+            (rows, sink.finish()?)
+        }
+        other => {
+            return Err(WriteError::Encode {
+                format: other.extension(),
+                message: "this format is written from built cells".into(),
+            });
+        }
+    };
+    Ok(Written {
         rows,
-        &mut sink,
-        options.csv_bom,
-        options.neutralize_formulas,
-    )?;
-    let sha256 = Some(sink.finish()?.finish()?);
-    Ok(Written { rows, sha256 })
+        sha256: Some(file.finish()?),
+    })
 }
 
 fn counting_file(path: &Path, bytes: Arc<AtomicU64>) -> Result<CountingWriter<BufWriter<File>>, WriteError> {

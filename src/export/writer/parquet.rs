@@ -11,8 +11,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::{RowSource, WriteError};
-use crate::export::columns::{Cell, Column, Kind};
+use super::{Record, RowSource, WriteError};
+use crate::export::columns::{CellRef, Column, Kind};
 
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
@@ -25,11 +25,14 @@ pub fn data_type(kind: Kind) -> DataType {
     }
 }
 
-pub fn write<W: Write + Send>(
+/// Writes every row as Parquet into `out` and returns the rows written and `out`
+/// (so the caller can finish the file). Rows are any [`Record`]: built cells, or
+/// entities read in place.
+pub fn write<R: Record, W: Write + Send>(
     columns: &[Column],
-    rows: &mut dyn RowSource,
+    rows: &mut dyn RowSource<R>,
     out: W,
-) -> Result<u64, WriteError> {
+) -> Result<(u64, W), WriteError> {
     let err = |e: parquet::errors::ParquetError| WriteError::encode("Parquet", e);
     let fields: Vec<Field> = columns
         .iter()
@@ -47,53 +50,88 @@ pub fn write<W: Write + Send>(
         if batch.is_empty() {
             continue;
         }
-        let arrays: Vec<ArrayRef> = columns
+        let mut builders: Vec<ColumnBuilder> = columns
             .iter()
-            .enumerate()
-            .map(|(i, c)| array(c.kind(), &batch, i))
+            .map(|c| ColumnBuilder::new(c.kind(), batch.len()))
             .collect();
+        for row in &batch {
+            let mut index = 0;
+            row.each_cell(columns, &mut |cell| {
+                if let Some(builder) = builders.get_mut(index) {
+                    builder.append(cell);
+                }
+                index += 1;
+                Ok(())
+            })?;
+        }
+        let arrays: Vec<ArrayRef> = builders.into_iter().map(ColumnBuilder::finish).collect();
         let record =
             RecordBatch::try_new(schema.clone(), arrays).map_err(|e| WriteError::encode("Arrow", e))?;
         writer.write(&record).map_err(err)?;
         written += batch.len() as u64;
     }
-    writer.close().map_err(err)?;
-    Ok(written)
+    // Writes the footer too.
+    let out = writer.into_inner().map_err(err)?;
+    Ok((written, out))
 }
 
-/// Column `index` of a batch as an Arrow array of the column's type.
-fn array(kind: Kind, rows: &[Vec<Cell>], index: usize) -> ArrayRef {
-    let cells = rows.iter().map(|row| &row[index]);
-    match kind {
-        Kind::Bool => {
-            let mut b = BooleanBuilder::with_capacity(rows.len());
-            cells.for_each(|c| b.append_option(if let Cell::Bool(v) = c { Some(*v) } else { None }));
-            Arc::new(b.finish())
+/// One column of a batch being built, typed by the column's kind.
+enum ColumnBuilder {
+    Bool(BooleanBuilder),
+    Timestamp(TimestampMillisecondBuilder),
+    Date(Date32Builder),
+    Text(StringBuilder, String),
+}
+
+impl ColumnBuilder {
+    fn new(kind: Kind, rows: usize) -> ColumnBuilder {
+        match kind {
+            Kind::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+            Kind::Timestamp => ColumnBuilder::Timestamp(TimestampMillisecondBuilder::with_capacity(rows)),
+            Kind::Date => ColumnBuilder::Date(Date32Builder::with_capacity(rows)),
+            Kind::Uuid | Kind::Text | Kind::Json | Kind::Dynamic => {
+                ColumnBuilder::Text(StringBuilder::with_capacity(rows, rows * 16), String::new())
+            }
         }
-        Kind::Timestamp => {
-            let mut b = TimestampMillisecondBuilder::with_capacity(rows.len());
-            cells.for_each(|c| {
-                b.append_option(if let Cell::Timestamp(v) = c {
-                    Some(*v)
-                } else {
-                    None
-                })
-            });
-            Arc::new(b.finish().with_timezone("UTC"))
+    }
+
+    /// A cell of another type than the column's is null (the column's kind fixes
+    /// the cell's type, except for path columns, which are text).
+    fn append(&mut self, cell: CellRef<'_>) {
+        match self {
+            ColumnBuilder::Bool(b) => b.append_option(if let CellRef::Bool(v) = cell {
+                Some(v)
+            } else {
+                None
+            }),
+            ColumnBuilder::Timestamp(b) => b.append_option(if let CellRef::Timestamp(v) = cell {
+                Some(v)
+            } else {
+                None
+            }),
+            ColumnBuilder::Date(b) => b.append_option(if let CellRef::Date(v) = cell {
+                Some(v)
+            } else {
+                None
+            }),
+            ColumnBuilder::Text(b, scratch) => match cell {
+                CellRef::Null => b.append_null(),
+                CellRef::Text(s) | CellRef::RawJson(s) => b.append_value(s),
+                other => {
+                    scratch.clear();
+                    other.push_text(scratch);
+                    b.append_value(&*scratch)
+                }
+            },
         }
-        Kind::Date => {
-            let mut b = Date32Builder::with_capacity(rows.len());
-            cells.for_each(|c| b.append_option(if let Cell::Date(v) = c { Some(*v) } else { None }));
-            Arc::new(b.finish())
-        }
-        Kind::Uuid | Kind::Text | Kind::Json | Kind::Dynamic => {
-            let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
-            cells.for_each(|c| match c {
-                Cell::Null => b.append_null(),
-                Cell::Text(s) | Cell::RawJson(s) => b.append_value(s),
-                other => b.append_option(other.to_text()),
-            });
-            Arc::new(b.finish())
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(mut b) => Arc::new(b.finish().with_timezone("UTC")),
+            ColumnBuilder::Date(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Text(mut b, _) => Arc::new(b.finish()),
         }
     }
 }
