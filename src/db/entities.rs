@@ -4,6 +4,7 @@ use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Text};
 use diesel_async::RunQueryDsl;
+use tokio_postgres::types::Type;
 
 use super::schema::entities;
 use super::{Backend, Conn};
@@ -38,6 +39,32 @@ pub struct EntityRow {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+/// PostgreSQL types of the `entities` columns in [`EntityRow`] order, for the raw
+/// tokio-postgres paths (the import's binary COPY, the export's row reader).
+pub const ENTITY_COLUMN_TYPES: [Type; 21] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::BOOL,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::BOOL,
+    Type::INT8,
+    Type::INT8,
+];
 
 /// A borrowed [`EntityRow`]: the export's PostgreSQL read path
 /// ([`super::export_rows`]) decodes rows into this without copying a string.

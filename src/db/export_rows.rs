@@ -12,7 +12,7 @@ use diesel::query_builder::{QueryBuilder, QueryFragment};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, Row, RowStream};
 
-use super::entities::{self, EntityFilter, EntityView};
+use super::entities::{self, ENTITY_COLUMN_TYPES, EntityFilter, EntityView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -80,38 +80,16 @@ mod column {
     pub const UPDATED_AT: usize = 20;
 }
 
-/// The column types [`view`] decodes, checked once per query instead of once per
+/// The column types [`view`] decodes are checked once per query instead of once per
 /// cell (tokio-postgres' typed `get` looked the type up for every cell: a sixth of
 /// the CSV writer's time).
-const COLUMN_TYPES: [Type; 21] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::BOOL,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::BOOL,
-    Type::INT8,
-    Type::INT8,
-];
-
 fn check_columns(statement: &tokio_postgres::Statement) -> Result<(), ReadError> {
     let found: Vec<&Type> = statement.columns().iter().map(|c| c.type_()).collect();
-    if found.len() != COLUMN_TYPES.len() || found.iter().zip(&COLUMN_TYPES).any(|(a, b)| *a != b) {
+    if found.len() != ENTITY_COLUMN_TYPES.len()
+        || found.iter().zip(&ENTITY_COLUMN_TYPES).any(|(a, b)| *a != b)
+    {
         return Err(ReadError::Schema(format!(
-            "the entities query returns {found:?}, the export reads {COLUMN_TYPES:?}"
+            "the entities query returns {found:?}, the export reads {ENTITY_COLUMN_TYPES:?}"
         )));
     }
     Ok(())

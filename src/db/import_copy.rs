@@ -10,39 +10,15 @@ use std::collections::HashMap;
 use std::pin::pin;
 
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Transaction};
 
-use super::entities::EntityRow;
+use super::entities::{ENTITY_COLUMN_TYPES, EntityRow};
 use super::import_errors::ImportErrorRow;
 
 const COLUMNS: &str = "id, organization_id, entity_type, tax_id, country, name, gender, external_id, \
     email, phone, registration_date, status, is_client, nationality, risk_matrix_id, attributes, \
     entity_data, enrichment_plan, skip_rules_execution, created_at, updated_at";
-
-const TYPES: [Type; 21] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::BOOL,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::BOOL,
-    Type::INT8,
-    Type::INT8,
-];
 
 /// A dedicated connection for one import run.
 pub struct CopyWriter {
@@ -146,7 +122,7 @@ pub async fn write(
                 "COPY import_stage ({COLUMNS}) FROM STDIN (FORMAT binary)"
             ))
             .await?;
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, &TYPES));
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, &ENTITY_COLUMN_TYPES));
         for r in rows {
             let values: [&(dyn ToSql + Sync); 21] = [
                 &r.id,
