@@ -25,12 +25,16 @@ pub struct CopyWriter {
     client: Client,
 }
 
-/// What one batch writes besides its entities.
-pub struct BatchEnd<'a> {
-    pub job_id: &'a str,
-    pub lease_id: &'a str,
+/// What one batch writes besides its entities: the checkpoint.
+pub struct BatchEnd {
+    pub job_id: String,
+    pub lease_id: String,
+    /// The job's `rows_done` before this batch: the checkpoint only applies on top
+    /// of the batch before it, so batches written on two connections can never
+    /// commit out of order or over a gap.
+    pub rows_before: i64,
     pub rows_done: i64,
-    pub result: &'a str,
+    pub result: String,
     pub now: i64,
 }
 
@@ -50,7 +54,7 @@ impl CopyWriter {
         Ok(CopyWriter { client })
     }
 
-    pub async fn begin(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
+    async fn begin(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
         let tx = self.client.transaction().await?;
         // The commit need not wait for the WAL flush: the checkpoint is in the same
         // transaction, so a batch lost in a database crash is lost with its
@@ -60,9 +64,44 @@ impl CopyWriter {
     }
 }
 
+impl CopyWriter {
+    /// The stored entities of `country` among `tax_ids`, by (country, tax ID); read
+    /// outside the batch's transaction (see [`stored`]).
+    pub async fn stored(
+        &self,
+        organization_id: &str,
+        country: &str,
+        tax_ids: &[String],
+        into: &mut HashMap<(String, String), EntityRow>,
+    ) -> Result<(), tokio_postgres::Error> {
+        stored(&self.client, organization_id, country, tax_ids, into).await
+    }
+
+    /// Writes one batch and its checkpoint in one transaction and commits it. The
+    /// checkpoint waits for `previous` (the batch before committed: `true`); `false`
+    /// when that batch failed or the checkpoint did not apply (lease lost): then
+    /// nothing is written.
+    pub async fn write_batch(
+        &mut self,
+        rows: &[EntityRow],
+        problems: &[ImportErrorRow],
+        end: &BatchEnd,
+        previous: impl std::future::Future<Output = bool>,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let tx = self.begin().await?;
+        write(&tx, rows, problems).await?;
+        if !previous.await || !checkpoint(&tx, end).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
 /// The stored entities of `country` among `tax_ids`, by (country, tax ID).
-pub async fn stored(
-    tx: &Transaction<'_>,
+async fn stored(
+    client: &Client,
     organization_id: &str,
     country: &str,
     tax_ids: &[String],
@@ -79,7 +118,10 @@ pub async fn stored(
          (SELECT {COLUMNS} FROM entities WHERE organization_id = $1 AND country = $2 \
          AND tax_id = k.tax_id LIMIT 1) e"
     );
-    for row in tx.query(&query, &[&organization_id, &country, &tax_ids]).await? {
+    for row in client
+        .query(&query, &[&organization_id, &country, &tax_ids])
+        .await?
+    {
         let entity = EntityRow {
             id: row.try_get(0)?,
             organization_id: row.try_get(1)?,
@@ -110,12 +152,11 @@ pub async fn stored(
 
 /// Writes the batch and its checkpoint; returns `false` when the lease was lost
 /// (the caller rolls back).
-pub async fn write(
+async fn write(
     tx: &Transaction<'_>,
     rows: &[EntityRow],
     problems: &[ImportErrorRow],
-    end: &BatchEnd<'_>,
-) -> Result<bool, tokio_postgres::Error> {
+) -> Result<(), tokio_postgres::Error> {
     if !rows.is_empty() {
         let sink = tx
             .copy_in(&format!(
@@ -184,11 +225,24 @@ pub async fn write(
         )
         .await?;
     }
+    Ok(())
+}
+
+/// The lease-fenced checkpoint, applied only on top of the batch before; `false`
+/// when it did not apply.
+async fn checkpoint(tx: &Transaction<'_>, end: &BatchEnd) -> Result<bool, tokio_postgres::Error> {
     let fenced = tx
         .execute(
             "UPDATE jobs SET rows_done = $1, result = $2, updated_at = $3, version = version + 1 \
-             WHERE id = $4 AND lease_id = $5 AND state = 'running'",
-            &[&end.rows_done, &end.result, &end.now, &end.job_id, &end.lease_id],
+             WHERE id = $4 AND lease_id = $5 AND state = 'running' AND rows_done = $6",
+            &[
+                &end.rows_done,
+                &end.result,
+                &end.now,
+                &end.job_id,
+                &end.lease_id,
+                &end.rows_before,
+            ],
         )
         .await?;
     Ok(fenced > 0)
