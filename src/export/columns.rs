@@ -152,8 +152,8 @@ pub enum Cell {
     RawJson(String),
 }
 
-/// A cell borrowed from a row the writer has not copied (the PostgreSQL CSV path)
-/// or from a [`Cell`].
+/// A cell borrowed from a row the writer has not copied (CSV and Parquet read
+/// entities in place) or from a [`Cell`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum CellRef<'a> {
     Null,
@@ -181,7 +181,8 @@ impl<'a> CellRef<'a> {
 }
 
 impl CellRef<'_> {
-    /// Appends the cell as text ([`Cell::to_text`]'s forms); nothing for null.
+    /// Appends the cell as text (the forms [`Cell::to_text`] documents); nothing for
+    /// null.
     pub fn push_text(&self, out: &mut String) {
         match self {
             CellRef::Null => {}
@@ -227,15 +228,12 @@ impl Cell {
     /// columns: JSON compact, booleans `true`/`false`, timestamps RFC 3339 UTC with
     /// milliseconds, dates `YYYY-MM-DD`.
     pub fn to_text(&self) -> Option<String> {
-        match self {
-            Cell::Null => None,
-            Cell::Text(s) => Some(s.clone()),
-            Cell::Bool(b) => Some(b.to_string()),
-            Cell::Timestamp(ms) => Some(crate::calendar::rfc3339_millis(*ms)),
-            Cell::Date(days) => Some(crate::calendar::iso_date(*days)),
-            Cell::Json(v) => Some(v.to_string()),
-            Cell::RawJson(s) => Some(s.clone()),
+        if matches!(self, Cell::Null) {
+            return None;
         }
+        let mut text = String::new();
+        self.as_ref().push_text(&mut text);
+        Some(text)
     }
 }
 

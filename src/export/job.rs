@@ -166,20 +166,20 @@ impl ExportJob {
         let columns = spec.columns.clone();
         if in_place {
             // The writer reads the entities in place: no cells are built.
-            let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, |_, batch| batch, {
+            let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, {
                 move |rows: &mut mpsc::Receiver<Vec<EntityRow>>, path, counter| {
                     writer::write_records(&options, &columns, rows, path, counter)
                 }
             });
-            let read = self.read_into(&mut conn, &mut feed).await;
+            let read = self.read_into(&mut conn, &mut feed, |_, batch| batch).await;
             return finish_writer(feed, writer, read).await;
         }
-        let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, entity_cells, {
+        let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, {
             move |rows: &mut mpsc::Receiver<Vec<Vec<Cell>>>, path, counter| {
                 writer::write_file(&options, &columns, rows, path, counter)
             }
         });
-        let read = self.read_into(&mut conn, &mut feed).await;
+        let read = self.read_into(&mut conn, &mut feed, entity_cells).await;
         finish_writer(feed, writer, read).await
     }
 
@@ -203,7 +203,7 @@ impl ExportJob {
         ctx.progress(0, Some(total), 0, true).await?;
         let options = writer_options(spec);
         let columns = spec.columns.clone();
-        let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, |_, _| Vec::new(), {
+        let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, {
             move |rows: &mut mpsc::Receiver<Vec<PgEntity>>, path, counter| {
                 writer::write_records(&options, &columns, rows, path, counter)
             }
@@ -227,15 +227,13 @@ impl ExportJob {
         finish_writer(feed, writer, read).await
     }
 
-    /// Starts the writer thread on a channel of row batches; `convert` turns entity
-    /// batches from [`Self::read_into`] into the writer's rows.
+    /// Starts the writer thread on a channel of row batches.
     fn start_writer<'a, R: Send + 'static>(
         &self,
         ctx: &'a JobContext,
         spec: &'a ExportSpec,
         temp: &Path,
         total: i64,
-        convert: fn(&ExportSpec, Vec<EntityRow>) -> Vec<R>,
         write: impl FnOnce(
             &mut mpsc::Receiver<Vec<R>>,
             &Path,
@@ -253,7 +251,6 @@ impl ExportJob {
             ctx,
             spec,
             sender,
-            convert,
             bytes,
             total,
             done: 0,
@@ -265,7 +262,13 @@ impl ExportJob {
     /// Reads every matching entity in creation order into `feed` with one query and
     /// one snapshot: streamed by tokio-postgres on PostgreSQL; on SQLite stepped on a
     /// blocking thread (its async wrapper would buffer a whole stream).
-    async fn read_into<R: Send>(&self, conn: &mut Conn, feed: &mut Feed<'_, R>) -> Result<(), JobError> {
+    /// `convert` turns each batch of entities into the writer's rows.
+    async fn read_into<R: Send>(
+        &self,
+        conn: &mut Conn,
+        feed: &mut Feed<'_, R>,
+        convert: fn(&ExportSpec, Vec<EntityRow>) -> Vec<R>,
+    ) -> Result<(), JobError> {
         let organization_id = feed.ctx.job().organization_id.clone();
         let filter = &feed.spec.filter;
         if let Conn::Pg(pg) = conn {
@@ -274,7 +277,7 @@ impl ExportJob {
             let mut chunks = std::pin::pin!(stream.chunks(self.batch_rows as usize));
             while let Some(chunk) = chunks.next().await {
                 let batch = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
-                if !feed.push_entities(batch).await? {
+                if !feed.push_entities(batch, convert).await? {
                     break;
                 }
             }
@@ -302,7 +305,7 @@ impl ExportJob {
         let consume = async {
             let mut result = Ok(());
             while let Some(batch) = batches.recv().await {
-                match feed.push_entities(batch).await {
+                match feed.push_entities(batch, convert).await {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(err) => {
@@ -375,7 +378,8 @@ fn entity_cells(spec: &ExportSpec, batch: Vec<EntityRow>) -> Vec<Vec<Cell>> {
     rows
 }
 
-/// A row of the raw PostgreSQL reader, read by the CSV writer where it lies.
+/// A row of the raw PostgreSQL reader, read by the CSV or Parquet writer where it
+/// lies.
 struct PgEntity(tokio_postgres::Row);
 
 impl Record for PgEntity {
@@ -405,7 +409,6 @@ struct Feed<'a, R> {
     ctx: &'a JobContext,
     spec: &'a ExportSpec,
     sender: mpsc::Sender<Vec<R>>,
-    convert: fn(&ExportSpec, Vec<EntityRow>) -> Vec<R>,
     bytes: Arc<AtomicU64>,
     total: i64,
     done: i64,
@@ -413,9 +416,13 @@ struct Feed<'a, R> {
 }
 
 impl<R> Feed<'_, R> {
-    async fn push_entities(&mut self, batch: Vec<EntityRow>) -> Result<bool, JobError> {
+    async fn push_entities(
+        &mut self,
+        batch: Vec<EntityRow>,
+        convert: fn(&ExportSpec, Vec<EntityRow>) -> Vec<R>,
+    ) -> Result<bool, JobError> {
         let entities = batch.len() as i64;
-        let rows = (self.convert)(self.spec, batch);
+        let rows = convert(self.spec, batch);
         self.push(rows, entities).await
     }
 

@@ -53,8 +53,8 @@ fn csv_err(e: csv::Error) -> WriteError {
     WriteError::encode("CSV", e)
 }
 
-/// One field: text as is (or neutralised), booleans `true`/`false`, dates and
-/// timestamps formatted into `scratch` (no allocation per cell), JSON compact.
+/// One field: text as is (or neutralised); other cells in their text form, written
+/// through `scratch` (no allocation per cell).
 fn write_cell<W: Write>(
     writer: &mut csv::Writer<W>,
     cell: CellRef<'_>,
@@ -65,20 +65,9 @@ fn write_cell<W: Write>(
         CellRef::Text(s) if neutralize_formulas => writer.write_field(neutralize(s).as_bytes()),
         CellRef::Text(s) | CellRef::RawJson(s) => writer.write_field(s),
         CellRef::Null => writer.write_field(""),
-        CellRef::Bool(b) => writer.write_field(if b { "true" } else { "false" }),
-        CellRef::Timestamp(ms) => {
+        other => {
             scratch.clear();
-            crate::calendar::push_rfc3339_millis(ms, scratch);
-            writer.write_field(&*scratch)
-        }
-        CellRef::Date(days) => {
-            scratch.clear();
-            crate::calendar::push_iso_date(days, scratch);
-            writer.write_field(&*scratch)
-        }
-        CellRef::Json(value) => {
-            scratch.clear();
-            scratch.push_str(&value.to_string());
+            other.push_text(scratch);
             writer.write_field(&*scratch)
         }
     }

@@ -40,7 +40,7 @@ impl WriteError {
 }
 
 /// Batches of rows, `None` at the end (or when the producer stopped). Rows are
-/// built cells by default; the CSV writer also takes any [`Record`].
+/// built cells by default; the CSV and Parquet writers take any [`Record`].
 pub trait RowSource<R = Vec<Cell>> {
     fn next_batch(&mut self) -> Option<Vec<R>>;
 }
@@ -57,7 +57,7 @@ impl<R> RowSource<R> for std::vec::IntoIter<Vec<R>> {
     }
 }
 
-/// A row the CSV writer can read cell by cell without it being built first.
+/// A row the CSV and Parquet writers read cell by cell without it being built first.
 pub trait Record {
     /// Calls `each` with the row's cells in the order of `columns`.
     fn each_cell(
