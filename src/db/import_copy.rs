@@ -13,7 +13,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Transaction};
 
-use super::entities::{ENTITY_COLUMN_TYPES, EntityRow};
+use super::entities::{ENTITY_COLUMN_TYPES, EntityRow, EntityView};
 use super::import_errors::ImportErrorRow;
 
 const COLUMNS: &str = "id, organization_id, entity_type, tax_id, country, name, gender, external_id, \
@@ -83,7 +83,7 @@ impl CopyWriter {
     /// nothing is written.
     pub async fn write_batch(
         &mut self,
-        rows: &[EntityRow],
+        rows: &[EntityView<'_>],
         problems: &[ImportErrorRow],
         end: &BatchEnd,
         previous: impl std::future::Future<Output = bool>,
@@ -154,7 +154,7 @@ async fn stored(
 /// (the caller rolls back).
 async fn write(
     tx: &Transaction<'_>,
-    rows: &[EntityRow],
+    rows: &[EntityView<'_>],
     problems: &[ImportErrorRow],
 ) -> Result<(), tokio_postgres::Error> {
     if !rows.is_empty() {

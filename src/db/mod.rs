@@ -10,6 +10,7 @@ pub mod entities;
 pub mod export_rows;
 pub mod import_copy;
 pub mod import_errors;
+pub mod import_sqlite;
 pub mod jobs;
 pub mod mappings;
 pub mod migrate;

@@ -8,25 +8,86 @@ use super::csv_file::{self, Layout};
 use super::plan::{self, Catalogue};
 use super::row::{self, Draft, RowIssue};
 use super::spec::ImportSpec;
-use crate::db::entities::EntityRow;
+use crate::db::entities::{EntityRow, EntityView};
 
-/// A row ready to write (with its plan as JSON), or its problems; warnings either way.
+/// A row ready to write, or its problems; warnings either way.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub line: u64,
     /// The row's original cells, for the error report.
     pub raw: Vec<String>,
-    pub outcome: Result<(Draft, String), Vec<RowIssue>>,
+    pub outcome: Result<Ready, Vec<RowIssue>>,
     pub warnings: Vec<RowIssue>,
 }
 
 impl Prepared {
     /// (country, normalised tax ID) of a valid row.
     pub fn key(&self) -> Option<(&str, &str)> {
-        self.outcome
-            .as_ref()
-            .ok()
-            .map(|(d, _)| (d.country.as_str(), d.tax_id.as_str()))
+        self.outcome.as_ref().ok().map(Ready::key)
+    }
+}
+
+/// A valid row with everything a new entity needs already built (its id, its
+/// attributes, entity data and plan as JSON). Built on the reader thread, so the
+/// writer, the import's bottleneck, only binds it; a row whose key is stored is
+/// merged over the stored entity instead ([`merge`]).
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// The row's values; its `attributes` and `entity_data` maps are moved out into
+    /// the JSON fields below.
+    pub draft: Draft,
+    /// The id of the entity if it is new.
+    pub id: String,
+    pub attributes: String,
+    pub entity_data: String,
+    pub plan: String,
+}
+
+impl Ready {
+    pub fn new(mut draft: Draft, plan: String) -> Ready {
+        let attributes = Value::Object(std::mem::take(&mut draft.attributes)).to_string();
+        let entity_data = Value::Object(std::mem::take(&mut draft.entity_data)).to_string();
+        draft.plan_columns = Map::new();
+        Ready {
+            draft,
+            id: crate::db::new_id(),
+            attributes,
+            entity_data,
+            plan,
+        }
+    }
+
+    /// (country, normalised tax ID).
+    pub fn key(&self) -> (&str, &str) {
+        (self.draft.country.as_str(), self.draft.tax_id.as_str())
+    }
+
+    /// The entity to write when none is stored under the key, borrowed.
+    pub fn as_new<'a>(&'a self, organization_id: &'a str, skip_rules: bool, now: i64) -> EntityView<'a> {
+        let d = &self.draft;
+        EntityView {
+            id: &self.id,
+            organization_id,
+            entity_type: &d.entity_type,
+            tax_id: &d.tax_id,
+            country: &d.country,
+            name: &d.name,
+            gender: d.gender.as_deref(),
+            external_id: d.external_id.as_deref(),
+            email: d.email.as_deref(),
+            phone: d.phone.as_deref(),
+            registration_date: d.registration_date.as_deref(),
+            status: d.status.as_deref().unwrap_or("active"),
+            is_client: d.is_client.unwrap_or(false),
+            nationality: d.nationality.as_deref(),
+            risk_matrix_id: d.risk_matrix_id.as_ref().and_then(|r| r.as_deref()),
+            attributes: &self.attributes,
+            entity_data: &self.entity_data,
+            enrichment_plan: Some(&self.plan),
+            skip_rules_execution: skip_rules,
+            created_at: now,
+            updated_at: now,
+        }
     }
 }
 
@@ -64,7 +125,7 @@ pub fn prepare(
         match plan::plan(&spec.batch, catalogue, &draft.entity_type, &draft.plan_columns) {
             Ok(plan) => {
                 let json = serde_json::to_string(&plan).unwrap_or_default();
-                Ok((draft, json))
+                Ok(Ready::new(draft, json))
             }
             Err((column, code, message)) => {
                 let raw_value = draft
@@ -109,46 +170,21 @@ fn object(text: &str) -> Map<String, Value> {
     }
 }
 
-/// The row to write: a new entity, or the stored one with the row's values over
-/// it. Cells the row leaves empty keep what is stored; attributes and entity data
-/// merge key by key (the row wins).
-pub fn merge(
-    draft: Draft,
-    plan: String,
-    skip_rules: bool,
-    existing: Option<&EntityRow>,
-    organization_id: &str,
-    now: i64,
-) -> EntityRow {
-    let Some(stored) = existing else {
-        return EntityRow {
-            id: crate::db::new_id(),
-            organization_id: organization_id.to_string(),
-            entity_type: draft.entity_type,
-            tax_id: draft.tax_id,
-            country: draft.country,
-            name: draft.name,
-            gender: draft.gender,
-            external_id: draft.external_id,
-            email: draft.email,
-            phone: draft.phone,
-            registration_date: draft.registration_date,
-            status: draft.status.unwrap_or_else(|| "active".into()),
-            is_client: draft.is_client.unwrap_or(false),
-            nationality: draft.nationality,
-            risk_matrix_id: draft.risk_matrix_id.flatten(),
-            attributes: Value::Object(draft.attributes).to_string(),
-            entity_data: Value::Object(draft.entity_data).to_string(),
-            enrichment_plan: Some(plan),
-            skip_rules_execution: skip_rules,
-            created_at: now,
-            updated_at: now,
-        };
-    };
+/// The stored entity with the row's values over it (a new entity is
+/// [`Ready::as_new`]). Cells the row leaves empty keep what is stored; attributes
+/// and entity data merge key by key (the row wins).
+pub fn merge(ready: Ready, skip_rules: bool, stored: &EntityRow, now: i64) -> EntityRow {
+    let Ready {
+        draft,
+        attributes: row_attributes,
+        entity_data: row_entity_data,
+        plan,
+        ..
+    } = ready;
     let mut attributes = object(&stored.attributes);
-    merge_objects(&mut attributes, draft.attributes);
+    merge_objects(&mut attributes, object(&row_attributes));
     let mut entity_data = object(&stored.entity_data);
-    merge_objects(&mut entity_data, draft.entity_data);
+    merge_objects(&mut entity_data, object(&row_entity_data));
     let keep = |new: Option<String>, old: &Option<String>| new.or_else(|| old.clone());
     EntityRow {
         id: stored.id.clone(),
@@ -223,7 +259,7 @@ mod tests {
             attributes: json!({"tags": {"tier": "silver"}}).as_object().cloned().unwrap(),
             ..Default::default()
         };
-        let row = merge(draft, "{}".into(), true, Some(&stored()), "o", 9);
+        let row = merge(Ready::new(draft, "{}".into()), true, &stored(), 9);
         assert_eq!(
             (
                 row.id.as_str(),
@@ -257,7 +293,7 @@ mod tests {
             risk_matrix_id: Some(None),
             ..Default::default()
         };
-        let row = merge(draft, "{}".into(), false, Some(&stored()), "o", 9);
+        let row = merge(Ready::new(draft, "{}".into()), false, &stored(), 9);
         assert_eq!(row.risk_matrix_id, None);
     }
 }

@@ -13,16 +13,17 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::csv_file::{self, Layout};
-use super::entity::{self, Prepared};
+use super::entity::{self, Prepared, Ready};
 use super::plan::Catalogue;
 use super::report;
 use super::row::RowIssue;
 use super::spec::ImportSpec;
-use crate::db::entities::{self, EntityRow};
+use crate::db::entities::{EntityRow, EntityView};
 use crate::db::import_copy::{BatchEnd, CopyWriter};
 use crate::db::import_errors::{self, ImportErrorRow};
+use crate::db::import_sqlite::SqliteWriter;
 use crate::db::jobs::{self, JobRow};
-use crate::db::{Backend, Conn, Db, enrichments, now_ms};
+use crate::db::{Backend, Db, enrichments, now_ms};
 use crate::jobs::{JobContext, JobError, JobHandler, JobOutcome};
 use crate::storage::Storage;
 
@@ -208,14 +209,7 @@ impl ImportJob {
         let skip = position.rows_done as u64;
         let mut batches = read_batches(upload, layout, spec, catalogue, skip, self.batch_rows);
         if ctx.db().backend() == Backend::Sqlite {
-            while let Some(batch) = batches.next().await? {
-                ctx.check()?;
-                for part in split_on_repeated_keys(batch) {
-                    write_batch(ctx, spec, part, position).await?;
-                }
-                publish(ctx, position).await;
-            }
-            return Ok(());
+            return write_sqlite(ctx, spec, batches, position).await;
         }
         let mut pipeline = PgPipeline::connect(ctx, spec, position).await?;
         while let Some(batch) = batches.next().await? {
@@ -345,8 +339,13 @@ impl<'a> PgPipeline<'a> {
         let previous = self.last_commit.take();
         let (committed, commit_signal) = tokio::sync::oneshot::channel::<()>();
         self.last_commit = Some(commit_signal);
+        let (organization_id, skip_rules) = (job.organization_id.clone(), self.skip_rules);
         let task = tokio::spawn(async move {
             let writing = Instant::now();
+            let views: Vec<EntityView<'_>> = rows
+                .iter()
+                .map(|r| r.view(&organization_id, skip_rules, now))
+                .collect();
             // The batch before must have committed before this checkpoint: a
             // dropped sender means it failed.
             let previous_committed = async move {
@@ -356,7 +355,7 @@ impl<'a> PgPipeline<'a> {
                 }
             };
             let result = match writer
-                .write_batch(&rows, &problems, &end, previous_committed)
+                .write_batch(&views, &problems, &end, previous_committed)
                 .await
             {
                 Ok(true) => {
@@ -448,8 +447,9 @@ fn problem_rows(
         .collect()
 }
 
-/// A batch may name the same entity twice; each run of rows without a repeat is
-/// written on its own, so the later row sees (and overrides) the earlier one.
+/// PostgreSQL: a batch may name the same entity twice; each run of rows without a
+/// repeat is written on its own, so the later row sees (and overrides) the earlier
+/// one (its stored entities are looked up for the whole part at once).
 fn split_on_repeated_keys(batch: Vec<Prepared>) -> Vec<Vec<Prepared>> {
     let mut parts = Vec::new();
     let mut current = Vec::new();
@@ -471,6 +471,21 @@ fn split_on_repeated_keys(batch: Vec<Prepared>) -> Vec<Vec<Prepared>> {
     parts
 }
 
+/// A row to write on PostgreSQL: new, or merged over the stored entity.
+enum ToWrite {
+    New(Ready),
+    Merged(EntityRow),
+}
+
+impl ToWrite {
+    fn view<'a>(&'a self, organization_id: &'a str, skip_rules: bool, now: i64) -> EntityView<'a> {
+        match self {
+            ToWrite::New(ready) => ready.as_new(organization_id, skip_rules, now),
+            ToWrite::Merged(row) => row.view(),
+        }
+    }
+}
+
 /// The rows to write and the problems to record for `part`, counting them.
 fn assemble(
     part: Vec<Prepared>,
@@ -479,44 +494,52 @@ fn assemble(
     job: &JobRow,
     skip_rules: bool,
     now: i64,
-) -> (Vec<EntityRow>, Vec<ImportErrorRow>) {
+) -> (Vec<ToWrite>, Vec<ImportErrorRow>) {
     let mut rows = Vec::with_capacity(part.len());
     let mut problems = Vec::new();
     for prepared in part {
-        let mut seq = 0;
-        if let Err(issues) = &prepared.outcome {
-            counters.failed += 1;
-            problems.extend(problem_rows(&job.id, &prepared, issues, 0, import_errors::ERROR));
-            seq = issues.len() as i32;
-        }
-        if !prepared.warnings.is_empty() {
-            counters.warnings += prepared.warnings.len() as i64;
-            problems.extend(problem_rows(
-                &job.id,
-                &prepared,
-                &prepared.warnings,
-                seq,
-                import_errors::WARNING,
-            ));
-        }
-        if let Ok((draft, plan)) = prepared.outcome {
-            let existing = stored.get(&(draft.country.clone(), draft.tax_id.clone()));
-            if existing.is_some() {
+        let Some(ready) = settle(prepared, counters, &job.id, &mut problems) else {
+            continue;
+        };
+        let (country, tax_id) = ready.key();
+        match stored.get(&(country.to_string(), tax_id.to_string())) {
+            Some(existing) => {
                 counters.updated += 1;
-            } else {
-                counters.created += 1;
+                rows.push(ToWrite::Merged(entity::merge(ready, skip_rules, existing, now)));
             }
-            rows.push(entity::merge(
-                draft,
-                plan,
-                skip_rules,
-                existing,
-                &job.organization_id,
-                now,
-            ));
+            None => {
+                counters.created += 1;
+                rows.push(ToWrite::New(ready));
+            }
         }
     }
     (rows, problems)
+}
+
+/// Counts a row's problems and collects them; the row's values when it is valid.
+fn settle(
+    prepared: Prepared,
+    counters: &mut ImportResult,
+    job_id: &str,
+    problems: &mut Vec<ImportErrorRow>,
+) -> Option<Ready> {
+    let mut seq = 0;
+    if let Err(issues) = &prepared.outcome {
+        counters.failed += 1;
+        problems.extend(problem_rows(job_id, &prepared, issues, 0, import_errors::ERROR));
+        seq = issues.len() as i32;
+    }
+    if !prepared.warnings.is_empty() {
+        counters.warnings += prepared.warnings.len() as i64;
+        problems.extend(problem_rows(
+            job_id,
+            &prepared,
+            &prepared.warnings,
+            seq,
+            import_errors::WARNING,
+        ));
+    }
+    prepared.outcome.ok()
 }
 
 /// (country, tax IDs) of the part's valid rows.
@@ -531,54 +554,118 @@ fn keys_by_country(part: &[Prepared]) -> BTreeMap<String, Vec<String>> {
     by_country
 }
 
-/// SQLite: one transaction per part (upserts, problems, checkpoint) through diesel;
-/// PostgreSQL goes through [`PgPipeline`].
-async fn write_batch(
+/// SQLite: each batch is one transaction on the import's own connection
+/// ([`SqliteWriter`]), written on a blocking thread while the reader prepares the
+/// next. Rows are looked up one by one inside the transaction, so a row sees an
+/// earlier row of its batch naming the same entity.
+async fn write_sqlite(
     ctx: &JobContext,
     spec: &ImportSpec,
-    part: Vec<Prepared>,
+    mut batches: Batches,
     position: &mut Position,
 ) -> Result<(), JobError> {
-    let job = ctx.job().clone();
-    let lease_id = ctx.lease_id().to_string();
-    let rows_done = position.rows_done + part.len() as i64;
-    let mut counters = position.counters.clone();
-    let skip_rules = spec.batch.skip_rules_execution;
-    let counters = ctx
-        .db()
-        .transaction(move |conn| {
-            Box::pin(async move {
-                let stored = stored_entities(conn, &job.organization_id, &part).await?;
-                let now = now_ms();
-                let (rows, problems) = assemble(part, &stored, &mut counters, &job, skip_rules, now);
-                entities::upsert(conn, rows).await?;
-                import_errors::insert(conn, &problems).await?;
-                let json = serde_json::to_string(&counters).unwrap_or_default();
-                if jobs::checkpoint(conn, &job.id, &lease_id, rows_done, &json, now).await? == 0 {
-                    return Err(JobError::LeaseLost);
-                }
-                Ok(counters)
-            })
+    let path = crate::db::sqlite_path(ctx.db().url()).to_string();
+    let opened = tokio::task::spawn_blocking(move || SqliteWriter::open(&path))
+        .await
+        .map_err(|e| JobError::Transient(e.to_string()))?;
+    let mut writer = Some(
+        opened.map_err(|e| JobError::Transient(format!("cannot open the database for the import: {e}")))?,
+    );
+    let shared = std::sync::Arc::new(SqliteBatchContext {
+        job: ctx.job().clone(),
+        lease_id: ctx.lease_id().to_string(),
+        skip_rules: spec.batch.skip_rules_execution,
+    });
+    let mut waited = Instant::now();
+    while let Some(batch) = batches.next().await? {
+        // Time spent waiting for the reader: near zero while the writer is the
+        // bottleneck.
+        let wait_ms = waited.elapsed().as_millis() as u64;
+        let writing = Instant::now();
+        ctx.check()?;
+        let Some(mut taken) = writer.take() else {
+            return Err(JobError::Transient("the import connection was lost".into()));
+        };
+        let (shared, rows_before, counters) = (shared.clone(), position.rows_done, position.counters.clone());
+        let (returned, written) = tokio::task::spawn_blocking(move || {
+            let written = write_sqlite_batch(&mut taken, &shared, batch, rows_before, counters);
+            (taken, written)
         })
-        .await?;
-    position.counters = counters;
-    position.rows_done = rows_done;
+        .await
+        .map_err(|e| JobError::Transient(format!("an import write stopped: {e}")))?;
+        writer = Some(returned);
+        let written = written?;
+        tracing::debug!(
+            rows = written.rows_done,
+            wait_ms,
+            write_ms = writing.elapsed().as_millis() as u64,
+            "import batch committed"
+        );
+        position.rows_done = written.rows_done;
+        position.counters = written.counters;
+        publish(ctx, position).await;
+        waited = Instant::now();
+    }
     Ok(())
 }
 
-/// The stored entities the part's valid rows name, by (country, tax ID).
-async fn stored_entities(
-    conn: &mut Conn,
-    organization_id: &str,
-    part: &[Prepared],
-) -> Result<HashMap<(String, String), EntityRow>, JobError> {
-    let mut stored = HashMap::new();
-    for (country, tax_ids) in keys_by_country(part) {
-        for row in entities::find_by_tax_ids(conn, organization_id, &country, &tax_ids).await? {
-            stored.insert((row.country.clone(), row.tax_id.clone()), row);
+/// What every SQLite batch of one run needs.
+struct SqliteBatchContext {
+    job: JobRow,
+    lease_id: String,
+    skip_rules: bool,
+}
+
+/// One batch in one transaction: each row looked up, merged and inserted or
+/// updated; the problems; the checkpoint fenced by the lease and `rows_before`.
+fn write_sqlite_batch(
+    writer: &mut SqliteWriter,
+    shared: &SqliteBatchContext,
+    batch: Vec<Prepared>,
+    rows_before: i64,
+    mut counters: ImportResult,
+) -> Result<Written, JobError> {
+    let failed = |e: rusqlite::Error| JobError::Transient(format!("import write failed: {e}"));
+    let job = &shared.job;
+    let rows_done = rows_before + batch.len() as i64;
+    let now = now_ms();
+    let tx = writer.begin().map_err(failed)?;
+    let mut problems = Vec::new();
+    let organization_id = job.organization_id.as_str();
+    for prepared in batch {
+        let Some(ready) = settle(prepared, &mut counters, &job.id, &mut problems) else {
+            continue;
+        };
+        if tx
+            .insert_new(&ready.as_new(organization_id, shared.skip_rules, now))
+            .map_err(failed)?
+        {
+            counters.created += 1;
+            continue;
         }
+        let (country, tax_id) = ready.key();
+        let Some(stored) = tx.stored(organization_id, country, tax_id).map_err(failed)? else {
+            return Err(JobError::Transient(format!(
+                "the entity {country} {tax_id} was neither inserted nor found"
+            )));
+        };
+        counters.updated += 1;
+        tx.update(&entity::merge(ready, shared.skip_rules, &stored, now).view())
+            .map_err(failed)?;
     }
-    Ok(stored)
+    tx.problems(&problems).map_err(failed)?;
+    let end = BatchEnd {
+        job_id: job.id.clone(),
+        lease_id: shared.lease_id.clone(),
+        rows_before,
+        rows_done,
+        result: serde_json::to_string(&counters).unwrap_or_default(),
+        now,
+    };
+    if !tx.finish(&end).map_err(failed)? {
+        return Err(JobError::LeaseLost);
+    }
+    Ok(Written { rows_done, counters })
 }
 
 /// Tells watchers about progress, at most every [`PUBLISH_INTERVAL`].

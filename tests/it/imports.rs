@@ -32,7 +32,7 @@ on_both_backends!(
     a_queued_import_that_is_cancelled_never_runs,
     a_running_import_stops_between_batches_and_keeps_its_rows,
     an_import_retried_after_a_crash_writes_nothing_twice,
-    rows_naming_one_entity_in_consecutive_batches_merge_in_file_order,
+    rows_naming_one_entity_merge_in_file_order_within_and_across_batches,
     a_saved_mapping_renames_custom_headers,
     the_completion_report_is_mailed_in_the_recipients_language,
 );
@@ -777,39 +777,45 @@ async fn an_import_retried_after_a_crash_writes_nothing_twice(backend: Backend) 
     app.stop().await;
 }
 
-/// Batches of two rows: on PostgreSQL consecutive batches are written on two
-/// connections at once, so entity A, named in batches 1, 2 and 3, checks that a
-/// batch waits for the one before when they share an entity (each later row sees
-/// the earlier one's values; empty cells keep them) and that counters stay exact.
-async fn rows_naming_one_entity_in_consecutive_batches_merge_in_file_order(backend: Backend) {
-    let app = TestApp::start_with(backend, |c| c.bulk_import.batch_rows = 2, Workers::Ferry).await;
-    let mut csv = String::from("tax_id,type,name,email,phone\n");
-    csv.push_str("A1,pf,First,a@example.com,\n");
-    csv.push_str("B1,pf,Bee,,\n");
-    csv.push_str("A1,pf,Second,,555-0101\n");
-    csv.push_str("C1,pf,Cee,,\n");
-    csv.push_str("A1,pf,Third,,\n");
-    for i in 0..20 {
-        csv.push_str(&format!("D{i},pf,Row {i},,\n"));
+/// Entity A is named three times. With batches of two rows it is in batches 1, 2
+/// and 3, which PostgreSQL writes on two connections at once: a batch must wait for
+/// the one before when they share an entity. With one batch for the file, the
+/// three rows are in one transaction (SQLite inserts the first and merges the
+/// others over it; PostgreSQL splits the batch). Either way each later row sees the
+/// earlier one's values, empty cells keep them, and counters stay exact.
+async fn rows_naming_one_entity_merge_in_file_order_within_and_across_batches(backend: Backend) {
+    for batch_rows in [2, 1_000] {
+        let app =
+            TestApp::start_with(backend, |c| c.bulk_import.batch_rows = batch_rows, Workers::Ferry).await;
+        let mut csv = String::from("tax_id,type,name,email,phone\n");
+        csv.push_str("A1,pf,First,a@example.com,\n");
+        csv.push_str("B1,pf,Bee,,\n");
+        csv.push_str("A1,pf,Second,,555-0101\n");
+        csv.push_str("C1,pf,Cee,,\n");
+        csv.push_str("A1,pf,Third,,\n");
+        for i in 0..20 {
+            csv.push_str(&format!("D{i},pf,Row {i},,\n"));
+        }
+        let done = import_and_wait(&app, country("MX"), &csv).await;
+        assert_eq!(done.state, JobState::Completed as i32, "{:?}", done.error);
+        assert_eq!(
+            (
+                done.processed_items,
+                done.created_items,
+                done.updated_items,
+                done.failed_items
+            ),
+            (25, 23, 2, 0),
+            "batches of {batch_rows}"
+        );
+        let rows = stored(&app).await;
+        assert_eq!(rows.len(), 23);
+        let a = by_tax_id(&rows, "A1");
+        assert_eq!(a.name, "Third", "batches of {batch_rows}");
+        assert_eq!(a.email.as_deref(), Some("a@example.com"));
+        assert_eq!(a.phone.as_deref(), Some("555-0101"));
+        app.stop().await;
     }
-    let done = import_and_wait(&app, country("MX"), &csv).await;
-    assert_eq!(done.state, JobState::Completed as i32, "{:?}", done.error);
-    assert_eq!(
-        (
-            done.processed_items,
-            done.created_items,
-            done.updated_items,
-            done.failed_items
-        ),
-        (25, 23, 2, 0)
-    );
-    let rows = stored(&app).await;
-    assert_eq!(rows.len(), 23);
-    let a = by_tax_id(&rows, "A1");
-    assert_eq!(a.name, "Third");
-    assert_eq!(a.email.as_deref(), Some("a@example.com"));
-    assert_eq!(a.phone.as_deref(), Some("555-0101"));
-    app.stop().await;
 }
 
 async fn a_saved_mapping_renames_custom_headers(backend: Backend) {

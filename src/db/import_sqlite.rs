@@ -1,0 +1,247 @@
+//! The import job's write path on SQLite, over its own connection (rusqlite) used
+//! from one blocking thread: per batch, one `BEGIN IMMEDIATE` transaction holding
+//! each row's `INSERT … ON CONFLICT DO NOTHING` (a new key: done) or, when its key
+//! is stored, the lookup and an `UPDATE` by id; the batch's problems; and the
+//! lease-fenced checkpoint (the statement of [`super::import_copy`]'s). Every
+//! statement is prepared once and cached.
+//!
+//! Why not diesel here: diesel builds and binds each row's query through its AST
+//! (a third of the writer's time), and it cannot cache `ON CONFLICT` statements;
+//! the `REPLACE` used instead made SQLite open a statement journal per row (a
+//! `REPLACE` may delete), another seventh of the time. Single-row INSERT and
+//! UPDATE statements need none.
+
+use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
+
+use super::entities::{EntityRow, EntityView};
+use super::import_copy::BatchEnd;
+use super::import_errors::ImportErrorRow;
+
+/// What every connection to the database sets (as the pool's connections do).
+const SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+    PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;";
+
+const COLUMNS: &str = "id, organization_id, entity_type, tax_id, country, name, gender, external_id, \
+    email, phone, registration_date, status, is_client, nationality, risk_matrix_id, attributes, \
+    entity_data, enrichment_plan, skip_rules_execution, created_at, updated_at";
+
+/// Page cache of the import connection (KiB); SQLite's default is 2 MiB, which
+/// makes an import into a large organization re-read its unique-index pages.
+const CACHE_KIB: i64 = 16 * 1024;
+
+/// A dedicated connection for one import run, and a thread copying what it
+/// commits from the WAL into the database file.
+pub struct SqliteWriter {
+    conn: Connection,
+    /// Asks the checkpointer for a pass; dropping it ends the thread.
+    checkpoint: std::sync::mpsc::SyncSender<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot start the checkpoint thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// One batch's transaction: look up, write, record problems, then [`Batch::finish`].
+/// Dropped unfinished, it rolls back.
+pub struct Batch<'c> {
+    tx: rusqlite::Transaction<'c>,
+    checkpoint: &'c std::sync::mpsc::SyncSender<()>,
+}
+
+impl SqliteWriter {
+    /// Opens `path` with the settings of the pool's connections (WAL, busy timeout,
+    /// foreign keys).
+    ///
+    /// Two settings differ, both to keep work off the writer, the import's
+    /// bottleneck. Foreign keys are not checked (one index probe a row less): the
+    /// organization of every row is the job's, and the job's checkpoint commits in
+    /// the same transaction, fenced on the job's row, which an organization's
+    /// deletion removes with it. And the connection does not checkpoint the WAL
+    /// itself (a seventh of its time): a thread of its own does, on a second
+    /// connection, after each commit (SQLite's passive checkpoints run beside a
+    /// writer).
+    pub fn open(path: &str) -> Result<SqliteWriter, OpenError> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(&format!(
+            "{SETTINGS} PRAGMA foreign_keys = OFF; PRAGMA wal_autocheckpoint = 0; \
+             PRAGMA cache_size = -{CACHE_KIB};"
+        ))?;
+        conn.set_prepared_statement_cache_capacity(8);
+        let checkpointer = Connection::open(path)?;
+        checkpointer.execute_batch(SETTINGS)?;
+        let (checkpoint, passes) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("import-checkpoint".into())
+            .spawn(move || {
+                while passes.recv().is_ok() {
+                    let pass = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    if let Err(err) = pass {
+                        tracing::warn!(error = %err, "WAL checkpoint failed");
+                    }
+                }
+            })?;
+        Ok(SqliteWriter { conn, checkpoint })
+    }
+
+    /// Starts a batch; waits (busy timeout) while another connection writes.
+    pub fn begin(&mut self) -> rusqlite::Result<Batch<'_>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Ok(Batch {
+            tx,
+            checkpoint: &self.checkpoint,
+        })
+    }
+}
+
+impl Batch<'_> {
+    /// The stored entity under (organization, country, tax ID), including one this
+    /// batch wrote.
+    pub fn stored(
+        &self,
+        organization_id: &str,
+        country: &str,
+        tax_id: &str,
+    ) -> rusqlite::Result<Option<EntityRow>> {
+        let mut statement = self.tx.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM entities WHERE organization_id = ?1 AND country = ?2 AND tax_id = ?3"
+        ))?;
+        statement
+            .query_row(params![organization_id, country, tax_id], |row| {
+                Ok(EntityRow {
+                    id: row.get(0)?,
+                    organization_id: row.get(1)?,
+                    entity_type: row.get(2)?,
+                    tax_id: row.get(3)?,
+                    country: row.get(4)?,
+                    name: row.get(5)?,
+                    gender: row.get(6)?,
+                    external_id: row.get(7)?,
+                    email: row.get(8)?,
+                    phone: row.get(9)?,
+                    registration_date: row.get(10)?,
+                    status: row.get(11)?,
+                    is_client: row.get(12)?,
+                    nationality: row.get(13)?,
+                    risk_matrix_id: row.get(14)?,
+                    attributes: row.get(15)?,
+                    entity_data: row.get(16)?,
+                    enrichment_plan: row.get(17)?,
+                    skip_rules_execution: row.get(18)?,
+                    created_at: row.get(19)?,
+                    updated_at: row.get(20)?,
+                })
+            })
+            .optional()
+    }
+
+    /// Inserts `r` unless an entity is stored under its key; `false` when one is
+    /// (nothing written). Trying the insert first spares new keys, the usual case,
+    /// a lookup.
+    pub fn insert_new(&self, r: &EntityView<'_>) -> rusqlite::Result<bool> {
+        let mut statement = self.tx.prepare_cached(&format!(
+            "INSERT INTO entities ({COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) \
+             ON CONFLICT (organization_id, country, tax_id) DO NOTHING"
+        ))?;
+        let inserted = statement.execute(values(r).as_slice())?;
+        Ok(inserted == 1)
+    }
+
+    /// A stored entity (found by [`Batch::stored`]) takes every value of `r`
+    /// except its id, key and creation time. Bound as the INSERT is (unused
+    /// positions are allowed), so both share one list of values.
+    pub fn update(&self, r: &EntityView<'_>) -> rusqlite::Result<()> {
+        let mut statement = self.tx.prepare_cached(
+            "UPDATE entities SET entity_type = ?3, name = ?6, gender = ?7, external_id = ?8, email = ?9, \
+             phone = ?10, registration_date = ?11, status = ?12, is_client = ?13, nationality = ?14, \
+             risk_matrix_id = ?15, attributes = ?16, entity_data = ?17, enrichment_plan = ?18, \
+             skip_rules_execution = ?19, updated_at = ?21 WHERE id = ?1",
+        )?;
+        statement.execute(values(r).as_slice())?;
+        Ok(())
+    }
+
+    /// Records problems; one already recorded (same job, line and order) is left
+    /// as is.
+    pub fn problems(&self, problems: &[ImportErrorRow]) -> rusqlite::Result<()> {
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let mut statement = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO import_errors (job_id, line, seq, severity, column_name, code, message, \
+             raw_value, raw_record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for p in problems {
+            statement.execute(params![
+                p.job_id,
+                p.line,
+                p.seq,
+                p.severity,
+                p.column_name,
+                p.code,
+                p.message,
+                p.raw_value,
+                p.raw_record,
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Writes the lease-fenced checkpoint and commits; `false` (rolled back, nothing
+    /// written) when the lease was lost.
+    pub fn finish(self, end: &BatchEnd) -> rusqlite::Result<bool> {
+        let fenced = self.tx.execute(
+            "UPDATE jobs SET rows_done = ?1, result = ?2, updated_at = ?3, version = version + 1 \
+             WHERE id = ?4 AND lease_id = ?5 AND state = 'running' AND rows_done = ?6",
+            params![
+                end.rows_done,
+                end.result,
+                end.now,
+                end.job_id,
+                end.lease_id,
+                end.rows_before
+            ],
+        )?;
+        if fenced == 0 {
+            self.tx.rollback()?;
+            return Ok(false);
+        }
+        self.tx.commit()?;
+        // A pass already asked for will copy this commit too.
+        let _ = self.checkpoint.try_send(());
+        Ok(true)
+    }
+}
+
+/// The values of `r` in [`COLUMNS`] order, for `?1` … `?21`.
+fn values<'a>(r: &'a EntityView<'_>) -> [&'a dyn ToSql; 21] {
+    [
+        &r.id,
+        &r.organization_id,
+        &r.entity_type,
+        &r.tax_id,
+        &r.country,
+        &r.name,
+        &r.gender,
+        &r.external_id,
+        &r.email,
+        &r.phone,
+        &r.registration_date,
+        &r.status,
+        &r.is_client,
+        &r.nationality,
+        &r.risk_matrix_id,
+        &r.attributes,
+        &r.entity_data,
+        &r.enrichment_plan,
+        &r.skip_rules_execution,
+        &r.created_at,
+        &r.updated_at,
+    ]
+}
