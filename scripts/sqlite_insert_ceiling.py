@@ -1,0 +1,48 @@
+"""How fast SQLite itself inserts entities into ferry's schema on this machine.
+
+Reads the `entities` schema, an organization id and a stored enrichment plan from
+a ferry SQLite database (one `ferry bench import` has filled), then inserts N rows
+shaped like the benchmark's into a fresh database with that schema, in ONE
+`INSERT … SELECT` whose rows SQLite generates itself: no parsing, no binding, no
+per-row statement, one commit. That is a ceiling for any import into this schema,
+not something an import can reach.
+
+    python3 scripts/sqlite_insert_ceiling.py /tmp/bi-s/ferry.db 1000000
+"""
+
+import os
+import sqlite3
+import sys
+import time
+
+
+def main(source: str, rows: int) -> None:
+    src = sqlite3.connect(source)
+    ddl = [r[0] for r in src.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'entities' AND sql IS NOT NULL")]
+    org, plan = src.execute("SELECT organization_id, enrichment_plan FROM entities LIMIT 1").fetchone()
+    target = "/tmp/ferry-sqlite-ceiling.db"
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(target + suffix):
+            os.remove(target + suffix)
+    db = sqlite3.connect(target, isolation_level=None)
+    for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -16384"):
+        db.execute(f"PRAGMA {pragma}")
+    for statement in ddl:
+        db.execute(statement)
+    started = time.time()
+    db.execute("BEGIN")
+    db.execute(f"""WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows})
+        INSERT INTO entities SELECT
+          printf('0199%04x-%04x-7%03x-8000-%012d', i / 65536, i % 65536, i % 4096, i), ?, 'person',
+          printf('BENCH%09d', i), 'MX', 'Entity ' || i, NULL, NULL, 'e' || i || '@example.com', NULL,
+          NULL, 'active', 0, NULL, NULL, '{{"segment_tag":"seg1","tier":"tier2"}}', '{{}}', ?, 0,
+          1764540000000 + i / 100, 1764540000000 + i / 100
+        FROM s""", (org, plan))
+    db.execute("COMMIT")
+    elapsed = time.time() - started
+    print(f"{rows} rows in {elapsed:.2f} s: {rows / elapsed:,.0f} rows/s (SQLite {sqlite3.sqlite_version})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000)
