@@ -29,6 +29,10 @@ const COLUMNS: &str = "id, organization_id, entity_type, tax_id, country, name, 
 /// makes an import into a large organization re-read its unique-index pages.
 const CACHE_KIB: i64 = 16 * 1024;
 
+/// Commits during this pause after a checkpoint pass wait for the next pass: a
+/// pass per commit rewrote the same index pages again and again.
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A dedicated connection for one import run, and a thread copying what it
 /// commits from the WAL into the database file.
 pub struct SqliteWriter {
@@ -62,8 +66,8 @@ impl SqliteWriter {
     /// the same transaction, fenced on the job's row, which an organization's
     /// deletion removes with it. And the connection does not checkpoint the WAL
     /// itself (a seventh of its time): a thread of its own does, on a second
-    /// connection, after each commit (SQLite's passive checkpoints run beside a
-    /// writer).
+    /// connection, after commits and at most every [`CHECKPOINT_PAUSE`] (SQLite's
+    /// passive checkpoints run beside a writer).
     pub fn open(path: &str) -> Result<SqliteWriter, OpenError> {
         let conn = Connection::open(path)?;
         conn.execute_batch(&format!(
@@ -82,6 +86,7 @@ impl SqliteWriter {
                     if let Err(err) = pass {
                         tracing::warn!(error = %err, "WAL checkpoint failed");
                     }
+                    std::thread::sleep(CHECKPOINT_PAUSE);
                 }
             })?;
         Ok(SqliteWriter { conn, checkpoint })
