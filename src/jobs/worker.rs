@@ -143,7 +143,9 @@ impl Worker {
         lease_id: &str,
         result: Result<JobOutcome, JobError>,
     ) -> Result<(), crate::db::DbError> {
-        let mut conn = self.queue.db().conn().await?;
+        // Each step checks out its own connection and returns it: holding one here
+        // while `finish` took a second (and a third for the follow-up's event) let
+        // workers ending jobs together exhaust the pool and wait out its timeout.
         let now = now_ms();
         let written = match result {
             Ok(outcome) => {
@@ -170,6 +172,7 @@ impl Worker {
             }
             Err(JobError::Shutdown) => {
                 tracing::info!("job returned to the queue for another worker");
+                let mut conn = self.queue.db().conn().await?;
                 jobs::requeue(&mut conn, &job.id, lease_id, now, None, true, now).await?
             }
             Err(JobError::LeaseLost) => {
@@ -180,6 +183,7 @@ impl Worker {
                 let delay = backoff(self.queue.config(), job.attempts);
                 tracing::warn!(error = %message, retry_in_ms = delay, "job failed; will retry");
                 let error = failure_json(tonic::Code::Unavailable, "TRANSIENT_ERROR", &message);
+                let mut conn = self.queue.db().conn().await?;
                 jobs::requeue(
                     &mut conn,
                     &job.id,
@@ -217,6 +221,7 @@ impl Worker {
             }
         };
         if written > 0 {
+            let mut conn = self.queue.db().conn().await?;
             self.queue.events().publish(&mut conn, &job.id).await;
         }
         Ok(())
