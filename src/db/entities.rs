@@ -40,6 +40,12 @@ pub struct EntityRow {
     pub updated_at: i64,
 }
 
+/// The `entities` columns in [`EntityRow`] order, for the raw SQL of the import's
+/// write paths.
+pub const ENTITY_COLUMNS: &str = "id, organization_id, entity_type, tax_id, country, name, gender, \
+    external_id, email, phone, registration_date, status, is_client, nationality, risk_matrix_id, \
+    attributes, entity_data, enrichment_plan, skip_rules_execution, created_at, updated_at";
+
 /// PostgreSQL types of the `entities` columns in [`EntityRow`] order, for the raw
 /// tokio-postgres paths (the import's binary COPY, the export's row reader).
 pub const ENTITY_COLUMN_TYPES: [Type; 21] = [

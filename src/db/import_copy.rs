@@ -13,12 +13,8 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Transaction};
 
-use super::entities::{ENTITY_COLUMN_TYPES, EntityRow, EntityView};
+use super::entities::{ENTITY_COLUMN_TYPES, ENTITY_COLUMNS, EntityRow, EntityView};
 use super::import_errors::ImportErrorRow;
-
-const COLUMNS: &str = "id, organization_id, entity_type, tax_id, country, name, gender, external_id, \
-    email, phone, registration_date, status, is_client, nationality, risk_matrix_id, attributes, \
-    entity_data, enrichment_plan, skip_rules_execution, created_at, updated_at";
 
 /// A dedicated connection for one import run.
 pub struct CopyWriter {
@@ -115,7 +111,7 @@ async fn stored(
     // into a hash join over that same range.
     let query = format!(
         "SELECT e.* FROM unnest($3::text[]) AS k(tax_id) CROSS JOIN LATERAL \
-         (SELECT {COLUMNS} FROM entities WHERE organization_id = $1 AND country = $2 \
+         (SELECT {ENTITY_COLUMNS} FROM entities WHERE organization_id = $1 AND country = $2 \
          AND tax_id = k.tax_id LIMIT 1) e"
     );
     for row in client
@@ -160,7 +156,7 @@ async fn write(
     if !rows.is_empty() {
         let sink = tx
             .copy_in(&format!(
-                "COPY import_stage ({COLUMNS}) FROM STDIN (FORMAT binary)"
+                "COPY import_stage ({ENTITY_COLUMNS}) FROM STDIN (FORMAT binary)"
             ))
             .await?;
         let mut writer = pin!(BinaryCopyInWriter::new(sink, &ENTITY_COLUMN_TYPES));
@@ -191,14 +187,14 @@ async fn write(
             writer.as_mut().write(&values).await?;
         }
         writer.as_mut().finish().await?;
-        let updates = COLUMNS
+        let updates = ENTITY_COLUMNS
             .split(", ")
             .filter(|c| !matches!(*c, "id" | "organization_id" | "country" | "tax_id" | "created_at"))
             .map(|c| format!("{c} = EXCLUDED.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
         tx.batch_execute(&format!(
-            "INSERT INTO entities ({COLUMNS}) SELECT {COLUMNS} FROM import_stage \
+            "INSERT INTO entities ({ENTITY_COLUMNS}) SELECT {ENTITY_COLUMNS} FROM import_stage \
              ON CONFLICT (organization_id, country, tax_id) DO UPDATE SET {updates}"
         ))
         .await?;

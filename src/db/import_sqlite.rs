@@ -13,17 +13,10 @@
 
 use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
 
-use super::entities::{EntityRow, EntityView};
+use super::SQLITE_SETTINGS;
+use super::entities::{ENTITY_COLUMNS, EntityRow, EntityView};
 use super::import_copy::BatchEnd;
 use super::import_errors::ImportErrorRow;
-
-/// What every connection to the database sets (as the pool's connections do).
-const SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-    PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;";
-
-const COLUMNS: &str = "id, organization_id, entity_type, tax_id, country, name, gender, external_id, \
-    email, phone, registration_date, status, is_client, nationality, risk_matrix_id, attributes, \
-    entity_data, enrichment_plan, skip_rules_execution, created_at, updated_at";
 
 /// Page cache of the import connection (KiB); SQLite's default is 2 MiB, which
 /// makes an import into a large organization re-read its unique-index pages.
@@ -57,10 +50,8 @@ pub struct Batch<'c> {
 }
 
 impl SqliteWriter {
-    /// Opens `path` with the settings of the pool's connections (WAL, busy timeout,
-    /// foreign keys).
-    ///
-    /// Two settings differ, both to keep work off the writer, the import's
+    /// Opens `path` with the settings of the pool's connections (WAL, busy timeout),
+    /// except two, both to keep work off the writer, the import's
     /// bottleneck. Foreign keys are not checked (one index probe a row less): the
     /// organization of every row is the job's, and the job's checkpoint commits in
     /// the same transaction, fenced on the job's row, which an organization's
@@ -71,12 +62,12 @@ impl SqliteWriter {
     pub fn open(path: &str) -> Result<SqliteWriter, OpenError> {
         let conn = Connection::open(path)?;
         conn.execute_batch(&format!(
-            "{SETTINGS} PRAGMA foreign_keys = OFF; PRAGMA wal_autocheckpoint = 0; \
+            "{SQLITE_SETTINGS} PRAGMA foreign_keys = OFF; PRAGMA wal_autocheckpoint = 0; \
              PRAGMA cache_size = -{CACHE_KIB};"
         ))?;
         conn.set_prepared_statement_cache_capacity(8);
         let checkpointer = Connection::open(path)?;
-        checkpointer.execute_batch(SETTINGS)?;
+        checkpointer.execute_batch(SQLITE_SETTINGS)?;
         let (checkpoint, passes) = std::sync::mpsc::sync_channel::<()>(1);
         std::thread::Builder::new()
             .name("import-checkpoint".into())
@@ -114,7 +105,7 @@ impl Batch<'_> {
         tax_id: &str,
     ) -> rusqlite::Result<Option<EntityRow>> {
         let mut statement = self.tx.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM entities WHERE organization_id = ?1 AND country = ?2 AND tax_id = ?3"
+            "SELECT {ENTITY_COLUMNS} FROM entities WHERE organization_id = ?1 AND country = ?2 AND tax_id = ?3"
         ))?;
         statement
             .query_row(params![organization_id, country, tax_id], |row| {
@@ -150,7 +141,7 @@ impl Batch<'_> {
     /// a lookup.
     pub fn insert_new(&self, r: &EntityView<'_>) -> rusqlite::Result<bool> {
         let mut statement = self.tx.prepare_cached(&format!(
-            "INSERT INTO entities ({COLUMNS}) VALUES \
+            "INSERT INTO entities ({ENTITY_COLUMNS}) VALUES \
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) \
              ON CONFLICT (organization_id, country, tax_id) DO NOTHING"
         ))?;
@@ -224,7 +215,7 @@ impl Batch<'_> {
     }
 }
 
-/// The values of `r` in [`COLUMNS`] order, for `?1` … `?21`.
+/// The values of `r` in [`ENTITY_COLUMNS`] order, for `?1` … `?21`.
 fn values<'a>(r: &'a EntityView<'_>) -> [&'a dyn ToSql; 21] {
     [
         &r.id,

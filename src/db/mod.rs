@@ -241,14 +241,16 @@ where
         .map_err(|e| DbError::Connect(format!("{e:?}")))
 }
 
+/// What every SQLite connection sets: the pool's, and the import's own
+/// ([`import_sqlite`]), which adds its own foreign-key setting.
+pub(crate) const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+    PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;";
+
 async fn establish_sqlite(path: String) -> diesel::ConnectionResult<SqliteConn> {
     let mut conn = SqliteConn::establish(&path).await?;
-    conn.batch_execute(
-        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
-    )
-    .await
-    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    conn.batch_execute(&format!("{SQLITE_SETTINGS} PRAGMA foreign_keys = ON;"))
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
 }
 

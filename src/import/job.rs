@@ -556,8 +556,8 @@ fn keys_by_country(part: &[Prepared]) -> BTreeMap<String, Vec<String>> {
 
 /// SQLite: each batch is one transaction on the import's own connection
 /// ([`SqliteWriter`]), written on a blocking thread while the reader prepares the
-/// next. Rows are looked up one by one inside the transaction, so a row sees an
-/// earlier row of its batch naming the same entity.
+/// next. Rows are written one by one inside the transaction, so a row sees (and
+/// merges over) an earlier row of its batch naming the same entity.
 async fn write_sqlite(
     ctx: &JobContext,
     spec: &ImportSpec,
@@ -616,8 +616,9 @@ struct SqliteBatchContext {
     skip_rules: bool,
 }
 
-/// One batch in one transaction: each row looked up, merged and inserted or
-/// updated; the problems; the checkpoint fenced by the lease and `rows_before`.
+/// One batch in one transaction: each row inserted, or, when its key is stored,
+/// merged over the stored entity and updated; the problems; the checkpoint fenced
+/// by the lease and `rows_before`.
 fn write_sqlite_batch(
     writer: &mut SqliteWriter,
     shared: &SqliteBatchContext,
