@@ -7,17 +7,22 @@ shaped like the benchmark's into a fresh database with that schema, in ONE
 per-row statement, one commit. That is a ceiling for any import into this schema,
 not something an import can reach.
 
-    python3 scripts/sqlite_insert_ceiling.py /tmp/bi-s/ferry.db 1000000
+    python3 scripts/sqlite_insert_ceiling.py /tmp/bi-s/ferry.db 1000000 [--page-size 4096]
+
+The page size defaults to the source database's (ferry creates databases with 16 KiB
+pages; older ones have SQLite's default, 4 KiB).
 """
 
+import argparse
 import os
 import sqlite3
-import sys
 import time
 
 
-def main(source: str, rows: int) -> None:
+def main(source: str, rows: int, page_size: int | None) -> None:
     src = sqlite3.connect(source)
+    if page_size is None:
+        page_size = src.execute("PRAGMA page_size").fetchone()[0]
     ddl = [r[0] for r in src.execute(
         "SELECT sql FROM sqlite_master WHERE tbl_name = 'entities' AND sql IS NOT NULL")]
     org, plan = src.execute("SELECT organization_id, enrichment_plan FROM entities LIMIT 1").fetchone()
@@ -26,7 +31,7 @@ def main(source: str, rows: int) -> None:
         if os.path.exists(target + suffix):
             os.remove(target + suffix)
     db = sqlite3.connect(target, isolation_level=None)
-    for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -16384"):
+    for pragma in (f"page_size = {page_size}", "journal_mode = WAL", "synchronous = NORMAL", "cache_size = -16384"):
         db.execute(f"PRAGMA {pragma}")
     for statement in ddl:
         db.execute(statement)
@@ -41,8 +46,14 @@ def main(source: str, rows: int) -> None:
         FROM s""", (org, plan))
     db.execute("COMMIT")
     elapsed = time.time() - started
-    print(f"{rows} rows in {elapsed:.2f} s: {rows / elapsed:,.0f} rows/s (SQLite {sqlite3.sqlite_version})")
+    print(f"{rows} rows in {elapsed:.2f} s: {rows / elapsed:,.0f} rows/s "
+          f"({page_size}-byte pages, SQLite {sqlite3.sqlite_version})")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000)
+    parser = argparse.ArgumentParser(description="SQLite's own insert speed on ferry's entities schema")
+    parser.add_argument("source", help="a ferry SQLite database one `ferry bench import` has filled")
+    parser.add_argument("rows", nargs="?", type=int, default=1_000_000)
+    parser.add_argument("--page-size", type=int, help="page size of the fresh database (default: the source's)")
+    args = parser.parse_args()
+    main(args.source, args.rows, args.page_size)

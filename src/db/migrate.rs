@@ -6,7 +6,7 @@ use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use super::{Backend, Db, DbError, sqlite_path};
+use super::{Backend, Db, DbError, SQLITE_SETTINGS, sqlite_path};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -40,7 +40,7 @@ fn run_postgres(url: &str) -> Result<Vec<String>, DbError> {
 
 fn run_sqlite(path: &str) -> Result<Vec<String>, DbError> {
     let mut conn = diesel::SqliteConnection::establish(path).map_err(|e| DbError::Connect(e.to_string()))?;
-    conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")?;
+    conn.batch_execute(SQLITE_SETTINGS)?;
     apply(&mut conn, SQLITE_MIGRATIONS)
 }
 
