@@ -4,8 +4,10 @@ Reads the `entities` schema, an organization id and a stored enrichment plan fro
 a ferry SQLite database (one `ferry bench import` has filled), then inserts N rows
 shaped like the benchmark's into a fresh database with that schema, in ONE
 `INSERT … SELECT` whose rows SQLite generates itself: no parsing, no binding, no
-per-row statement, one commit. That is a ceiling for any import into this schema,
-not something an import can reach.
+per-row statement, one commit. A yardstick for imports into this schema on the same
+machine, not a strict ceiling: the one big transaction spills its 16 MiB page cache
+into the WAL again and again, while ferry commits every 2,000 rows and checkpoints on
+another core (with 4 KiB pages ferry came within 67-100 % of it, docs/benchmarks.md).
 
     python3 scripts/sqlite_insert_ceiling.py /tmp/bi-s/ferry.db 1000000 [--page-size 4096]
 
