@@ -37,6 +37,34 @@ pub struct Config {
     pub plans: PlansConfig,
     pub mail: MailConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a verified key and its organization are reused without reading the
+    /// database: the bound on how late a revocation or a plan change is seen on
+    /// SQLite (PostgreSQL replicas hear changes at once through `NOTIFY`).
+    pub cache_ttl_millis: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            cache_ttl_millis: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Unary calls per second per organization (token bucket); 0: no limit.
+    pub calls_per_second_per_org: u32,
+    /// Calls an organization may make at once above its rate; 0: the rate itself.
+    pub burst_per_org: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -55,6 +83,16 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Create a default organization and key on the first start of an empty database.
     pub bootstrap: bool,
+    /// Unary calls served at once; past it new calls fail fast with
+    /// RESOURCE_EXHAUSTED `OVERLOADED` and RetryInfo instead of queueing.
+    pub max_concurrent_calls: u32,
+    /// Open watch streams (`WatchExport`, `WatchImport`), counted apart from calls.
+    pub max_watchers: u32,
+    /// Uploads (`UploadImport` streams) received at once, counted apart from calls.
+    pub max_concurrent_uploads: u32,
+    /// Callers waiting for a pooled database connection past which new calls are
+    /// shed as `OVERLOADED` rather than queued behind the pool's timeout.
+    pub max_pool_waiters: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -218,6 +256,10 @@ impl Default for ServerConfig {
             data_dir: "./ferry-data".into(),
             shutdown_grace_secs: 10,
             bootstrap: true,
+            max_concurrent_calls: 4_096,
+            max_watchers: 20_000,
+            max_concurrent_uploads: 64,
+            max_pool_waiters: 2_048,
         }
     }
 }
@@ -427,6 +469,22 @@ impl Config {
             "exports.max_active_per_org",
             self.exports.max_active_per_org >= 1,
             "must be at least 1",
+        )?;
+        for (key, value) in [
+            ("server.max_concurrent_calls", self.server.max_concurrent_calls),
+            ("server.max_watchers", self.server.max_watchers),
+            (
+                "server.max_concurrent_uploads",
+                self.server.max_concurrent_uploads,
+            ),
+            ("server.max_pool_waiters", self.server.max_pool_waiters),
+        ] {
+            check(key, value >= 1, "must be at least 1")?;
+        }
+        check(
+            "auth.cache_ttl_millis",
+            self.auth.cache_ttl_millis <= 60_000,
+            "must be at most 60000 (a revoked key must stop working within a minute)",
         )?;
         check(
             "database.max_connections",

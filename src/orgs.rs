@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::config::{Config, PlansConfig};
 use crate::db::organizations::{self, OrganizationRow};
-use crate::db::{Db, DbError, new_id, now_ms};
+use crate::db::{Db, DbError, new_id, notify, now_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
@@ -160,9 +160,12 @@ pub async fn list(db: &Db) -> Result<Vec<Organization>, OrgError> {
 }
 
 pub async fn set_plan(db: &Db, id: &str, plan: Plan) -> Result<Organization, OrgError> {
-    let changed = organizations::set_plan(&mut db.conn().await?, id, plan.as_str(), now_ms()).await?;
-    if changed == 0 {
-        return Err(OrgError::NotFound(id.to_string()));
+    {
+        let mut conn = db.conn().await?;
+        if organizations::set_plan(&mut conn, id, plan.as_str(), now_ms()).await? == 0 {
+            return Err(OrgError::NotFound(id.to_string()));
+        }
+        notify::organization_changed(db, &mut conn, id).await;
     }
     find(db, id).await
 }
@@ -179,7 +182,11 @@ pub async fn set_feature(
     if enabled {
         features.push(feature);
     }
-    organizations::set_features(&mut db.conn().await?, id, &features_json(&features), now_ms()).await?;
+    {
+        let mut conn = db.conn().await?;
+        organizations::set_features(&mut conn, id, &features_json(&features), now_ms()).await?;
+        notify::organization_changed(db, &mut conn, id).await;
+    }
     find(db, id).await
 }
 

@@ -12,6 +12,7 @@ use crate::export::delivery::DeliveryError;
 use crate::import::service::ImportError;
 use crate::jobs::QueueError;
 use crate::orgs::OrgError;
+use crate::server::admission::AdmissionError;
 use crate::storage::StorageError;
 
 pub const DOMAIN: &str = "ferry";
@@ -25,6 +26,8 @@ pub struct ApiError {
     pub violations: Vec<(String, String)>,
     /// ErrorInfo metadata (kept small: a Vec, not a map).
     pub metadata: Vec<(String, String)>,
+    /// Sent as `google.rpc.RetryInfo`: when a retry may succeed.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -35,6 +38,7 @@ impl ApiError {
             message: message.into(),
             violations: Vec::new(),
             metadata: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -54,6 +58,15 @@ impl ApiError {
         ApiError::new(Code::NotFound, "NOT_FOUND", format!("{what} not found"))
     }
 
+    /// RESOURCE_EXHAUSTED with `reason` and RetryInfo: the caller should back off
+    /// for `retry_after` and try again.
+    pub fn exhausted(reason: &str, message: impl Into<String>, retry_after: std::time::Duration) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(Code::ResourceExhausted, reason, message)
+        }
+    }
+
     pub fn with_metadata(mut self, key: &str, value: impl Into<String>) -> ApiError {
         self.metadata.push((key.to_string(), value.into()));
         self
@@ -69,6 +82,9 @@ impl ApiError {
                 .collect::<std::collections::HashMap<_, _>>(),
         );
         details.set_request_info(request_id, "");
+        if let Some(delay) = self.retry_after {
+            details.set_retry_info(Some(delay));
+        }
         if !self.violations.is_empty() {
             for (field, description) in self.violations {
                 details.add_bad_request_violation(field, description);
@@ -99,7 +115,7 @@ impl From<DbError> for ApiError {
                     "the database is unavailable; retry later",
                 )
             }
-            DbError::Query(_) | DbError::Migration(_) => internal(&err),
+            DbError::Query(_) | DbError::Migration(_) | DbError::NestedAcquisition => internal(&err),
         }
     }
 }
@@ -120,8 +136,20 @@ impl From<QueueError> for ApiError {
                 format!("the job already ended ({state})"),
             )
             .with_metadata("state", state),
+            QueueError::TooManyWatchers(full) => full.into(),
             QueueError::Db(err) => err.into(),
         }
+    }
+}
+
+/// How long an overloaded caller should wait before trying again.
+pub const OVERLOAD_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl From<crate::jobs::events::TooManyWatchers> for ApiError {
+    fn from(err: crate::jobs::events::TooManyWatchers) -> Self {
+        ApiError::exhausted("OVERLOADED", err.to_string(), OVERLOAD_RETRY)
+            .with_metadata("limit", err.0.to_string())
+            .with_metadata("setting", "server.max_watchers")
     }
 }
 
@@ -164,6 +192,7 @@ impl From<ExportError> for ApiError {
             }
             ExportError::Delivery(err) => err.into(),
             ExportError::Storage(err) => err.into(),
+            ExportError::TooManyWatchers(full) => full.into(),
             ExportError::Db(err) => err.into(),
         }
     }
@@ -202,6 +231,7 @@ impl From<ImportError> for ApiError {
                 err.to_string(),
             ),
             ImportError::Storage(err) => err.into(),
+            ImportError::TooManyWatchers(full) => full.into(),
             ImportError::Db(err) => err.into(),
         }
     }
@@ -303,6 +333,30 @@ impl From<AuthError> for ApiError {
             AuthError::Db(db) => db.into(),
         }
     }
+}
+
+/// The admission layer's refusal (see [`crate::server::admission::RefuseFn`]).
+pub fn refuse(err: AdmissionError, request_id: &str) -> Status {
+    let message = err.to_string();
+    match err {
+        AdmissionError::Overloaded { setting, limit, .. } => {
+            ApiError::exhausted("OVERLOADED", message, OVERLOAD_RETRY)
+                .with_metadata("limit", limit.to_string())
+                .with_metadata("setting", setting)
+        }
+        AdmissionError::RateLimited {
+            organization_id,
+            rate,
+            retry_after,
+        } => ApiError::exhausted(
+            "RATE_LIMITED",
+            message,
+            retry_after.max(std::time::Duration::from_millis(1)),
+        )
+        .with_metadata("organization_id", organization_id)
+        .with_metadata("calls_per_second", rate.to_string()),
+    }
+    .into_status(request_id)
 }
 
 /// The auth layer's refusal (see [`crate::auth::layer::DenyFn`]).

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::db::api_keys::{self, ApiKeyRow};
-use crate::db::{Db, DbError, now_ms};
+use crate::db::{Db, DbError, notify, now_ms};
 
 use super::Permission;
 
@@ -80,6 +80,17 @@ pub async fn create(
     };
     api_keys::insert(&mut db.conn().await?, &row).await?;
     Ok((row, key.token()))
+}
+
+/// Revokes a key; every replica stops accepting it within the auth cache's bound
+/// (at once on PostgreSQL). Returns false when no active key has this id.
+pub async fn revoke(db: &Db, id: &str) -> Result<bool, DbError> {
+    let mut conn = db.conn().await?;
+    if api_keys::revoke(&mut conn, id, now_ms()).await? == 0 {
+        return Ok(false);
+    }
+    notify::key_changed(db, &mut conn, id).await;
+    Ok(true)
 }
 
 /// The permissions stored on a key row (unknown names are ignored).

@@ -2,7 +2,8 @@
 //! organization, then the method's permission, and puts the [`Principal`] in the
 //! request's extensions. Health and reflection pass through; unknown methods fail.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
@@ -10,11 +11,12 @@ use http::HeaderMap;
 use tower::{Layer, Service};
 
 use super::Principal;
+use super::cache::{AuthCache, LoadError};
 use super::keys;
 use super::permissions::{Permission, is_public, required_permission};
 use crate::db::api_keys;
 use crate::db::{Db, DbError, now_ms};
-use crate::orgs::{self, OrgError};
+use crate::orgs::Organization;
 use crate::request::RequestId;
 
 /// Why a call was refused; mapped to a gRPC status by the API layer's one mapping.
@@ -49,27 +51,41 @@ impl From<diesel::result::Error> for AuthError {
 /// Last-use timestamps are written at most this often per key.
 const TOUCH_INTERVAL_MS: i64 = 60_000;
 
+/// Keys whose last use is remembered before the ledger is cleared.
+const TOUCH_LEDGER_MAX: usize = 100_000;
+
 pub struct Authenticator {
     db: Db,
+    cache: AuthCache,
+    /// When this process last wrote each key's `last_used_at`.
+    touched: Mutex<HashMap<String, i64>>,
 }
 
 impl Authenticator {
-    pub fn new(db: Db) -> Authenticator {
-        Authenticator { db }
+    pub fn new(db: Db, cache: AuthCache) -> Authenticator {
+        Authenticator {
+            db,
+            cache,
+            touched: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// The caller of `method` given its metadata, or why it may not call it.
+    /// The caller of `method` given its metadata, or why it may not call it. The
+    /// key and organization come from the cache; the secret, revocation, the
+    /// organization and the permission are checked on every call.
     pub async fn authorize(&self, method: &str, headers: &HeaderMap) -> Result<Principal, AuthError> {
         let token = bearer_token(headers)?;
         let (key_id, secret) = keys::parse(token).ok_or(AuthError::MalformedKey)?;
-        let mut conn = self.db.conn().await?;
-        let key = api_keys::find(&mut conn, key_id)
-            .await?
-            .ok_or(AuthError::UnknownKey)?;
+        let key = match self.cache.key(key_id).await {
+            Ok(key) => key,
+            Err(LoadError::NotFound) => return Err(AuthError::UnknownKey),
+            Err(LoadError::Unavailable(err)) => return Err(AuthError::Db(DbError::Pool(err))),
+        };
         if !keys::secret_matches(&key.secret_hash, secret) {
             return Err(AuthError::UnknownKey);
         }
-        if key.revoked_at.is_some() {
+        let now = now_ms();
+        if key.revoked_at.is_some_and(|at| at <= now) {
             return Err(AuthError::RevokedKey);
         }
         let organization_id = match headers.get("x-organization-id") {
@@ -85,10 +101,10 @@ impl Authenticator {
         if !keys::may_act_for(&key, &organization_id) {
             return Err(AuthError::OrganizationNotAllowed(organization_id));
         }
-        let organization = match orgs::find(&self.db, &organization_id).await {
+        let organization = match self.cache.organization(&organization_id).await {
             Ok(org) => org,
-            Err(OrgError::NotFound(_)) => return Err(AuthError::OrganizationNotAllowed(organization_id)),
-            Err(OrgError::Db(err)) => return Err(AuthError::Db(err)),
+            Err(LoadError::NotFound) => return Err(AuthError::OrganizationNotAllowed(organization_id)),
+            Err(LoadError::Unavailable(err)) => return Err(AuthError::Db(DbError::Pool(err))),
         };
         let permission =
             required_permission(method).ok_or_else(|| AuthError::MethodNotAllowed(method.to_string()))?;
@@ -96,16 +112,35 @@ impl Authenticator {
         if !permissions.contains(&permission) {
             return Err(AuthError::MissingPermission(permission));
         }
-        let now = now_ms();
-        if key.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL_MS) {
-            // Bookkeeping only: failures are not the caller's problem.
-            let _ = api_keys::touch(&mut conn, &key.id, now).await;
-        }
+        self.touch(&key.id, key.last_used_at, now);
         Ok(Principal {
-            key_id: key.id,
-            organization,
+            key_id: key.id.clone(),
+            organization: Organization::clone(&organization),
             permissions,
         })
+    }
+
+    /// Records the key's use at most once a minute, on a task of its own: the
+    /// call neither waits for it nor holds a connection for it.
+    fn touch(&self, key_id: &str, stored: Option<i64>, now: i64) {
+        {
+            let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+            let last = touched.get(key_id).copied().or(stored);
+            if last.is_some_and(|t| now - t <= TOUCH_INTERVAL_MS) {
+                return;
+            }
+            if touched.len() >= TOUCH_LEDGER_MAX {
+                touched.clear();
+            }
+            touched.insert(key_id.to_string(), now);
+        }
+        let (db, key_id) = (self.db.clone(), key_id.to_string());
+        tokio::spawn(async move {
+            // Bookkeeping only: failures are not the caller's problem.
+            if let Ok(mut conn) = db.conn().await {
+                let _ = api_keys::touch(&mut conn, &key_id, now).await;
+            }
+        });
     }
 }
 

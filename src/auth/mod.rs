@@ -1,6 +1,7 @@
 //! Who is calling: API keys, the permission each gRPC method needs, and the Tower
 //! layer that turns credentials into a [`Principal`] in the request's extensions.
 
+pub mod cache;
 pub mod keys;
 pub mod layer;
 pub mod permissions;

@@ -262,7 +262,7 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
             }
         }
         KeyCommand::Revoke { key } => {
-            if api_keys::revoke(&mut db.conn().await?, &key, now_ms()).await? == 0 {
+            if !keys::revoke(db, &key).await? {
                 bail!("no active key `{key}`");
             }
             println!("key {key} revoked");

@@ -155,9 +155,11 @@ pub async fn count_active(conn: &mut Conn, organization_id: &str, kind: &str) ->
     })
 }
 
-/// Claims the oldest runnable job of the given kinds: one transaction that picks it
-/// (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the `BEGIN IMMEDIATE` write lock on
-/// SQLite) and takes the lease.
+/// Claims a runnable job of the given kinds, fairly across organizations: the
+/// oldest runnable job of the organization whose last claim is oldest (never
+/// claimed first). One transaction picks it (`FOR UPDATE SKIP LOCKED` on
+/// PostgreSQL, so replicas take different jobs; the `BEGIN IMMEDIATE` write lock
+/// on SQLite), takes the lease and records the organization's turn.
 pub async fn claim_next(
     db: &Db,
     kinds: &[String],
@@ -193,18 +195,46 @@ pub async fn claim_next(
                     .await
                     .optional()
             })?;
+            if let Some(row) = &row {
+                take_turn(conn, &row.organization_id, now).await?;
+            }
             Ok(row)
         })
     })
     .await
 }
 
+/// Records that `organization_id` just had a job claimed: its next job waits
+/// behind every organization served earlier.
+async fn take_turn(conn: &mut Conn, organization_id: &str, now: i64) -> QueryResult<()> {
+    use super::schema::queue_turns;
+    with_conn!(conn, |c| {
+        diesel::insert_into(queue_turns::table)
+            .values((
+                queue_turns::organization_id.eq(organization_id),
+                queue_turns::last_claimed_at.eq(now),
+            ))
+            .on_conflict(queue_turns::organization_id)
+            .do_update()
+            .set(queue_turns::last_claimed_at.eq(now))
+            .execute(c)
+            .await
+    })?;
+    Ok(())
+}
+
+/// The next job to claim (see [`claim_next`]). It orders every runnable job, which
+/// the per-organization caps on active jobs keep to a few per organization.
 async fn next_runnable_id(conn: &mut Conn, kinds: &[String], now: i64) -> QueryResult<Option<String>> {
+    let organization_turn = diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "COALESCE((SELECT t.last_claimed_at FROM queue_turns t \
+         WHERE t.organization_id = jobs.organization_id), 0)",
+    );
     let query = jobs::table
         .filter(jobs::state.eq(QUEUED))
         .filter(jobs::run_after.le(now))
         .filter(jobs::kind.eq_any(kinds))
-        .order((jobs::run_after, jobs::id))
+        .order((organization_turn, jobs::run_after, jobs::id))
         .select(jobs::id)
         .limit(1);
     match conn {

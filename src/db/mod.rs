@@ -14,9 +14,15 @@ pub mod import_sqlite;
 pub mod jobs;
 pub mod mappings;
 pub mod migrate;
+pub mod notify;
 pub mod organizations;
 pub mod schema;
 pub mod usage;
+
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use diesel::SqliteConnection;
 use diesel_async::pooled_connection::bb8::{Pool as Bb8Pool, PooledConnection};
@@ -45,6 +51,11 @@ pub enum DbError {
     Connect(String),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A task asked the pool for a second connection while holding one: with every
+    /// connection held that way, all such tasks wait on each other until the pool's
+    /// timeout. Refused at once in debug builds (tests), logged in release builds.
+    #[error("a task asked for a second pooled connection while holding one (nested acquisition)")]
+    NestedAcquisition,
 }
 
 /// Which SQL dialect a query body runs against, for the few fragments that differ.
@@ -65,16 +76,124 @@ enum Pool {
 pub struct Db {
     pool: Pool,
     url: String,
+    /// Callers waiting for a pooled connection right now (load shedding reads it).
+    waiting: Arc<AtomicUsize>,
+    /// Change notices within this process ([`notify`]): what PostgreSQL's `NOTIFY`
+    /// carries between replicas, for listeners on any backend.
+    notices: tokio::sync::broadcast::Sender<notify::Notice>,
 }
 
-/// A pooled connection of either backend.
+/// A connection of either backend: checked out of the pool, or dedicated (opened
+/// for one long-lived user and closed when dropped). Every query takes `&mut Conn`,
+/// so a function either takes its caller's connection or checks out its own.
 #[expect(
     clippy::large_enum_variant,
     reason = "checked out once per operation and never moved around; boxing would add an allocation to every checkout"
 )]
 pub enum Conn {
-    Pg(PooledConnection<'static, AsyncPgConnection>),
-    Sqlite(PooledConnection<'static, SqliteConn>),
+    Pg(Handle<AsyncPgConnection>),
+    Sqlite(Handle<SqliteConn>),
+}
+
+/// One connection: pooled (with its mark in the nested-acquisition ledger), or owned.
+pub enum Handle<C: 'static>
+where
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C>,
+{
+    Pooled(PooledConnection<'static, C>, HeldMark),
+    Dedicated(Box<C>),
+}
+
+impl<C: 'static> Deref for Handle<C>
+where
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C>,
+{
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        match self {
+            Handle::Pooled(pooled, _) => pooled,
+            Handle::Dedicated(own) => own,
+        }
+    }
+}
+
+impl<C: 'static> DerefMut for Handle<C>
+where
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C>,
+{
+    fn deref_mut(&mut self) -> &mut C {
+        match self {
+            Handle::Pooled(pooled, _) => &mut *pooled,
+            Handle::Dedicated(own) => own,
+        }
+    }
+}
+
+/// Pooled connections held per tokio task. A task that holds one and asks for
+/// another is the deadlock the first wave shipped (ten calls each holding one
+/// connection and waiting for a second); the ledger makes it visible at the
+/// second request instead of at the pool's timeout under load.
+static HELD: LazyLock<Mutex<HashMap<Holder, usize>>> = LazyLock::new(Default::default);
+
+/// Who holds a connection: a tokio task, or code outside any task (a `block_on`,
+/// such as a test's body), which stays on its thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Holder {
+    Task(tokio::task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+/// A pooled connection's entry in [`HELD`], removed when the connection returns.
+pub struct HeldMark(Option<Holder>);
+
+impl HeldMark {
+    /// Records a checkout by the current task; `Err` when it already holds one.
+    fn check_and_take() -> Result<HeldMark, DbError> {
+        let task = match tokio::task::try_id() {
+            Some(id) => Holder::Task(id),
+            None => Holder::Thread(std::thread::current().id()),
+        };
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = held.entry(task).or_insert(0);
+        if *count > 0 {
+            if cfg!(debug_assertions) {
+                return Err(DbError::NestedAcquisition);
+            }
+            tracing::error!("{}", DbError::NestedAcquisition);
+        }
+        *count += 1;
+        Ok(HeldMark(Some(task)))
+    }
+}
+
+impl Drop for HeldMark {
+    fn drop(&mut self) {
+        let Some(task) = self.0 else { return };
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&task) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&task);
+            }
+        }
+    }
+}
+
+/// Counts a caller waiting for the pool while it exists.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicUsize) -> Waiting<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Runs `$body` with `$c` bound to the concrete connection of the active backend and
@@ -138,6 +257,8 @@ impl Db {
         Ok(Db {
             pool,
             url: url.to_string(),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            notices: tokio::sync::broadcast::channel(notify::LOCAL_BUFFER).0,
         })
     }
 
@@ -152,20 +273,54 @@ impl Db {
         &self.url
     }
 
-    /// Checks a connection out of the pool.
+    /// Checks a connection out of the pool. A task that already holds a pooled
+    /// connection must pass that one down instead (see [`HeldMark`]).
     pub async fn conn(&self) -> Result<Conn, DbError> {
+        let mark = HeldMark::check_and_take()?;
+        let _waiting = Waiting::new(&self.waiting);
         match &self.pool {
             Pool::Pg(p) => p
                 .get_owned()
                 .await
-                .map(Conn::Pg)
+                .map(|c| Conn::Pg(Handle::Pooled(c, mark)))
                 .map_err(|e| DbError::Pool(e.to_string())),
             Pool::Sqlite(p) => p
                 .get_owned()
                 .await
-                .map(Conn::Sqlite)
+                .map(|c| Conn::Sqlite(Handle::Pooled(c, mark)))
                 .map_err(|e| DbError::Pool(e.to_string())),
         }
+    }
+
+    /// Opens a connection outside the pool, closed when dropped: for a job's
+    /// long-lived read, so a running job never sits on one of the pool's
+    /// connections while its progress writes check out another.
+    pub async fn dedicated(&self) -> Result<Conn, DbError> {
+        match &self.pool {
+            Pool::Pg(_) => AsyncPgConnection::establish(&self.url)
+                .await
+                .map(|c| Conn::Pg(Handle::Dedicated(Box::new(c))))
+                .map_err(|e| DbError::Connect(e.to_string())),
+            Pool::Sqlite(_) => establish_sqlite(sqlite_path(&self.url).to_string())
+                .await
+                .map(|c| Conn::Sqlite(Handle::Dedicated(Box::new(c))))
+                .map_err(|e| DbError::Connect(e.to_string())),
+        }
+    }
+
+    /// Hears the notices sent through this handle (or a clone) in this process.
+    pub fn local_notices(&self) -> tokio::sync::broadcast::Receiver<notify::Notice> {
+        self.notices.subscribe()
+    }
+
+    /// Sends a notice to this process's listeners.
+    pub(crate) fn notice_locally(&self, notice: notify::Notice) {
+        let _ = self.notices.send(notice);
+    }
+
+    /// Callers waiting for a pooled connection at this instant.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Runs `f` inside one transaction: committed when it returns `Ok`, rolled back
@@ -280,4 +435,32 @@ pub fn now_ms() -> i64 {
 /// A new time-ordered id (UUIDv7, text form).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test setup")]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_holding_a_pooled_connection_is_refused_a_second_one_but_not_a_dedicated_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&dir.path().join("t.db").display().to_string(), 4)
+            .await
+            .unwrap();
+        let held = db.conn().await.unwrap();
+        // In a debug build the second checkout fails at once instead of waiting,
+        // under load, for a connection that the waiting tasks themselves hold.
+        assert!(matches!(db.conn().await, Err(DbError::NestedAcquisition)));
+        let _dedicated = db.dedicated().await.unwrap();
+        drop(held);
+        let _again = db.conn().await.unwrap();
+        // Other tasks are not affected by this one's connection.
+        let other = tokio::spawn({
+            let db = db.clone();
+            async move { db.conn().await.map(|_| ()) }
+        });
+        assert!(other.await.unwrap().is_ok());
+    }
 }

@@ -173,8 +173,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    queue_turns (organization_id) {
+        organization_id -> Text,
+        last_claimed_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     email_deliveries,
+    queue_turns,
     import_errors,
     organizations,
     api_keys,

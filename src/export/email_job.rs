@@ -16,7 +16,7 @@ use super::spec::{Delivery, ExportSpec};
 use crate::calendar::rfc3339_millis;
 use crate::db::email_deliveries::{self, DeliveryRow};
 use crate::db::jobs::{self, JobRow};
-use crate::db::{Conn, now_ms};
+use crate::db::{Db, now_ms};
 use crate::jobs::{JobContext, JobError, JobHandler, JobOutcome, NewJob};
 use crate::mail::{Kind, MailError, Mailer, Outgoing, templates::human_size};
 use crate::orgs;
@@ -93,10 +93,17 @@ impl EmailJob {
             reason: "INVALID_PAYLOAD".into(),
             message: e.to_string(),
         })?;
-        let mut conn = ctx.db().conn().await?;
-        // A deleted export has nobody left to tell.
-        let Some(export) = jobs::find(&mut conn, &payload.export_id).await? else {
-            return Ok(JobOutcome::default());
+        // Each database step checks out its own connection and returns it before the
+        // next (the organization, the ledger, the watchers' event): none is held
+        // while another is awaited, nor while a message goes to the mail server.
+        let (export, known) = {
+            let mut conn = ctx.db().conn().await?;
+            // A deleted export has nobody left to tell.
+            let Some(export) = jobs::find(&mut conn, &payload.export_id).await? else {
+                return Ok(JobOutcome::default());
+            };
+            let known = email_deliveries::list(&mut conn, &export.id).await?;
+            (export, known)
         };
         let Some(delivery) = delivery_of(&export) else {
             return Ok(JobOutcome::default());
@@ -117,9 +124,8 @@ impl EmailJob {
                 message: format!("{e}"),
             })?
         };
-        let known = email_deliveries::list(&mut conn, &export.id).await?;
-        let mut ledger = Ledger {
-            conn: &mut conn,
+        let ledger = Ledger {
+            db: ctx.db(),
             export_id: &export.id,
         };
         let mut retry = None;
@@ -301,13 +307,13 @@ async fn publish(ctx: &JobContext, export_id: &str) {
 
 /// The per-recipient delivery states of one export.
 struct Ledger<'a> {
-    conn: &'a mut Conn,
+    db: &'a Db,
     export_id: &'a str,
 }
 
 impl Ledger<'_> {
     async fn set(
-        &mut self,
+        &self,
         recipient: &str,
         state: &str,
         message_id: Option<&str>,
@@ -323,7 +329,7 @@ impl Ledger<'_> {
             updated_at: now,
             sent_at: (state == email_deliveries::SENT).then_some(now),
         };
-        email_deliveries::put(self.conn, &row).await?;
+        email_deliveries::put(&mut self.db.conn().await?, &row).await?;
         Ok(())
     }
 }

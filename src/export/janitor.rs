@@ -41,10 +41,16 @@ pub async fn run(
 /// One pass: deletes the files of completed exports past their expiry and marks the
 /// jobs EXPIRED. Returns how many expired.
 pub async fn expire_once(queue: &Queue, storage: &Storage) -> Result<usize, String> {
-    let mut conn = queue.db().conn().await.map_err(|e| e.to_string())?;
-    let due = jobs::due_for_expiry(&mut conn, super::KIND, now_ms(), BATCH)
-        .await
-        .map_err(|e| e.to_string())?;
+    // A connection per step, none held while a file is deleted from storage.
+    let db = queue.db();
+    let due = jobs::due_for_expiry(
+        &mut db.conn().await.map_err(|e| e.to_string())?,
+        super::KIND,
+        now_ms(),
+        BATCH,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let mut expired = 0;
     for job in due {
         if let Some(result) = job
@@ -58,6 +64,7 @@ pub async fn expire_once(queue: &Queue, storage: &Storage) -> Result<usize, Stri
                 continue;
             }
         }
+        let mut conn = db.conn().await.map_err(|e| e.to_string())?;
         if jobs::mark_expired(&mut conn, &job.id, now_ms())
             .await
             .map_err(|e| e.to_string())?

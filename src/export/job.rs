@@ -155,7 +155,10 @@ impl ExportJob {
         spec: &ExportSpec,
         temp: &Path,
     ) -> Result<(writer::Written, i64), JobError> {
-        let mut conn = ctx.db().conn().await?;
+        // The read holds its connection for the whole export: a dedicated one, so
+        // the export never sits on a pooled connection while its progress writes
+        // (and every API call) check theirs out.
+        let mut conn = ctx.db().dedicated().await?;
         let in_place = writer::reads_records(spec.format) && spec.expand_array.is_none();
         if in_place && matches!(conn, Conn::Pg(_)) {
             return self.write_from_postgres(ctx, spec, temp, &mut conn).await;

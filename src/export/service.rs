@@ -39,6 +39,8 @@ pub enum ExportError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
+    TooManyWatchers(#[from] crate::jobs::events::TooManyWatchers),
+    #[error(transparent)]
     Db(#[from] DbError),
 }
 
@@ -47,6 +49,7 @@ impl From<QueueError> for ExportError {
         match err {
             QueueError::NotFound => ExportError::NotFound,
             QueueError::AlreadyFinished { state } => ExportError::AlreadyFinished { state },
+            QueueError::TooManyWatchers(full) => ExportError::TooManyWatchers(full),
             QueueError::Db(db) => ExportError::Db(db),
         }
     }

@@ -89,6 +89,8 @@ pub async fn store(
             pending.push(problem);
         }
     }
+    // Not held while the report is stored.
+    drop(conn);
     if !pending.is_empty() {
         write_row(&mut writer, layout, &pending)?;
         rows += 1;

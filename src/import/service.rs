@@ -47,6 +47,8 @@ pub enum ImportError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
+    TooManyWatchers(#[from] crate::jobs::events::TooManyWatchers),
+    #[error(transparent)]
     Db(#[from] DbError),
 }
 
@@ -55,6 +57,7 @@ impl From<QueueError> for ImportError {
         match err {
             QueueError::NotFound => ImportError::NotFound,
             QueueError::AlreadyFinished { state } => ImportError::AlreadyFinished { state },
+            QueueError::TooManyWatchers(full) => ImportError::TooManyWatchers(full),
             QueueError::Db(db) => ImportError::Db(db),
         }
     }

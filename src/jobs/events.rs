@@ -1,24 +1,21 @@
 //! Job change events. Every state or progress write publishes the job id: in process
 //! on SQLite, and through `NOTIFY` on PostgreSQL so every replica hears it. Each
-//! replica reads a changed job once and fans the row out to all its watchers of that
-//! job, so many watchers cost one query, not one loop each.
+//! replica keeps one topic per watched job: a change is read once and fanned out to
+//! all its watchers, and a new watcher starts from the topic's newest state (read
+//! once for all watchers that arrive together), so 10,000 watchers of one job cost
+//! one query per change, not one per watcher.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use futures::StreamExt;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::jobs::{self, JobRow};
-use crate::db::{Backend, Conn, Db};
+use crate::db::{Backend, Conn, Db, DbError, notify};
 
-/// The PostgreSQL channel carrying job ids.
-pub const CHANNEL: &str = "ferry_jobs";
-
-/// Buffered updates per job before a slow watcher lags (it then re-reads the job).
+/// Buffered updates per job before a slow watcher lags (it then jumps to the newest
+/// state; a slow watcher never holds back the others or the job).
 const WATCH_BUFFER: usize = 64;
 
 #[derive(Clone)]
@@ -28,17 +25,76 @@ pub struct JobEvents {
 
 struct Inner {
     db: Db,
-    watchers: Mutex<HashMap<String, broadcast::Sender<Arc<JobRow>>>>,
+    topics: Mutex<Topics>,
     wakeup: Notify,
+    /// One permit per open watch stream (`server.max_watchers`).
+    watchers: Arc<Semaphore>,
+    max_watchers: usize,
+}
+
+#[derive(Default)]
+struct Topics {
+    by_job: HashMap<String, Arc<Topic>>,
+    /// Size after the last sweep of topics nobody watches any more.
+    swept_at: usize,
+}
+
+/// One watched job on this replica. Only the topic map holds the sender, so
+/// dropping the topic (the job was deleted) ends its watchers' streams.
+struct Topic {
+    sender: broadcast::Sender<Arc<JobRow>>,
+    latest: Arc<Latest>,
+}
+
+/// The newest state of a watched job read on this replica; the async lock makes
+/// watchers that arrive together wait for one read instead of each taking a pooled
+/// connection.
+#[derive(Default)]
+pub struct Latest(tokio::sync::Mutex<Option<Arc<JobRow>>>);
+
+/// Every watch stream was already open (`server.max_watchers`).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("this server already serves its limit of {0} watch streams")]
+pub struct TooManyWatchers(pub usize);
+
+impl Latest {
+    /// The newest state of the job (read now if no watcher read it yet); `None`
+    /// when the job does not exist.
+    pub async fn current(&self, db: &Db, id: &str) -> Result<Option<Arc<JobRow>>, DbError> {
+        let mut latest = self.0.lock().await;
+        if let Some(row) = latest.as_ref() {
+            return Ok(Some(row.clone()));
+        }
+        let row = jobs::find(&mut db.conn().await?, id).await?.map(Arc::new);
+        if let Some(row) = &row {
+            *latest = Some(row.clone());
+        }
+        Ok(row)
+    }
+
+    /// The newest state read so far, if any.
+    pub async fn get(&self) -> Option<Arc<JobRow>> {
+        self.0.lock().await.clone()
+    }
+
+    /// Keeps `row` as the newest state unless a newer one is known already.
+    async fn store(&self, row: &Arc<JobRow>) {
+        let mut latest = self.0.lock().await;
+        if latest.as_ref().is_none_or(|known| known.version <= row.version) {
+            *latest = Some(row.clone());
+        }
+    }
 }
 
 impl JobEvents {
-    pub fn new(db: Db) -> JobEvents {
+    pub fn new(db: Db, max_watchers: usize) -> JobEvents {
         JobEvents {
             inner: Arc::new(Inner {
                 db,
-                watchers: Mutex::new(HashMap::new()),
+                topics: Mutex::new(Topics::default()),
                 wakeup: Notify::new(),
+                watchers: Arc::new(Semaphore::new(max_watchers)),
+                max_watchers,
             }),
         }
     }
@@ -47,36 +103,53 @@ impl JobEvents {
     pub fn start(&self, stop: CancellationToken) {
         if self.inner.db.backend() == Backend::Postgres {
             let events = self.clone();
-            tokio::spawn(async move { events.listen(stop).await });
+            tokio::spawn(async move {
+                let url = events.inner.db.url().to_string();
+                notify::listen(
+                    &url,
+                    notify::JOBS,
+                    stop,
+                    |id| events.dispatch(id),
+                    || events.refresh_all(),
+                )
+                .await
+            });
         }
     }
 
     /// Announces that job `id` changed. Call after the write committed.
     pub async fn publish(&self, conn: &mut Conn, id: &str) {
-        if let Conn::Pg(c) = conn {
-            let sent = diesel::sql_query("SELECT pg_notify($1, $2)")
-                .bind::<diesel::sql_types::Text, _>(CHANNEL)
-                .bind::<diesel::sql_types::Text, _>(id)
-                .execute(&mut **c)
-                .await;
-            if let Err(err) = sent {
-                tracing::warn!(job.id = id, error = %err, "could not notify other replicas");
-            }
-        }
+        notify::send(conn, notify::JOBS, id).await;
         // Local watchers and workers hear it at once; on PostgreSQL the echo from
         // LISTEN arrives too and is dropped by the version check of each watcher.
         self.dispatch(id);
     }
 
-    /// Interest in one job's changes. Register before reading the current state, so
-    /// no change can slip between the read and the subscription.
-    pub fn subscribe(&self, id: &str) -> broadcast::Receiver<Arc<JobRow>> {
-        let mut watchers = self.lock_watchers();
-        watchers.retain(|_, sender| sender.receiver_count() > 0);
-        watchers
-            .entry(id.to_string())
-            .or_insert_with(|| broadcast::channel(WATCH_BUFFER).0)
-            .subscribe()
+    /// A slot for one watch stream, held as long as the stream lives.
+    pub fn watcher_permit(&self) -> Result<OwnedSemaphorePermit, TooManyWatchers> {
+        self.inner
+            .watchers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| TooManyWatchers(self.inner.max_watchers))
+    }
+
+    /// Interest in one job's changes. Subscribe before reading the current state
+    /// ([`Latest::current`]), so no change can slip between the read and the
+    /// subscription.
+    pub fn subscribe(&self, id: &str) -> (broadcast::Receiver<Arc<JobRow>>, Arc<Latest>) {
+        let mut topics = self.lock_topics();
+        if topics.by_job.len() > 2 * topics.swept_at.max(512) {
+            topics.by_job.retain(|_, t| t.sender.receiver_count() > 0);
+            topics.swept_at = topics.by_job.len();
+        }
+        let topic = topics.by_job.entry(id.to_string()).or_insert_with(|| {
+            Arc::new(Topic {
+                sender: broadcast::channel(WATCH_BUFFER).0,
+                latest: Arc::default(),
+            })
+        });
+        (topic.sender.subscribe(), topic.latest.clone())
     }
 
     /// Resolves at the next event of any job: workers wait on it for new work.
@@ -85,17 +158,26 @@ impl JobEvents {
         self.inner.wakeup.notified()
     }
 
-    fn lock_watchers(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<Arc<JobRow>>>> {
-        self.inner.watchers.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock_topics(&self) -> std::sync::MutexGuard<'_, Topics> {
+        self.inner.topics.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Wakes idle workers and, if anyone watches the job, reads it once (on a task
+    /// of its own, with its own connection) and sends it to every watcher.
     fn dispatch(&self, id: &str) {
         self.inner.wakeup.notify_waiters();
-        let sender = {
-            let watchers = self.lock_watchers();
-            watchers.get(id).filter(|s| s.receiver_count() > 0).cloned()
+        let topic = {
+            let mut topics = self.lock_topics();
+            match topics.by_job.get(id) {
+                Some(t) if t.sender.receiver_count() > 0 => t.clone(),
+                Some(_) => {
+                    // Nobody watches any more; its newest state would go stale.
+                    topics.by_job.remove(id);
+                    return;
+                }
+                None => return,
+            }
         };
-        let Some(sender) = sender else { return };
         let db = self.inner.db.clone();
         let id = id.to_string();
         let events = self.clone();
@@ -109,52 +191,27 @@ impl JobEvents {
             };
             match row {
                 Ok(Some(row)) => {
-                    let _ = sender.send(Arc::new(row));
+                    let row = Arc::new(row);
+                    topic.latest.store(&row).await;
+                    let _ = topic.sender.send(row);
                 }
                 Ok(None) => {
-                    // Deleted: closing the channel ends its watchers' streams.
-                    drop(sender);
-                    events.lock_watchers().remove(&id);
+                    // Deleted: dropping the topic closes its channel and ends the
+                    // watchers' streams.
+                    events.lock_topics().by_job.remove(&id);
                 }
                 Err(err) => tracing::warn!(job.id = %id, error = %err, "could not read a changed job"),
             }
         });
     }
 
-    /// LISTEN on a dedicated connection; reconnects after a second on any failure.
-    async fn listen(&self, stop: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                result = self.listen_once() => {
-                    if let Err(err) = result {
-                        tracing::warn!(error = %err, "job event listener lost its connection; reconnecting");
-                    }
-                }
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            // Events may have been missed while disconnected: wake everyone up.
-            self.inner.wakeup.notify_waiters();
+    /// After the listener missed events: every watched job is read again and every
+    /// idle worker looks for work.
+    fn refresh_all(&self) {
+        let ids: Vec<String> = self.lock_topics().by_job.keys().cloned().collect();
+        self.inner.wakeup.notify_waiters();
+        for id in ids {
+            self.dispatch(&id);
         }
-    }
-
-    async fn listen_once(&self) -> Result<(), String> {
-        let mut conn = AsyncPgConnection::establish(self.inner.db.url())
-            .await
-            .map_err(|e| e.to_string())?;
-        diesel::sql_query(format!("LISTEN {CHANNEL}"))
-            .execute(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        let stream = conn.notifications_stream();
-        let mut stream = std::pin::pin!(stream);
-        while let Some(notification) = stream.next().await {
-            let notification = notification.map_err(|e| e.to_string())?;
-            self.dispatch(&notification.payload);
-        }
-        Err("notification stream ended".into())
     }
 }

@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::JobEvents;
+use super::events::Latest;
 use crate::config::JobsConfig;
 use crate::db::jobs::{self, JobPage, JobRow};
 use crate::db::{Conn, Db, DbError, new_id, now_ms};
@@ -20,6 +21,8 @@ pub enum QueueError {
     NotFound,
     #[error("the job already ended ({state})")]
     AlreadyFinished { state: String },
+    #[error(transparent)]
+    TooManyWatchers(#[from] super::events::TooManyWatchers),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -224,22 +227,29 @@ impl Queue {
     }
 
     /// The job's current state, then every change, ending after a terminal state.
-    /// Subscribes before reading, so no change is lost in between.
+    /// Subscribes before reading, so no change is lost in between; the first state
+    /// comes from the job's topic, read once for all watchers that arrive together.
+    /// Each stream holds one of the server's watcher slots while it lives.
     pub async fn watch(
         &self,
         organization_id: &str,
         kind: &str,
         id: &str,
     ) -> Result<impl Stream<Item = Result<Arc<JobRow>, QueueError>> + Send + 'static, QueueError> {
-        let receiver = self.events.subscribe(id);
-        let first = self.get(organization_id, kind, id).await?;
+        let permit = self.events.watcher_permit()?;
+        let (receiver, latest) = self.events.subscribe(id);
+        let first = latest
+            .current(&self.db, id)
+            .await?
+            .filter(|row| row.organization_id == organization_id && row.kind == kind)
+            .ok_or(QueueError::NotFound)?;
         let state = WatchState {
-            pending: Some(Arc::new(first)),
+            pending: Some(first),
             receiver,
+            latest,
             last_version: -1,
             done: false,
-            queue: self.clone(),
-            key: (organization_id.to_string(), kind.to_string(), id.to_string()),
+            _permit: permit,
         };
         Ok(futures::stream::unfold(state, |mut st| async move {
             if st.done {
@@ -264,10 +274,10 @@ impl Queue {
 struct WatchState {
     pending: Option<Arc<JobRow>>,
     receiver: tokio::sync::broadcast::Receiver<Arc<JobRow>>,
+    latest: Arc<Latest>,
     last_version: i64,
     done: bool,
-    queue: Queue,
-    key: (String, String, String),
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl WatchState {
@@ -278,13 +288,11 @@ impl WatchState {
                 Ok(row) if row.version > self.last_version => return Some(Ok(row)),
                 Ok(_) => continue,
                 Err(RecvError::Lagged(_)) => {
-                    // Too slow to see every step: the latest state will do.
-                    let (org, kind, id) = &self.key;
-                    let row = self.queue.get(org, kind, id).await.map(Arc::new);
-                    if matches!(&row, Ok(r) if r.version <= self.last_version) {
-                        continue;
+                    // Too slow to see every step: the newest state read will do.
+                    match self.latest.get().await {
+                        Some(row) if row.version > self.last_version => return Some(Ok(row)),
+                        _ => continue,
                     }
-                    return Some(row);
                 }
                 Err(RecvError::Closed) => return None,
             }

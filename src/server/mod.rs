@@ -1,6 +1,7 @@
 //! Server assembly in one place: layers (request id and tracing -> auth), services,
 //! health, reflection, the HTTP listener, the worker, and graceful shutdown.
 
+pub mod admission;
 pub mod bootstrap;
 pub mod http;
 pub mod metrics;
@@ -17,6 +18,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
+use crate::auth::cache::AuthCache;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Config;
 use crate::db::{Db, migrate};
@@ -38,6 +40,8 @@ pub struct App {
     pub storage: Storage,
     pub mailer: Arc<Mailer>,
     pub metrics: Arc<Metrics>,
+    /// Verified keys and organizations (see [`AuthCache`]).
+    pub auth_cache: AuthCache,
 }
 
 impl App {
@@ -61,7 +65,8 @@ impl App {
                 )
             })?;
         migrate::run(&db).await.context("cannot migrate the database")?;
-        let events = JobEvents::new(db.clone());
+        let events = JobEvents::new(db.clone(), config.server.max_watchers as usize);
+        let auth_cache = AuthCache::new(db.clone(), Duration::from_millis(config.auth.cache_ttl_millis));
         let queue = Queue::new(db.clone(), events, config.jobs.clone());
         let storage = Storage::from_config(&config)
             .await
@@ -74,6 +79,7 @@ impl App {
             storage,
             mailer,
             metrics: Arc::new(Metrics::default()),
+            auth_cache,
         })
     }
 
@@ -169,6 +175,7 @@ pub async fn start(app: App, handlers: Vec<Arc<dyn JobHandler>>) -> anyhow::Resu
     }
 
     app.queue.events().start(shutdown.clone());
+    app.auth_cache.start(shutdown.clone());
     let mut tasks = vec![tokio::spawn(
         serve_grpc(app.clone(), grpc, shutdown.clone()).await?,
     )];
@@ -224,11 +231,25 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    // Streams per HTTP/2 connection: hyper's default (200) would make a dashboard
+    // multiplexing its watchers on one connection queue behind it; the server-wide
+    // limits below (admission, watcher slots) are what protect the process.
+    let streams = app
+        .config
+        .server
+        .max_watchers
+        .max(app.config.server.max_concurrent_calls);
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(streams))
         .layer(observe::ObserveLayer::new(app.metrics.clone()))
         .layer(AuthLayer::new(
-            Authenticator::new(app.db.clone()),
+            Authenticator::new(app.db.clone(), app.auth_cache.clone()),
             api::error::deny,
+        ))
+        .layer(admission::AdmissionLayer::new(
+            &app.config,
+            app.db.clone(),
+            api::error::refuse,
         ))
         .add_service(health_service)
         .add_service(reflection_v1)

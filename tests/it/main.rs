@@ -14,6 +14,7 @@ mod cli;
 mod entities;
 mod exports;
 mod imports;
+mod load;
 mod mail;
 mod mappings;
 mod queue;

@@ -25,6 +25,7 @@ on_both_backends!(
     watchers_see_every_state_and_late_watchers_start_from_the_current_one,
     the_same_request_id_returns_the_same_job,
     a_shutdown_returns_running_jobs_to_the_queue_without_counting_the_attempt,
+    a_busy_organizations_backlog_does_not_starve_another_organizations_job,
 );
 
 const KIND: &str = "test_job";
@@ -194,8 +195,10 @@ async fn a_worker_whose_lease_expired_cannot_write(backend: Backend) {
             .unwrap(),
         None
     );
+    drop(conn);
     assert_eq!(load(&app, &id).await.state, jobs::RUNNING);
     // The owner can finish it, once.
+    let mut conn = app.db().conn().await.unwrap();
     assert_eq!(
         jobs::finish(&mut conn, &id, &lease_b, jobs::COMPLETED, None, None, None, t)
             .await
@@ -379,5 +382,40 @@ async fn a_shutdown_returns_running_jobs_to_the_queue_without_counting_the_attem
     let (stop, handles) = start_workers(&queue, &probe, 1);
     wait_for_state(&app, &id, jobs::RUNNING).await;
     stop_workers(stop, handles).await;
+    app.stop().await;
+}
+
+async fn a_busy_organizations_backlog_does_not_starve_another_organizations_job(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let queue = app.app.queue.clone();
+    let (other_org, _) = app.other_org().await;
+    let mut backlog = Vec::new();
+    for _ in 0..30 {
+        backlog.push(queue.enqueue(job(&app.org_id, "ok")).await.unwrap().into_row().id);
+    }
+    let single = queue.enqueue(job(&other_org, "ok")).await.unwrap().into_row().id;
+
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(Worker::new(queue.clone(), vec![Arc::new(Probe::default())]).run(stop.clone()));
+    wait_for_state(&app, &single, jobs::COMPLETED).await;
+    for id in &backlog {
+        wait_for_state(&app, id, jobs::COMPLETED).await;
+    }
+    stop.cancel();
+    worker.await.unwrap();
+
+    let single_started = load(&app, &single).await.started_at.unwrap();
+    let mut before = 0;
+    for id in &backlog {
+        if load(&app, id).await.started_at.unwrap() < single_started {
+            before += 1;
+        }
+    }
+    // Claimed as soon as a worker is free: behind at most the first claims of the
+    // backlog (one per worker), never behind most of it.
+    assert!(
+        before <= 2,
+        "{before} of the other organization's 30 jobs started first"
+    );
     app.stop().await;
 }

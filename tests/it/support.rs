@@ -98,7 +98,15 @@ pub fn test_config(db: &TestDb) -> Config {
     config.server.data_dir = db.data_dir().display().to_string();
     config.server.shutdown_grace_secs = 2;
     config.database.url = db.url.clone();
-    config.database.max_connections = 8;
+    // CI runs the suite again with a pool of one (`FERRY_TEST_MAX_CONNECTIONS=1`):
+    // any code path that waits for a second pooled connection while it holds one
+    // then deadlocks in CI instead of under load in production.
+    config.database.max_connections = std::env::var("FERRY_TEST_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    // Revocations and plan changes reach a SQLite server within this bound.
+    config.auth.cache_ttl_millis = 1_000;
     config.jobs.heartbeat_millis = 200;
     config.jobs.lease_secs = 5;
     config.jobs.poll_millis = 100;
@@ -224,4 +232,24 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .get_details_bad_request()
         .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
+}
+
+/// Repeats `call` every 50 ms until it fails, for at most `bound`; the status it
+/// failed with. Panics when it still succeeds after `bound`.
+pub async fn until_refused<T, F, Fut>(bound: std::time::Duration, mut call: F) -> tonic::Status
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        if let Err(status) = call().await {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepted {bound:?} later"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
