@@ -20,11 +20,15 @@ use crate::proto::{self, export_service_server::ExportService};
 
 pub struct ExportApi {
     exports: Exports,
+    watched: super::jobs::WatchMessages<proto::Export>,
 }
 
 impl ExportApi {
     pub fn new(exports: Exports) -> ExportApi {
-        ExportApi { exports }
+        ExportApi {
+            exports,
+            watched: Default::default(),
+        }
     }
 }
 
@@ -279,12 +283,12 @@ impl ExportService for ExportApi {
             .await
             .map_err(|e| call.fail(e))?;
         let request_id = call.request_id.clone();
-        let exports = self.exports.clone();
+        let (exports, watched) = (self.exports.clone(), self.watched.clone());
         let stream = stream.then(move |item| {
-            let (exports, request_id) = (exports.clone(), request_id.clone());
+            let (exports, watched, request_id) = (exports.clone(), watched.clone(), request_id.clone());
             async move {
                 let message = match item {
-                    Ok(job) => message_of(&exports, &job).await,
+                    Ok(job) => watched.get(&job, || message_of(&exports, &job)).await,
                     Err(err) => Err(err),
                 };
                 message.map_err(|err| super::error::ApiError::from(err).into_status(&request_id))

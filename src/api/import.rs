@@ -22,11 +22,15 @@ use crate::proto::{self, import_service_server::ImportService};
 
 pub struct ImportApi {
     imports: Imports,
+    watched: super::jobs::WatchMessages<proto::Import>,
 }
 
 impl ImportApi {
     pub fn new(imports: Imports) -> ImportApi {
-        ImportApi { imports }
+        ImportApi {
+            imports,
+            watched: Default::default(),
+        }
     }
 }
 
@@ -232,9 +236,18 @@ impl ImportService for ImportApi {
             .await
             .map_err(|e| call.fail(e))?;
         let request_id = call.request_id.clone();
-        let stream = stream.map(move |item| {
-            item.map(|job| import_message(&job))
-                .map_err(|err| ApiError::from(err).into_status(&request_id))
+        let watched = self.watched.clone();
+        let stream = stream.then(move |item| {
+            let (watched, request_id) = (watched.clone(), request_id.clone());
+            async move {
+                match item {
+                    Ok(job) => watched
+                        .get(&job, || async { Ok::<_, ImportError>(import_message(&job)) })
+                        .await
+                        .map_err(|err| ApiError::from(err).into_status(&request_id)),
+                    Err(err) => Err(ApiError::from(err).into_status(&request_id)),
+                }
+            }
         });
         Ok(Response::new(Box::pin(stream)))
     }

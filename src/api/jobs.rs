@@ -155,3 +155,44 @@ pub fn next_page(rows: &mut Vec<JobRow>, query: &ListQuery) -> String {
         })
         .unwrap_or_default()
 }
+
+/// Messages of watched jobs by (job id, version): the watchers of one job share one
+/// conversion of each state (and, for exports, one read of its delivery states)
+/// instead of doing it once per watcher. Entries live a second, which bounds how
+/// stale a delivery state can be beside a job state.
+#[derive(Clone)]
+pub struct WatchMessages<M: Clone + Send + Sync + 'static> {
+    rendered: moka::future::Cache<(String, i64), M>,
+}
+
+impl<M: Clone + Send + Sync + 'static> WatchMessages<M> {
+    pub fn new() -> WatchMessages<M> {
+        WatchMessages {
+            rendered: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(1))
+                .build(),
+        }
+    }
+
+    /// The message of `job`, rendered by the first watcher that asks for it. A
+    /// failed rendering is not shared: each watcher renders again for its own error.
+    pub async fn get<E, F, Fut>(&self, job: &JobRow, render: F) -> Result<M, E>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<M, E>>,
+        E: Send + Sync + 'static,
+    {
+        let key = (job.id.clone(), job.version);
+        match self.rendered.try_get_with(key, render()).await {
+            Ok(message) => Ok(message),
+            Err(_) => render().await,
+        }
+    }
+}
+
+impl<M: Clone + Send + Sync + 'static> Default for WatchMessages<M> {
+    fn default() -> Self {
+        WatchMessages::new()
+    }
+}

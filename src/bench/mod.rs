@@ -4,6 +4,7 @@
 
 pub mod export;
 pub mod import;
+pub mod load;
 pub mod seed;
 
 use std::time::Duration;
@@ -16,12 +17,16 @@ pub fn reset_peak_rss() {
 
 /// Peak resident memory since the last reset, in MiB.
 pub fn peak_rss_mib() -> f64 {
+    status_kib("VmHWM:") / 1024.0
+}
+
+/// A `kB` line of `/proc/self/status` (`VmRSS:`, `VmHWM:`); 0 where unreadable.
+pub fn status_kib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
 

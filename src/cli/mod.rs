@@ -71,6 +71,27 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
     },
+    /// Serve in process and measure concurrent calls, watchers and job pickup.
+    Load {
+        /// Entities seeded for the organization.
+        #[arg(long, default_value_t = 10_000)]
+        entities: u64,
+        /// Concurrent unary calls in each burst (GetExport, ListExports, ListEntities).
+        #[arg(long, default_value_t = 1_000)]
+        burst: usize,
+        /// Seconds of sustained GetExport calls.
+        #[arg(long, default_value_t = 10)]
+        sustain_secs: u64,
+        /// Watchers of one export.
+        #[arg(long, default_value_t = 10_000)]
+        watchers: usize,
+        /// Watch streams per HTTP/2 connection.
+        #[arg(long, default_value_t = 500)]
+        watchers_per_connection: usize,
+        /// Jobs queued at once to measure the gap between one job's end and the next start.
+        #[arg(long, default_value_t = 100)]
+        queued_jobs: usize,
+    },
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -143,6 +164,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )
             .await
+        }
+        Command::Bench(BenchCommand::Load {
+            entities,
+            burst,
+            sustain_secs,
+            watchers,
+            watchers_per_connection,
+            queued_jobs,
+        }) => {
+            let app = App::open(config).await?;
+            let options = crate::bench::load::Options {
+                entities,
+                burst,
+                sustain_secs,
+                watchers,
+                watchers_per_connection,
+                queued_jobs,
+            };
+            crate::bench::load::run(app, options).await
         }
         Command::Bench(BenchCommand::Import { rows }) => {
             let app = App::open(config).await?;
