@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(out.join("ferry_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .extern_path(".google.rpc.Status", "::tonic_types::pb::Status")
+        // Smaller stream buffers, malformed messages as INVALID_ARGUMENT (src/api/codec.rs).
+        .codec_path("crate::api::codec::FerryCodec")
         .compile_fds(fds)?;
     Ok(())
 }

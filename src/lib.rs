@@ -15,5 +15,6 @@ pub mod orgs;
 pub mod private_file;
 pub mod proto;
 pub mod request;
+pub mod scratch;
 pub mod server;
 pub mod storage;

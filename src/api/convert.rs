@@ -4,7 +4,7 @@
 use prost_types::{Struct, Timestamp, Value, value::Kind};
 
 use super::error::ApiError;
-use crate::db::entities::{EntityFilter, EntityOrder, EntityRow, SortKey};
+use crate::db::entities::{EntityFilter, EntityOrder, EntityRow, MAX_FILTER_VALUES, SortKey};
 use crate::proto;
 
 pub fn timestamp(ms: i64) -> Timestamp {
@@ -193,6 +193,47 @@ pub fn entity_filter(filter: Option<&proto::EntityFilter>, field: &str) -> Resul
     let risk = f.risk_matrix_id.trim();
     if !risk.is_empty() {
         out.risk_matrix_id = Some(risk.to_string());
+    }
+    let listed = [
+        ("types", f.types.len()),
+        ("countries", f.countries.len()),
+        ("statuses", f.statuses.len()),
+        ("tax_ids", f.tax_ids.len()),
+        ("external_ids", f.external_ids.len()),
+        ("attributes", f.attributes.len()),
+    ];
+    let total: usize = listed.iter().map(|(_, n)| n).sum();
+    if total > MAX_FILTER_VALUES {
+        let (largest, count) = listed.iter().max_by_key(|(_, n)| *n).copied().unwrap_or_default();
+        violations.push((
+            format!("{field}.{largest}"),
+            format!(
+                "a filter may list at most {MAX_FILTER_VALUES} values in all; this one lists {total} ({count} here)"
+            ),
+        ));
+    }
+    let texts = f
+        .tax_ids
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("{field}.tax_ids[{i}]"), t))
+        .chain(
+            f.external_ids
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("{field}.external_ids[{i}]"), t)),
+        )
+        .chain(
+            f.attributes
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (format!("{field}.attributes[{i}].value"), &a.value)),
+        )
+        .chain(std::iter::once((format!("{field}.search"), &f.search)));
+    for (name, text) in texts {
+        if text.contains('\0') {
+            violations.push((name, "must not contain a NUL character (U+0000)".into()));
+        }
     }
     let search = f.search.trim();
     if search.chars().count() > 200 {

@@ -127,6 +127,12 @@ impl EntityRow {
     }
 }
 
+/// Values one filter may list in all (types, countries, statuses, tax IDs, external
+/// IDs, attribute pairs together). Each becomes a bound parameter, and SQLite takes at
+/// most 32,766 per statement (PostgreSQL 65,535); a listing binds the filter twice
+/// (page and count), so the same documented limit holds on both backends.
+pub const MAX_FILTER_VALUES: usize = 10_000;
+
 /// Which entities a query covers; validated by the caller. Empty lists do not filter.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EntityFilter {

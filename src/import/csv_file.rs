@@ -109,6 +109,17 @@ impl Layout {
                 ));
                 continue;
             };
+            if text.contains('\0') {
+                problems.push(Violation::at(
+                    line,
+                    "INVALID_HEADER",
+                    format!(
+                        "header {} contains a NUL character (U+0000), which cannot be stored",
+                        i + 1
+                    ),
+                ));
+                continue;
+            }
             let original = if i == 0 {
                 text.trim_start_matches('\u{feff}')
             } else {

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::csv_file::{self, Layout};
+use super::headers::Target;
 use super::plan::{self, Catalogue};
 use super::row::{self, Draft, RowIssue};
 use super::spec::ImportSpec;
@@ -120,6 +121,15 @@ pub fn prepare(
             };
         }
     };
+    let unstorable = nul_cells(layout, &cells);
+    if !unstorable.is_empty() {
+        return Prepared {
+            line,
+            raw: cells,
+            outcome: Err(unstorable),
+            warnings: Vec::new(),
+        };
+    }
     let converted = row::convert(&layout.targets, &cells, spec.mode, &spec.defaults);
     let outcome = converted.draft.and_then(|draft| {
         match plan::plan(&spec.batch, catalogue, &draft.entity_type, &draft.plan_columns) {
@@ -149,6 +159,25 @@ pub fn prepare(
         outcome,
         warnings: converted.warnings,
     }
+}
+
+/// The cells holding a NUL character (U+0000): PostgreSQL cannot store one in text
+/// or JSON, and SQLite would keep what the other backend refuses, so the row fails
+/// on both (`INVALID_CHARACTER`) instead of failing its whole batch on one.
+fn nul_cells(layout: &Layout, cells: &[String]) -> Vec<RowIssue> {
+    layout
+        .headers
+        .iter()
+        .zip(&layout.targets)
+        .zip(cells)
+        .filter(|((_, target), cell)| **target != Target::Ignored && cell.contains('\0'))
+        .map(|((header, _), cell)| RowIssue {
+            column: header.clone(),
+            code: "INVALID_CHARACTER",
+            message: "the cell contains a NUL character (U+0000), which cannot be stored".into(),
+            raw_value: cell.replace('\0', "\\0"),
+        })
+        .collect()
 }
 
 /// Deep merge: `over`'s values win; objects on both sides merge key by key.

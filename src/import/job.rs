@@ -404,8 +404,29 @@ impl<'a> PgPipeline<'a> {
     }
 }
 
+/// A failed PostgreSQL write, with the server's own message. Data and constraint
+/// errors (SQLSTATE classes 22, 23, 42) fail the same way on every attempt: the job
+/// fails at once with `IMPORT_WRITE_REJECTED` instead of being retried as if the
+/// database had hiccupped. Anything else (connection, deadlock, resources) retries.
 fn pg_error(err: tokio_postgres::Error) -> JobError {
-    JobError::Transient(format!("import write failed: {err}"))
+    let Some(db) = err.as_db_error() else {
+        return JobError::Transient(format!("import write failed: {err}"));
+    };
+    let code = db.code().code();
+    let message = format!("import write failed: {} (SQLSTATE {code})", db.message());
+    tracing::error!(
+        sqlstate = code,
+        detail = db.detail().unwrap_or_default(),
+        "{message}"
+    );
+    if ["22", "23", "42"].iter().any(|class| code.starts_with(class)) {
+        JobError::Permanent {
+            reason: "IMPORT_WRITE_REJECTED".into(),
+            message,
+        }
+    } else {
+        JobError::Transient(message)
+    }
 }
 
 /// `line 7, column tax_id: INVALID_TAX_ID: …`

@@ -93,19 +93,22 @@ pub struct Imports {
     queue: Queue,
     storage: Storage,
     config: Arc<Config>,
+    /// This process's temp folder ([`crate::scratch`]).
+    temp_dir: PathBuf,
 }
 
 impl Imports {
-    pub fn new(queue: Queue, storage: Storage, config: Arc<Config>) -> Imports {
+    pub fn new(queue: Queue, storage: Storage, config: Arc<Config>, temp_dir: PathBuf) -> Imports {
         Imports {
             queue,
             storage,
             config,
+            temp_dir,
         }
     }
 
     fn temp_dir(&self) -> PathBuf {
-        self.config.data_dir().join("tmp")
+        self.temp_dir.clone()
     }
 
     /// Takes an upload: checks the options, writes the chunks to a temp file (at most

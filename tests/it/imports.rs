@@ -9,9 +9,10 @@ use ferry::db::entities::EntityRow;
 use ferry::import::job::ImportJob;
 use ferry::jobs::{JobContext, JobError, JobHandler, JobOutcome};
 use ferry::proto::{
-    CancelImportRequest, CreateMappingRequest, GetImportErrorReportRequest, GetImportRequest, Import,
-    ImportMode, ImportOptions, JobState, ListImportErrorsRequest, ListImportsRequest, MappingKind,
-    UploadImportRequest, WatchImportRequest, import_service_client::ImportServiceClient,
+    AttributeEquals, CancelImportRequest, CreateMappingRequest, EntityFilter, GetImportErrorReportRequest,
+    GetImportRequest, Import, ImportMode, ImportOptions, JobState, ListEntitiesRequest,
+    ListImportErrorsRequest, ListImportsRequest, MappingKind, UploadImportRequest, WatchImportRequest,
+    entity_service_client::EntityServiceClient, import_service_client::ImportServiceClient,
     mapping_service_client::MappingServiceClient, upload_import_request::Payload,
 };
 use futures::future::BoxFuture;
@@ -35,6 +36,8 @@ on_both_backends!(
     rows_naming_one_entity_merge_in_file_order_within_and_across_batches,
     a_saved_mapping_renames_custom_headers,
     the_completion_report_is_mailed_in_the_recipients_language,
+    a_nul_byte_in_a_cell_fails_that_row_and_the_others_import,
+    a_nul_byte_in_a_header_fails_preflight,
 );
 
 fn messages(options: ImportOptions, csv: &[u8], chunk: usize) -> Vec<UploadImportRequest> {
@@ -351,9 +354,15 @@ async fn assert_nothing_left(app: &TestApp) {
     assert_eq!(page.total_size, 0);
     assert!(stored(app).await.is_empty());
     let data = app.db.data_dir();
-    for dir in [data.join("files").join("imports"), data.join("tmp")] {
+    for dir in [data.join("files").join("imports"), app.app.temp_dir()] {
+        // The temp folder's lock file is the server's own, not an upload's.
         let left: Vec<_> = std::fs::read_dir(&dir)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| !p.ends_with(".lock"))
+                    .collect()
+            })
             .unwrap_or_default();
         assert!(left.is_empty(), "{left:?} left in {}", dir.display());
     }
@@ -940,4 +949,79 @@ async fn stored_count(app: &TestApp) -> i64 {
     ferry::db::entities::count(&mut conn, &app.org_id, &filter)
         .await
         .unwrap()
+}
+
+async fn a_nul_byte_in_a_cell_fails_that_row_and_the_others_import(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    // More rows than one batch, so a batch-wide failure would show as a half write.
+    let mut csv = String::from("tax_id,type,suggested_name,attributes.note\n");
+    for i in 0..3_000 {
+        csv.push_str(&format!("{},person,Person {i},ok\n", 100_000_000 + i));
+    }
+    csv.push_str("799999998,person,Fine,a\u{0}b\n");
+    csv.push_str("799999999,person,bad\u{0}name,ok\n");
+    let options = ImportOptions {
+        size_bytes: csv.len() as i64,
+        ..country("US")
+    };
+    let done = import_and_wait(&app, options, &csv).await;
+    assert_eq!(done.state, JobState::Completed as i32, "{:?}", done.error);
+    assert_eq!(
+        (done.created_items, done.failed_items),
+        (3_000, 2),
+        "every other row is written"
+    );
+    let errors = ImportServiceClient::new(app.channel.clone())
+        .list_import_errors(app.request(ListImportErrorsRequest {
+            import_id: done.id.clone(),
+            page_size: 10,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .errors;
+    let found: Vec<(i64, &str, &str)> = errors
+        .iter()
+        .map(|e| (e.line, e.column.as_str(), e.code.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (3_002, "attributes.note", "INVALID_CHARACTER"),
+            (3_003, "suggested_name", "INVALID_CHARACTER")
+        ]
+    );
+    // The organization's attribute filters keep working.
+    let listed = EntityServiceClient::new(app.channel.clone())
+        .list_entities(app.request(ListEntitiesRequest {
+            filter: Some(EntityFilter {
+                attributes: vec![AttributeEquals {
+                    path: "note".into(),
+                    value: "ok".into(),
+                }],
+                ..Default::default()
+            }),
+            page_size: 1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.total_size, 3_000);
+    app.stop().await;
+}
+
+async fn a_nul_byte_in_a_header_fails_preflight(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let csv = "tax_id,type,suggested_name,attributes.no\u{0}te\n100000001,person,Ann,x\n";
+    let options = ImportOptions {
+        size_bytes: csv.len() as i64,
+        ..country("US")
+    };
+    let status = upload(&app, options, csv).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(reason(&status), "INVALID_HEADER", "{}", status.message());
+    assert!(stored(&app).await.is_empty());
+    app.stop().await;
 }

@@ -21,7 +21,128 @@ on_both_backends!(
     request_id_is_echoed_and_appears_in_error_details,
     metrics_count_calls_by_method_and_code,
     migrations_run_twice_without_error,
+    a_killed_servers_temp_files_are_gone_after_a_restart,
+    a_malformed_message_is_an_invalid_argument_with_a_reason,
 );
+
+/// Sends bytes as they are, to play a broken client.
+#[derive(Default, Clone)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+    }
+}
+
+async fn a_malformed_message_is_an_invalid_argument_with_a_reason(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    grpc.ready().await.unwrap();
+    // Field 1, length-delimited, 255 bytes announced, none sent.
+    let status = grpc
+        .unary(
+            app.request(vec![0x0a, 0xff, 0x01]),
+            http::uri::PathAndQuery::from_static("/ferry.v1.ExportService/GetExport"),
+            RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        status.message()
+    );
+    assert_eq!(crate::support::reason(&status), "MALFORMED_MESSAGE");
+    app.stop().await;
+}
+
+/// The instance folders below `<data_dir>/tmp`.
+fn instance_folders(db: &TestDb) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(db.data_dir().join("tmp"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn a_killed_servers_temp_files_are_gone_after_a_restart(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--data-dir")
+        .arg(db.data_dir())
+        .arg("--database-url")
+        .arg(&db.url)
+        .args(["--set", "log.level=warn", "serve"])
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut folders = Vec::new();
+    for _ in 0..500 {
+        folders = instance_folders(&db);
+        if !folders.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let [killed] = folders.as_slice() else {
+        panic!("the server made {} temp folders", folders.len());
+    };
+    // What an upload or an export was writing when the process died.
+    std::fs::write(killed.join("upload-1.csv"), "tax_id\n1\n").unwrap();
+    std::fs::write(killed.join("job-1.part"), "partial").unwrap();
+    child.kill().unwrap(); // SIGKILL: no clean-up runs
+    child.wait().unwrap();
+    assert!(killed.join("job-1.part").exists());
+
+    let mut config = test_config(&db);
+    config.server.bootstrap = false;
+    let app = ferry::server::App::open(config).await.unwrap();
+    let left = instance_folders(&db);
+    assert_eq!(
+        left,
+        vec![app.temp_dir()],
+        "only the new instance's folder is left"
+    );
+    assert!(!killed.exists(), "the killed server's temp files are still there");
+}
 
 async fn reflection_lists_the_four_ferry_services(backend: Backend) {
     let app = TestApp::start(backend).await;

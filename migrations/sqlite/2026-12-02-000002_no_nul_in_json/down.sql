@@ -1,0 +1,1 @@
+-- Nothing to undo: the replaced characters could not be queried.
