@@ -217,6 +217,11 @@ impl From<ImportError> for ApiError {
                 err.to_string(),
             )
             .with_metadata("limit", limit.to_string()),
+            ImportError::MessageTooLarge(ref message) => {
+                message_too_large(&Status::out_of_range(message.clone())).unwrap_or_else(|| {
+                    ApiError::new(Code::ResourceExhausted, "MESSAGE_TOO_LARGE", err.to_string())
+                })
+            }
             ImportError::Interrupted(_) => {
                 ApiError::new(Code::Aborted, "UPLOAD_INTERRUPTED", err.to_string())
             }
@@ -357,6 +362,39 @@ pub fn refuse(err: AdmissionError, request_id: &str) -> Status {
         .with_metadata("calls_per_second", rate.to_string()),
     }
     .into_status(request_id)
+}
+
+/// tonic refuses an oversized request itself, as OUT_OF_RANGE without details:
+/// restated as RESOURCE_EXHAUSTED `MESSAGE_TOO_LARGE` with the limit (see
+/// [`crate::server::observe::RestateFn`]).
+pub fn restate(status: &Status, request_id: &str) -> Option<Status> {
+    message_too_large(status).map(|err| err.into_status(request_id))
+}
+
+/// `MESSAGE_TOO_LARGE` for tonic's "decoded message length too large" refusal.
+pub fn message_too_large(status: &Status) -> Option<ApiError> {
+    if status.code() != Code::OutOfRange || !status.message().contains("message length too large") {
+        return None;
+    }
+    let limit = status
+        .message()
+        .rsplit("limit is: ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    let error = ApiError::new(
+        Code::ResourceExhausted,
+        "MESSAGE_TOO_LARGE",
+        format!(
+            "the message is larger than the server accepts ({limit} bytes); send smaller messages (upload chunks of at most 4 MiB)"
+        ),
+    );
+    Some(if limit.is_empty() {
+        error
+    } else {
+        error.with_metadata("limit_bytes", limit)
+    })
 }
 
 /// The auth layer's refusal (see [`crate::auth::layer::DenyFn`]).

@@ -146,7 +146,10 @@ fn chunks(stream: Streaming<proto::UploadImportRequest>) -> BoxStream<'static, R
             "options".into(),
             "only the first message may carry options".into(),
         )])),
-        Err(status) => Err(ImportError::Interrupted(status.message().to_string())),
+        Err(status) => Err(match super::error::message_too_large(&status) {
+            Some(_) => ImportError::MessageTooLarge(status.message().to_string()),
+            None => ImportError::Interrupted(status.message().to_string()),
+        }),
     }))
 }
 
@@ -160,10 +163,14 @@ impl ImportService for ImportApi {
     ) -> Result<Response<proto::Import>, Status> {
         let call = Call::of(&request)?;
         let mut stream = request.into_inner();
-        let first = stream
-            .message()
-            .await
-            .map_err(|status| call.fail(ImportError::Interrupted(status.message().to_string())))?;
+        let first =
+            stream
+                .message()
+                .await
+                .map_err(|status| match super::error::message_too_large(&status) {
+                    Some(too_large) => call.fail(too_large),
+                    None => call.fail(ImportError::Interrupted(status.message().to_string())),
+                })?;
         let Some(proto::UploadImportRequest {
             payload: Some(proto::upload_import_request::Payload::Options(options)),
         }) = first

@@ -94,9 +94,10 @@ impl Authenticator {
                 .to_str()
                 .ok()
                 .map(str::trim)
-                .filter(|v| uuid::Uuid::parse_str(v).is_ok())
-                .ok_or(AuthError::InvalidOrganizationHeader)?
-                .to_string(),
+                .and_then(|v| uuid::Uuid::parse_str(v).ok())
+                // Any case and either form; ids are stored lower-case hyphenated.
+                .map(|id| id.hyphenated().to_string())
+                .ok_or(AuthError::InvalidOrganizationHeader)?,
         };
         if !keys::may_act_for(&key, &organization_id) {
             return Err(AuthError::OrganizationNotAllowed(organization_id));

@@ -142,6 +142,22 @@ impl Layout {
                     continue;
                 }
             };
+            let depth = match &target {
+                Target::Attribute(path) => path.len(),
+                Target::EntityData { path, .. } => path.len() + 1,
+                _ => 0,
+            };
+            if depth > headers::MAX_DEPTH {
+                problems.push(Violation::at(
+                    line,
+                    "TOO_DEEP",
+                    format!(
+                        "header `{original}` nests {depth} levels; at most {} are allowed",
+                        headers::MAX_DEPTH
+                    ),
+                ));
+                continue;
+            }
             // Two columns landing in the same place would silently overwrite each other.
             let destination = match &target {
                 Target::Platform(name) => format!("platform:{name}"),
@@ -165,6 +181,7 @@ impl Layout {
             headers.push(original.to_string());
             targets.push(target);
         }
+        problems.extend(conflicting_paths(&headers, &targets, line));
         for required in ["tax_id", "type"] {
             if problems.is_empty() && !targets.iter().any(|t| platform_name(t) == Some(required)) {
                 problems.push(Violation::at(
@@ -187,6 +204,111 @@ impl Layout {
             targets,
             country_column,
         })
+    }
+}
+
+/// Two dotted headers where one is a prefix of the other (`attributes.a` and
+/// `attributes.a.b`): a row with both would keep only one of them, depending on
+/// the order of the columns, so the file is refused before anything is written.
+fn conflicting_paths(headers: &[String], targets: &[Target], line: u64) -> Vec<Violation> {
+    let place = |target: &Target| -> Option<(String, Vec<String>)> {
+        match target {
+            Target::Attribute(path) => Some(("attributes".into(), path.clone())),
+            Target::EntityData { bucket, path } => Some((
+                format!("entity_data:{}", bucket.as_deref().unwrap_or("*")),
+                path.clone(),
+            )),
+            _ => None,
+        }
+    };
+    let places: Vec<(usize, (String, Vec<String>))> = targets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| place(t).map(|p| (i, p)))
+        .collect();
+    let mut problems = Vec::new();
+    for (i, (root, path)) in &places {
+        for (j, (other_root, other)) in &places {
+            if root == other_root && path.len() < other.len() && other.starts_with(path) {
+                problems.push(Violation::at(
+                    line,
+                    "CONFLICTING_HEADERS",
+                    format!(
+                        "headers `{}` and `{}` both write `{}`: one holds a value, the other a field inside it",
+                        headers[*i],
+                        headers[*j],
+                        path.join(".")
+                    ),
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Follows a CSV reader's input the way the reader splits it, to tell at the end
+/// whether the file stopped inside a quoted field: an unclosed quote makes the
+/// reader take the rest of the file as one cell, silently.
+pub struct QuoteTracker<R> {
+    inner: R,
+    state: QuoteState,
+    line: u64,
+    /// The line of the quote that opened the field being read, if inside one.
+    opened_on: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuoteState {
+    StartOfField,
+    Unquoted,
+    Quoted,
+    QuoteInQuoted,
+}
+
+impl<R> QuoteTracker<R> {
+    pub fn new(inner: R) -> QuoteTracker<R> {
+        QuoteTracker {
+            inner,
+            state: QuoteState::StartOfField,
+            line: 1,
+            opened_on: 0,
+        }
+    }
+
+    /// The line of a quoted field still open at the end of the input.
+    pub fn unclosed_quote(&self) -> Option<u64> {
+        (self.state == QuoteState::Quoted).then_some(self.opened_on)
+    }
+
+    fn step(&mut self, byte: u8) {
+        use QuoteState::*;
+        let ends_field = matches!(byte, b',' | b'\n' | b'\r');
+        self.state = match (self.state, byte) {
+            (StartOfField, b'"') => {
+                self.opened_on = self.line;
+                Quoted
+            }
+            (StartOfField | Unquoted, _) if ends_field => StartOfField,
+            (StartOfField | Unquoted, _) => Unquoted,
+            (Quoted, b'"') => QuoteInQuoted,
+            (Quoted, _) => Quoted,
+            (QuoteInQuoted, b'"') => Quoted,
+            (QuoteInQuoted, _) if ends_field => StartOfField,
+            (QuoteInQuoted, _) => Unquoted,
+        };
+        if byte == b'\n' {
+            self.line += 1;
+        }
+    }
+}
+
+impl<R: Read> Read for QuoteTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &byte in &buf[..n] {
+            self.step(byte);
+        }
+        Ok(n)
     }
 }
 

@@ -1,6 +1,11 @@
 //! Import headers: normalisation (case-insensitive, trimmed, inner spaces to `_`,
 //! BOM stripped), aliases, dotted paths, and the columns that were removed.
 
+/// Levels an attribute or entity-data path may nest (a header's dotted segments,
+/// and the JSON options' objects): deeper data made some protobuf clients refuse a
+/// whole page of entities.
+pub const MAX_DEPTH: usize = 32;
+
 /// Where a column's values go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

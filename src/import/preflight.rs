@@ -22,9 +22,9 @@ pub enum PreflightError {
 
 /// Checks the file; returns the number of data rows.
 pub fn check<R: Read>(input: R, spec: &ImportSpec, row_limit: u64) -> Result<u64, PreflightError> {
-    let mut reader = csv_file::reader(input);
+    let mut reader = csv_file::reader(csv_file::QuoteTracker::new(input));
     let mut record = ByteRecord::new();
-    let read = |reader: &mut csv::Reader<R>, record: &mut ByteRecord| {
+    let read = |reader: &mut csv::Reader<csv_file::QuoteTracker<R>>, record: &mut ByteRecord| {
         reader
             .read_byte_record(record)
             .map_err(|e| PreflightError::Io(e.to_string()))
@@ -59,6 +59,13 @@ pub fn check<R: Read>(input: R, spec: &ImportSpec, row_limit: u64) -> Result<u64
         if let Some(v) = country_problem(&cells, &layout, spec, line) {
             add(v);
         }
+    }
+    if let Some(opened) = reader.get_ref().unclosed_quote() {
+        add(Violation::at(
+            opened,
+            "UNCLOSED_QUOTE",
+            "a quoted cell opened on this line is never closed, so it would swallow the rest of the file",
+        ));
     }
     if total == 0 {
         return Err(PreflightError::Invalid(vec![Violation::file(
@@ -199,11 +206,29 @@ mod tests {
         let wide: Vec<String> = (0..10_000).map(|i| format!("c{i}")).collect();
         let wide = format!("{}\n", wide.join(","));
         assert_eq!(codes(wide.as_bytes(), &s, 10), [(Some(1), "TOO_MANY_COLUMNS")]);
-        // An unterminated quote reads to the end as one field: a ragged row, no panic.
+        // An unterminated quote would read to the end as one field: named by its line.
         assert_eq!(
             codes(b"tax_id,type\n1,\"pf\n2,pf\n", &s, 10),
+            [(Some(2), "UNCLOSED_QUOTE")]
+        );
+        // Quotes that are closed, doubled, or inside an unquoted cell are fine.
+        assert_eq!(
+            codes(
+                b"tax_id,type,name\n1,pf,\"say \"\"hi\"\"\"\n2,pf,5\" tall\n3,pf,\"a\nb\"\n",
+                &s,
+                10
+            ),
             Vec::<(Option<u64>, &str)>::new()
         );
+        // Colliding dotted headers and too deep a path are named before any row.
+        assert_eq!(
+            codes(b"tax_id,type,attributes.a,attributes.a.b\n1,pf,x,y\n", &s, 10),
+            [(Some(1), "CONFLICTING_HEADERS")]
+        );
+        let deep = format!("tax_id,type,attributes.{}\n1,pf,x\n", vec!["k"; 33].join("."));
+        assert_eq!(codes(deep.as_bytes(), &s, 10), [(Some(1), "TOO_DEEP")]);
+        let fine = format!("tax_id,type,attributes.{}\n1,pf,x\n", vec!["k"; 32].join("."));
+        assert_eq!(codes(fine.as_bytes(), &s, 10), Vec::<(Option<u64>, &str)>::new());
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum ImportError {
     TooManyActive { limit: u32 },
     #[error("the upload ended early: {0}")]
     Interrupted(String),
+    /// One message of the upload was over the server's message size limit.
+    #[error("{0}")]
+    MessageTooLarge(String),
     #[error("import not found")]
     NotFound,
     #[error("the import already ended ({state})")]

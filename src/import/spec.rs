@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::headers::MAX_DEPTH as MAX_NESTING;
 use super::plan::{BatchPlan, ChildPolicy, MAX_DEPTH, Selection};
 use super::row::{AUTOMATIC_COUNTRIES, Defaults, Mode, STATUSES};
 
@@ -72,7 +73,25 @@ fn json_object(field: &str, text: &str, violations: &mut Vec<(String, String)>) 
     if text.trim().is_empty() {
         return Map::new();
     }
-    match serde_json::from_str::<Value>(text) {
+    let parsed = serde_json::from_str::<Value>(text);
+    if let Ok(value) = &parsed {
+        let depth = json_depth(value);
+        if depth > MAX_NESTING {
+            violations.push((
+                field.into(),
+                format!("TOO_DEEP: nests {depth} levels; at most {MAX_NESTING} are allowed"),
+            ));
+            return Map::new();
+        }
+        if json_has_nul(value) {
+            violations.push((
+                field.into(),
+                "must not contain a NUL character (U+0000), which cannot be stored".into(),
+            ));
+            return Map::new();
+        }
+    }
+    match parsed {
         Ok(Value::Object(map)) => map,
         Ok(_) => {
             violations.push((field.into(), "must be a JSON object".into()));
@@ -82,6 +101,25 @@ fn json_object(field: &str, text: &str, violations: &mut Vec<(String, String)>) 
             violations.push((field.into(), format!("is not valid JSON: {e}")));
             Map::new()
         }
+    }
+}
+
+/// Levels of objects and arrays, counting the outermost.
+fn json_depth(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Whether a NUL character hides in any key or string.
+fn json_has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(json_has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
     }
 }
 
@@ -303,6 +341,37 @@ mod tests {
         assert_eq!(
             fields(ImportSpec::from_request(req)),
             ["options.attributes", "options.monitoring"]
+        );
+    }
+
+    #[test]
+    fn json_options_nested_past_the_limit_or_holding_nul_are_refused() {
+        let nested = |levels: usize| format!("{}1{}", r#"{"a":"#.repeat(levels), "}".repeat(levels));
+        let at_limit = ImportRequest {
+            attributes: nested(32),
+            ..Default::default()
+        };
+        assert!(ImportSpec::from_request(at_limit).is_ok());
+        let req = ImportRequest {
+            attributes: nested(33),
+            monitoring: r#"{"main": {"note": "a\u0000b"}}"#.into(),
+            ..Default::default()
+        };
+        let result = ImportSpec::from_request(req);
+        let messages: Vec<String> = result
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(f, m)| format!("{f}: {m}"))
+            .collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].starts_with("options.attributes: TOO_DEEP"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].starts_with("options.monitoring: must not contain a NUL"),
+            "{messages:?}"
         );
     }
 

@@ -250,7 +250,10 @@ async fn serve_grpc(
         .max(app.config.server.max_concurrent_calls);
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(streams))
-        .layer(observe::ObserveLayer::new(app.metrics.clone()))
+        .layer(observe::ObserveLayer::new(
+            app.metrics.clone(),
+            api::error::restate,
+        ))
         .layer(AuthLayer::new(
             Authenticator::new(app.db.clone(), app.auth_cache.clone()),
             api::error::deny,

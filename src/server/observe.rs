@@ -15,14 +15,19 @@ use crate::request::RequestId;
 
 const HEADER: &str = "x-request-id";
 
+/// Restates an error status that tonic produced itself (no ErrorInfo) in ferry's
+/// terms, given the call's request id; `None` keeps it.
+pub type RestateFn = fn(&tonic::Status, &str) -> Option<tonic::Status>;
+
 #[derive(Clone)]
 pub struct ObserveLayer {
     metrics: Arc<Metrics>,
+    restate: RestateFn,
 }
 
 impl ObserveLayer {
-    pub fn new(metrics: Arc<Metrics>) -> ObserveLayer {
-        ObserveLayer { metrics }
+    pub fn new(metrics: Arc<Metrics>, restate: RestateFn) -> ObserveLayer {
+        ObserveLayer { metrics, restate }
     }
 }
 
@@ -33,6 +38,7 @@ impl<S> Layer<S> for ObserveLayer {
         ObserveService {
             inner,
             metrics: self.metrics.clone(),
+            restate: self.restate,
         }
     }
 }
@@ -41,17 +47,32 @@ impl<S> Layer<S> for ObserveLayer {
 pub struct ObserveService<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    restate: RestateFn,
 }
 
-/// A client's id is kept when it is short printable ASCII; otherwise a new one is made.
+/// A client's id is kept when it is at most 128 printable ASCII characters;
+/// otherwise a new one is made, and the replacement is logged with the new id.
 fn request_id_of(headers: &http::HeaderMap) -> String {
-    headers
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
+    let Some(sent) = headers.get(HEADER) else {
+        return uuid::Uuid::now_v7().to_string();
+    };
+    let kept = sent
+        .to_str()
+        .ok()
         .map(str::trim)
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+    match kept {
+        Some(id) => id.to_string(),
+        None => {
+            let id = uuid::Uuid::now_v7().to_string();
+            tracing::warn!(
+                request_id = %id,
+                sent_bytes = sent.len(),
+                "x-request-id was not 1-128 printable ASCII characters; replaced"
+            );
+            id
+        }
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for ObserveService<S>
@@ -59,6 +80,7 @@ where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -72,6 +94,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let metrics = self.metrics.clone();
+        let restate = self.restate;
         let request_id = request_id_of(request.headers());
         let method = request.uri().path().to_string();
         request.extensions_mut().insert(RequestId(request_id.clone()));
@@ -80,6 +103,11 @@ where
             async move {
                 let started = Instant::now();
                 let mut response = inner.call(request).await?;
+                if let Some(status) = tonic::Status::from_header_map(response.headers())
+                    && let Some(restated) = restate(&status, &request_id)
+                {
+                    response = restated.into_http();
+                }
                 if let Ok(value) = http::HeaderValue::from_str(&request_id) {
                     response.headers_mut().insert(HEADER, value);
                 }

@@ -38,6 +38,7 @@ on_both_backends!(
     the_completion_report_is_mailed_in_the_recipients_language,
     a_nul_byte_in_a_cell_fails_that_row_and_the_others_import,
     a_nul_byte_in_a_header_fails_preflight,
+    an_upload_chunk_over_the_message_limit_is_message_too_large,
 );
 
 fn messages(options: ImportOptions, csv: &[u8], chunk: usize) -> Vec<UploadImportRequest> {
@@ -1022,6 +1023,28 @@ async fn a_nul_byte_in_a_header_fails_preflight(backend: Backend) {
     let status = upload(&app, options, csv).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(reason(&status), "INVALID_HEADER", "{}", status.message());
+    assert!(stored(&app).await.is_empty());
+    app.stop().await;
+}
+
+async fn an_upload_chunk_over_the_message_limit_is_message_too_large(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let mut csv = String::from("tax_id,type,suggested_name\n");
+    while csv.len() < 5 << 20 {
+        csv.push_str("100000001,person,Someone with a long enough name to fill the file quickly\n");
+    }
+    let options = ImportOptions {
+        size_bytes: csv.len() as i64,
+        ..country("US")
+    };
+    // One chunk of 5 MiB: over the 4 MiB chunk limit.
+    let stream = tokio_stream::iter(messages(options, csv.as_bytes(), csv.len()));
+    let status = ImportServiceClient::new(app.channel.clone())
+        .upload_import(app.request(stream))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{}", status.message());
+    assert_eq!(reason(&status), "MESSAGE_TOO_LARGE");
     assert!(stored(&app).await.is_empty());
     app.stop().await;
 }

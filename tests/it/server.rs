@@ -23,7 +23,58 @@ on_both_backends!(
     migrations_run_twice_without_error,
     a_killed_servers_temp_files_are_gone_after_a_restart,
     a_malformed_message_is_an_invalid_argument_with_a_reason,
+    an_oversized_message_is_message_too_large_and_the_server_keeps_serving,
+    a_long_request_id_is_replaced_and_an_upper_case_organization_id_is_accepted,
 );
+
+async fn an_oversized_message_is_message_too_large_and_the_server_keeps_serving(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut client = EntityServiceClient::new(app.channel.clone());
+    let huge = ferry::proto::ListEntitiesRequest {
+        filter: Some(ferry::proto::EntityFilter {
+            tax_ids: vec!["x".repeat(5 << 20)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let status = client.list_entities(app.request(huge)).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert_eq!(crate::support::reason(&status), "MESSAGE_TOO_LARGE");
+    let info = status.get_details_error_info().unwrap();
+    assert_eq!(
+        info.metadata.get("limit_bytes").map(String::as_str),
+        Some("4194304")
+    );
+    client
+        .list_entities(app.request(ferry::proto::ListEntitiesRequest::default()))
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+async fn a_long_request_id_is_replaced_and_an_upper_case_organization_id_is_accepted(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut client = EntityServiceClient::new(app.channel.clone());
+    let mut request = crate::support::with_auth(
+        ferry::proto::ListEntitiesRequest::default(),
+        &app.key,
+        &app.org_id.to_uppercase(),
+    );
+    let long = "r".repeat(129);
+    request
+        .metadata_mut()
+        .insert("x-request-id", long.parse().unwrap());
+    let response = client.list_entities(request).await.unwrap();
+    let echoed = response.metadata().get("x-request-id").unwrap().to_str().unwrap();
+    assert_ne!(echoed, long);
+    assert!(uuid::Uuid::parse_str(echoed).is_ok(), "{echoed}");
+    app.stop().await;
+}
 
 /// Sends bytes as they are, to play a broken client.
 #[derive(Default, Clone)]
