@@ -26,6 +26,9 @@ pub struct JobEvents {
 struct Inner {
     db: Db,
     topics: Mutex<Topics>,
+    /// Jobs this process is running, to stop one the moment it is cancelled here
+    /// (on SQLite the cancel's write can wait behind the job's own writes).
+    running: Mutex<HashMap<String, super::JobContext>>,
     wakeup: Notify,
     /// One permit per open watch stream (`server.max_watchers`).
     watchers: Arc<Semaphore>,
@@ -92,6 +95,7 @@ impl JobEvents {
             inner: Arc::new(Inner {
                 db,
                 topics: Mutex::new(Topics::default()),
+                running: Mutex::new(HashMap::new()),
                 wakeup: Notify::new(),
                 watchers: Arc::new(Semaphore::new(max_watchers)),
                 max_watchers,
@@ -123,6 +127,25 @@ impl JobEvents {
         // Local watchers and workers hear it at once; on PostgreSQL the echo from
         // LISTEN arrives too and is dropped by the version check of each watcher.
         self.dispatch(id);
+    }
+
+    /// Records a job this process runs, until [`JobEvents::finished_running`].
+    pub(crate) fn running(&self, ctx: &super::JobContext) {
+        self.lock_running().insert(ctx.job().id.clone(), ctx.clone());
+    }
+
+    pub(crate) fn finished_running(&self, id: &str) {
+        self.lock_running().remove(id);
+    }
+
+    /// Asks the job to stop now if this process runs it; true when it does.
+    pub(crate) fn stop_local(&self, id: &str, reason: super::context::StopReason) -> bool {
+        let ctx = self.lock_running().get(id).cloned();
+        ctx.map(|ctx| ctx.request_stop(reason)).is_some()
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, super::JobContext>> {
+        self.inner.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A slot for one watch stream, held as long as the stream lives.

@@ -195,12 +195,16 @@ impl Queue {
     }
 
     /// Cancels a queued job at once; a running job is flagged and its worker stops it
-    /// within a heartbeat. A job that already ended is `AlreadyFinished`.
+    /// within a heartbeat (at once when this process runs it). A job that already
+    /// ended is `AlreadyFinished`.
     pub async fn cancel(&self, organization_id: &str, kind: &str, id: &str) -> Result<JobRow, QueueError> {
         let job = self.get(organization_id, kind, id).await?;
         if job.is_terminal() {
             return Err(QueueError::AlreadyFinished { state: job.state });
         }
+        // Run here: it stops at its next check whatever the write below waits for
+        // (on SQLite, the job's own batch holds the write lock).
+        self.events.stop_local(id, super::context::StopReason::Cancelled);
         let mut conn = self.db.conn().await?;
         let row = jobs::request_cancel(&mut conn, organization_id, id, now_ms())
             .await?

@@ -116,6 +116,7 @@ impl Worker {
         if job.cancel_requested {
             ctx.request_stop(StopReason::Cancelled);
         }
+        self.queue.events().running(&ctx);
         let heartbeat = tokio::spawn(heartbeat(self.queue.clone(), ctx.clone(), shutdown));
         let task = tokio::spawn({
             let ctx = ctx.clone();
@@ -126,6 +127,7 @@ impl Worker {
             Err(join) => Err(JobError::Transient(format!("the job's task failed: {join}"))),
         };
         heartbeat.abort();
+        self.queue.events().finished_running(&job.id);
         // A handler that finished its work after a stop was asked still counts as done.
         let result = match (result, ctx.stop_reason()) {
             (Err(JobError::Transient(_)), Some(StopReason::Cancelled)) => Err(JobError::Cancelled),
@@ -300,12 +302,26 @@ async fn heartbeat(queue: Queue, ctx: JobContext, shutdown: CancellationToken) {
             _ = tokio::time::sleep(every) => {}
         }
         let until = now_ms() + config.lease_secs as i64 * 1000;
-        let renewed = match queue.db().conn().await {
-            Ok(mut conn) => jobs::renew_lease(&mut conn, &ctx.job().id, ctx.lease_id(), until).await,
-            Err(err) => {
-                tracing::warn!(error = %err, "heartbeat could not reach the database");
-                continue;
+        let renew = async {
+            let mut conn = queue.db().conn().await?;
+            Ok::<_, crate::db::DbError>(
+                jobs::renew_lease(&mut conn, &ctx.job().id, ctx.lease_id(), until).await,
+            )
+        };
+        // The renewal can wait for the database (on SQLite, behind the job's own
+        // batch); a shutdown meanwhile must still stop the job at once.
+        let renewed = tokio::select! {
+            _ = shutdown.cancelled() => {
+                ctx.request_stop(StopReason::Shutdown);
+                return;
             }
+            renewed = renew => match renewed {
+                Ok(renewed) => renewed,
+                Err(err) => {
+                    tracing::warn!(error = %err, "heartbeat could not reach the database");
+                    continue;
+                }
+            },
         };
         match renewed {
             Ok(Some(true)) => ctx.request_stop(StopReason::Cancelled),

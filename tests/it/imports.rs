@@ -39,6 +39,7 @@ on_both_backends!(
     a_nul_byte_in_a_cell_fails_that_row_and_the_others_import,
     a_nul_byte_in_a_header_fails_preflight,
     an_upload_chunk_over_the_message_limit_is_message_too_large,
+    a_cancel_at_thirty_percent_is_answered_and_honoured_within_a_batch,
 );
 
 fn messages(options: ImportOptions, csv: &[u8], chunk: usize) -> Vec<UploadImportRequest> {
@@ -1046,5 +1047,44 @@ async fn an_upload_chunk_over_the_message_limit_is_message_too_large(backend: Ba
     assert_eq!(status.code(), Code::ResourceExhausted, "{}", status.message());
     assert_eq!(reason(&status), "MESSAGE_TOO_LARGE");
     assert!(stored(&app).await.is_empty());
+    app.stop().await;
+}
+
+async fn a_cancel_at_thirty_percent_is_answered_and_honoured_within_a_batch(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let rows = 60_000;
+    let mut csv = String::from("tax_id,type,suggested_name\n");
+    for i in 0..rows {
+        csv.push_str(&format!("{},person,Person {i}\n", 100_000_000 + i));
+    }
+    let options = ImportOptions {
+        size_bytes: csv.len() as i64,
+        ..country("US")
+    };
+    let queued = upload(&app, options, &csv).await.unwrap();
+    let mut client = ImportServiceClient::new(app.channel.clone());
+    let mut stream = client
+        .watch_import(app.request(WatchImportRequest {
+            id: queued.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(update) = stream.message().await.unwrap() {
+        if update.processed_items * 10 >= rows * 3 {
+            break;
+        }
+    }
+    // Answered while it runs: never "already ended" because it outran the cancel.
+    let answer = client
+        .cancel_import(app.request(CancelImportRequest {
+            id: queued.id.clone(),
+        }))
+        .await;
+    assert!(answer.is_ok(), "{answer:?}");
+    let done = finished(&app, &queued.id).await;
+    assert_eq!(done.state, JobState::Cancelled as i32);
+    assert!(done.created_items < rows, "{done:?}");
+    assert_eq!(stored_count(&app).await, done.created_items);
     app.stop().await;
 }
