@@ -129,11 +129,21 @@ impl Templates {
                 .and_then(|t| t.render(context))
         };
         Ok(Rendered {
-            subject: render("subject.txt")?.trim().to_string(),
+            subject: one_line(&render("subject.txt")?),
             text: render("txt")?,
             html: render("html")?,
         })
     }
+}
+
+/// A subject on one line: control characters (CR and LF above all, which would
+/// let an organization or sender name add headers of its own) become spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 /// `12.3 MB`-style sizes for people.
@@ -176,6 +186,21 @@ mod tests {
         let es = templates.render("es", Kind::ExportReady, &context).unwrap();
         assert_eq!(es.subject, "Tu exportación de Acme <b> está lista");
         assert!(es.text.contains("https://x/y?a=1&b=2"));
+    }
+
+    #[test]
+    fn a_name_with_line_breaks_cannot_add_headers_through_the_subject() {
+        let templates = Templates::new().unwrap();
+        let context = minijinja::context! {
+            org => "Acme\r\nBcc: evil@example.com", rows => 3, format => "CSV", size => "1 KB",
+            link => "https://x", expires => "", reason => "", created => 1, updated => 0, failed => 0,
+        };
+        for locale in LOCALES {
+            for kind in [Kind::ExportReady, Kind::ExportFailed, Kind::ImportReport] {
+                let subject = templates.render(locale, kind, &context).unwrap().subject;
+                assert!(!subject.contains(['\r', '\n']), "{locale} {kind:?}: {subject:?}");
+            }
+        }
     }
 
     #[test]

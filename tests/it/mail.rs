@@ -367,6 +367,17 @@ async fn delivery_rules_are_checked_before_the_export_is_queued(backend: Backend
             "INVALID_ARGUMENT",
         ),
         (delivery(&[], "en", ""), Code::InvalidArgument, "INVALID_ARGUMENT"),
+        // Header injection through a recipient or the sender address.
+        (
+            delivery(&["a@example.com\r\nBcc: evil@example.com"], "en", ""),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            delivery(&["a@example.com"], "en", "x@acme.test\r\nBcc: evil@example.com"),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
     ];
     for (d, code, expected) in cases {
         let status = client.create_export(app.request(create(d))).await.unwrap_err();

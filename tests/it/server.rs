@@ -25,7 +25,33 @@ on_both_backends!(
     a_malformed_message_is_an_invalid_argument_with_a_reason,
     an_oversized_message_is_message_too_large_and_the_server_keeps_serving,
     a_long_request_id_is_replaced_and_an_upper_case_organization_id_is_accepted,
+    file_paths_that_climb_out_of_the_store_are_refused,
 );
+
+async fn file_paths_that_climb_out_of_the_store_are_refused(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    // A file next to the store that a traversal would reach.
+    std::fs::write(app.db.data_dir().join("secret.txt"), "secret").unwrap();
+    for path in [
+        "/files/../secret.txt",
+        "/files/..%2Fsecret.txt",
+        "/files/exports/..%2F..%2Fsecret.txt",
+        "/files/%2e%2e/secret.txt",
+        "/files//etc/passwd",
+    ] {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!(
+                "http://{}{path}?expires=9999999999&sig=00",
+                app.http_addr()
+            ))
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(code.starts_with('4'), "{path} answered {code} (expected a 4xx)");
+    }
+    app.stop().await;
+}
 
 async fn an_oversized_message_is_message_too_large_and_the_server_keeps_serving(backend: Backend) {
     let app = TestApp::start(backend).await;
