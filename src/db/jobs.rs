@@ -437,6 +437,34 @@ pub async fn request_cancel(
 
 /// Jobs whose lease ran out (their worker died): back to the queue, or FAILED /
 /// CANCELLED when no attempt is left or a cancel was asked. Returns their ids.
+/// Owners of running jobs that announce their liveness ([`super::liveness`]).
+pub async fn live_owners_of_running_jobs(conn: &mut Conn) -> QueryResult<Vec<String>> {
+    with_conn!(conn, |c| {
+        jobs::table
+            .filter(jobs::state.eq(RUNNING))
+            .filter(jobs::lease_owner.like(format!("{}%", super::liveness::LIVE_PREFIX)))
+            .select(jobs::lease_owner.assume_not_null())
+            .distinct()
+            .load::<String>(c)
+            .await
+    })
+}
+
+/// Ends the leases of `owner`'s running jobs now (its process is gone), so the
+/// reaper takes them in the same pass.
+pub async fn expire_leases_of(conn: &mut Conn, owner: &str, now: i64) -> QueryResult<usize> {
+    with_conn!(conn, |c| {
+        diesel::update(
+            jobs::table
+                .filter(jobs::state.eq(RUNNING))
+                .filter(jobs::lease_owner.eq(owner)),
+        )
+        .set(jobs::lease_expires_at.eq(now - 1))
+        .execute(c)
+        .await
+    })
+}
+
 pub async fn reap_expired_leases(conn: &mut Conn, now: i64, lost_error: &str) -> QueryResult<Vec<String>> {
     with_conn!(conn, |c| {
         let expired = || {

@@ -12,6 +12,7 @@ pub mod import_copy;
 pub mod import_errors;
 pub mod import_sqlite;
 pub mod jobs;
+pub mod liveness;
 pub mod mappings;
 pub mod migrate;
 pub mod notify;

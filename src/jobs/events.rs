@@ -144,6 +144,14 @@ impl JobEvents {
         ctx.map(|ctx| ctx.request_stop(reason)).is_some()
     }
 
+    /// Asks every job this process runs to stop.
+    pub(crate) fn stop_all_local(&self, reason: super::context::StopReason) {
+        let running: Vec<super::JobContext> = self.lock_running().values().cloned().collect();
+        for ctx in running {
+            ctx.request_stop(reason);
+        }
+    }
+
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, super::JobContext>> {
         self.inner.running.lock().unwrap_or_else(PoisonError::into_inner)
     }

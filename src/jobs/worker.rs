@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::context::StopReason;
 use super::{JobContext, JobError, JobFailure, JobHandler, JobOutcome, NewJob, Queue};
 use crate::db::jobs::{self, JobRow};
-use crate::db::{new_id, now_ms};
+use crate::db::{Backend, liveness, new_id, now_ms};
 
 pub struct Worker {
     queue: Queue,
@@ -25,8 +25,14 @@ impl Worker {
     /// A worker for the given job kinds; `owner` names this process in leases.
     pub fn new(queue: Queue, handlers: Vec<Arc<dyn JobHandler>>) -> Worker {
         let handlers = handlers.into_iter().map(|h| (h.kind(), h)).collect();
+        // On PostgreSQL the owner announces its liveness with a lock (see `run`).
+        let live = if queue.db().backend() == Backend::Postgres {
+            liveness::LIVE_PREFIX
+        } else {
+            ""
+        };
         let owner = format!(
-            "{}:{}:{}",
+            "{live}{}:{}:{}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "ferry".into()),
             std::process::id(),
             &new_id()[24..]
@@ -47,9 +53,15 @@ impl Worker {
         let mut running = JoinSet::new();
         let reaper = tokio::spawn(reap_forever(self.queue.clone(), shutdown.clone()));
         let poll = Duration::from_millis(config.poll_millis);
+        let live = self.hold_liveness(shutdown.clone());
         let this = Arc::new(self);
 
         loop {
+            // Claim only while the liveness lock is held: without it another replica
+            // would take the job back at once.
+            if !wait_until_live(&live, &shutdown).await {
+                break;
+            }
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 permit = slots.clone().acquire_owned() => match permit {
@@ -87,7 +99,48 @@ impl Worker {
         let _ = reaper.await;
     }
 
+    /// On PostgreSQL, holds this worker's liveness lock until `shutdown`; the flag
+    /// says whether it is held now. Losing it stops every running job and hands it
+    /// back, as a shutdown does: another replica may take them from that moment.
+    /// Elsewhere always live.
+    fn hold_liveness(&self, shutdown: CancellationToken) -> watch::Receiver<bool> {
+        if self.queue.db().backend() != Backend::Postgres {
+            return watch::channel(true).1;
+        }
+        let (live, receiver) = watch::channel(false);
+        let (url, owner, events) = (
+            self.queue.db().url().to_string(),
+            self.owner.clone(),
+            self.queue.events().clone(),
+        );
+        tokio::spawn(async move {
+            liveness::hold(
+                &url,
+                &owner,
+                shutdown,
+                || {
+                    live.send_replace(true);
+                },
+                || {
+                    live.send_replace(false);
+                    // Handed back like at shutdown (fenced by the lease, so a
+                    // replica that took a job meanwhile keeps it).
+                    events.stop_all_local(StopReason::Shutdown);
+                },
+            )
+            .await
+        });
+        receiver
+    }
+
     async fn claim(&self, kinds: &[String]) -> Result<Option<(JobRow, String)>, crate::db::DbError> {
+        // Between losing the liveness lock and noticing it, a claim would be taken
+        // back by the next reaper at once, burning an attempt each time.
+        if liveness::is_live_owner(&self.owner)
+            && !liveness::is_alive(&mut self.queue.db().conn().await?, &self.owner).await?
+        {
+            return Ok(None);
+        }
         let lease_id = new_id();
         let now = now_ms();
         let until = now + self.queue.config().lease_secs as i64 * 1000;
@@ -335,9 +388,19 @@ async fn heartbeat(queue: Queue, ctx: JobContext, shutdown: CancellationToken) {
     }
 }
 
-/// Returns expired leases to the queue and frees old idempotency keys, every poll.
+/// Waits until the worker holds its liveness lock; false when shutting down first.
+async fn wait_until_live(live: &watch::Receiver<bool>, shutdown: &CancellationToken) -> bool {
+    let mut live = live.clone();
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        held = live.wait_for(|held| *held) => held.is_ok(),
+    }
+}
+
+/// Returns expired leases (and those of dead owners) to the queue and frees old
+/// idempotency keys, every poll and at least every second.
 async fn reap_forever(queue: Queue, shutdown: CancellationToken) {
-    let every = Duration::from_millis(queue.config().poll_millis);
+    let every = Duration::from_millis(queue.config().poll_millis.min(1000));
     loop {
         if let Err(err) = reap_once(&queue).await {
             tracing::warn!(error = %err, "reaper failed");
@@ -358,6 +421,13 @@ pub async fn reap_once(queue: &Queue) -> Result<Vec<String>, crate::db::DbError>
         "WORKER_LOST",
         "the worker running the job stopped responding",
     );
+    // On PostgreSQL: a job whose owner's process is gone needs no lease to expire.
+    for owner in jobs::live_owners_of_running_jobs(&mut conn).await? {
+        if !liveness::is_alive(&mut conn, &owner).await? {
+            let expired = jobs::expire_leases_of(&mut conn, &owner, now).await?;
+            tracing::warn!(owner = %owner, jobs = expired, "the worker holding these jobs is gone; taking them back");
+        }
+    }
     let ids = jobs::reap_expired_leases(&mut conn, now, &lost).await?;
     for id in &ids {
         tracing::warn!(job.id = %id, "reclaimed a job whose worker stopped renewing its lease");

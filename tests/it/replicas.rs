@@ -55,3 +55,150 @@ async fn a_watcher_on_one_replica_sees_a_job_run_by_another() {
     running_b.stop().await;
     a.stop().await;
 }
+
+/// Polls the job until `done` says so (at most `bound`); its last row.
+async fn poll_job(
+    app: &TestApp,
+    id: &str,
+    bound: Duration,
+    done: impl Fn(&ferry::db::jobs::JobRow) -> bool,
+) -> ferry::db::jobs::JobRow {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let row = ferry::db::jobs::find(&mut app.db().conn().await.unwrap(), id)
+            .await
+            .unwrap()
+            .unwrap();
+        if done(&row) {
+            return row;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "after {bound:?}: {row:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_a_killed_replica_resumes_on_another_long_before_its_lease_ends() {
+    if crate::support::postgres_url().is_none() {
+        return;
+    }
+    // Replica B (this process) takes the calls; its worker starts later.
+    let b = TestApp::start_with(
+        Backend::Postgres,
+        |c| c.jobs.lease_secs = 60,
+        crate::support::Workers::None,
+    )
+    .await;
+    let rows: Vec<_> = (1..=400).map(|n| crate::entities_fixture(&b.org_id, n)).collect();
+    ferry::db::entities::insert(&mut b.db().conn().await.unwrap(), &rows)
+        .await
+        .unwrap();
+    // Replica A, another process, runs a slow export: 400 batches of one row, 50 ms apart.
+    let mut a = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--data-dir")
+        .arg(b.db.data_dir().join("replica-a"))
+        .arg("--database-url")
+        .arg(&b.db.url)
+        .args(["--set", "log.level=warn", "--set", "server.bootstrap=false"])
+        .args(["--set", "jobs.lease_secs=60", "--set", "jobs.poll_millis=100"])
+        .args([
+            "--set",
+            "exports.batch_rows=1",
+            "--set",
+            "exports.batch_pause_millis=50",
+        ])
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let created = ExportServiceClient::new(b.channel.clone())
+        .create_export(b.request(CreateExportRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let running = poll_job(&b, &created.id, Duration::from_secs(30), |r| r.rows_done > 0).await;
+    let owner_a = running.lease_owner.clone().unwrap();
+    assert!(owner_a.starts_with("live:"), "{owner_a}");
+
+    a.kill().unwrap(); // SIGKILL: no lease is returned
+    a.wait().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = ferry::jobs::Worker::new(b.app.queue.clone(), b.app.job_handlers());
+    let worker = tokio::spawn(worker.run(stop.clone()));
+    // The lease has ~60 s left; only the dead owner's released lock explains a
+    // second attempt within 10 s.
+    let resumed = poll_job(&b, &created.id, Duration::from_secs(10), |r| r.attempts == 2).await;
+    assert_ne!(resumed.lease_owner.as_deref(), Some(owner_a.as_str()));
+    let done = poll_job(&b, &created.id, Duration::from_secs(60), |r| {
+        r.state == "completed"
+    })
+    .await;
+    assert_eq!(done.attempts, 2);
+    stop.cancel();
+    worker.await.unwrap();
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_loses_its_liveness_lock_hands_its_job_back() {
+    if crate::support::postgres_url().is_none() {
+        return;
+    }
+    let slow = |c: &mut ferry::config::Config| {
+        c.jobs.lease_secs = 60;
+        c.exports.batch_rows = 1;
+        c.exports.batch_pause_millis = 20;
+    };
+    let a = TestApp::start_with(Backend::Postgres, slow, crate::support::Workers::Ferry).await;
+    let rows: Vec<_> = (1..=200).map(|n| crate::entities_fixture(&a.org_id, n)).collect();
+    ferry::db::entities::insert(&mut a.db().conn().await.unwrap(), &rows)
+        .await
+        .unwrap();
+    let created = ExportServiceClient::new(a.channel.clone())
+        .create_export(a.request(CreateExportRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let running = poll_job(&a, &created.id, Duration::from_secs(30), |r| r.rows_done > 0).await;
+    let owner = running.lease_owner.clone().unwrap();
+    // The database drops the connection that holds the worker's lock.
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Ended {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        #[allow(dead_code, reason = "the row count is what matters")]
+        ended: bool,
+    }
+    let terminated: Vec<Ended> = match &mut a.db().conn().await.unwrap() {
+        ferry::db::Conn::Pg(c) => diesel::sql_query(
+            "SELECT pg_terminate_backend(pid) AS ended FROM pg_locks WHERE locktype = 'advisory' \
+             AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 1801)",
+        )
+        .bind::<diesel::sql_types::Text, _>(&owner)
+        .load(&mut **c)
+        .await
+        .unwrap(),
+        ferry::db::Conn::Sqlite(_) => unreachable!(),
+    };
+    assert_eq!(terminated.len(), 1, "the lock's connection was not found");
+    // Handed back and claimed again (by this or another worker) long before the
+    // 60 s lease ends, then finished once.
+    let taken = poll_job(&a, &created.id, Duration::from_secs(10), |r| r.attempts >= 2).await;
+    assert!(
+        taken.state == "running" || taken.state == "completed",
+        "{taken:?}"
+    );
+    let done = poll_job(&a, &created.id, Duration::from_secs(60), |r| {
+        r.state == "completed"
+    })
+    .await;
+    assert!(done.error.is_none(), "{done:?}");
+    a.stop().await;
+}
