@@ -27,12 +27,13 @@ pub struct Scratch {
 
 impl Scratch {
     /// Removes the folders of instances that are gone, then creates and locks this
-    /// process's own below `root`.
-    pub fn claim(root: &Path) -> io::Result<Scratch> {
+    /// process's own below `root`. Also returns the names of the instances found
+    /// gone: their workers' jobs can be taken back at once (see [`Scratch::name`]).
+    pub fn claim(root: &Path) -> io::Result<(Scratch, Vec<String>)> {
         fs::create_dir_all(root)?;
-        let removed = sweep(root);
-        if removed > 0 {
-            tracing::info!(removed, root = %root.display(), "removed temp folders of stopped instances");
+        let gone = sweep(root);
+        if !gone.is_empty() {
+            tracing::info!(removed = gone.len(), root = %root.display(), "removed temp folders of stopped instances");
         }
         let dir = root.join(format!(
             "{}-{}",
@@ -42,11 +43,20 @@ impl Scratch {
         fs::create_dir(&dir)?;
         let lock = File::create(dir.join(LOCK_FILE))?;
         lock.lock()?;
-        Ok(Scratch { dir, _lock: lock })
+        Ok((Scratch { dir, _lock: lock }, gone))
     }
 
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// The instance's name (`<pid>-<uuid>`), unique across processes and restarts;
+    /// workers end their lease owner with it.
+    pub fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -56,20 +66,23 @@ impl Drop for Scratch {
     }
 }
 
-/// Removes every instance folder below `root` whose owner is gone; returns how many.
-pub fn sweep(root: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(root) else { return 0 };
-    let mut removed = 0;
+/// Removes every instance folder below `root` whose owner is gone; returns their
+/// names.
+pub fn sweep(root: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut gone = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         if !path.is_dir() || is_alive(&path) {
             continue;
         }
         if fs::remove_dir_all(&path).is_ok() {
-            removed += 1;
+            gone.push(entry.file_name().to_string_lossy().into_owned());
         }
     }
-    removed
+    gone
 }
 
 /// Whether a process still holds the folder's lock (or may be about to).
@@ -94,15 +107,16 @@ mod tests {
     #[test]
     fn a_live_instance_folder_is_kept_and_a_released_one_is_removed() {
         let root = tempfile::tempdir().unwrap();
-        let live = Scratch::claim(root.path()).unwrap();
+        let (live, _) = Scratch::claim(root.path()).unwrap();
         fs::write(live.path().join("upload.csv"), "x").unwrap();
         // What a killed process leaves: its folder, its file, a lock nobody holds.
         let dead = root.path().join("4242-dead");
         fs::create_dir(&dead).unwrap();
         fs::write(dead.join(LOCK_FILE), "").unwrap();
         fs::write(dead.join("export.part"), "x").unwrap();
-        let next = Scratch::claim(root.path()).unwrap();
+        let (next, gone) = Scratch::claim(root.path()).unwrap();
         assert!(!dead.exists(), "a dead instance's folder was kept");
+        assert_eq!(gone, ["4242-dead"]);
         assert!(
             live.path().join("upload.csv").exists(),
             "a live instance's file was removed"

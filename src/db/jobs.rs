@@ -465,6 +465,21 @@ pub async fn expire_leases_of(conn: &mut Conn, owner: &str, now: i64) -> QueryRe
     })
 }
 
+/// Ends the leases of running jobs whose owner ran in `instance` (a process found
+/// gone, whose lease owners end with `@<instance>`).
+pub async fn expire_leases_of_instance(conn: &mut Conn, instance: &str, now: i64) -> QueryResult<usize> {
+    with_conn!(conn, |c| {
+        diesel::update(
+            jobs::table
+                .filter(jobs::state.eq(RUNNING))
+                .filter(jobs::lease_owner.like(format!("%@{instance}"))),
+        )
+        .set(jobs::lease_expires_at.eq(now - 1))
+        .execute(c)
+        .await
+    })
+}
+
 pub async fn reap_expired_leases(conn: &mut Conn, now: i64, lost_error: &str) -> QueryResult<Vec<String>> {
     with_conn!(conn, |c| {
         let expired = || {

@@ -44,6 +44,14 @@ impl Worker {
         }
     }
 
+    /// Names the process instance (its temp folder, [`crate::scratch`]) in this
+    /// worker's leases, so the next process on the same data folder can take its
+    /// jobs back at once if it dies.
+    pub fn in_instance(mut self, instance: &str) -> Worker {
+        self.owner = format!("{}@{instance}", self.owner);
+        self
+    }
+
     /// Runs jobs until `shutdown`; then stops claiming, tells running jobs to stop and
     /// returns their leases so another replica can take them at once.
     pub async fn run(self, shutdown: CancellationToken) {

@@ -76,8 +76,19 @@ impl App {
             .context("cannot open the file storage")?;
         let mailer = Arc::new(Mailer::from_config(&config).context("cannot set up e-mail")?);
         let temp_root = config.data_dir().join("tmp");
-        let scratch = Scratch::claim(&temp_root)
+        let (scratch, gone) = Scratch::claim(&temp_root)
             .with_context(|| format!("cannot create a temp folder in {}", temp_root.display()))?;
+        // Jobs of an earlier instance on this data folder that died: no need to
+        // wait for their leases (the folder's lock says it is gone).
+        for instance in &gone {
+            let mut conn = db.conn().await?;
+            let taken = crate::db::jobs::expire_leases_of_instance(&mut conn, instance, crate::db::now_ms())
+                .await
+                .context("cannot take back the jobs of a stopped instance")?;
+            if taken > 0 {
+                tracing::warn!(instance = %instance, jobs = taken, "taking back the jobs of a stopped instance");
+            }
+        }
         Ok(App {
             config,
             db,
@@ -190,7 +201,7 @@ pub async fn start(app: App, handlers: Vec<Arc<dyn JobHandler>>) -> anyhow::Resu
     )];
     tasks.push(tokio::spawn(serve_http(app.clone(), http, shutdown.clone())));
     if !handlers.is_empty() {
-        let worker = Worker::new(app.queue.clone(), handlers);
+        let worker = Worker::new(app.queue.clone(), handlers).in_instance(&app.scratch.name());
         tasks.push(tokio::spawn(worker.run(shutdown.clone())));
     }
     tasks.push(tokio::spawn(crate::export::janitor::run(

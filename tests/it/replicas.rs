@@ -202,3 +202,73 @@ async fn a_worker_that_loses_its_liveness_lock_hands_its_job_back() {
     assert!(done.error.is_none(), "{done:?}");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_restart_takes_back_the_jobs_of_a_killed_instance_at_once() {
+    let b = TestApp::start_with(
+        Backend::Sqlite,
+        |c| c.jobs.lease_secs = 60,
+        crate::support::Workers::None,
+    )
+    .await;
+    let rows: Vec<_> = (1..=400).map(|n| crate::entities_fixture(&b.org_id, n)).collect();
+    ferry::db::entities::insert(&mut b.db().conn().await.unwrap(), &rows)
+        .await
+        .unwrap();
+    // Another process on the same data folder runs a slow export.
+    let mut a = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--data-dir")
+        .arg(b.db.data_dir())
+        .arg("--database-url")
+        .arg(&b.db.url)
+        .args(["--set", "log.level=warn", "--set", "server.bootstrap=false"])
+        .args(["--set", "jobs.lease_secs=60", "--set", "jobs.poll_millis=100"])
+        .args([
+            "--set",
+            "exports.batch_rows=1",
+            "--set",
+            "exports.batch_pause_millis=50",
+        ])
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let created = ExportServiceClient::new(b.channel.clone())
+        .create_export(b.request(CreateExportRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let running = poll_job(&b, &created.id, Duration::from_secs(30), |r| r.rows_done > 0).await;
+    assert!(
+        running.lease_owner.as_deref().is_some_and(|o| o.contains('@')),
+        "{running:?}"
+    );
+    a.kill().unwrap();
+    a.wait().unwrap();
+
+    // A process starting on the folder finds the instance gone: its jobs are
+    // taken back without waiting for the 60 s lease.
+    let mut config = test_config(&b.db);
+    config.jobs.lease_secs = 60;
+    config.server.bootstrap = false;
+    let restarted = App::open(config).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = ferry::jobs::Worker::new(restarted.queue.clone(), restarted.job_handlers())
+        .in_instance(&restarted.scratch.name());
+    let worker = tokio::spawn(worker.run(stop.clone()));
+    let done = poll_job(&b, &created.id, Duration::from_secs(20), |r| {
+        r.state == "completed"
+    })
+    .await;
+    assert_eq!(done.attempts, 2);
+    stop.cancel();
+    worker.await.unwrap();
+    b.stop().await;
+}
