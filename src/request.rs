@@ -8,4 +8,13 @@ impl RequestId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id the observe layer gave `request` (empty before that layer ran).
+    pub fn of<B>(request: &http::Request<B>) -> String {
+        request
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default()
+    }
 }

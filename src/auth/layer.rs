@@ -229,11 +229,7 @@ where
                     inner.call(request).await
                 }
                 Err(err) => {
-                    let request_id = request
-                        .extensions()
-                        .get::<RequestId>()
-                        .map(|r| r.0.clone())
-                        .unwrap_or_default();
+                    let request_id = RequestId::of(&request);
                     if let AuthError::Db(db) = &err {
                         tracing::error!(error = %db, "authentication could not reach the database");
                     }

@@ -208,11 +208,7 @@ where
                 response
             }),
             Err(err) => {
-                let request_id = request
-                    .extensions()
-                    .get::<RequestId>()
-                    .map(|r| r.0.clone())
-                    .unwrap_or_default();
+                let request_id = RequestId::of(&request);
                 tracing::warn!(error = %err, "call refused");
                 let status = (self.limits.refuse)(err, &request_id);
                 Box::pin(async move { Ok(status.into_http()) })

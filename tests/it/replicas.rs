@@ -56,6 +56,35 @@ async fn a_watcher_on_one_replica_sees_a_job_run_by_another() {
     a.stop().await;
 }
 
+/// Another ferry process serving on `database_url`, whose exports crawl (one row per
+/// batch, 50 ms apart) and whose leases last a minute.
+fn slow_replica(data_dir: &std::path::Path, database_url: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--database-url")
+        .arg(database_url)
+        .args(["--set", "log.level=warn", "--set", "server.bootstrap=false"])
+        .args(["--set", "jobs.lease_secs=60", "--set", "jobs.poll_millis=100"])
+        .args([
+            "--set",
+            "exports.batch_rows=1",
+            "--set",
+            "exports.batch_pause_millis=50",
+        ])
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Polls the job until `done` says so (at most `bound`); its last row.
 async fn poll_job(
     app: &TestApp,
@@ -94,30 +123,7 @@ async fn a_job_of_a_killed_replica_resumes_on_another_long_before_its_lease_ends
         .await
         .unwrap();
     // Replica A, another process, runs a slow export: 400 batches of one row, 50 ms apart.
-    let mut a = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("--data-dir")
-        .arg(b.db.data_dir().join("replica-a"))
-        .arg("--database-url")
-        .arg(&b.db.url)
-        .args(["--set", "log.level=warn", "--set", "server.bootstrap=false"])
-        .args(["--set", "jobs.lease_secs=60", "--set", "jobs.poll_millis=100"])
-        .args([
-            "--set",
-            "exports.batch_rows=1",
-            "--set",
-            "exports.batch_pause_millis=50",
-        ])
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut a = slow_replica(&b.db.data_dir().join("replica-a"), &b.db.url);
     let created = ExportServiceClient::new(b.channel.clone())
         .create_export(b.request(CreateExportRequest::default()))
         .await
@@ -216,30 +222,7 @@ async fn on_sqlite_a_restart_takes_back_the_jobs_of_a_killed_instance_at_once() 
         .await
         .unwrap();
     // Another process on the same data folder runs a slow export.
-    let mut a = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("--data-dir")
-        .arg(b.db.data_dir())
-        .arg("--database-url")
-        .arg(&b.db.url)
-        .args(["--set", "log.level=warn", "--set", "server.bootstrap=false"])
-        .args(["--set", "jobs.lease_secs=60", "--set", "jobs.poll_millis=100"])
-        .args([
-            "--set",
-            "exports.batch_rows=1",
-            "--set",
-            "exports.batch_pause_millis=50",
-        ])
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut a = slow_replica(&b.db.data_dir(), &b.db.url);
     let created = ExportServiceClient::new(b.channel.clone())
         .create_export(b.request(CreateExportRequest::default()))
         .await
