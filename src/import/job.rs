@@ -429,6 +429,24 @@ fn pg_error(err: tokio_postgres::Error) -> JobError {
     }
 }
 
+/// A failed SQLite write: constraint, type and size errors fail the same way on
+/// every attempt (`IMPORT_WRITE_REJECTED` at once, like PostgreSQL's data errors);
+/// busy, locked, I/O and the rest are retried.
+fn sqlite_error(err: rusqlite::Error) -> JobError {
+    use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
+    let message = format!("import write failed: {err}");
+    match err.sqlite_error_code() {
+        Some(ConstraintViolation | TooBig | TypeMismatch) => {
+            tracing::error!("{message}");
+            JobError::Permanent {
+                reason: "IMPORT_WRITE_REJECTED".into(),
+                message,
+            }
+        }
+        _ => JobError::Transient(message),
+    }
+}
+
 /// `line 7, column tax_id: INVALID_TAX_ID: …`
 fn describe(line: u64, issue: &RowIssue) -> String {
     if issue.column.is_empty() {
@@ -647,7 +665,7 @@ fn write_sqlite_batch(
     rows_before: i64,
     mut counters: ImportResult,
 ) -> Result<Written, JobError> {
-    let failed = |e: rusqlite::Error| JobError::Transient(format!("import write failed: {e}"));
+    let failed = sqlite_error;
     let job = &shared.job;
     let rows_done = rows_before + batch.len() as i64;
     let now = now_ms();
@@ -818,5 +836,24 @@ fn read_batches(
     Batches {
         receiver,
         reader: Some(reader),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_data_errors_are_permanent_and_lock_errors_transient() {
+        let failure =
+            |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some("x".into()));
+        assert!(matches!(
+            sqlite_error(failure(rusqlite::ffi::SQLITE_CONSTRAINT)),
+            JobError::Permanent { .. }
+        ));
+        assert!(matches!(
+            sqlite_error(failure(rusqlite::ffi::SQLITE_BUSY)),
+            JobError::Transient(_)
+        ));
     }
 }
