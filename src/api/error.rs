@@ -217,11 +217,7 @@ impl From<ImportError> for ApiError {
                 err.to_string(),
             )
             .with_metadata("limit", limit.to_string()),
-            ImportError::MessageTooLarge(ref message) => {
-                message_too_large(&Status::out_of_range(message.clone())).unwrap_or_else(|| {
-                    ApiError::new(Code::ResourceExhausted, "MESSAGE_TOO_LARGE", err.to_string())
-                })
-            }
+            ImportError::MessageTooLarge { ref limit_bytes } => message_too_large(limit_bytes),
             ImportError::Interrupted(_) => {
                 ApiError::new(Code::Aborted, "UPLOAD_INTERRUPTED", err.to_string())
             }
@@ -368,21 +364,28 @@ pub fn refuse(err: AdmissionError, request_id: &str) -> Status {
 /// restated as RESOURCE_EXHAUSTED `MESSAGE_TOO_LARGE` with the limit (see
 /// [`crate::server::observe::RestateFn`]).
 pub fn restate(status: &Status, request_id: &str) -> Option<Status> {
-    message_too_large(status).map(|err| err.into_status(request_id))
+    oversized_limit(status).map(|limit| message_too_large(&limit).into_status(request_id))
 }
 
-/// `MESSAGE_TOO_LARGE` for tonic's "decoded message length too large" refusal.
-pub fn message_too_large(status: &Status) -> Option<ApiError> {
+/// The limit named by tonic's "decoded message length too large" refusal (empty
+/// when the text names none); `None` for any other status.
+pub fn oversized_limit(status: &Status) -> Option<String> {
     if status.code() != Code::OutOfRange || !status.message().contains("message length too large") {
         return None;
     }
-    let limit = status
-        .message()
-        .rsplit("limit is: ")
-        .next()
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_default()
-        .to_string();
+    Some(
+        status
+            .message()
+            .rsplit("limit is: ")
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// RESOURCE_EXHAUSTED `MESSAGE_TOO_LARGE`, with the limit when known.
+pub fn message_too_large(limit: &str) -> ApiError {
     let error = ApiError::new(
         Code::ResourceExhausted,
         "MESSAGE_TOO_LARGE",
@@ -390,11 +393,11 @@ pub fn message_too_large(status: &Status) -> Option<ApiError> {
             "the message is larger than the server accepts ({limit} bytes); send smaller messages (upload chunks of at most 4 MiB)"
         ),
     );
-    Some(if limit.is_empty() {
+    if limit.is_empty() {
         error
     } else {
         error.with_metadata("limit_bytes", limit)
-    })
+    }
 }
 
 /// The auth layer's refusal (see [`crate::auth::layer::DenyFn`]).

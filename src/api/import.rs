@@ -146,8 +146,8 @@ fn chunks(stream: Streaming<proto::UploadImportRequest>) -> BoxStream<'static, R
             "options".into(),
             "only the first message may carry options".into(),
         )])),
-        Err(status) => Err(match super::error::message_too_large(&status) {
-            Some(_) => ImportError::MessageTooLarge(status.message().to_string()),
+        Err(status) => Err(match super::error::oversized_limit(&status) {
+            Some(limit_bytes) => ImportError::MessageTooLarge { limit_bytes },
             None => ImportError::Interrupted(status.message().to_string()),
         }),
     }))
@@ -167,8 +167,8 @@ impl ImportService for ImportApi {
             stream
                 .message()
                 .await
-                .map_err(|status| match super::error::message_too_large(&status) {
-                    Some(too_large) => call.fail(too_large),
+                .map_err(|status| match super::error::oversized_limit(&status) {
+                    Some(limit) => call.fail(super::error::message_too_large(&limit)),
                     None => call.fail(ImportError::Interrupted(status.message().to_string())),
                 })?;
         let Some(proto::UploadImportRequest {

@@ -435,8 +435,6 @@ pub async fn request_cancel(
     })
 }
 
-/// Jobs whose lease ran out (their worker died): back to the queue, or FAILED /
-/// CANCELLED when no attempt is left or a cancel was asked. Returns their ids.
 /// Owners of running jobs that announce their liveness ([`super::liveness`]).
 pub async fn live_owners_of_running_jobs(conn: &mut Conn) -> QueryResult<Vec<String>> {
     with_conn!(conn, |c| {
@@ -480,6 +478,8 @@ pub async fn expire_leases_of_instance(conn: &mut Conn, instance: &str, now: i64
     })
 }
 
+/// Jobs whose lease ran out (their worker died): back to the queue, or FAILED /
+/// CANCELLED when no attempt is left or a cancel was asked. Returns their ids.
 pub async fn reap_expired_leases(conn: &mut Conn, now: i64, lost_error: &str) -> QueryResult<Vec<String>> {
     with_conn!(conn, |c| {
         let expired = || {

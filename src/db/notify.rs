@@ -1,6 +1,7 @@
 //! PostgreSQL `NOTIFY` channels between replicas: sending on a caller's connection,
-//! and listening on a dedicated connection that reconnects by itself. On SQLite all
-//! writers share one process's view or poll, so sending is a no-op there.
+//! and listening on a dedicated connection that reconnects by itself (`send` is a
+//! no-op on SQLite). Auth changes are also announced within the process through the
+//! `Db` ([`Db::local_notices`]), on any backend.
 
 use std::time::Duration;
 

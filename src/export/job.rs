@@ -17,10 +17,10 @@ use super::columns::{self, Cell, CellRef};
 use super::format::file_name_and_type;
 use super::spec::ExportSpec;
 use super::writer::{self, Record, WriterOptions};
-use crate::db::Conn;
 use crate::db::entities::{self, EntityRow};
 use crate::db::export_rows::{self, ExportReader, ReadError};
 use crate::db::now_ms;
+use crate::db::{Backend, Conn};
 use crate::jobs::{JobContext, JobError, JobHandler, JobOutcome};
 use crate::storage::Storage;
 
@@ -155,14 +155,14 @@ impl ExportJob {
         spec: &ExportSpec,
         temp: &Path,
     ) -> Result<(writer::Written, i64), JobError> {
+        let in_place = writer::reads_records(spec.format) && spec.expand_array.is_none();
+        if in_place && ctx.db().backend() == Backend::Postgres {
+            return self.write_from_postgres(ctx, spec, temp).await;
+        }
         // The read holds its connection for the whole export: a dedicated one, so
         // the export never sits on a pooled connection while its progress writes
         // (and every API call) check theirs out.
         let mut conn = ctx.db().dedicated().await?;
-        let in_place = writer::reads_records(spec.format) && spec.expand_array.is_none();
-        if in_place && matches!(conn, Conn::Pg(_)) {
-            return self.write_from_postgres(ctx, spec, temp, &mut conn).await;
-        }
         let total = entities::count(&mut conn, &ctx.job().organization_id, &spec.filter).await?;
         ctx.progress(0, Some(total), 0, true).await?;
         let options = writer_options(spec);
@@ -188,20 +188,20 @@ impl ExportJob {
 
     /// CSV and Parquet on PostgreSQL: rows come over a dedicated connection and the
     /// writer reads them as received ([`crate::db::export_rows`]); the count runs
-    /// while the query starts.
+    /// on a pooled connection, returned before the rows are streamed.
     async fn write_from_postgres(
         &self,
         ctx: &JobContext,
         spec: &ExportSpec,
         temp: &Path,
-        conn: &mut Conn,
     ) -> Result<(writer::Written, i64), JobError> {
         let organization_id = ctx.job().organization_id.clone();
         let reader = ExportReader::connect(ctx.db().url()).await.map_err(read_error)?;
-        let (total, rows) = tokio::join!(
-            entities::count(conn, &organization_id, &spec.filter),
-            reader.rows(&organization_id, &spec.filter)
-        );
+        let count = async {
+            let mut conn = ctx.db().conn().await?;
+            Ok::<_, JobError>(entities::count(&mut conn, &organization_id, &spec.filter).await?)
+        };
+        let (total, rows) = tokio::join!(count, reader.rows(&organization_id, &spec.filter));
         let (total, rows) = (total?, rows.map_err(read_error)?);
         ctx.progress(0, Some(total), 0, true).await?;
         let options = writer_options(spec);

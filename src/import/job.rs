@@ -420,10 +420,7 @@ fn pg_error(err: tokio_postgres::Error) -> JobError {
         "{message}"
     );
     if ["22", "23", "42"].iter().any(|class| code.starts_with(class)) {
-        JobError::Permanent {
-            reason: "IMPORT_WRITE_REJECTED".into(),
-            message,
-        }
+        write_rejected(message)
     } else {
         JobError::Transient(message)
     }
@@ -438,12 +435,17 @@ fn sqlite_error(err: rusqlite::Error) -> JobError {
     match err.sqlite_error_code() {
         Some(ConstraintViolation | TooBig | TypeMismatch) => {
             tracing::error!("{message}");
-            JobError::Permanent {
-                reason: "IMPORT_WRITE_REJECTED".into(),
-                message,
-            }
+            write_rejected(message)
         }
         _ => JobError::Transient(message),
+    }
+}
+
+/// A write the database refuses for its data: it would fail the same way again.
+fn write_rejected(message: String) -> JobError {
+    JobError::Permanent {
+        reason: "IMPORT_WRITE_REJECTED".into(),
+        message,
     }
 }
 
@@ -665,11 +667,10 @@ fn write_sqlite_batch(
     rows_before: i64,
     mut counters: ImportResult,
 ) -> Result<Written, JobError> {
-    let failed = sqlite_error;
     let job = &shared.job;
     let rows_done = rows_before + batch.len() as i64;
     let now = now_ms();
-    let tx = writer.begin().map_err(failed)?;
+    let tx = writer.begin().map_err(sqlite_error)?;
     let mut problems = Vec::new();
     let organization_id = job.organization_id.as_str();
     for prepared in batch {
@@ -678,22 +679,25 @@ fn write_sqlite_batch(
         };
         if tx
             .insert_new(&ready.as_new(organization_id, shared.skip_rules, now))
-            .map_err(failed)?
+            .map_err(sqlite_error)?
         {
             counters.created += 1;
             continue;
         }
         let (country, tax_id) = ready.key();
-        let Some(stored) = tx.stored(organization_id, country, tax_id).map_err(failed)? else {
+        let Some(stored) = tx
+            .stored(organization_id, country, tax_id)
+            .map_err(sqlite_error)?
+        else {
             return Err(JobError::Transient(format!(
                 "the entity {country} {tax_id} was neither inserted nor found"
             )));
         };
         counters.updated += 1;
         tx.update(&entity::merge(ready, shared.skip_rules, &stored, now).view())
-            .map_err(failed)?;
+            .map_err(sqlite_error)?;
     }
-    tx.problems(&problems).map_err(failed)?;
+    tx.problems(&problems).map_err(sqlite_error)?;
     let end = BatchEnd {
         job_id: job.id.clone(),
         lease_id: shared.lease_id.clone(),
@@ -702,7 +706,7 @@ fn write_sqlite_batch(
         result: serde_json::to_string(&counters).unwrap_or_default(),
         now,
     };
-    if !tx.finish(&end).map_err(failed)? {
+    if !tx.finish(&end).map_err(sqlite_error)? {
         return Err(JobError::LeaseLost);
     }
     Ok(Written { rows_done, counters })

@@ -39,8 +39,8 @@ pub enum ImportError {
     #[error("the upload ended early: {0}")]
     Interrupted(String),
     /// One message of the upload was over the server's message size limit.
-    #[error("{0}")]
-    MessageTooLarge(String),
+    #[error("an upload message was over the server's limit of {limit_bytes} bytes")]
+    MessageTooLarge { limit_bytes: String },
     #[error("import not found")]
     NotFound,
     #[error("the import already ended ({state})")]

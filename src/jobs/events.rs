@@ -138,10 +138,12 @@ impl JobEvents {
         self.lock_running().remove(id);
     }
 
-    /// Asks the job to stop now if this process runs it; true when it does.
-    pub(crate) fn stop_local(&self, id: &str, reason: super::context::StopReason) -> bool {
+    /// Asks the job to stop now if this process runs it.
+    pub(crate) fn stop_local(&self, id: &str, reason: super::context::StopReason) {
         let ctx = self.lock_running().get(id).cloned();
-        ctx.map(|ctx| ctx.request_stop(reason)).is_some()
+        if let Some(ctx) = ctx {
+            ctx.request_stop(reason);
+        }
     }
 
     /// Asks every job this process runs to stop.

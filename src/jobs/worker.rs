@@ -405,10 +405,15 @@ async fn wait_until_live(live: &watch::Receiver<bool>, shutdown: &CancellationTo
     }
 }
 
-/// Returns expired leases (and those of dead owners) to the queue and frees old
-/// idempotency keys, every poll and at least every second.
+/// Returns expired leases (and on PostgreSQL those of dead owners) to the queue and
+/// frees old idempotency keys, every poll (on PostgreSQL at least every second, the
+/// bound on rescuing a dead replica's jobs).
 async fn reap_forever(queue: Queue, shutdown: CancellationToken) {
-    let every = Duration::from_millis(queue.config().poll_millis.min(1000));
+    let poll = queue.config().poll_millis;
+    let every = Duration::from_millis(match queue.db().backend() {
+        Backend::Postgres => poll.min(1000),
+        Backend::Sqlite => poll,
+    });
     loop {
         if let Err(err) = reap_once(&queue).await {
             tracing::warn!(error = %err, "reaper failed");
@@ -430,7 +435,11 @@ pub async fn reap_once(queue: &Queue) -> Result<Vec<String>, crate::db::DbError>
         "the worker running the job stopped responding",
     );
     // On PostgreSQL: a job whose owner's process is gone needs no lease to expire.
-    for owner in jobs::live_owners_of_running_jobs(&mut conn).await? {
+    let live_owners = match queue.db().backend() {
+        Backend::Postgres => jobs::live_owners_of_running_jobs(&mut conn).await?,
+        Backend::Sqlite => Vec::new(),
+    };
+    for owner in live_owners {
         if !liveness::is_alive(&mut conn, &owner).await? {
             let expired = jobs::expire_leases_of(&mut conn, &owner, now).await?;
             tracing::warn!(owner = %owner, jobs = expired, "the worker holding these jobs is gone; taking them back");
