@@ -11,6 +11,7 @@ pub mod export;
 pub mod import;
 pub mod jobs;
 pub mod mail;
+pub mod notifications;
 pub mod orgs;
 pub mod private_file;
 pub mod proto;

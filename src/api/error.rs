@@ -129,14 +129,13 @@ impl From<diesel::result::Error> for ApiError {
 impl From<QueueError> for ApiError {
     fn from(err: QueueError) -> Self {
         match err {
-            QueueError::NotFound => ApiError::not_found("job"),
-            QueueError::AlreadyFinished { state } => ApiError::new(
-                Code::FailedPrecondition,
-                "JOB_ALREADY_FINISHED",
-                format!("the job already ended ({state})"),
-            )
-            .with_metadata("state", state),
+            QueueError::NotFound { kind } => ApiError::not_found(kind),
+            QueueError::AlreadyFinished { state, .. } => {
+                ApiError::new(Code::FailedPrecondition, "JOB_ALREADY_FINISHED", err.to_string())
+                    .with_metadata("state", state.to_string())
+            }
             QueueError::TooManyWatchers(full) => full.into(),
+            QueueError::Undecodable(_) => internal(&err),
             QueueError::Db(err) => err.into(),
         }
     }
@@ -178,22 +177,16 @@ impl From<ExportError> for ApiError {
                 err.to_string(),
             )
             .with_metadata("limit", limit.to_string()),
-            ExportError::NotFound => ApiError::not_found("export"),
-            ExportError::NotReady { ref state } => {
+            ExportError::NotReady { state } => {
                 ApiError::new(Code::FailedPrecondition, "EXPORT_NOT_READY", err.to_string())
-                    .with_metadata("state", state.clone())
+                    .with_metadata("state", state.to_string())
             }
             ExportError::Expired => {
                 ApiError::new(Code::FailedPrecondition, "EXPORT_EXPIRED", err.to_string())
             }
-            ExportError::AlreadyFinished { ref state } => {
-                ApiError::new(Code::FailedPrecondition, "JOB_ALREADY_FINISHED", err.to_string())
-                    .with_metadata("state", state.clone())
-            }
             ExportError::Delivery(err) => err.into(),
             ExportError::Storage(err) => err.into(),
-            ExportError::TooManyWatchers(full) => full.into(),
-            ExportError::Db(err) => err.into(),
+            ExportError::Job(err) => err.into(),
         }
     }
 }
@@ -221,19 +214,13 @@ impl From<ImportError> for ApiError {
             ImportError::Interrupted(_) => {
                 ApiError::new(Code::Aborted, "UPLOAD_INTERRUPTED", err.to_string())
             }
-            ImportError::NotFound => ApiError::not_found("import"),
-            ImportError::AlreadyFinished { ref state } => {
-                ApiError::new(Code::FailedPrecondition, "JOB_ALREADY_FINISHED", err.to_string())
-                    .with_metadata("state", state.clone())
-            }
             ImportError::NoReport(_) => ApiError::new(
                 Code::FailedPrecondition,
                 "IMPORT_NO_ERROR_REPORT",
                 err.to_string(),
             ),
             ImportError::Storage(err) => err.into(),
-            ImportError::TooManyWatchers(full) => full.into(),
-            ImportError::Db(err) => err.into(),
+            ImportError::Job(err) => err.into(),
         }
     }
 }

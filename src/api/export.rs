@@ -1,48 +1,59 @@
-//! ExportService: thin handlers over [`crate::export::Exports`].
+//! ExportService: thin handlers over [`crate::export::Exports`] and the job
+//! resource every kind shares ([`super::jobs::JobResource`]).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::Call;
 use super::convert::{self, opt_timestamp, timestamp};
-use super::jobs::{self as job_fields, list_query, next_page};
+use super::error::ApiError;
+use super::jobs::{self as job_fields, JobResource, Render};
 use crate::db::email_deliveries::{self, DeliveryRow};
-use crate::db::jobs::JobRow;
 use crate::export::format::{Compression, Format};
-use crate::export::service::result_of;
 use crate::export::spec::{Delivery, ExportRequest, ExportSpec};
-use crate::export::{ExportError, Exports};
+use crate::export::{Export, ExportError, Exports};
+use crate::jobs::Job;
 use crate::proto::{self, export_service_server::ExportService};
 
 pub struct ExportApi {
     exports: Exports,
-    watched: super::jobs::WatchMessages<proto::Export>,
+    jobs: JobResource<ExportView>,
 }
 
 impl ExportApi {
     pub fn new(exports: Exports) -> ExportApi {
-        ExportApi {
-            exports,
-            watched: Default::default(),
-        }
+        let jobs = JobResource::new(
+            exports.queue().clone(),
+            ExportView {
+                exports: exports.clone(),
+            },
+        );
+        ExportApi { exports, jobs }
     }
 }
 
-/// The message of a job with its delivery states read alongside.
-async fn message_of(exports: &Exports, job: &JobRow) -> Result<proto::Export, ExportError> {
-    let spec: Option<ExportSpec> = serde_json::from_str(&job.payload).ok();
-    let deliveries = match spec.as_ref().and_then(|s| s.delivery.as_ref()) {
-        Some(_) => exports.deliveries(&job.id).await?,
-        None => Vec::new(),
-    };
-    Ok(export_message(job, spec.as_ref(), &deliveries))
+/// Exports as messages, with their recipients' delivery states read alongside.
+pub struct ExportView {
+    exports: Exports,
 }
 
-fn format_of(value: i32) -> Result<Option<Format>, ExportError> {
+impl Render for ExportView {
+    type Kind = Export;
+    type Message = proto::Export;
+
+    async fn render(&self, job: &Job<Export>) -> Result<proto::Export, ApiError> {
+        let deliveries = match &job.spec.delivery {
+            Some(_) => self.exports.deliveries(job.id()).await?,
+            None => Vec::new(),
+        };
+        Ok(export_message(job, &deliveries))
+    }
+}
+
+fn format_of(value: i32) -> Result<Option<Format>, ApiError> {
     Ok(match proto::ExportFormat::try_from(value) {
         Ok(proto::ExportFormat::Unspecified) => None,
         Ok(proto::ExportFormat::Csv) => Some(Format::Csv),
@@ -52,7 +63,7 @@ fn format_of(value: i32) -> Result<Option<Format>, ExportError> {
         Ok(proto::ExportFormat::Parquet) => Some(Format::Parquet),
         Ok(proto::ExportFormat::Avro) => Some(Format::Avro),
         Err(_) => {
-            return Err(ExportError::Invalid(vec![(
+            return Err(ApiError::invalid(vec![(
                 "format".into(),
                 format!("unknown format {value}"),
             )]));
@@ -71,13 +82,13 @@ fn format_value(format: Format) -> proto::ExportFormat {
     }
 }
 
-fn compression_of(value: i32) -> Result<Option<Compression>, ExportError> {
+fn compression_of(value: i32) -> Result<Option<Compression>, ApiError> {
     Ok(match proto::Compression::try_from(value) {
         Ok(proto::Compression::Unspecified) => None,
         Ok(proto::Compression::None) => Some(Compression::None),
         Ok(proto::Compression::Gzip) => Some(Compression::Gzip),
         Err(_) => {
-            return Err(ExportError::Invalid(vec![(
+            return Err(ApiError::invalid(vec![(
                 "compression".into(),
                 format!("unknown compression {value}"),
             )]));
@@ -86,7 +97,7 @@ fn compression_of(value: i32) -> Result<Option<Compression>, ExportError> {
 }
 
 /// Checks a CreateExportRequest into a spec.
-pub fn spec_of(req: &proto::CreateExportRequest) -> Result<ExportSpec, super::error::ApiError> {
+pub fn spec_of(req: &proto::CreateExportRequest) -> Result<ExportSpec, ApiError> {
     let filter = convert::entity_filter(req.filter.as_ref(), "filter")?;
     let delivery = req.delivery.as_ref().map(|d| Delivery {
         recipient_emails: d.recipient_emails.clone(),
@@ -118,8 +129,8 @@ fn delivery_state(state: &str) -> proto::DeliveryState {
 }
 
 /// The `Export` message of a job, with its recipients' delivery states.
-pub fn export_message(job: &JobRow, spec: Option<&ExportSpec>, deliveries: &[DeliveryRow]) -> proto::Export {
-    let result = result_of(job);
+pub fn export_message(export: &Job<Export>, deliveries: &[DeliveryRow]) -> proto::Export {
+    let (job, spec, result) = (&*export.row, Some(&export.spec), &export.output);
     let filter = spec
         .as_ref()
         .and_then(|s| STANDARD.decode(&s.filter_message).ok())
@@ -136,7 +147,7 @@ pub fn export_message(job: &JobRow, spec: Option<&ExportSpec>, deliveries: &[Del
     proto::Export {
         id: job.id.clone(),
         organization_id: job.organization_id.clone(),
-        state: job_fields::state(&job.state) as i32,
+        state: job_fields::state(job.state) as i32,
         progress: Some(job_fields::progress(job)),
         filter,
         columns: spec
@@ -212,135 +223,80 @@ impl ExportService for ExportApi {
         &self,
         request: Request<proto::CreateExportRequest>,
     ) -> Result<Response<proto::Export>, Status> {
-        let call = Call::of(&request)?;
-        let req = request.into_inner();
-        let spec = spec_of(&req).map_err(|e| call.fail(e))?;
-        let request_id = Some(req.request_id.trim().to_string()).filter(|r| !r.is_empty());
-        let job = self
-            .exports
-            .create(&call.principal.organization, spec, request_id)
-            .await
-            .map_err(|e| call.fail(e))?;
-        let message = message_of(&self.exports, &job).await.map_err(|e| call.fail(e))?;
-        Ok(Response::new(message))
+        Call::serve(request, |call, req| async move {
+            let spec = spec_of(&req)?;
+            let request_id = Some(req.request_id.trim().to_string()).filter(|r| !r.is_empty());
+            let job = self
+                .exports
+                .create(&call.principal.organization, spec, request_id)
+                .await?;
+            self.jobs.render(&job).await
+        })
+        .await
     }
 
     async fn get_export(
         &self,
         request: Request<proto::GetExportRequest>,
     ) -> Result<Response<proto::Export>, Status> {
-        let call = Call::of(&request)?;
-        let job = self
-            .exports
-            .get(call.org(), request.get_ref().id.trim())
-            .await
-            .map_err(|e| call.fail(e))?;
-        let message = message_of(&self.exports, &job).await.map_err(|e| call.fail(e))?;
-        Ok(Response::new(message))
+        self.jobs.get(request).await
     }
 
     async fn list_exports(
         &self,
         request: Request<proto::ListExportsRequest>,
     ) -> Result<Response<proto::ListExportsResponse>, Status> {
-        let call = Call::of(&request)?;
-        let req = request.into_inner();
-        let query = list_query(
-            req.page_size,
-            &req.page_token,
-            &req.order_by,
-            &req.states,
-            req.created_after.as_ref(),
-            req.created_before.as_ref(),
-            &req.search,
-        )
-        .map_err(|e| call.fail(e))?;
-        let (mut rows, total) = self
-            .exports
-            .list(call.org(), &query.page)
-            .await
-            .map_err(|e| call.fail(e))?;
-        let next_page_token = next_page(&mut rows, &query);
-        let mut exports = Vec::with_capacity(rows.len());
-        for job in &rows {
-            exports.push(message_of(&self.exports, job).await.map_err(|e| call.fail(e))?);
-        }
-        Ok(Response::new(proto::ListExportsResponse {
-            exports,
-            next_page_token,
-            total_size: i32::try_from(total).unwrap_or(i32::MAX),
-        }))
+        Call::serve(request, |call, req| async move {
+            let page = self.jobs.list(&call, (&req).into()).await?;
+            Ok(proto::ListExportsResponse {
+                exports: page.messages,
+                next_page_token: page.next_page_token,
+                total_size: page.total_size,
+            })
+        })
+        .await
     }
 
     async fn watch_export(
         &self,
         request: Request<proto::WatchExportRequest>,
     ) -> Result<Response<Self::WatchExportStream>, Status> {
-        let call = Call::of(&request)?;
-        let stream = self
-            .exports
-            .watch(call.org(), request.get_ref().id.trim())
-            .await
-            .map_err(|e| call.fail(e))?;
-        let request_id = call.request_id.clone();
-        let (exports, watched) = (self.exports.clone(), self.watched.clone());
-        let stream = stream.then(move |item| {
-            let (exports, watched, request_id) = (exports.clone(), watched.clone(), request_id.clone());
-            async move {
-                let message = match item {
-                    Ok(job) => watched.get(&job, || message_of(&exports, &job)).await,
-                    Err(err) => Err(err),
-                };
-                message.map_err(|err| super::error::ApiError::from(err).into_status(&request_id))
-            }
-        });
-        Ok(Response::new(Box::pin(stream)))
+        self.jobs.watch(request).await
     }
 
     async fn cancel_export(
         &self,
         request: Request<proto::CancelExportRequest>,
     ) -> Result<Response<proto::Export>, Status> {
-        let call = Call::of(&request)?;
-        let job = self
-            .exports
-            .cancel(call.org(), request.get_ref().id.trim())
-            .await
-            .map_err(|e| call.fail(e))?;
-        let message = message_of(&self.exports, &job).await.map_err(|e| call.fail(e))?;
-        Ok(Response::new(message))
+        self.jobs.cancel(request).await
     }
 
     async fn delete_export(
         &self,
         request: Request<proto::DeleteExportRequest>,
     ) -> Result<Response<()>, Status> {
-        let call = Call::of(&request)?;
-        self.exports
-            .delete(call.org(), request.get_ref().id.trim())
-            .await
-            .map_err(|e| call.fail(e))?;
-        Ok(Response::new(()))
+        Call::serve(request, |call, req| async move {
+            Ok(self.exports.delete(call.org(), req.id.trim()).await?)
+        })
+        .await
     }
 
     async fn get_export_download(
         &self,
         request: Request<proto::GetExportDownloadRequest>,
     ) -> Result<Response<proto::ExportDownload>, Status> {
-        let call = Call::of(&request)?;
-        let link = self
-            .exports
-            .download(call.org(), request.get_ref().id.trim())
-            .await
-            .map_err(|e| call.fail(e))?;
-        Ok(Response::new(proto::ExportDownload {
-            url: link.url,
-            expire_time: Some(timestamp(link.expires_at)),
-            file_name: link.result.file_name,
-            content_type: link.result.content_type,
-            size_bytes: link.result.size as i64,
-            sha256: link.result.sha256,
-            row_count: link.result.row_count as i64,
-        }))
+        Call::serve(request, |call, req| async move {
+            let link = self.exports.download(call.org(), req.id.trim()).await?;
+            Ok(proto::ExportDownload {
+                url: link.url,
+                expire_time: Some(timestamp(link.expires_at)),
+                file_name: link.result.file_name,
+                content_type: link.result.content_type,
+                size_bytes: link.result.size as i64,
+                sha256: link.result.sha256,
+                row_count: link.result.row_count as i64,
+            })
+        })
+        .await
     }
 }

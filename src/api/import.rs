@@ -10,27 +10,36 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Call;
 use super::convert::{opt_timestamp, timestamp};
 use super::error::ApiError;
-use super::jobs::{self as job_fields, list_query, next_page};
+use super::jobs::{self as job_fields, JobResource, Render};
 use super::page;
-use crate::db::jobs::JobRow;
-use crate::import::job::result_of;
 use crate::import::plan::{ChildPolicy, Selection};
 use crate::import::row::Mode;
 use crate::import::service::{ImportError, Imports};
-use crate::import::spec::{ImportRequest, ImportSpec};
+use crate::import::spec::{Import, ImportRequest};
+use crate::jobs::Job;
 use crate::proto::{self, import_service_server::ImportService};
 
 pub struct ImportApi {
     imports: Imports,
-    watched: super::jobs::WatchMessages<proto::Import>,
+    jobs: JobResource<ImportView>,
 }
 
 impl ImportApi {
     pub fn new(imports: Imports) -> ImportApi {
-        ImportApi {
-            imports,
-            watched: Default::default(),
-        }
+        let jobs = JobResource::new(imports.queue().clone(), ImportView);
+        ImportApi { imports, jobs }
+    }
+}
+
+/// Imports as messages.
+pub struct ImportView;
+
+impl Render for ImportView {
+    type Kind = Import;
+    type Message = proto::Import;
+
+    async fn render(&self, job: &Job<Import>) -> Result<proto::Import, ApiError> {
+        Ok(import_message(job))
     }
 }
 
@@ -97,9 +106,9 @@ pub fn request_of(options: &proto::ImportOptions) -> Result<ImportRequest, ApiEr
 }
 
 /// The `Import` message of a job: canonical mode, counters, options as sent.
-pub fn import_message(job: &JobRow) -> proto::Import {
-    let spec: Option<ImportSpec> = serde_json::from_str(&job.payload).ok();
-    let counters = result_of(job);
+pub fn import_message(import: &Job<Import>) -> proto::Import {
+    let (job, spec) = (&*import.row, Some(&import.spec));
+    let counters = import.output.clone().unwrap_or_default();
     let mut options = spec
         .as_ref()
         .and_then(|s| STANDARD.decode(&s.options_message).ok())
@@ -114,7 +123,7 @@ pub fn import_message(job: &JobRow) -> proto::Import {
     proto::Import {
         id: job.id.clone(),
         organization_id: job.organization_id.clone(),
-        state: job_fields::state(&job.state) as i32,
+        state: job_fields::state(job.state) as i32,
         progress: Some(job_fields::progress(job)),
         import_mode: mode as i32,
         file_name: spec.as_ref().map(|s| s.file_name.clone()).unwrap_or_default(),
@@ -161,133 +170,108 @@ impl ImportService for ImportApi {
         &self,
         request: Request<Streaming<proto::UploadImportRequest>>,
     ) -> Result<Response<proto::Import>, Status> {
-        let call = Call::of(&request)?;
-        let mut stream = request.into_inner();
-        let first =
-            stream
-                .message()
-                .await
-                .map_err(|status| match super::error::oversized_limit(&status) {
-                    Some(limit) => call.fail(super::error::message_too_large(&limit)),
-                    None => call.fail(ImportError::Interrupted(status.message().to_string())),
-                })?;
-        let Some(proto::UploadImportRequest {
-            payload: Some(proto::upload_import_request::Payload::Options(options)),
-        }) = first
-        else {
-            return Err(call.fail(ApiError::invalid(vec![(
-                "options".into(),
-                "the first message must carry the import options".into(),
-            )])));
-        };
-        let req = request_of(&options).map_err(|e| call.fail(e))?;
-        let request_id = Some(options.request_id.trim().to_string()).filter(|r| !r.is_empty());
-        let job = self
-            .imports
-            .upload(&call.principal.organization, req, request_id, chunks(stream))
-            .await
-            .map_err(|e| call.fail(e))?;
-        Ok(Response::new(import_message(&job)))
+        Call::serve(request, |call, mut stream| async move {
+            let first =
+                stream
+                    .message()
+                    .await
+                    .map_err(|status| match super::error::oversized_limit(&status) {
+                        Some(limit) => super::error::message_too_large(&limit),
+                        None => ImportError::Interrupted(status.message().to_string()).into(),
+                    })?;
+            let Some(proto::UploadImportRequest {
+                payload: Some(proto::upload_import_request::Payload::Options(options)),
+            }) = first
+            else {
+                return Err(ApiError::invalid(vec![(
+                    "options".into(),
+                    "the first message must carry the import options".into(),
+                )]));
+            };
+            let req = request_of(&options)?;
+            let request_id = Some(options.request_id.trim().to_string()).filter(|r| !r.is_empty());
+            let job = self
+                .imports
+                .upload(&call.principal.organization, req, request_id, chunks(stream))
+                .await?;
+            Ok(import_message(&job))
+        })
+        .await
     }
 
     async fn get_import(
         &self,
         request: Request<proto::GetImportRequest>,
     ) -> Result<Response<proto::Import>, Status> {
-        let call = Call::of(&request)?;
-        let job = self
-            .imports
-            .get(call.org(), request.get_ref().id.trim())
-            .await
-            .map_err(|e| call.fail(e))?;
-        Ok(Response::new(import_message(&job)))
+        self.jobs.get(request).await
     }
 
     async fn list_imports(
         &self,
         request: Request<proto::ListImportsRequest>,
     ) -> Result<Response<proto::ListImportsResponse>, Status> {
-        let call = Call::of(&request)?;
-        let req = request.into_inner();
-        let query = list_query(
-            req.page_size,
-            &req.page_token,
-            &req.order_by,
-            &req.states,
-            req.created_after.as_ref(),
-            req.created_before.as_ref(),
-            &req.search,
-        )
-        .map_err(|e| call.fail(e))?;
-        let (mut rows, total) = self
-            .imports
-            .list(call.org(), &query.page)
-            .await
-            .map_err(|e| call.fail(e))?;
-        let next_page_token = next_page(&mut rows, &query);
-        Ok(Response::new(proto::ListImportsResponse {
-            imports: rows.iter().map(import_message).collect(),
-            next_page_token,
-            total_size: i32::try_from(total).unwrap_or(i32::MAX),
-        }))
+        Call::serve(request, |call, req| async move {
+            let page = self.jobs.list(&call, (&req).into()).await?;
+            Ok(proto::ListImportsResponse {
+                imports: page.messages,
+                next_page_token: page.next_page_token,
+                total_size: page.total_size,
+            })
+        })
+        .await
     }
 
     async fn watch_import(
         &self,
         request: Request<proto::WatchImportRequest>,
     ) -> Result<Response<Self::WatchImportStream>, Status> {
-        let call = Call::of(&request)?;
-        let stream = self
-            .imports
-            .watch(call.org(), request.get_ref().id.trim())
-            .await
-            .map_err(|e| call.fail(e))?;
-        let request_id = call.request_id.clone();
-        let watched = self.watched.clone();
-        let stream = stream.then(move |item| {
-            let (watched, request_id) = (watched.clone(), request_id.clone());
-            async move {
-                match item {
-                    Ok(job) => watched
-                        .get(&job, || async { Ok::<_, ImportError>(import_message(&job)) })
-                        .await
-                        .map_err(|err| ApiError::from(err).into_status(&request_id)),
-                    Err(err) => Err(ApiError::from(err).into_status(&request_id)),
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(stream)))
+        self.jobs.watch(request).await
     }
 
     async fn cancel_import(
         &self,
         request: Request<proto::CancelImportRequest>,
     ) -> Result<Response<proto::Import>, Status> {
-        let call = Call::of(&request)?;
-        let job = self
-            .imports
-            .cancel(call.org(), request.get_ref().id.trim())
-            .await
-            .map_err(|e| call.fail(e))?;
-        Ok(Response::new(import_message(&job)))
+        self.jobs.cancel(request).await
     }
 
     async fn list_import_errors(
         &self,
         request: Request<proto::ListImportErrorsRequest>,
     ) -> Result<Response<proto::ListImportErrorsResponse>, Status> {
-        let call = Call::of(&request)?;
-        let req = request.into_inner();
+        Call::serve(request, |call, req| async move { self.errors(&call, req).await }).await
+    }
+
+    async fn get_import_error_report(
+        &self,
+        request: Request<proto::GetImportErrorReportRequest>,
+    ) -> Result<Response<proto::ImportErrorReport>, Status> {
+        Call::serve(request, |call, req| async move {
+            let link = self.imports.report(call.org(), req.import_id.trim()).await?;
+            Ok(proto::ImportErrorReport {
+                url: link.url,
+                expire_time: Some(timestamp(link.expires_at)),
+                file_name: link.file_name,
+                size_bytes: link.result.report_size as i64,
+                row_count: link.result.report_rows,
+            })
+        })
+        .await
+    }
+}
+
+impl ImportApi {
+    /// One page of an import's problems, in file order.
+    async fn errors(
+        &self,
+        call: &Call,
+        req: proto::ListImportErrorsRequest,
+    ) -> Result<proto::ListImportErrorsResponse, ApiError> {
         let id = req.import_id.trim();
-        let limit = page::page_size(req.page_size).map_err(|e| call.fail(e))?;
+        let limit = page::page_size(req.page_size)?;
         let fingerprint = page::fingerprint(&[id.as_bytes()]);
-        let after: Option<(i64, i32)> =
-            page::decode(&req.page_token, &fingerprint).map_err(|e| call.fail(e))?;
-        let (mut rows, total) = self
-            .imports
-            .errors(call.org(), id, after, limit + 1)
-            .await
-            .map_err(|e| call.fail(e))?;
+        let after: Option<(i64, i32)> = page::decode(&req.page_token, &fingerprint)?;
+        let (mut rows, total) = self.imports.errors(call.org(), id, after, limit + 1).await?;
         let mut next_page_token = String::new();
         if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
@@ -309,30 +293,11 @@ impl ImportService for ImportApi {
                 raw_value: row.raw_value,
             })
             .collect();
-        Ok(Response::new(proto::ListImportErrorsResponse {
+        Ok(proto::ListImportErrorsResponse {
             errors,
             next_page_token,
             total_size: i32::try_from(total).unwrap_or(i32::MAX),
-        }))
-    }
-
-    async fn get_import_error_report(
-        &self,
-        request: Request<proto::GetImportErrorReportRequest>,
-    ) -> Result<Response<proto::ImportErrorReport>, Status> {
-        let call = Call::of(&request)?;
-        let link = self
-            .imports
-            .report(call.org(), request.get_ref().import_id.trim())
-            .await
-            .map_err(|e| call.fail(e))?;
-        Ok(Response::new(proto::ImportErrorReport {
-            url: link.url,
-            expire_time: Some(timestamp(link.expires_at)),
-            file_name: link.file_name,
-            size_bytes: link.result.report_size as i64,
-            row_count: link.result.report_rows,
-        }))
+        })
     }
 }
 
@@ -356,7 +321,7 @@ mod tests {
         assert_eq!(mode_of(2).unwrap(), Some(Mode::Automatic));
         assert_eq!(mode_of(0).unwrap(), None);
         // Responses always carry the canonical mode (never UNSPECIFIED).
-        let spec = ImportSpec::from_request(ImportRequest::default()).unwrap();
+        let spec = crate::import::spec::ImportSpec::from_request(ImportRequest::default()).unwrap();
         let new = crate::jobs::NewJob {
             id: None,
             organization_id: "o".into(),
@@ -367,7 +332,7 @@ mod tests {
             search_text: String::new(),
             rows_total: Some(1),
         };
-        let job = crate::jobs::queue::new_row(new, 1, 0);
+        let job = Job::decode(crate::jobs::queue::new_row(new, 1, 0)).unwrap();
         assert_eq!(import_message(&job).import_mode, proto::ImportMode::Manual as i32);
     }
 }

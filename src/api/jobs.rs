@@ -1,41 +1,47 @@
 //! Parts every job message shares: state, progress, failure, list requests.
 
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use prost::Message;
 use prost_types::Any;
+use tonic::{Request, Response, Status};
 
+use super::Call;
 use super::convert::millis;
 use super::error::{ApiError, DOMAIN};
 use super::page;
-use crate::db::jobs::{self, JobListFilter, JobPage, JobRow};
-use crate::jobs::JobFailure;
+use crate::db::jobs::{JobListFilter, JobPage, JobRow, JobState};
+use crate::jobs::{Job, JobFailure, JobKind, Queue, QueueError};
 use crate::proto;
 
-pub fn state(name: &str) -> proto::JobState {
-    match name {
-        jobs::QUEUED => proto::JobState::Queued,
-        jobs::RUNNING => proto::JobState::Running,
-        jobs::COMPLETED => proto::JobState::Completed,
-        jobs::FAILED => proto::JobState::Failed,
-        jobs::CANCELLED => proto::JobState::Cancelled,
-        jobs::EXPIRED => proto::JobState::Expired,
-        _ => proto::JobState::Unspecified,
+pub fn state(state: JobState) -> proto::JobState {
+    match state {
+        JobState::Queued => proto::JobState::Queued,
+        JobState::Running => proto::JobState::Running,
+        JobState::Completed => proto::JobState::Completed,
+        JobState::Failed => proto::JobState::Failed,
+        JobState::Cancelled => proto::JobState::Cancelled,
+        JobState::Expired => proto::JobState::Expired,
     }
 }
 
-fn state_name(value: i32) -> Option<&'static str> {
+fn state_of(value: i32) -> Option<JobState> {
     Some(match proto::JobState::try_from(value).ok()? {
-        proto::JobState::Queued => jobs::QUEUED,
-        proto::JobState::Running => jobs::RUNNING,
-        proto::JobState::Completed => jobs::COMPLETED,
-        proto::JobState::Failed => jobs::FAILED,
-        proto::JobState::Cancelled => jobs::CANCELLED,
-        proto::JobState::Expired => jobs::EXPIRED,
+        proto::JobState::Queued => JobState::Queued,
+        proto::JobState::Running => JobState::Running,
+        proto::JobState::Completed => JobState::Completed,
+        proto::JobState::Failed => JobState::Failed,
+        proto::JobState::Cancelled => JobState::Cancelled,
+        proto::JobState::Expired => JobState::Expired,
         proto::JobState::Unspecified => return None,
     })
 }
 
 pub fn progress(job: &JobRow) -> proto::Progress {
-    let percent = if job.state == jobs::COMPLETED {
+    let percent = if job.state == JobState::Completed {
         100.0
     } else {
         match job.rows_total {
@@ -53,7 +59,7 @@ pub fn progress(job: &JobRow) -> proto::Progress {
 
 /// The failure of a FAILED job as a `google.rpc.Status` with its `ErrorInfo`.
 pub fn failure(job: &JobRow) -> Option<tonic_types::pb::Status> {
-    if job.state != jobs::FAILED {
+    if job.state != JobState::Failed {
         return None;
     }
     let failure: JobFailure = serde_json::from_str(job.error.as_deref()?).ok()?;
@@ -103,8 +109,8 @@ pub fn list_query(
     let mut violations = Vec::new();
     let mut names = Vec::new();
     for (i, s) in states.iter().enumerate() {
-        match state_name(*s) {
-            Some(name) => names.push(name.to_string()),
+        match state_of(*s) {
+            Some(state) => names.push(state),
             None => violations.push((
                 format!("states[{i}]"),
                 "must be a specified JOB_STATE_* value".to_string(),
@@ -138,13 +144,14 @@ pub fn list_query(
 }
 
 /// The token of the page after `rows` (fetched with one extra row), trimming it.
-pub fn next_page(rows: &mut Vec<JobRow>, query: &ListQuery) -> String {
+fn next_page<K: JobKind>(rows: &mut Vec<Job<K>>, query: &ListQuery) -> String {
     let asked = query.page.limit - 1;
     if rows.len() as i64 <= asked {
         return String::new();
     }
     rows.truncate(asked as usize);
     rows.last()
+        .map(|last| &last.row)
         .map(|last| {
             let value = if query.page.by_update_time {
                 last.updated_at
@@ -194,5 +201,187 @@ impl<M: Clone + Send + Sync + 'static> WatchMessages<M> {
 impl<M: Clone + Send + Sync + 'static> Default for WatchMessages<M> {
     fn default() -> Self {
         WatchMessages::new()
+    }
+}
+
+/// A listing request as every job service receives it.
+pub struct ListRequest<'a> {
+    pub page_size: i32,
+    pub page_token: &'a str,
+    pub order_by: &'a str,
+    pub states: &'a [i32],
+    pub created_after: Option<&'a prost_types::Timestamp>,
+    pub created_before: Option<&'a prost_types::Timestamp>,
+    pub search: &'a str,
+}
+
+/// The listing fields every job service's List request carries.
+macro_rules! list_request_of {
+    ($($message:ty),*) => {$(
+        impl<'a> From<&'a $message> for ListRequest<'a> {
+            fn from(req: &'a $message) -> ListRequest<'a> {
+                ListRequest {
+                    page_size: req.page_size,
+                    page_token: &req.page_token,
+                    order_by: &req.order_by,
+                    states: &req.states,
+                    created_after: req.created_after.as_ref(),
+                    created_before: req.created_before.as_ref(),
+                    search: &req.search,
+                }
+            }
+        }
+    )*};
+}
+
+list_request_of!(proto::ListExportsRequest, proto::ListImportsRequest);
+
+/// Requests that name one job by its `id`.
+pub trait NamesJob: Send + 'static {
+    fn job_id(&self) -> &str;
+}
+
+macro_rules! names_job {
+    ($($message:ty),*) => {$(
+        impl NamesJob for $message {
+            fn job_id(&self) -> &str {
+                &self.id
+            }
+        }
+    )*};
+}
+
+names_job!(
+    proto::GetExportRequest,
+    proto::WatchExportRequest,
+    proto::CancelExportRequest,
+    proto::GetImportRequest,
+    proto::WatchImportRequest,
+    proto::CancelImportRequest
+);
+
+/// One page of a job listing as messages.
+pub struct ListPage<M> {
+    pub messages: Vec<M>,
+    pub next_page_token: String,
+    pub total_size: i32,
+}
+
+/// How a job kind is shown to clients: its message, built from the decoded job.
+pub trait Render: Send + Sync + 'static {
+    type Kind: JobKind;
+    type Message: Clone + Send + Sync + 'static;
+
+    fn render(&self, job: &Job<Self::Kind>) -> impl Future<Output = Result<Self::Message, ApiError>> + Send;
+}
+
+/// Get, list, watch and cancel, served the same way for every job kind.
+pub struct JobResource<R: Render> {
+    queue: Queue,
+    render: Arc<R>,
+    watched: WatchMessages<R::Message>,
+}
+
+impl<R: Render> JobResource<R> {
+    pub fn new(queue: Queue, render: R) -> JobResource<R> {
+        JobResource {
+            queue,
+            render: Arc::new(render),
+            watched: WatchMessages::new(),
+        }
+    }
+
+    pub async fn render(&self, job: &Job<R::Kind>) -> Result<R::Message, ApiError> {
+        self.render.render(job).await
+    }
+
+    /// The Get call of a job service.
+    pub async fn get(&self, request: Request<impl NamesJob>) -> Result<Response<R::Message>, Status> {
+        Call::serve(request, |call, req| async move {
+            let job = self.queue.get::<R::Kind>(call.org(), req.job_id().trim()).await?;
+            self.render(&job).await
+        })
+        .await
+    }
+
+    /// The Cancel call: a queued job never runs; a running one stops at its next
+    /// check.
+    pub async fn cancel(&self, request: Request<impl NamesJob>) -> Result<Response<R::Message>, Status> {
+        Call::serve(request, |call, req| async move {
+            let job = self
+                .queue
+                .cancel::<R::Kind>(call.org(), req.job_id().trim())
+                .await?;
+            self.render(&job).await
+        })
+        .await
+    }
+
+    /// The Watch call.
+    pub async fn watch(
+        &self,
+        request: Request<impl NamesJob>,
+    ) -> Result<Response<BoxStream<'static, Result<R::Message, Status>>>, Status> {
+        Call::serve(request, |call, req| async move {
+            self.stream(&call, req.job_id()).await
+        })
+        .await
+    }
+
+    pub async fn list(
+        &self,
+        call: &Call,
+        request: ListRequest<'_>,
+    ) -> Result<ListPage<R::Message>, ApiError> {
+        let query = list_query(
+            request.page_size,
+            request.page_token,
+            request.order_by,
+            request.states,
+            request.created_after,
+            request.created_before,
+            request.search,
+        )?;
+        let (mut jobs, total) = self.queue.list::<R::Kind>(call.org(), &query.page).await?;
+        let next_page_token = next_page(&mut jobs, &query);
+        let mut messages = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            messages.push(self.render(job).await?);
+        }
+        Ok(ListPage {
+            messages,
+            next_page_token,
+            total_size: i32::try_from(total).unwrap_or(i32::MAX),
+        })
+    }
+
+    /// The job's message now and after every change, until it ends. The watchers of
+    /// one job share each state's decoding and rendering.
+    async fn stream(
+        &self,
+        call: &Call,
+        id: &str,
+    ) -> Result<BoxStream<'static, Result<R::Message, Status>>, ApiError> {
+        let stream = self.queue.watch::<R::Kind>(call.org(), id.trim()).await?;
+        let request_id = call.request_id.clone();
+        let (render, watched) = (self.render.clone(), self.watched.clone());
+        let stream = stream.then(move |item| {
+            let (render, watched, request_id) = (render.clone(), watched.clone(), request_id.clone());
+            async move {
+                let message = match item {
+                    Ok(row) => {
+                        watched
+                            .get(&row, || async {
+                                let job = Job::<R::Kind>::decode(row.clone()).map_err(QueueError::from)?;
+                                render.render(&job).await
+                            })
+                            .await
+                    }
+                    Err(err) => Err(ApiError::from(err)),
+                };
+                message.map_err(|err| err.into_status(&request_id))
+            }
+        });
+        Ok(Box::pin(stream))
     }
 }

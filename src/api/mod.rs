@@ -50,6 +50,22 @@ impl Call {
         self.principal.organization_id()
     }
 
+    /// Runs a unary handler: reads the call, hands it the message, and maps any
+    /// error to its status with this call's request id (the one place handlers'
+    /// errors become statuses).
+    pub async fn serve<T, R, F, Fut>(request: Request<T>, handle: F) -> Result<tonic::Response<R>, Status>
+    where
+        F: FnOnce(Call, T) -> Fut,
+        Fut: std::future::Future<Output = Result<R, ApiError>>,
+    {
+        let call = Call::of(&request)?;
+        let request_id = call.request_id.clone();
+        handle(call, request.into_inner())
+            .await
+            .map(tonic::Response::new)
+            .map_err(|err| err.into_status(&request_id))
+    }
+
     /// The status for a domain error, with this call's request id.
     pub fn fail(&self, err: impl Into<ApiError>) -> Status {
         err.into().into_status(&self.request_id)

@@ -8,9 +8,9 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{peak_rss_mib, per_second, reset_peak_rss};
-use crate::db::{Backend, jobs};
+use crate::db::Backend;
+use crate::export::Export;
 use crate::export::format::Format;
-use crate::export::service::result_of;
 use crate::export::spec::{ExportRequest, ExportSpec};
 use crate::jobs::Worker;
 use crate::orgs::{self, Feature, Plan};
@@ -30,7 +30,7 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
     println!("seeded in {:.1} s", started.elapsed().as_secs_f64());
 
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(Worker::new(app.queue.clone(), app.job_handlers()).run(stop.clone()));
+    let worker = tokio::spawn(Worker::new(app.queue.clone(), app.job_kinds()).run(stop.clone()));
     println!(
         "{:<8} {:>10} {:>9} {:>12} {:>9} {:>10} {:>13}",
         "format", "rows", "seconds", "rows/s", "MB/s", "file MB", "peak RSS MB"
@@ -100,15 +100,15 @@ async fn export_once(
     let job = app.exports().create(org, spec, None).await?;
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let row = jobs::find(&mut app.db.conn().await?, &job.id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("job vanished"))?;
+        let job = app.queue.get::<Export>(org.id.as_str(), job.id()).await?;
+        let row = &job.row;
         if row.is_terminal() {
             // The job's own finishing time, not when the poll saw it (the 20 ms
             // between polls was a tenth of a 100k-row export).
             let finished = row.finished_at.unwrap_or_else(crate::db::now_ms);
             let elapsed = Duration::from_millis((finished - started).max(0) as u64);
-            let result = result_of(&row)
+            let result = job
+                .output
                 .ok_or_else(|| anyhow::anyhow!("export ended {}: {:?}", row.state, row.error))?;
             return Ok((elapsed, result.row_count, result.size));
         }

@@ -76,7 +76,7 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
     let app = App { config, ..app };
     let org = orgs::create(&app.db, "bench-import", Plan::Enterprise, &Feature::ALL).await?;
     let (_, key) = crate::auth::keys::create(&app.db, &org.id, "bench", &Permission::ALL, &[]).await?;
-    let handlers = app.job_handlers();
+    let handlers = app.job_kinds();
     let running = crate::server::start(app.clone(), handlers).await?;
     let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))?
         .connect()

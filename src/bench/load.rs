@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -18,7 +17,7 @@ use super::per_second;
 use crate::auth::{Permission, keys};
 use crate::db::jobs::{self, JobRow};
 use crate::db::now_ms;
-use crate::jobs::{JobContext, JobError, JobHandler, JobOutcome, NewJob, Worker};
+use crate::jobs::{Job, JobContext, JobError, JobKind, NewJob, Outcome, Registry, RunJob, Worker};
 use crate::orgs::{self, Feature, Plan};
 use crate::proto::{
     CreateExportRequest, GetExportRequest, ListEntitiesRequest, ListExportsRequest, WatchExportRequest,
@@ -86,7 +85,7 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
     super::seed::load(&app.db, &org.id, options.entities).await?;
 
     // No worker in the server: the bench starts its own where it needs one.
-    let running = server::start(app.clone(), Vec::new()).await?;
+    let running = server::start(app.clone(), crate::jobs::Registry::new()).await?;
     let url = format!("http://{}", running.grpc_addr);
     let channels = connect(&url, CALL_CONNECTIONS).await?;
     let export_id = ExportServiceClient::new(channels[0].clone())
@@ -312,7 +311,7 @@ async fn watchers(
         });
     }
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(Worker::new(app.queue.clone(), app.job_handlers()).run(stop.clone()));
+    let worker = tokio::spawn(Worker::new(app.queue.clone(), app.job_kinds()).run(stop.clone()));
     let mut received = Vec::with_capacity(options.watchers);
     while let Some(end) = ends.join_next().await {
         if let Ok(Some(at)) = end {
@@ -345,13 +344,17 @@ async fn watchers(
 /// A job kind that ends at once.
 struct Noop;
 
-impl JobHandler for Noop {
-    fn kind(&self) -> &'static str {
-        NOOP_KIND
-    }
+impl JobKind for Noop {
+    const KIND: &'static str = NOOP_KIND;
+    type Spec = serde_json::Value;
+    type Output = serde_json::Value;
+}
 
-    fn run(&self, _ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>> {
-        Box::pin(async { Ok(JobOutcome::default()) })
+impl RunJob for Noop {
+    type Kind = Noop;
+
+    async fn run(&self, _job: Job<Noop>, _ctx: JobContext) -> Result<Outcome<serde_json::Value>, JobError> {
+        Ok(Outcome::default())
     }
 }
 
@@ -372,7 +375,8 @@ fn noop_job(organization_id: &str) -> NewJob {
 /// between a job's end and the next one's start with `queued` jobs waiting.
 async fn pickup(app: &App, organization_id: &str, queued: usize) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(Worker::new(app.queue.clone(), vec![Arc::new(Noop)]).run(stop.clone()));
+    let worker =
+        tokio::spawn(Worker::new(app.queue.clone(), Registry::new().with(Arc::new(Noop))).run(stop.clone()));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut pickups = Vec::with_capacity(IDLE_PICKUPS);
     for _ in 0..IDLE_PICKUPS {
@@ -396,7 +400,8 @@ async fn pickup(app: &App, organization_id: &str, queued: usize) -> anyhow::Resu
         ids.push(app.queue.enqueue(noop_job(organization_id)).await?.into_row().id);
     }
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(Worker::new(app.queue.clone(), vec![Arc::new(Noop)]).run(stop.clone()));
+    let worker =
+        tokio::spawn(Worker::new(app.queue.clone(), Registry::new().with(Arc::new(Noop))).run(stop.clone()));
     let mut rows = Vec::with_capacity(queued);
     for id in &ids {
         rows.push(wait_until_ended(app, id).await?);

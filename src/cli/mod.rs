@@ -222,7 +222,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         println!("  {}", created.token);
     }
-    let handlers = app.job_handlers();
+    let handlers = app.job_kinds();
     let running = server::start(app, handlers).await?;
     println!(
         "ferry gRPC on {} , HTTP on {}",

@@ -8,15 +8,83 @@ use super::schema::jobs;
 use super::{Conn, Db, DbError};
 use crate::with_conn;
 
-pub const QUEUED: &str = "queued";
-pub const RUNNING: &str = "running";
-pub const COMPLETED: &str = "completed";
-pub const FAILED: &str = "failed";
-pub const CANCELLED: &str = "cancelled";
-pub const EXPIRED: &str = "expired";
+/// Where a job is in its life. Stored as text (`queued`, `running`, …), so the
+/// rows stay readable in SQL and both backends share one representation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, diesel::AsExpression, diesel::FromSqlRow)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+pub enum JobState {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Expired,
+}
 
-/// States a job never leaves.
-pub const TERMINAL: [&str; 4] = [COMPLETED, FAILED, CANCELLED, EXPIRED];
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Expired,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Expired => "expired",
+        }
+    }
+
+    /// A state the job never leaves.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| format!("unknown job state `{name}`"))
+    }
+}
+
+impl<DB> diesel::serialize::ToSql<diesel::sql_types::Text, DB> for JobState
+where
+    DB: diesel::backend::Backend,
+    str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+{
+    fn to_sql<'b>(&'b self, out: &mut diesel::serialize::Output<'b, '_, DB>) -> diesel::serialize::Result {
+        self.as_str().to_sql(out)
+    }
+}
+
+impl<DB> diesel::deserialize::FromSql<diesel::sql_types::Text, DB> for JobState
+where
+    DB: diesel::backend::Backend,
+    String: diesel::deserialize::FromSql<diesel::sql_types::Text, DB>,
+{
+    fn from_sql(bytes: DB::RawValue<'_>) -> diesel::deserialize::Result<Self> {
+        Ok(String::from_sql(bytes)?.parse()?)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = jobs, treat_none_as_default_value = false)]
@@ -24,7 +92,7 @@ pub struct JobRow {
     pub id: String,
     pub organization_id: String,
     pub kind: String,
-    pub state: String,
+    pub state: JobState,
     /// Versioned JSON (`{"v":1,...}`) the job kind decodes.
     pub payload: String,
     /// Kind-specific JSON written on completion (file key, checksum, …).
@@ -56,7 +124,7 @@ pub struct JobRow {
 
 impl JobRow {
     pub fn is_terminal(&self) -> bool {
-        TERMINAL.contains(&self.state.as_str())
+        self.state.is_terminal()
     }
 }
 
@@ -134,7 +202,7 @@ pub async fn find_active_duplicate(
             .filter(jobs::organization_id.eq(organization_id))
             .filter(jobs::kind.eq(kind))
             .filter(jobs::dedupe_key.eq(dedupe_key))
-            .filter(jobs::state.eq_any([QUEUED, RUNNING]))
+            .filter(jobs::state.eq_any([JobState::Queued, JobState::Running]))
             .select(JobRow::as_select())
             .first(c)
             .await
@@ -148,7 +216,7 @@ pub async fn count_active(conn: &mut Conn, organization_id: &str, kind: &str) ->
         jobs::table
             .filter(jobs::organization_id.eq(organization_id))
             .filter(jobs::kind.eq(kind))
-            .filter(jobs::state.eq_any([QUEUED, RUNNING]))
+            .filter(jobs::state.eq_any([JobState::Queued, JobState::Running]))
             .count()
             .get_result(c)
             .await
@@ -175,9 +243,9 @@ pub async fn claim_next(
                 return Ok(None);
             };
             let row = with_conn!(conn, |c| {
-                diesel::update(jobs::table.find(&id).filter(jobs::state.eq(QUEUED)))
+                diesel::update(jobs::table.find(&id).filter(jobs::state.eq(JobState::Queued)))
                     .set((
-                        jobs::state.eq(RUNNING),
+                        jobs::state.eq(JobState::Running),
                         jobs::lease_id.eq(&lease_id),
                         jobs::lease_owner.eq(&owner),
                         jobs::lease_expires_at.eq(lease_until),
@@ -231,7 +299,7 @@ async fn next_runnable_id(conn: &mut Conn, kinds: &[String], now: i64) -> QueryR
          WHERE t.organization_id = jobs.organization_id), 0)",
     );
     let query = jobs::table
-        .filter(jobs::state.eq(QUEUED))
+        .filter(jobs::state.eq(JobState::Queued))
         .filter(jobs::run_after.le(now))
         .filter(jobs::kind.eq_any(kinds))
         .order((organization_turn, jobs::run_after, jobs::id))
@@ -266,7 +334,7 @@ type Fenced<'a> = diesel::dsl::Filter<
         diesel::dsl::Filter<jobs::table, diesel::dsl::Eq<jobs::id, &'a str>>,
         diesel::dsl::Eq<jobs::lease_id, &'a str>,
     >,
-    diesel::dsl::Eq<jobs::state, &'static str>,
+    diesel::dsl::Eq<jobs::state, JobState>,
 >;
 
 /// The job row, only while `lease_id` still holds it.
@@ -274,7 +342,7 @@ fn fenced<'a>(id: &'a str, lease_id: &'a str) -> Fenced<'a> {
     jobs::table
         .filter(jobs::id.eq(id))
         .filter(jobs::lease_id.eq(lease_id))
-        .filter(jobs::state.eq(RUNNING))
+        .filter(jobs::state.eq(JobState::Running))
 }
 
 /// Progress counters; returns 0 when the lease was lost.
@@ -333,7 +401,7 @@ pub async fn finish(
     conn: &mut Conn,
     id: &str,
     lease_id: &str,
-    state: &str,
+    state: JobState,
     result: Option<&str>,
     error: Option<&str>,
     expires_at: Option<i64>,
@@ -373,7 +441,7 @@ pub async fn requeue(
     with_conn!(conn, |c| {
         diesel::update(fenced(id, lease_id))
             .set((
-                jobs::state.eq(QUEUED),
+                jobs::state.eq(JobState::Queued),
                 jobs::run_after.eq(run_after),
                 jobs::error.eq(error),
                 jobs::attempts.eq(jobs::attempts - refund),
@@ -401,10 +469,10 @@ pub async fn request_cancel(
             jobs::table
                 .filter(jobs::id.eq(id))
                 .filter(jobs::organization_id.eq(organization_id))
-                .filter(jobs::state.eq(QUEUED)),
+                .filter(jobs::state.eq(JobState::Queued)),
         )
         .set((
-            jobs::state.eq(CANCELLED),
+            jobs::state.eq(JobState::Cancelled),
             jobs::finished_at.eq(now),
             jobs::updated_at.eq(now),
             jobs::version.eq(jobs::version + 1),
@@ -415,7 +483,7 @@ pub async fn request_cancel(
             jobs::table
                 .filter(jobs::id.eq(id))
                 .filter(jobs::organization_id.eq(organization_id))
-                .filter(jobs::state.eq(RUNNING))
+                .filter(jobs::state.eq(JobState::Running))
                 .filter(jobs::cancel_requested.eq(false)),
         )
         .set((
@@ -439,7 +507,7 @@ pub async fn request_cancel(
 pub async fn live_owners_of_running_jobs(conn: &mut Conn) -> QueryResult<Vec<String>> {
     with_conn!(conn, |c| {
         jobs::table
-            .filter(jobs::state.eq(RUNNING))
+            .filter(jobs::state.eq(JobState::Running))
             .filter(jobs::lease_owner.like(format!("{}%", super::liveness::LIVE_PREFIX)))
             .select(jobs::lease_owner.assume_not_null())
             .distinct()
@@ -454,7 +522,7 @@ pub async fn expire_leases_of(conn: &mut Conn, owner: &str, now: i64) -> QueryRe
     with_conn!(conn, |c| {
         diesel::update(
             jobs::table
-                .filter(jobs::state.eq(RUNNING))
+                .filter(jobs::state.eq(JobState::Running))
                 .filter(jobs::lease_owner.eq(owner)),
         )
         .set(jobs::lease_expires_at.eq(now - 1))
@@ -469,7 +537,7 @@ pub async fn expire_leases_of_instance(conn: &mut Conn, instance: &str, now: i64
     with_conn!(conn, |c| {
         diesel::update(
             jobs::table
-                .filter(jobs::state.eq(RUNNING))
+                .filter(jobs::state.eq(JobState::Running))
                 .filter(jobs::lease_owner.like(format!("%@{instance}"))),
         )
         .set(jobs::lease_expires_at.eq(now - 1))
@@ -484,12 +552,12 @@ pub async fn reap_expired_leases(conn: &mut Conn, now: i64, lost_error: &str) ->
     with_conn!(conn, |c| {
         let expired = || {
             jobs::table
-                .filter(jobs::state.eq(RUNNING))
+                .filter(jobs::state.eq(JobState::Running))
                 .filter(jobs::lease_expires_at.lt(now))
         };
         let mut ids: Vec<String> = diesel::update(expired().filter(jobs::cancel_requested.eq(true)))
             .set((
-                jobs::state.eq(CANCELLED),
+                jobs::state.eq(JobState::Cancelled),
                 jobs::lease_id.eq(None::<String>),
                 jobs::lease_expires_at.eq(None::<i64>),
                 jobs::finished_at.eq(now),
@@ -502,7 +570,7 @@ pub async fn reap_expired_leases(conn: &mut Conn, now: i64, lost_error: &str) ->
         ids.extend(
             diesel::update(expired().filter(jobs::attempts.ge(jobs::max_attempts)))
                 .set((
-                    jobs::state.eq(FAILED),
+                    jobs::state.eq(JobState::Failed),
                     jobs::error.eq(lost_error),
                     jobs::lease_id.eq(None::<String>),
                     jobs::lease_expires_at.eq(None::<i64>),
@@ -517,7 +585,7 @@ pub async fn reap_expired_leases(conn: &mut Conn, now: i64, lost_error: &str) ->
         ids.extend(
             diesel::update(expired())
                 .set((
-                    jobs::state.eq(QUEUED),
+                    jobs::state.eq(JobState::Queued),
                     jobs::run_after.eq(now),
                     jobs::lease_id.eq(None::<String>),
                     jobs::lease_owner.eq(None::<String>),
@@ -552,7 +620,7 @@ pub async fn due_for_expiry(conn: &mut Conn, kind: &str, now: i64, limit: i64) -
     with_conn!(conn, |c| {
         jobs::table
             .filter(jobs::kind.eq(kind))
-            .filter(jobs::state.eq(COMPLETED))
+            .filter(jobs::state.eq(JobState::Completed))
             .filter(jobs::expires_at.lt(now))
             .order(jobs::expires_at)
             .limit(limit)
@@ -565,9 +633,9 @@ pub async fn due_for_expiry(conn: &mut Conn, kind: &str, now: i64, limit: i64) -
 /// COMPLETED -> EXPIRED once its output is gone; returns 0 if it changed meanwhile.
 pub async fn mark_expired(conn: &mut Conn, id: &str, now: i64) -> QueryResult<usize> {
     with_conn!(conn, |c| {
-        diesel::update(jobs::table.find(id).filter(jobs::state.eq(COMPLETED)))
+        diesel::update(jobs::table.find(id).filter(jobs::state.eq(JobState::Completed)))
             .set((
-                jobs::state.eq(EXPIRED),
+                jobs::state.eq(JobState::Expired),
                 jobs::updated_at.eq(now),
                 jobs::version.eq(jobs::version + 1),
             ))
@@ -593,7 +661,7 @@ pub async fn release_request_ids(conn: &mut Conn, before: i64) -> QueryResult<us
 /// Filters of a job listing (AIP-158); the organization and kind always apply.
 #[derive(Debug, Clone, Default)]
 pub struct JobListFilter {
-    pub states: Vec<String>,
+    pub states: Vec<JobState>,
     pub created_after: Option<i64>,
     pub created_before: Option<i64>,
     pub search: Option<String>,
@@ -682,7 +750,7 @@ pub async fn count(
 }
 
 /// Jobs by kind and state, for `/metrics`.
-pub async fn count_by_kind_and_state(conn: &mut Conn) -> QueryResult<Vec<(String, String, i64)>> {
+pub async fn count_by_kind_and_state(conn: &mut Conn) -> QueryResult<Vec<(String, JobState, i64)>> {
     with_conn!(conn, |c| {
         jobs::table
             .group_by((jobs::kind, jobs::state))

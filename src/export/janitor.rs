@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::job::ExportResult;
-use crate::db::{jobs, now_ms};
+use super::spec::Export;
 use crate::jobs::Queue;
 use crate::storage::Storage;
 
@@ -42,35 +41,20 @@ pub async fn run(
 /// jobs EXPIRED. Returns how many expired.
 pub async fn expire_once(queue: &Queue, storage: &Storage) -> Result<usize, String> {
     // A connection per step, none held while a file is deleted from storage.
-    let db = queue.db();
-    let due = jobs::due_for_expiry(
-        &mut db.conn().await.map_err(|e| e.to_string())?,
-        super::KIND,
-        now_ms(),
-        BATCH,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let due = queue
+        .due_for_expiry::<Export>(BATCH)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut expired = 0;
     for job in due {
-        if let Some(result) = job
-            .result
-            .as_deref()
-            .and_then(|r| serde_json::from_str::<ExportResult>(r).ok())
-        {
+        if let Some(result) = &job.output {
             // Keep the job COMPLETED if the file could not be deleted: next pass retries.
             if let Err(err) = storage.delete(&result.object_key).await {
-                tracing::warn!(job.id = %job.id, error = %err, "could not delete an expired export file");
+                tracing::warn!(job.id = %job.id(), error = %err, "could not delete an expired export file");
                 continue;
             }
         }
-        let mut conn = db.conn().await.map_err(|e| e.to_string())?;
-        if jobs::mark_expired(&mut conn, &job.id, now_ms())
-            .await
-            .map_err(|e| e.to_string())?
-            > 0
-        {
-            queue.events().publish(&mut conn, &job.id).await;
+        if queue.mark_expired(job.id()).await.map_err(|e| e.to_string())? {
             expired += 1;
         }
     }

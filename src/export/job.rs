@@ -8,35 +8,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::columns::{self, Cell, CellRef};
 use super::format::file_name_and_type;
-use super::spec::ExportSpec;
+use super::spec::{Export, ExportResult, ExportSpec};
 use super::writer::{self, Record, WriterOptions};
 use crate::db::entities::{self, EntityRow};
 use crate::db::export_rows::{self, ExportReader, ReadError};
 use crate::db::now_ms;
 use crate::db::{Backend, Conn};
-use crate::jobs::{JobContext, JobError, JobHandler, JobOutcome};
+use crate::jobs::{Job, JobContext, JobError, NewJob, Outcome, RunJob};
 use crate::storage::Storage;
 
 /// Batches buffered between the reader and the writer thread.
 const CHANNEL_BATCHES: usize = 4;
-
-/// What a completed export leaves on its job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportResult {
-    pub object_key: String,
-    pub file_name: String,
-    pub content_type: String,
-    pub size: u64,
-    pub sha256: String,
-    pub row_count: u64,
-}
 
 #[derive(Clone)]
 pub struct ExportJob {
@@ -49,19 +36,16 @@ pub struct ExportJob {
     pub batch_pause: std::time::Duration,
 }
 
-impl JobHandler for ExportJob {
-    fn kind(&self) -> &'static str {
-        super::KIND
-    }
+impl RunJob for ExportJob {
+    type Kind = Export;
 
-    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>> {
-        let job = self.clone();
-        Box::pin(async move { job.export(ctx).await })
+    async fn run(&self, job: Job<Export>, ctx: JobContext) -> Result<Outcome<ExportResult>, JobError> {
+        self.export(&job.spec, ctx).await
     }
 
     /// A failed export with delivery settings sends its recipients a short notice.
-    fn on_failure(&self, job: &crate::db::jobs::JobRow) -> Option<crate::jobs::NewJob> {
-        super::email_job::follow_up(job)
+    fn on_failure(&self, job: &Job<Export>) -> Option<NewJob> {
+        super::notice::follow_up(job)
     }
 }
 
@@ -71,18 +55,14 @@ pub fn file_stem(job_id: &str) -> String {
 }
 
 impl ExportJob {
-    async fn export(&self, ctx: JobContext) -> Result<JobOutcome, JobError> {
-        let spec: ExportSpec = serde_json::from_str(&ctx.job().payload).map_err(|e| JobError::Permanent {
-            reason: "INVALID_PAYLOAD".into(),
-            message: format!("the export's stored request cannot be read: {e}"),
-        })?;
+    async fn export(&self, spec: &ExportSpec, ctx: JobContext) -> Result<Outcome<ExportResult>, JobError> {
         tokio::fs::create_dir_all(&self.temp_dir)
             .await
             .map_err(|e| JobError::Transient(format!("cannot create {}: {e}", self.temp_dir.display())))?;
         let temp = self
             .temp_dir
             .join(format!("{}-{}.part", ctx.job().id, ctx.job().attempts));
-        let result = self.write_and_store(&ctx, &spec, &temp).await;
+        let result = self.write_and_store(&ctx, spec, &temp).await;
         // The temp file goes whatever happened (cancelled, failed or stored).
         let _ = tokio::fs::remove_file(&temp).await;
         result
@@ -93,7 +73,7 @@ impl ExportJob {
         ctx: &JobContext,
         spec: &ExportSpec,
         temp: &Path,
-    ) -> Result<JobOutcome, JobError> {
+    ) -> Result<Outcome<ExportResult>, JobError> {
         let job = ctx.job().clone();
         let (file_name, content_type) =
             file_name_and_type(spec.format, spec.compression, &file_stem(&job.id));
@@ -140,10 +120,13 @@ impl ExportJob {
             sha256,
             row_count,
         };
-        Ok(JobOutcome {
-            result: serde_json::to_value(&result).ok(),
+        Ok(Outcome {
+            output: Some(result),
             expires_at: Some(now_ms() + self.retention_ms),
-            follow_up: super::email_job::follow_up(&job),
+            follow_up: spec
+                .delivery
+                .is_some()
+                .then(|| crate::notifications::follow_up(&job)),
         })
     }
 

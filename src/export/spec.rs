@@ -37,6 +37,26 @@ pub struct ExportSpec {
     pub delivery: Option<Delivery>,
 }
 
+/// The export job kind.
+pub struct Export;
+
+impl crate::jobs::JobKind for Export {
+    const KIND: &'static str = super::KIND;
+    type Spec = ExportSpec;
+    type Output = ExportResult;
+}
+
+/// What a completed export leaves on its job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportResult {
+    pub object_key: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub row_count: u64,
+}
+
 /// What a client asked for, before checks.
 #[derive(Debug, Clone, Default)]
 pub struct ExportRequest {

@@ -8,8 +8,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::csv_file::{self, Layout};
@@ -17,41 +15,18 @@ use super::entity::{self, Prepared, Ready};
 use super::plan::Catalogue;
 use super::report;
 use super::row::RowIssue;
-use super::spec::ImportSpec;
+use super::spec::{Import, ImportResult, ImportSpec};
 use crate::db::entities::{EntityRow, EntityView};
 use crate::db::import_copy::{BatchEnd, CopyWriter};
 use crate::db::import_errors::{self, ImportErrorRow};
 use crate::db::import_sqlite::SqliteWriter;
-use crate::db::jobs::{self, JobRow};
+use crate::db::jobs::JobRow;
 use crate::db::{Backend, Db, enrichments, now_ms};
-use crate::jobs::{JobContext, JobError, JobHandler, JobOutcome};
+use crate::jobs::{Job, JobContext, JobError, NewJob, Outcome, RunJob};
 use crate::storage::Storage;
 
 /// Watchers see at most two progress events a second.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Counters kept on the job while it runs and after it ends.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ImportResult {
-    pub created: i64,
-    pub updated: i64,
-    pub failed: i64,
-    pub warnings: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub report_key: Option<String>,
-    #[serde(default)]
-    pub report_size: u64,
-    #[serde(default)]
-    pub report_rows: i64,
-}
-
-/// The counters on a job (zero before its first batch).
-pub fn result_of(job: &JobRow) -> ImportResult {
-    job.result
-        .as_deref()
-        .and_then(|r| serde_json::from_str(r).ok())
-        .unwrap_or_default()
-}
 
 #[derive(Clone)]
 pub struct ImportJob {
@@ -61,19 +36,16 @@ pub struct ImportJob {
     pub batch_rows: usize,
 }
 
-impl JobHandler for ImportJob {
-    fn kind(&self) -> &'static str {
-        super::KIND
-    }
+impl RunJob for ImportJob {
+    type Kind = Import;
 
-    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>> {
-        let job = self.clone();
-        Box::pin(async move { job.import(ctx).await })
+    async fn run(&self, job: Job<Import>, ctx: JobContext) -> Result<Outcome<ImportResult>, JobError> {
+        self.import(&job, &ctx).await
     }
 
     /// A failed import with report recipients tells them too.
-    fn on_failure(&self, job: &JobRow) -> Option<crate::jobs::NewJob> {
-        crate::export::email_job::follow_up(job)
+    fn on_failure(&self, job: &Job<Import>) -> Option<NewJob> {
+        super::notice::follow_up(job)
     }
 }
 
@@ -85,18 +57,14 @@ struct Position {
 }
 
 impl ImportJob {
-    async fn import(&self, ctx: JobContext) -> Result<JobOutcome, JobError> {
-        let spec: ImportSpec = serde_json::from_str(&ctx.job().payload).map_err(|e| JobError::Permanent {
-            reason: "INVALID_PAYLOAD".into(),
-            message: format!("the import's stored options cannot be read: {e}"),
-        })?;
+    async fn import(&self, job: &Job<Import>, ctx: &JobContext) -> Result<Outcome<ImportResult>, JobError> {
         tokio::fs::create_dir_all(&self.temp_dir)
             .await
             .map_err(|e| JobError::Transient(format!("cannot create {}: {e}", self.temp_dir.display())))?;
         let stem = format!("{}-{}", ctx.job().id, ctx.job().attempts);
         let upload = self.temp_dir.join(format!("{stem}.import.csv"));
         let report = self.temp_dir.join(format!("{stem}.errors.csv"));
-        let result = self.import_file(&ctx, &spec, &upload, &report).await;
+        let result = self.import_file(ctx, job, &upload, &report).await;
         let _ = tokio::fs::remove_file(&upload).await;
         let _ = tokio::fs::remove_file(&report).await;
         result
@@ -105,20 +73,20 @@ impl ImportJob {
     async fn import_file(
         &self,
         ctx: &JobContext,
-        spec: &ImportSpec,
+        job: &Job<Import>,
         upload: &Path,
         report_path: &Path,
-    ) -> Result<JobOutcome, JobError> {
-        let job = ctx.job().clone();
+    ) -> Result<Outcome<ImportResult>, JobError> {
+        let spec = &job.spec;
         self.storage
             .fetch_to_file(&spec.object_key, upload)
             .await
             .map_err(|e| JobError::Transient(e.to_string()))?;
-        let catalogue = catalogue(ctx.db(), &job.organization_id).await?;
+        let catalogue = catalogue(ctx.db(), &job.row.organization_id).await?;
         let layout = read_layout(upload, spec).await?;
         let mut position = Position {
-            rows_done: job.rows_done,
-            counters: result_of(&job),
+            rows_done: job.row.rows_done,
+            counters: job.output.clone().unwrap_or_default(),
             last_publish: None,
         };
         if spec.stop_on_first_error && position.rows_done == 0 {
@@ -134,10 +102,10 @@ impl ImportJob {
             position.counters.report_size = size;
             position.counters.report_rows = rows;
         }
-        Ok(JobOutcome {
-            result: serde_json::to_value(&position.counters).ok(),
+        Ok(Outcome {
+            output: Some(position.counters),
             expires_at: None,
-            follow_up: crate::export::email_job::follow_up(&job),
+            follow_up: super::notice::follow_up(job),
         })
     }
 
@@ -183,11 +151,7 @@ impl ImportJob {
             report_rows: rows,
             ..Default::default()
         };
-        let mut conn = ctx.db().conn().await?;
-        let json = serde_json::to_string(&counters).unwrap_or_default();
-        if jobs::checkpoint(&mut conn, &job.id, ctx.lease_id(), 0, &json, now_ms()).await? == 0 {
-            return Err(JobError::LeaseLost);
-        }
+        ctx.checkpoint(0, &counters).await?;
         Err(JobError::Permanent {
             reason: "IMPORT_ROW_INVALID".into(),
             message: format!(

@@ -7,6 +7,7 @@ pub mod entity;
 pub mod headers;
 pub mod job;
 pub mod mapping;
+pub mod notice;
 pub mod plan;
 pub mod preflight;
 pub mod report;

@@ -1,6 +1,7 @@
-//! What ImportService does, as plain Rust: take an upload (stored to a temp file
-//! with a size limit, checked by pre-flight, stored, queued), read, list, watch and
-//! cancel imports, page through their problems and sign their error reports.
+//! What ImportService does beyond what every job kind shares (get, list, watch and
+//! cancel are the queue's): take an upload (stored to a temp file with a size
+//! limit, checked by pre-flight, stored, queued), page through an import's problems
+//! and sign its error report.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,20 +11,19 @@ use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
 use super::csv_file::Violation;
-use super::job::{ImportResult, result_of};
 use super::preflight::{self, PreflightError};
-use super::spec::{ImportRequest, ImportSpec};
+use super::spec::{Import, ImportRequest, ImportResult, ImportSpec};
 use crate::config::Config;
 use crate::db::import_errors::{self, ImportErrorRow};
-use crate::db::jobs::{self, JobPage, JobRow};
 use crate::db::{DbError, mappings, now_ms};
-use crate::jobs::{Enqueued, NewJob, Queue, QueueError};
+use crate::jobs::{Enqueued, Job, JobKind, NewJob, Queue, QueueError};
 use crate::orgs::{Feature, Organization};
 use crate::storage::{Download, Storage, StorageError};
 
 /// Largest chunk of an upload message.
 pub const MAX_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
+/// What can go wrong with an import besides what every job shares ([`QueueError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("invalid import request")]
@@ -41,34 +41,17 @@ pub enum ImportError {
     /// One message of the upload was over the server's message size limit.
     #[error("an upload message was over the server's limit of {limit_bytes} bytes")]
     MessageTooLarge { limit_bytes: String },
-    #[error("import not found")]
-    NotFound,
-    #[error("the import already ended ({state})")]
-    AlreadyFinished { state: String },
     #[error("the import has no error report: {0}")]
     NoReport(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
-    TooManyWatchers(#[from] crate::jobs::events::TooManyWatchers),
-    #[error(transparent)]
-    Db(#[from] DbError),
+    Job(#[from] QueueError),
 }
 
-impl From<QueueError> for ImportError {
-    fn from(err: QueueError) -> Self {
-        match err {
-            QueueError::NotFound => ImportError::NotFound,
-            QueueError::AlreadyFinished { state } => ImportError::AlreadyFinished { state },
-            QueueError::TooManyWatchers(full) => ImportError::TooManyWatchers(full),
-            QueueError::Db(db) => ImportError::Db(db),
-        }
-    }
-}
-
-impl From<diesel::result::Error> for ImportError {
-    fn from(err: diesel::result::Error) -> Self {
-        ImportError::Db(DbError::Query(err))
+impl From<DbError> for ImportError {
+    fn from(err: DbError) -> Self {
+        ImportError::Job(QueueError::Db(err))
     }
 }
 
@@ -110,6 +93,10 @@ impl Imports {
         }
     }
 
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
     fn temp_dir(&self) -> PathBuf {
         self.temp_dir.clone()
     }
@@ -123,7 +110,7 @@ impl Imports {
         request: ImportRequest,
         request_id: Option<String>,
         chunks: S,
-    ) -> Result<JobRow, ImportError>
+    ) -> Result<Job<Import>, ImportError>
     where
         S: Stream<Item = Result<Vec<u8>, ImportError>> + Send + Unpin,
     {
@@ -131,25 +118,29 @@ impl Imports {
             return Err(ImportError::FeatureDisabled);
         }
         let mut spec = ImportSpec::from_request(request).map_err(ImportError::Invalid)?;
-        let mut conn = self.queue.db().conn().await?;
-        if let Some(request_id) = &request_id {
-            let since = now_ms() - crate::jobs::queue::REQUEST_ID_WINDOW_MS;
-            if let Some(job) =
-                jobs::find_by_request_id(&mut conn, &org.id, super::KIND, request_id, since).await?
-            {
-                return Ok(job);
-            }
+        if let Some(request_id) = &request_id
+            && let Some(job) = self
+                .queue
+                .find_by_request_id::<Import>(&org.id, request_id)
+                .await?
+        {
+            return Ok(job);
         }
+        let mut conn = self.queue.db().conn().await?;
         if let Some(mapping_id) = &spec.mapping_id {
             let mapping = mappings::find(&mut conn, &org.id, mapping_id)
-                .await?
+                .await
+                .map_err(DbError::from)?
                 .ok_or_else(|| {
                     ImportError::Invalid(vec![(
                         "options.mapping_id".into(),
                         "no saved mapping with this id".into(),
                     )])
                 })?;
-            spec.column_map = serde_json::from_str(&mapping.column_map).unwrap_or_default();
+            // A stored mapping this build cannot read is the server's fault (INTERNAL),
+            // not a reason to import with no mapping at all.
+            spec.column_map = serde_json::from_str(&mapping.column_map)
+                .map_err(|e| DbError::Query(diesel::result::Error::DeserializationError(Box::new(e))))?;
         }
         drop(conn);
 
@@ -239,20 +230,17 @@ impl Imports {
         mut spec: ImportSpec,
         request_id: Option<String>,
         path: &std::path::Path,
-    ) -> Result<JobRow, ImportError> {
+    ) -> Result<Job<Import>, ImportError> {
         let id = crate::db::new_id();
         spec.object_key = format!("imports/{organization_id}/{id}/upload.csv");
         self.storage.put_file(&spec.object_key, path, "text/csv").await?;
         let job = NewJob {
             id: Some(id),
-            organization_id: organization_id.to_string(),
-            kind: super::KIND.into(),
-            payload: serde_json::to_value(&spec)
-                .map_err(|e| ImportError::Invalid(vec![("options".into(), e.to_string())]))?,
             request_id,
-            dedupe_key: None,
             search_text: spec.file_name.clone(),
             rows_total: Some(spec.total_items),
+            ..Import::new_job(organization_id, &spec)
+                .map_err(|e| ImportError::Invalid(vec![("options".into(), e.to_string())]))?
         };
         let limit = self.config.bulk_import.max_active_per_org;
         let org = organization_id.to_string();
@@ -260,7 +248,7 @@ impl Imports {
             .queue
             .enqueue_guarded(job, move |conn| {
                 Box::pin(async move {
-                    if jobs::count_active(conn, &org, super::KIND).await? >= i64::from(limit) {
+                    if Queue::count_active::<Import>(conn, &org).await? >= i64::from(limit) {
                         return Err(ImportError::TooManyActive { limit });
                     }
                     Ok(())
@@ -268,44 +256,17 @@ impl Imports {
             })
             .await;
         match queued {
-            Ok(Enqueued::Created(row)) => Ok(row),
+            Ok(Enqueued::Created(row)) => Ok(Job::decode(row).map_err(QueueError::from)?),
             // The same request_id won a race: this upload's copy is not needed.
             Ok(Enqueued::Existing(row)) => {
                 self.storage.delete(&spec.object_key).await?;
-                Ok(row)
+                Ok(Job::decode(row).map_err(QueueError::from)?)
             }
             Err(err) => {
                 let _ = self.storage.delete(&spec.object_key).await;
                 Err(err)
             }
         }
-    }
-
-    pub async fn get(&self, organization_id: &str, id: &str) -> Result<JobRow, ImportError> {
-        Ok(self.queue.get(organization_id, super::KIND, id).await?)
-    }
-
-    pub async fn list(
-        &self,
-        organization_id: &str,
-        page: &JobPage,
-    ) -> Result<(Vec<JobRow>, i64), ImportError> {
-        Ok(self.queue.list(organization_id, super::KIND, page).await?)
-    }
-
-    pub async fn watch(
-        &self,
-        organization_id: &str,
-        id: &str,
-    ) -> Result<impl Stream<Item = Result<Arc<JobRow>, ImportError>> + Send + 'static, ImportError> {
-        let stream = self.queue.watch(organization_id, super::KIND, id).await?;
-        Ok(stream.map(|item| item.map_err(ImportError::from)))
-    }
-
-    /// A queued import never runs; a running one stops before its next batch (the
-    /// rows already written stay).
-    pub async fn cancel(&self, organization_id: &str, id: &str) -> Result<JobRow, ImportError> {
-        Ok(self.queue.cancel(organization_id, super::KIND, id).await?)
     }
 
     /// Problems of an import in file order after `(line, seq)`, and how many in all.
@@ -316,27 +277,31 @@ impl Imports {
         after: Option<(i64, i32)>,
         limit: i64,
     ) -> Result<(Vec<ImportErrorRow>, i64), ImportError> {
-        let job = self.get(organization_id, id).await?;
+        let job = self.queue.get::<Import>(organization_id, id).await?;
         let mut conn = self.queue.db().conn().await?;
-        let rows = import_errors::page(&mut conn, &job.id, after, false, limit).await?;
-        let total = import_errors::count(&mut conn, &job.id).await?;
+        let rows = import_errors::page(&mut conn, job.id(), after, false, limit)
+            .await
+            .map_err(DbError::from)?;
+        let total = import_errors::count(&mut conn, job.id())
+            .await
+            .map_err(DbError::from)?;
         Ok((rows, total))
     }
 
     /// A URL to the failed rows, signed now.
     pub async fn report(&self, organization_id: &str, id: &str) -> Result<ReportLink, ImportError> {
-        let job = self.get(organization_id, id).await?;
-        let result = result_of(&job);
+        let job = self.queue.get::<Import>(organization_id, id).await?;
+        let result = job.output.clone().unwrap_or_default();
         let Some(key) = result.report_key.clone() else {
-            let why = if job.is_terminal() {
+            let why = if job.row.is_terminal() {
                 "no row failed".to_string()
             } else {
-                format!("the import is not finished ({})", job.state)
+                format!("the import is not finished ({})", job.row.state)
             };
             return Err(ImportError::NoReport(why));
         };
         let ttl = Duration::from_secs(self.config.exports.download_url_ttl_secs);
-        let file_name = super::report::file_name(&job.id);
+        let file_name = super::report::file_name(job.id());
         let download = Download {
             file_name: &file_name,
             content_type: "text/csv",

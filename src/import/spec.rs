@@ -44,6 +44,30 @@ pub struct ImportRequest {
     pub options_message: String,
 }
 
+/// The import job kind.
+pub struct Import;
+
+impl crate::jobs::JobKind for Import {
+    const KIND: &'static str = super::KIND;
+    type Spec = ImportSpec;
+    type Output = ImportResult;
+}
+
+/// Counters kept on the job while it runs and after it ends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImportResult {
+    pub created: i64,
+    pub updated: i64,
+    pub failed: i64,
+    pub warnings: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_key: Option<String>,
+    #[serde(default)]
+    pub report_size: u64,
+    #[serde(default)]
+    pub report_rows: i64,
+}
+
 /// What an import job runs from: its payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImportSpec {

@@ -123,4 +123,44 @@ impl JobContext {
         self.events.publish(&mut conn, &self.job.id).await;
         Ok(())
     }
+
+    /// Tells the watchers of job `id` (this one or another) that it changed; best
+    /// effort, like every publish.
+    pub async fn publish(&self, id: &str) {
+        if let Ok(mut conn) = self.db.conn().await {
+            self.events.publish(&mut conn, id).await;
+        }
+    }
+
+    /// Another job's row, whatever its state (a notification reads the job it
+    /// tells about).
+    pub async fn find_job(&self, id: &str) -> Result<Option<JobRow>, JobError> {
+        Ok(jobs::find(&mut self.db.conn().await?, id).await?)
+    }
+
+    /// Records where the job stands (rows done and its output so far), fenced by the
+    /// lease: `LeaseLost` when another worker owns the job.
+    pub async fn checkpoint(&self, rows_done: i64, output: &impl serde::Serialize) -> Result<(), JobError> {
+        let json = serde_json::to_string(output).map_err(|e| JobError::Permanent {
+            reason: "INVALID_RESULT".into(),
+            message: e.to_string(),
+        })?;
+        let mut conn = self.db.conn().await?;
+        if jobs::checkpoint(
+            &mut conn,
+            &self.job.id,
+            &self.lease_id,
+            rows_done,
+            &json,
+            now_ms(),
+        )
+        .await?
+            == 0
+        {
+            self.request_stop(StopReason::LeaseLost);
+            return Err(JobError::LeaseLost);
+        }
+        self.events.publish(&mut conn, &self.job.id).await;
+        Ok(())
+    }
 }

@@ -3,13 +3,14 @@
 
 pub mod context;
 pub mod events;
+pub mod kind;
 pub mod queue;
 pub mod worker;
 
-use futures::future::BoxFuture;
-
+pub use crate::db::jobs::JobState;
 pub use context::JobContext;
 pub use events::JobEvents;
+pub use kind::{Job, JobKind, Outcome, Registry, RunJob, Undecodable};
 pub use queue::{Enqueued, NewJob, Queue, QueueError};
 pub use worker::Worker;
 
@@ -54,19 +55,6 @@ impl From<crate::db::DbError> for JobError {
 impl From<diesel::result::Error> for JobError {
     fn from(err: diesel::result::Error) -> Self {
         JobError::Transient(err.to_string())
-    }
-}
-
-/// A kind of job: decodes its payload and runs it. Every kind is registered with the
-/// [`Worker`] in one list.
-pub trait JobHandler: Send + Sync + 'static {
-    /// The `kind` column value this handler runs.
-    fn kind(&self) -> &'static str;
-    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>>;
-
-    /// A job to queue in the same transaction that ends this one FAILED.
-    fn on_failure(&self, _job: &crate::db::jobs::JobRow) -> Option<NewJob> {
-        None
     }
 }
 

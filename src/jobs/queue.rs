@@ -6,10 +6,10 @@ use futures::Stream;
 use futures::future::BoxFuture;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::JobEvents;
 use super::events::Latest;
+use super::{Job, JobEvents, JobKind};
 use crate::config::JobsConfig;
-use crate::db::jobs::{self, JobPage, JobRow};
+use crate::db::jobs::{self, JobPage, JobRow, JobState};
 use crate::db::{Conn, Db, DbError, new_id, now_ms};
 
 /// An idempotency key is honoured this long.
@@ -17,12 +17,15 @@ pub const REQUEST_ID_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("job not found")]
-    NotFound,
-    #[error("the job already ended ({state})")]
-    AlreadyFinished { state: String },
+    /// No job of this kind (named) with this id in the organization.
+    #[error("{kind} not found")]
+    NotFound { kind: &'static str },
+    #[error("the {kind} already ended ({state})")]
+    AlreadyFinished { kind: &'static str, state: JobState },
     #[error(transparent)]
     TooManyWatchers(#[from] super::events::TooManyWatchers),
+    #[error(transparent)]
+    Undecodable(#[from] super::Undecodable),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -78,7 +81,7 @@ pub(crate) fn new_row(job: NewJob, max_attempts: i32, now: i64) -> JobRow {
         id: job.id.unwrap_or_else(new_id),
         organization_id: job.organization_id,
         kind: job.kind,
-        state: jobs::QUEUED.into(),
+        state: JobState::Queued,
         payload: job.payload.to_string(),
         result: None,
         error: None,
@@ -187,20 +190,56 @@ impl Queue {
     }
 
     /// A job of the organization; another organization's job is `NotFound`.
-    pub async fn get(&self, organization_id: &str, kind: &str, id: &str) -> Result<JobRow, QueueError> {
+    pub async fn get<K: JobKind>(&self, organization_id: &str, id: &str) -> Result<Job<K>, QueueError> {
+        Ok(Job::decode(self.get_row(organization_id, K::KIND, id).await?)?)
+    }
+
+    async fn get_row(
+        &self,
+        organization_id: &str,
+        kind: &'static str,
+        id: &str,
+    ) -> Result<JobRow, QueueError> {
         let mut conn = self.db.conn().await?;
         jobs::find_for_org(&mut conn, organization_id, kind, id)
             .await?
-            .ok_or(QueueError::NotFound)
+            .ok_or(QueueError::NotFound { kind })
+    }
+
+    /// The job of this kind created with `request_id` in the last 24 hours.
+    pub async fn find_by_request_id<K: JobKind>(
+        &self,
+        organization_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Job<K>>, QueueError> {
+        let since = now_ms() - REQUEST_ID_WINDOW_MS;
+        let mut conn = self.db.conn().await?;
+        match jobs::find_by_request_id(&mut conn, organization_id, K::KIND, request_id, since).await? {
+            Some(row) => Ok(Some(Job::decode(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes an ended job of the organization; `false` when there was none.
+    pub async fn delete<K: JobKind>(&self, organization_id: &str, id: &str) -> Result<bool, QueueError> {
+        let mut conn = self.db.conn().await?;
+        if !jobs::delete(&mut conn, organization_id, id).await? {
+            return Ok(false);
+        }
+        self.events.publish(&mut conn, id).await;
+        Ok(true)
     }
 
     /// Cancels a queued job at once; a running job is flagged and its worker stops it
     /// within a heartbeat (at once when this process runs it). A job that already
     /// ended is `AlreadyFinished`.
-    pub async fn cancel(&self, organization_id: &str, kind: &str, id: &str) -> Result<JobRow, QueueError> {
-        let job = self.get(organization_id, kind, id).await?;
+    pub async fn cancel<K: JobKind>(&self, organization_id: &str, id: &str) -> Result<Job<K>, QueueError> {
+        let job = self.get_row(organization_id, K::KIND, id).await?;
         if job.is_terminal() {
-            return Err(QueueError::AlreadyFinished { state: job.state });
+            return Err(QueueError::AlreadyFinished {
+                kind: K::KIND,
+                state: job.state,
+            });
         }
         // Run here: it stops at its next check whatever the write below waits for
         // (on SQLite, the job's own batch holds the write lock).
@@ -208,36 +247,81 @@ impl Queue {
         let mut conn = self.db.conn().await?;
         let row = jobs::request_cancel(&mut conn, organization_id, id, now_ms())
             .await?
-            .ok_or(QueueError::NotFound)?;
-        if row.state == jobs::COMPLETED || row.state == jobs::FAILED {
+            .ok_or(QueueError::NotFound { kind: K::KIND })?;
+        if matches!(row.state, JobState::Completed | JobState::Failed) {
             // It ended between the read and the cancel.
-            return Err(QueueError::AlreadyFinished { state: row.state });
+            return Err(QueueError::AlreadyFinished {
+                kind: K::KIND,
+                state: row.state,
+            });
         }
         self.events.publish(&mut conn, id).await;
-        Ok(row)
+        Ok(Job::decode(row)?)
     }
 
     /// One page of the organization's jobs of a kind, and the total count.
-    pub async fn list(
+    pub async fn list<K: JobKind>(
         &self,
         organization_id: &str,
-        kind: &str,
         page: &JobPage,
-    ) -> Result<(Vec<JobRow>, i64), QueueError> {
+    ) -> Result<(Vec<Job<K>>, i64), QueueError> {
         let mut conn = self.db.conn().await?;
-        let rows = jobs::list(&mut conn, organization_id, kind, page).await?;
-        let total = jobs::count(&mut conn, organization_id, kind, &page.filter).await?;
-        Ok((rows, total))
+        let rows = jobs::list(&mut conn, organization_id, K::KIND, page).await?;
+        let total = jobs::count(&mut conn, organization_id, K::KIND, &page.filter).await?;
+        let jobs = rows.into_iter().map(Job::decode).collect::<Result<_, _>>()?;
+        Ok((jobs, total))
+    }
+
+    /// Up to `limit` completed jobs of a kind whose output expired by now, each
+    /// decoded (one that cannot be is logged and skipped: it is not this build's).
+    pub async fn due_for_expiry<K: JobKind>(&self, limit: i64) -> Result<Vec<Job<K>>, QueueError> {
+        let rows = jobs::due_for_expiry(&mut self.db.conn().await?, K::KIND, now_ms(), limit).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                Job::decode(row)
+                    .inspect_err(|e| tracing::error!(error = %e, "cannot expire a job"))
+                    .ok()
+            })
+            .collect())
+    }
+
+    /// COMPLETED -> EXPIRED once the job's output is gone; `false` if it changed
+    /// meanwhile.
+    pub async fn mark_expired(&self, id: &str) -> Result<bool, QueueError> {
+        let mut conn = self.db.conn().await?;
+        if jobs::mark_expired(&mut conn, id, now_ms()).await? == 0 {
+            return Ok(false);
+        }
+        self.events.publish(&mut conn, id).await;
+        Ok(true)
+    }
+
+    /// How many jobs of a kind the organization has queued or running, on the
+    /// caller's connection (an enqueue guard counts inside its transaction).
+    pub async fn count_active<K: JobKind>(conn: &mut Conn, organization_id: &str) -> Result<i64, DbError> {
+        Ok(jobs::count_active(conn, organization_id, K::KIND).await?)
+    }
+
+    /// A queued or running job of a kind with this dedupe key, on the caller's
+    /// connection.
+    pub async fn active_duplicate<K: JobKind>(
+        conn: &mut Conn,
+        organization_id: &str,
+        dedupe_key: &str,
+    ) -> Result<Option<JobRow>, DbError> {
+        Ok(jobs::find_active_duplicate(conn, organization_id, K::KIND, dedupe_key).await?)
     }
 
     /// The job's current state, then every change, ending after a terminal state.
     /// Subscribes before reading, so no change is lost in between; the first state
     /// comes from the job's topic, read once for all watchers that arrive together.
-    /// Each stream holds one of the server's watcher slots while it lives.
-    pub async fn watch(
+    /// Each stream holds one of the server's watcher slots while it lives. Rows
+    /// come undecoded: the watchers of one job share one decoding of each state
+    /// ([`Job::decode`], by whoever renders it first).
+    pub async fn watch<K: JobKind>(
         &self,
         organization_id: &str,
-        kind: &str,
         id: &str,
     ) -> Result<impl Stream<Item = Result<Arc<JobRow>, QueueError>> + Send + 'static, QueueError> {
         let permit = self.events.watcher_permit()?;
@@ -245,8 +329,8 @@ impl Queue {
         let first = latest
             .current(&self.db, id)
             .await?
-            .filter(|row| row.organization_id == organization_id && row.kind == kind)
-            .ok_or(QueueError::NotFound)?;
+            .filter(|row| row.organization_id == organization_id && row.kind == K::KIND)
+            .ok_or(QueueError::NotFound { kind: K::KIND })?;
         let state = WatchState {
             pending: Some(first),
             receiver,

@@ -2,7 +2,6 @@
 //! record how it ended with writes fenced by the lease. Also the reaper, which
 //! returns jobs of dead workers to the queue.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,20 +10,19 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::context::StopReason;
-use super::{JobContext, JobError, JobFailure, JobHandler, JobOutcome, NewJob, Queue};
-use crate::db::jobs::{self, JobRow};
+use super::{JobContext, JobError, JobFailure, JobOutcome, NewJob, Queue, Registry};
+use crate::db::jobs::{self, JobRow, JobState};
 use crate::db::{Backend, liveness, new_id, now_ms};
 
 pub struct Worker {
     queue: Queue,
-    handlers: HashMap<&'static str, Arc<dyn JobHandler>>,
+    kinds: Registry,
     owner: String,
 }
 
 impl Worker {
     /// A worker for the given job kinds; `owner` names this process in leases.
-    pub fn new(queue: Queue, handlers: Vec<Arc<dyn JobHandler>>) -> Worker {
-        let handlers = handlers.into_iter().map(|h| (h.kind(), h)).collect();
+    pub fn new(queue: Queue, kinds: Registry) -> Worker {
         // On PostgreSQL the owner announces its liveness with a lock (see `run`).
         let live = if queue.db().backend() == Backend::Postgres {
             liveness::LIVE_PREFIX
@@ -37,11 +35,7 @@ impl Worker {
             std::process::id(),
             &new_id()[24..]
         );
-        Worker {
-            queue,
-            handlers,
-            owner,
-        }
+        Worker { queue, kinds, owner }
     }
 
     /// Names the process instance (its temp folder, [`crate::scratch`]) in this
@@ -57,7 +51,7 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         let config = self.queue.config().clone();
         let slots = Arc::new(Semaphore::new(config.workers as usize));
-        let kinds: Vec<String> = self.handlers.keys().map(|k| k.to_string()).collect();
+        let kinds = self.kinds.kinds();
         let mut running = JoinSet::new();
         let reaper = tokio::spawn(reap_forever(self.queue.clone(), shutdown.clone()));
         let poll = Duration::from_millis(config.poll_millis);
@@ -162,9 +156,6 @@ impl Worker {
 
     /// Runs one claimed job to its end, however it ends.
     async fn run_job(&self, job: JobRow, lease_id: String, shutdown: CancellationToken) {
-        let Some(handler) = self.handlers.get(job.kind.as_str()).cloned() else {
-            return;
-        };
         let span = tracing::info_span!("job", job.id = %job.id, job.kind = %job.kind, org.id = %job.organization_id, attempt = job.attempts);
         let _entered = span.enter();
         tracing::info!("job started");
@@ -177,12 +168,12 @@ impl Worker {
         if job.cancel_requested {
             ctx.request_stop(StopReason::Cancelled);
         }
+        let Some(run) = self.kinds.run(ctx.clone()) else {
+            return;
+        };
         self.queue.events().running(&ctx);
         let heartbeat = tokio::spawn(heartbeat(self.queue.clone(), ctx.clone(), shutdown));
-        let task = tokio::spawn({
-            let ctx = ctx.clone();
-            async move { handler.run(ctx).await }
-        });
+        let task = tokio::spawn(run);
         let result = match task.await {
             Ok(result) => result,
             Err(join) => Err(JobError::Transient(format!("the job's task failed: {join}"))),
@@ -214,7 +205,7 @@ impl Worker {
             Ok(outcome) => {
                 tracing::info!("job completed");
                 let end = Ending {
-                    state: jobs::COMPLETED,
+                    state: JobState::Completed,
                     result: outcome.result.map(|v| v.to_string()),
                     error: None,
                     expires_at: outcome.expires_at,
@@ -225,7 +216,7 @@ impl Worker {
             Err(JobError::Cancelled) => {
                 tracing::info!("job cancelled");
                 let end = Ending {
-                    state: jobs::CANCELLED,
+                    state: JobState::Cancelled,
                     result: None,
                     error: None,
                     expires_at: None,
@@ -271,14 +262,11 @@ impl Worker {
                 };
                 tracing::error!(error = %message, reason = %reason, "job failed");
                 let end = Ending {
-                    state: jobs::FAILED,
+                    state: JobState::Failed,
                     result: None,
                     error: Some(failure_json(code, &reason, &message)),
                     expires_at: None,
-                    follow_up: self
-                        .handlers
-                        .get(job.kind.as_str())
-                        .and_then(|h| h.on_failure(job)),
+                    follow_up: self.kinds.on_failure(job),
                 };
                 self.finish(job, lease_id, end, now).await?
             }
@@ -293,7 +281,7 @@ impl Worker {
 
 /// How a held job ends.
 struct Ending {
-    state: &'static str,
+    state: JobState,
     result: Option<String>,
     error: Option<String>,
     expires_at: Option<i64>,

@@ -65,7 +65,12 @@ impl Metrics {
         let counts = jobs::count_by_kind_and_state(&mut db.conn().await?).await?;
         self.jobs.clear();
         for (kind, state, count) in counts {
-            self.jobs.get_or_create(&JobLabels { kind, state }).set(count);
+            self.jobs
+                .get_or_create(&JobLabels {
+                    kind,
+                    state: state.to_string(),
+                })
+                .set(count);
         }
         let mut out = String::new();
         let registry = self

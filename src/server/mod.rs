@@ -23,10 +23,10 @@ use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Config;
 use crate::db::{Db, migrate};
 use crate::export::Exports;
-use crate::export::email_job::EmailJob;
 use crate::export::job::ExportJob;
-use crate::jobs::{JobEvents, JobHandler, Queue, Worker};
+use crate::jobs::{JobEvents, Queue, Registry, Worker};
 use crate::mail::Mailer;
+use crate::notifications::{EmailJob, Notices};
 use crate::proto;
 use crate::scratch::Scratch;
 use crate::storage::Storage;
@@ -125,7 +125,7 @@ impl App {
     }
 
     /// The job kinds this build runs: every kind is registered here.
-    pub fn job_handlers(&self) -> Vec<Arc<dyn JobHandler>> {
+    pub fn job_kinds(&self) -> Registry {
         let export = Arc::new(ExportJob {
             storage: self.storage.clone(),
             temp_dir: self.temp_dir(),
@@ -138,13 +138,16 @@ impl App {
             storage: self.storage.clone(),
             link_ttl: Duration::from_secs(self.config.mail.link_ttl_secs),
             pause: Duration::from_millis(self.config.mail.pause_millis),
+            notices: Notices::default()
+                .with(crate::export::KIND, crate::export::notice::ExportNotices)
+                .with(crate::import::KIND, crate::import::notice::ImportNotices),
         });
         let import = Arc::new(crate::import::job::ImportJob {
             storage: self.storage.clone(),
             temp_dir: self.temp_dir(),
             batch_rows: self.config.bulk_import.batch_rows as usize,
         });
-        vec![export, import, email]
+        Registry::new().with(export).with(import).with(email)
     }
 }
 
@@ -170,8 +173,8 @@ impl Running {
     }
 }
 
-/// Binds both listeners and starts serving, with `handlers` run by the worker.
-pub async fn start(app: App, handlers: Vec<Arc<dyn JobHandler>>) -> anyhow::Result<Running> {
+/// Binds both listeners and starts serving, with the `kinds` run by the worker.
+pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let grpc = TcpListener::bind(app.config.grpc_addr()).await.with_context(|| {
         format!(
@@ -200,8 +203,8 @@ pub async fn start(app: App, handlers: Vec<Arc<dyn JobHandler>>) -> anyhow::Resu
         serve_grpc(app.clone(), grpc, shutdown.clone()).await?,
     )];
     tasks.push(tokio::spawn(serve_http(app.clone(), http, shutdown.clone())));
-    if !handlers.is_empty() {
-        let worker = Worker::new(app.queue.clone(), handlers).in_instance(&app.scratch.name());
+    if !kinds.kinds().is_empty() {
+        let worker = Worker::new(app.queue.clone(), kinds).in_instance(&app.scratch.name());
         tasks.push(tokio::spawn(worker.run(shutdown.clone())));
     }
     tasks.push(tokio::spawn(crate::export::janitor::run(

@@ -152,7 +152,9 @@ async fn admin_commands_create_an_organization_and_a_key_that_works_until_revoke
 
     // The printed key works over gRPC…
     let app = ferry::server::App::open(test_config(&db)).await.unwrap();
-    let running = ferry::server::start(app, Vec::new()).await.unwrap();
+    let running = ferry::server::start(app, ferry::jobs::Registry::new())
+        .await
+        .unwrap();
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.grpc_addr))
         .unwrap()
         .connect()

@@ -7,7 +7,8 @@ use std::time::Duration;
 use ferry::db::enrichments::{self, EnrichmentRow};
 use ferry::db::entities::EntityRow;
 use ferry::import::job::ImportJob;
-use ferry::jobs::{JobContext, JobError, JobHandler, JobOutcome};
+use ferry::import::spec::{self, ImportResult};
+use ferry::jobs::{Job, JobContext, JobError, Outcome, Registry, RunJob};
 use ferry::proto::{
     AttributeEquals, CancelImportRequest, CreateMappingRequest, EntityFilter, GetImportErrorReportRequest,
     GetImportRequest, Import, ImportMode, ImportOptions, JobState, ListEntitiesRequest,
@@ -15,7 +16,6 @@ use ferry::proto::{
     entity_service_client::EntityServiceClient, import_service_client::ImportServiceClient,
     mapping_service_client::MappingServiceClient, upload_import_request::Payload,
 };
-use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -703,14 +703,12 @@ struct CrashOnce {
     inner: ImportJob,
 }
 
-impl JobHandler for CrashOnce {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
+impl RunJob for CrashOnce {
+    type Kind = spec::Import;
 
-    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>> {
-        let run = self.inner.run(ctx.clone());
-        Box::pin(async move {
+    async fn run(&self, job: Job<spec::Import>, ctx: JobContext) -> Result<Outcome<ImportResult>, JobError> {
+        let run = self.inner.run(job, ctx.clone());
+        {
             if ctx.job().attempts > 1 {
                 return run.await;
             }
@@ -730,7 +728,7 @@ impl JobHandler for CrashOnce {
                 result = run => result,
                 _ = committed => Err(JobError::Transient("simulated crash".into())),
             }
-        })
+        }
     }
 }
 
@@ -753,7 +751,7 @@ async fn an_import_retried_after_a_crash_writes_nothing_twice(backend: Backend) 
                 batch_rows: 2,
             },
         });
-        let running = ferry::server::start(app.app.clone(), vec![handler])
+        let running = ferry::server::start(app.app.clone(), Registry::new().with(handler))
             .await
             .unwrap();
         TestApp {

@@ -130,7 +130,7 @@ async fn a_thousand_watchers_of_one_export_all_see_it_complete(backend: Backend)
         watchers.push(stream);
     }
     let stop = CancellationToken::new();
-    let worker = Worker::new(app.app.queue.clone(), app.app.job_handlers());
+    let worker = Worker::new(app.app.queue.clone(), app.app.job_kinds());
     let worker = tokio::spawn(worker.run(stop.clone()));
     let mut ends = tokio::task::JoinSet::new();
     for mut stream in watchers {
@@ -301,7 +301,9 @@ async fn replica(
     let mut config = test_config(&app.db);
     adjust(&mut config);
     let replica = App::open(config).await.unwrap();
-    let running = server::start(replica.clone(), Vec::new()).await.unwrap();
+    let running = server::start(replica.clone(), ferry::jobs::Registry::new())
+        .await
+        .unwrap();
     let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))
         .unwrap()
         .connect()

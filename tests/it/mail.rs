@@ -452,7 +452,7 @@ async fn a_recipient_being_sent_when_the_worker_died_is_never_sent_twice(backend
     })
     .await
     .unwrap();
-    let handlers = worker_app.job_handlers();
+    let handlers = worker_app.job_kinds();
     let running = ferry::server::start(worker_app, handlers).await.unwrap();
     let export = wait_for_deliveries(&app, &created.id).await;
     let messages = wait_for_messages(&smtp.maildir, 1).await;
@@ -498,7 +498,7 @@ async fn a_restarted_delivery_sends_each_recipient_exactly_one_message(backend: 
     assert_eq!(received(&smtp.maildir).len(), 1);
     // Another process picks the delivery up.
     let restarted = ferry::server::App::open(config).await.unwrap();
-    let handlers = restarted.job_handlers();
+    let handlers = restarted.job_kinds();
     let running = ferry::server::start(restarted.clone(), handlers).await.unwrap();
     let messages = wait_for_messages(&smtp.maildir, 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;

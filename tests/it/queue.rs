@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use ferry::db::jobs::{self, JobRow};
 use ferry::db::{new_id, now_ms};
-use ferry::jobs::{JobContext, JobError, JobHandler, JobOutcome, NewJob, Queue, Worker};
+use ferry::jobs::{
+    Job, JobContext, JobError, JobKind, JobState, NewJob, Outcome, Queue, Registry, RunJob, Worker,
+};
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::on_both_backends;
@@ -43,15 +44,23 @@ impl Probe {
     }
 }
 
-impl JobHandler for Probe {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl JobKind for Probe {
+    const KIND: &'static str = KIND;
+    type Spec = serde_json::Value;
+    type Output = serde_json::Value;
+}
 
-    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>> {
+impl RunJob for Probe {
+    type Kind = Probe;
+
+    fn run(
+        &self,
+        job: Job<Probe>,
+        ctx: JobContext,
+    ) -> impl Future<Output = Result<Outcome<serde_json::Value>, JobError>> + Send {
         *self.runs.lock().unwrap().entry(ctx.job().id.clone()).or_default() += 1;
-        Box::pin(async move {
-            let payload: serde_json::Value = serde_json::from_str(&ctx.job().payload).unwrap();
+        async move {
+            let payload = job.spec;
             match payload["do"].as_str() {
                 Some("fail") => Err(JobError::Transient("storage hiccup".into())),
                 Some("wait") => loop {
@@ -62,13 +71,13 @@ impl JobHandler for Probe {
                 _ => {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     ctx.progress(1, Some(1), 10, true).await?;
-                    Ok(JobOutcome {
-                        result: Some(serde_json::json!({"ok": true})),
+                    Ok(Outcome {
+                        output: Some(serde_json::json!({"ok": true})),
                         ..Default::default()
                     })
                 }
             }
-        })
+        }
     }
 }
 
@@ -93,7 +102,7 @@ async fn load(app: &TestApp, id: &str) -> JobRow {
 }
 
 /// Polls until the job reaches `state` (10 s at most).
-async fn wait_for_state(app: &TestApp, id: &str, state: &str) -> JobRow {
+async fn wait_for_state(app: &TestApp, id: &str, state: JobState) -> JobRow {
     for _ in 0..500 {
         let row = load(app, id).await;
         if row.state == state {
@@ -125,8 +134,7 @@ fn start_workers(
     let stop = CancellationToken::new();
     let handles = (0..count)
         .map(|_| {
-            let handler: Arc<dyn JobHandler> = probe.clone();
-            tokio::spawn(Worker::new(queue.clone(), vec![handler]).run(stop.clone()))
+            tokio::spawn(Worker::new(queue.clone(), Registry::new().with(probe.clone())).run(stop.clone()))
         })
         .collect();
     (stop, handles)
@@ -142,7 +150,7 @@ async fn two_hundred_jobs_on_four_workers_each_run_exactly_once(backend: Backend
     let probe = Arc::new(Probe::default());
     let (stop, handles) = start_workers(&queue, &probe, 4);
     for id in &ids {
-        let row = wait_for_state(&app, id, jobs::COMPLETED).await;
+        let row = wait_for_state(&app, id, JobState::Completed).await;
         assert_eq!(row.attempts, 1);
         assert_eq!(row.result.as_deref(), Some(r#"{"ok":true}"#));
     }
@@ -184,7 +192,7 @@ async fn a_worker_whose_lease_expired_cannot_write(backend: Backend) {
         0
     );
     assert_eq!(
-        jobs::finish(&mut conn, &id, &lease_a, jobs::COMPLETED, None, None, None, t)
+        jobs::finish(&mut conn, &id, &lease_a, JobState::Completed, None, None, None, t)
             .await
             .unwrap(),
         0
@@ -196,17 +204,17 @@ async fn a_worker_whose_lease_expired_cannot_write(backend: Backend) {
         None
     );
     drop(conn);
-    assert_eq!(load(&app, &id).await.state, jobs::RUNNING);
+    assert_eq!(load(&app, &id).await.state, JobState::Running);
     // The owner can finish it, once.
     let mut conn = app.db().conn().await.unwrap();
     assert_eq!(
-        jobs::finish(&mut conn, &id, &lease_b, jobs::COMPLETED, None, None, None, t)
+        jobs::finish(&mut conn, &id, &lease_b, JobState::Completed, None, None, None, t)
             .await
             .unwrap(),
         1
     );
     assert_eq!(
-        jobs::finish(&mut conn, &id, &lease_b, jobs::COMPLETED, None, None, None, t)
+        jobs::finish(&mut conn, &id, &lease_b, JobState::Completed, None, None, None, t)
             .await
             .unwrap(),
         0
@@ -226,7 +234,7 @@ async fn a_crashed_workers_job_is_picked_up_after_its_lease(backend: Backend) {
         .unwrap();
     let probe = Arc::new(Probe::default());
     let (stop, handles) = start_workers(&queue, &probe, 1);
-    let row = wait_for_state(&app, &id, jobs::COMPLETED).await;
+    let row = wait_for_state(&app, &id, JobState::Completed).await;
     assert_eq!(row.attempts, 2);
     assert_eq!(probe.runs_of(&id), 1);
     stop_workers(stop, handles).await;
@@ -244,11 +252,11 @@ async fn a_running_job_sees_its_cancellation(backend: Backend) {
         .id;
     let probe = Arc::new(Probe::default());
     let (stop, handles) = start_workers(&queue, &probe, 1);
-    wait_for_state(&app, &id, jobs::RUNNING).await;
+    wait_for_state(&app, &id, JobState::Running).await;
     let asked = std::time::Instant::now();
-    let flagged = queue.cancel(&app.org_id, KIND, &id).await.unwrap();
-    assert!(flagged.cancel_requested);
-    let row = wait_for_state(&app, &id, jobs::CANCELLED).await;
+    let flagged = queue.cancel::<Probe>(&app.org_id, &id).await.unwrap();
+    assert!(flagged.row.cancel_requested);
+    let row = wait_for_state(&app, &id, JobState::Cancelled).await;
     assert!(
         asked.elapsed() < Duration::from_secs(2),
         "took {:?}",
@@ -257,7 +265,7 @@ async fn a_running_job_sees_its_cancellation(backend: Backend) {
     assert!(row.finished_at.is_some());
     // Cancelling a finished job is refused.
     assert!(matches!(
-        queue.cancel(&app.org_id, KIND, &id).await,
+        queue.cancel::<Probe>(&app.org_id, &id).await,
         Err(ferry::jobs::QueueError::AlreadyFinished { .. })
     ));
     stop_workers(stop, handles).await;
@@ -268,8 +276,8 @@ async fn a_queued_job_that_is_cancelled_never_runs(backend: Backend) {
     let app = TestApp::start(backend).await;
     let queue = app.app.queue.clone();
     let id = queue.enqueue(job(&app.org_id, "ok")).await.unwrap().into_row().id;
-    let row = queue.cancel(&app.org_id, KIND, &id).await.unwrap();
-    assert_eq!(row.state, jobs::CANCELLED);
+    let row = queue.cancel::<Probe>(&app.org_id, &id).await.unwrap();
+    assert_eq!(row.row.state, JobState::Cancelled);
     let probe = Arc::new(Probe::default());
     let (stop, handles) = start_workers(&queue, &probe, 1);
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -278,8 +286,8 @@ async fn a_queued_job_that_is_cancelled_never_runs(backend: Backend) {
     // Another organization cannot see or cancel it.
     let (other, _) = app.other_org().await;
     assert!(matches!(
-        queue.cancel(&other, KIND, &id).await,
-        Err(ferry::jobs::QueueError::NotFound)
+        queue.cancel::<Probe>(&other, &id).await,
+        Err(ferry::jobs::QueueError::NotFound { .. })
     ));
     app.stop().await;
 }
@@ -295,7 +303,7 @@ async fn a_job_that_keeps_failing_ends_failed_after_max_attempts(backend: Backen
         .id;
     let probe = Arc::new(Probe::default());
     let (stop, handles) = start_workers(&queue, &probe, 1);
-    let row = wait_for_state(&app, &id, jobs::FAILED).await;
+    let row = wait_for_state(&app, &id, JobState::Failed).await;
     assert_eq!(row.attempts, 3);
     assert_eq!(probe.runs_of(&id), 3);
     let failure: ferry::jobs::JobFailure = serde_json::from_str(row.error.as_deref().unwrap()).unwrap();
@@ -309,26 +317,27 @@ async fn watchers_see_every_state_and_late_watchers_start_from_the_current_one(b
     let app = TestApp::start(backend).await;
     let queue = app.app.queue.clone();
     let id = queue.enqueue(job(&app.org_id, "ok")).await.unwrap().into_row().id;
-    let watch = queue.watch(&app.org_id, KIND, &id).await.unwrap();
-    let collector = tokio::spawn(async move {
-        watch
-            .map(|r| r.unwrap().state.clone())
-            .collect::<Vec<String>>()
-            .await
-    });
+    let watch = queue.watch::<Probe>(&app.org_id, &id).await.unwrap();
+    let collector =
+        tokio::spawn(async move { watch.map(|r| r.unwrap().state).collect::<Vec<JobState>>().await });
     let probe = Arc::new(Probe::default());
     let (stop, handles) = start_workers(&queue, &probe, 1);
     let states = tokio::time::timeout(Duration::from_secs(10), collector)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(states.first().map(String::as_str), Some(jobs::QUEUED));
-    assert!(states.contains(&jobs::RUNNING.to_string()), "{states:?}");
-    assert_eq!(states.last().map(String::as_str), Some(jobs::COMPLETED));
+    assert_eq!(states.first(), Some(&JobState::Queued));
+    assert!(states.contains(&JobState::Running), "{states:?}");
+    assert_eq!(states.last(), Some(&JobState::Completed));
     // A watcher joining after the end gets the final state and the stream ends.
-    let late: Vec<_> = queue.watch(&app.org_id, KIND, &id).await.unwrap().collect().await;
+    let late: Vec<_> = queue
+        .watch::<Probe>(&app.org_id, &id)
+        .await
+        .unwrap()
+        .collect()
+        .await;
     assert_eq!(late.len(), 1);
-    assert_eq!(late[0].as_ref().unwrap().state, jobs::COMPLETED);
+    assert_eq!(late[0].as_ref().unwrap().state, JobState::Completed);
     stop_workers(stop, handles).await;
     app.stop().await;
 }
@@ -365,7 +374,7 @@ async fn a_shutdown_returns_running_jobs_to_the_queue_without_counting_the_attem
         .id;
     let probe = Arc::new(Probe::default());
     let (stop, handles) = start_workers(&queue, &probe, 1);
-    wait_for_state(&app, &id, jobs::RUNNING).await;
+    wait_for_state(&app, &id, JobState::Running).await;
     stop.cancel();
     for h in handles {
         tokio::time::timeout(Duration::from_secs(5), h)
@@ -374,13 +383,13 @@ async fn a_shutdown_returns_running_jobs_to_the_queue_without_counting_the_attem
             .unwrap();
     }
     let row = load(&app, &id).await;
-    assert_eq!(row.state, jobs::QUEUED);
+    assert_eq!(row.state, JobState::Queued);
     assert_eq!(row.attempts, 0, "a shutdown is not the job's failure");
     assert_eq!(row.lease_id, None);
     // Another worker takes it at once, without waiting for a lease to expire.
     let probe = Arc::new(Probe::default());
     let (stop, handles) = start_workers(&queue, &probe, 1);
-    wait_for_state(&app, &id, jobs::RUNNING).await;
+    wait_for_state(&app, &id, JobState::Running).await;
     stop_workers(stop, handles).await;
     app.stop().await;
 }
@@ -396,10 +405,12 @@ async fn a_busy_organizations_backlog_does_not_starve_another_organizations_job(
     let single = queue.enqueue(job(&other_org, "ok")).await.unwrap().into_row().id;
 
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(Worker::new(queue.clone(), vec![Arc::new(Probe::default())]).run(stop.clone()));
-    wait_for_state(&app, &single, jobs::COMPLETED).await;
+    let worker = tokio::spawn(
+        Worker::new(queue.clone(), Registry::new().with(Arc::new(Probe::default()))).run(stop.clone()),
+    );
+    wait_for_state(&app, &single, JobState::Completed).await;
     for id in &backlog {
-        wait_for_state(&app, id, jobs::COMPLETED).await;
+        wait_for_state(&app, id, JobState::Completed).await;
     }
     stop.cancel();
     worker.await.unwrap();

@@ -40,7 +40,7 @@ async fn a_watcher_on_one_replica_sees_a_job_run_by_another() {
 
     // Replica B, same database, runs the job.
     let b = App::open(test_config(&a.db)).await.unwrap();
-    let handlers = b.job_handlers();
+    let handlers = b.job_kinds();
     let running_b = server::start(b, handlers).await.unwrap();
 
     let mut states = vec![first.state];
@@ -136,14 +136,14 @@ async fn a_job_of_a_killed_replica_resumes_on_another_long_before_its_lease_ends
     a.kill().unwrap(); // SIGKILL: no lease is returned
     a.wait().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let worker = ferry::jobs::Worker::new(b.app.queue.clone(), b.app.job_handlers());
+    let worker = ferry::jobs::Worker::new(b.app.queue.clone(), b.app.job_kinds());
     let worker = tokio::spawn(worker.run(stop.clone()));
     // The lease has ~60 s left; only the dead owner's released lock explains a
     // second attempt within 10 s.
     let resumed = poll_job(&b, &created.id, Duration::from_secs(10), |r| r.attempts == 2).await;
     assert_ne!(resumed.lease_owner.as_deref(), Some(owner_a.as_str()));
     let done = poll_job(&b, &created.id, Duration::from_secs(60), |r| {
-        r.state == "completed"
+        r.state.as_str() == "completed"
     })
     .await;
     assert_eq!(done.attempts, 2);
@@ -198,11 +198,11 @@ async fn a_worker_that_loses_its_liveness_lock_hands_its_job_back() {
     // 60 s lease ends, then finished once.
     let taken = poll_job(&a, &created.id, Duration::from_secs(10), |r| r.attempts >= 2).await;
     assert!(
-        taken.state == "running" || taken.state == "completed",
+        taken.state.as_str() == "running" || taken.state.as_str() == "completed",
         "{taken:?}"
     );
     let done = poll_job(&a, &created.id, Duration::from_secs(60), |r| {
-        r.state == "completed"
+        r.state.as_str() == "completed"
     })
     .await;
     assert!(done.error.is_none(), "{done:?}");
@@ -243,11 +243,11 @@ async fn on_sqlite_a_restart_takes_back_the_jobs_of_a_killed_instance_at_once() 
     config.server.bootstrap = false;
     let restarted = App::open(config).await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let worker = ferry::jobs::Worker::new(restarted.queue.clone(), restarted.job_handlers())
+    let worker = ferry::jobs::Worker::new(restarted.queue.clone(), restarted.job_kinds())
         .in_instance(&restarted.scratch.name());
     let worker = tokio::spawn(worker.run(stop.clone()));
     let done = poll_job(&b, &created.id, Duration::from_secs(20), |r| {
-        r.state == "completed"
+        r.state.as_str() == "completed"
     })
     .await;
     assert_eq!(done.attempts, 2);

@@ -3,13 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
-
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use ferry::auth::{Permission, keys};
 use ferry::config::Config;
 use ferry::db::Db;
-use ferry::jobs::JobHandler;
+use ferry::jobs::Registry;
 use ferry::orgs::{self, Feature, Plan};
 use ferry::server::{self, App, Running};
 use tonic::metadata::MetadataValue;
@@ -119,7 +117,7 @@ pub fn test_config(db: &TestDb) -> Config {
 pub enum Workers {
     None,
     Ferry,
-    Custom(Vec<Arc<dyn JobHandler>>),
+    Custom(Registry),
 }
 
 pub struct TestApp {
@@ -155,8 +153,8 @@ impl TestApp {
             .await
             .expect("key");
         let handlers = match workers {
-            Workers::None => Vec::new(),
-            Workers::Ferry => app.job_handlers(),
+            Workers::None => Registry::new(),
+            Workers::Ferry => app.job_kinds(),
             Workers::Custom(handlers) => handlers,
         };
         let running = server::start(app.clone(), handlers).await.expect("start server");

@@ -1,0 +1,187 @@
+//! A job kind as a type: the name stored in the `kind` column, the payload it is
+//! queued with and the output a completed run leaves. Rows are decoded into a
+//! typed [`Job`] once (by the registry before a run, by the services before an
+//! answer), so no other code reads the stored JSON. Modelled on the Rust package
+//! registry's worker crate: a `BackgroundJob` type per kind and a registry of
+//! runnables keyed by name.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{JobContext, JobError, JobOutcome, NewJob};
+use crate::db::jobs::JobRow;
+
+/// What a kind of job is, as data.
+pub trait JobKind: Send + Sync + 'static {
+    /// The `kind` column value.
+    const KIND: &'static str;
+    /// The payload, versioned (`{"v":1,...}`).
+    type Spec: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    /// What the job keeps in its `result` column (while running, for kinds that
+    /// checkpoint counters, and once completed).
+    type Output: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+
+    /// The row of a new job of this kind.
+    fn new_job(organization_id: &str, spec: &Self::Spec) -> Result<NewJob, serde_json::Error> {
+        Ok(NewJob {
+            id: None,
+            organization_id: organization_id.to_string(),
+            kind: Self::KIND.to_string(),
+            payload: serde_json::to_value(spec)?,
+            request_id: None,
+            dedupe_key: None,
+            search_text: String::new(),
+            rows_total: None,
+        })
+    }
+}
+
+/// A stored job whose payload or result this build cannot read.
+#[derive(Debug, thiserror::Error)]
+#[error("the stored {what} of job {id} cannot be read: {error}")]
+pub struct Undecodable {
+    pub id: String,
+    pub what: &'static str,
+    pub error: serde_json::Error,
+}
+
+/// A job row with its payload and result decoded.
+#[derive(Debug, Clone)]
+pub struct Job<K: JobKind> {
+    pub row: Arc<JobRow>,
+    pub spec: K::Spec,
+    pub output: Option<K::Output>,
+}
+
+impl<K: JobKind> Job<K> {
+    pub fn decode(row: impl Into<Arc<JobRow>>) -> Result<Job<K>, Undecodable> {
+        let row = row.into();
+        let spec = serde_json::from_str(&row.payload).map_err(|error| Undecodable {
+            id: row.id.clone(),
+            what: "payload",
+            error,
+        })?;
+        let output = match row.result.as_deref() {
+            Some(json) => Some(serde_json::from_str(json).map_err(|error| Undecodable {
+                id: row.id.clone(),
+                what: "result",
+                error,
+            })?),
+            None => None,
+        };
+        Ok(Job { row, spec, output })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.row.id
+    }
+}
+
+/// What a successful run of a kind leaves on its job.
+pub struct Outcome<O> {
+    pub output: Option<O>,
+    /// When the job's output expires (exports' retention).
+    pub expires_at: Option<i64>,
+    /// A job queued in the same transaction that completes this one (an e-mail).
+    pub follow_up: Option<NewJob>,
+}
+
+impl<O> Default for Outcome<O> {
+    fn default() -> Self {
+        Outcome {
+            output: None,
+            expires_at: None,
+            follow_up: None,
+        }
+    }
+}
+
+/// Runs the jobs of one kind.
+pub trait RunJob: Send + Sync + 'static {
+    type Kind: JobKind;
+
+    fn run(
+        &self,
+        job: Job<Self::Kind>,
+        ctx: JobContext,
+    ) -> impl Future<Output = Result<Outcome<<Self::Kind as JobKind>::Output>, JobError>> + Send;
+
+    /// A job to queue in the same transaction that ends this one FAILED.
+    fn on_failure(&self, _job: &Job<Self::Kind>) -> Option<NewJob> {
+        None
+    }
+}
+
+/// A runner with its kind erased, as the worker holds it.
+trait Runnable: Send + Sync {
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>>;
+    fn on_failure(&self, row: &JobRow) -> Option<NewJob>;
+}
+
+struct Typed<R>(Arc<R>);
+
+impl<R: RunJob> Runnable for Typed<R> {
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>> {
+        let runner = self.0.clone();
+        Box::pin(async move {
+            let job = Job::<R::Kind>::decode(ctx.job().clone()).map_err(|e| JobError::Permanent {
+                reason: "INVALID_PAYLOAD".into(),
+                message: e.to_string(),
+            })?;
+            let outcome = runner.run(job, ctx).await?;
+            let result = match outcome.output {
+                Some(output) => Some(serde_json::to_value(output).map_err(|e| JobError::Permanent {
+                    reason: "INVALID_RESULT".into(),
+                    message: e.to_string(),
+                })?),
+                None => None,
+            };
+            Ok(JobOutcome {
+                result,
+                expires_at: outcome.expires_at,
+                follow_up: outcome.follow_up,
+            })
+        })
+    }
+
+    fn on_failure(&self, row: &JobRow) -> Option<NewJob> {
+        let job = Job::<R::Kind>::decode(row.clone()).ok()?;
+        self.0.on_failure(&job)
+    }
+}
+
+/// The job kinds a worker runs, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    runners: HashMap<&'static str, Arc<dyn Runnable>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Adds a kind; a second runner of the same kind replaces the first.
+    pub fn with<R: RunJob>(mut self, runner: Arc<R>) -> Registry {
+        self.runners
+            .insert(<R::Kind as JobKind>::KIND, Arc::new(Typed(runner)));
+        self
+    }
+
+    pub fn kinds(&self) -> Vec<String> {
+        self.runners.keys().map(|k| k.to_string()).collect()
+    }
+
+    pub(crate) fn run(&self, ctx: JobContext) -> Option<BoxFuture<'static, Result<JobOutcome, JobError>>> {
+        Some(self.runners.get(ctx.job().kind.as_str())?.run(ctx))
+    }
+
+    pub(crate) fn on_failure(&self, row: &JobRow) -> Option<NewJob> {
+        self.runners.get(row.kind.as_str())?.on_failure(row)
+    }
+}
