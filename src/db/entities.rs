@@ -12,120 +12,193 @@ use crate::with_conn;
 
 diesel::define_sql_function!(fn lower(x: Text) -> Text);
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = entities, treat_none_as_default_value = false)]
-pub struct EntityRow {
-    pub id: String,
-    pub organization_id: String,
-    pub entity_type: String,
-    pub tax_id: String,
-    pub country: String,
-    pub name: String,
-    pub gender: Option<String>,
-    pub external_id: Option<String>,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub registration_date: Option<String>,
-    pub status: String,
-    pub is_client: bool,
-    pub nationality: Option<String>,
-    pub risk_matrix_id: Option<String>,
-    /// JSON object.
-    pub attributes: String,
-    /// JSON object: `{"person": {...}}` or `{"company": {...}}`.
-    pub entity_data: String,
-    pub enrichment_plan: Option<String>,
-    pub skip_rules_execution: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-/// The `entities` columns in [`EntityRow`] order, for the raw SQL of the import's
-/// write paths.
-pub const ENTITY_COLUMNS: &str = "id, organization_id, entity_type, tax_id, country, name, gender, \
-    external_id, email, phone, registration_date, status, is_client, nationality, risk_matrix_id, \
-    attributes, entity_data, enrichment_plan, skip_rules_execution, created_at, updated_at";
-
-/// PostgreSQL types of the `entities` columns in [`EntityRow`] order, for the raw
-/// tokio-postgres paths (the import's binary COPY, the export's row reader).
-pub const ENTITY_COLUMN_TYPES: [Type; 21] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::BOOL,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::BOOL,
-    Type::INT8,
-    Type::INT8,
-];
-
-/// A borrowed [`EntityRow`]: the export's PostgreSQL read path
-/// ([`super::export_rows`]) decodes rows into this without copying a string.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EntityView<'a> {
-    pub id: &'a str,
-    pub organization_id: &'a str,
-    pub entity_type: &'a str,
-    pub tax_id: &'a str,
-    pub country: &'a str,
-    pub name: &'a str,
-    pub gender: Option<&'a str>,
-    pub external_id: Option<&'a str>,
-    pub email: Option<&'a str>,
-    pub phone: Option<&'a str>,
-    pub registration_date: Option<&'a str>,
-    pub status: &'a str,
-    pub is_client: bool,
-    pub nationality: Option<&'a str>,
-    pub risk_matrix_id: Option<&'a str>,
-    pub attributes: &'a str,
-    pub entity_data: &'a str,
-    pub enrichment_plan: Option<&'a str>,
-    pub skip_rules_execution: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl EntityRow {
-    pub fn view(&self) -> EntityView<'_> {
-        EntityView {
-            id: &self.id,
-            organization_id: &self.organization_id,
-            entity_type: &self.entity_type,
-            tax_id: &self.tax_id,
-            country: &self.country,
-            name: &self.name,
-            gender: self.gender.as_deref(),
-            external_id: self.external_id.as_deref(),
-            email: self.email.as_deref(),
-            phone: self.phone.as_deref(),
-            registration_date: self.registration_date.as_deref(),
-            status: &self.status,
-            is_client: self.is_client,
-            nationality: self.nationality.as_deref(),
-            risk_matrix_id: self.risk_matrix_id.as_deref(),
-            attributes: &self.attributes,
-            entity_data: &self.entity_data,
-            enrichment_plan: self.enrichment_plan.as_deref(),
-            skip_rules_execution: self.skip_rules_execution,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
+/// The one definition of the `entities` columns, in table order: each column's
+/// owned type, borrowed type and PostgreSQL wire type. It generates [`EntityRow`]
+/// (diesel's row), [`EntityView`] (the borrowed row the export writers and the
+/// import writers read), [`ENTITY_COLUMNS`], [`ENTITY_COLUMN_NAMES`],
+/// [`ENTITY_COLUMN_TYPES`], the bind lists of both import writers and the row
+/// decoders of the raw PostgreSQL and SQLite paths. A new column is added here,
+/// in `schema.rs` and in the two migrations.
+macro_rules! entity_columns {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident: $owned:ty, $borrowed:ty, $wire:ident, $cell:ident;
+    )+) => {
+        #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+        #[diesel(table_name = entities, treat_none_as_default_value = false)]
+        pub struct EntityRow {
+            $($(#[$doc])* pub $name: $owned,)+
         }
+
+        /// A borrowed [`EntityRow`]: the export's PostgreSQL read path
+        /// ([`super::export_rows`]) decodes rows into this without copying a string.
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct EntityView<'a> {
+            $(pub $name: $borrowed,)+
+        }
+
+        /// The column names in table order.
+        pub const ENTITY_COLUMN_NAMES: &[&str] = &[$(stringify!($name)),+];
+
+        const ENTITY_COLUMNS_AND_COMMA: &str = concat!($(stringify!($name), ", "),+);
+
+        /// PostgreSQL types of the columns in table order, for the raw
+        /// tokio-postgres paths (the import's binary COPY, the export's row reader).
+        pub const ENTITY_COLUMN_TYPES: &[Type] = &[$(Type::$wire),+];
+
+        impl EntityRow {
+            pub fn view(&self) -> EntityView<'_> {
+                EntityView {
+                    $($name: Viewed::viewed(&self.$name),)+
+                }
+            }
+
+            /// A row of a raw PostgreSQL query selecting [`ENTITY_COLUMNS`].
+            pub fn from_pg(row: &tokio_postgres::Row) -> Result<EntityRow, tokio_postgres::Error> {
+                let mut index = 0..;
+                Ok(EntityRow {
+                    $($name: row.try_get(index.next().unwrap_or_default())?,)+
+                })
+            }
+
+            /// A row of a rusqlite query selecting [`ENTITY_COLUMNS`].
+            pub fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntityRow> {
+                let mut index = 0..;
+                Ok(EntityRow {
+                    $($name: row.get(index.next().unwrap_or_default())?,)+
+                })
+            }
+        }
+
+        impl<'a> EntityView<'a> {
+            /// The values in table order, for tokio-postgres (`$1` … or a COPY row).
+            pub fn pg_values(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); ENTITY_COLUMN_COUNT] {
+                [$(&self.$name),+]
+            }
+
+            /// The values in table order, for rusqlite (`?1` …).
+            pub fn sqlite_values(&self) -> [&dyn rusqlite::ToSql; ENTITY_COLUMN_COUNT] {
+                [$(&self.$name),+]
+            }
+
+            /// The owned row.
+            pub fn to_row(&self) -> EntityRow {
+                EntityRow {
+                    $($name: Owned::owned(self.$name),)+
+                }
+            }
+
+            /// A row of the export's raw PostgreSQL reader, its strings borrowed.
+            pub fn from_cells(cells: &super::export_rows::Cells<'a>) -> Result<EntityView<'a>, super::export_rows::ViewError> {
+                let mut index = 0..;
+                Ok(EntityView {
+                    $($name: cells.$cell(index.next().unwrap_or_default())?,)+
+                })
+            }
+        }
+    };
+}
+
+/// An owned column value and its borrowed form in [`EntityView`].
+trait Viewed<'a, V> {
+    fn viewed(&'a self) -> V;
+}
+
+impl<'a> Viewed<'a, &'a str> for String {
+    fn viewed(&'a self) -> &'a str {
+        self
     }
 }
+
+impl<'a> Viewed<'a, Option<&'a str>> for Option<String> {
+    fn viewed(&'a self) -> Option<&'a str> {
+        self.as_deref()
+    }
+}
+
+impl Viewed<'_, bool> for bool {
+    fn viewed(&self) -> bool {
+        *self
+    }
+}
+
+impl Viewed<'_, i64> for i64 {
+    fn viewed(&self) -> i64 {
+        *self
+    }
+}
+
+/// A borrowed column value and its owned form in [`EntityRow`].
+trait Owned<O> {
+    fn owned(self) -> O;
+}
+
+impl Owned<String> for &str {
+    fn owned(self) -> String {
+        self.to_string()
+    }
+}
+
+impl Owned<Option<String>> for Option<&str> {
+    fn owned(self) -> Option<String> {
+        self.map(str::to_string)
+    }
+}
+
+impl Owned<bool> for bool {
+    fn owned(self) -> bool {
+        self
+    }
+}
+
+impl Owned<i64> for i64 {
+    fn owned(self) -> i64 {
+        self
+    }
+}
+
+entity_columns! {
+    id: String, &'a str, TEXT, text;
+    organization_id: String, &'a str, TEXT, text;
+    entity_type: String, &'a str, TEXT, text;
+    tax_id: String, &'a str, TEXT, text;
+    country: String, &'a str, TEXT, text;
+    name: String, &'a str, TEXT, text;
+    gender: Option<String>, Option<&'a str>, TEXT, text_or_null;
+    external_id: Option<String>, Option<&'a str>, TEXT, text_or_null;
+    email: Option<String>, Option<&'a str>, TEXT, text_or_null;
+    phone: Option<String>, Option<&'a str>, TEXT, text_or_null;
+    registration_date: Option<String>, Option<&'a str>, TEXT, text_or_null;
+    status: String, &'a str, TEXT, text;
+    is_client: bool, bool, BOOL, boolean;
+    nationality: Option<String>, Option<&'a str>, TEXT, text_or_null;
+    risk_matrix_id: Option<String>, Option<&'a str>, TEXT, text_or_null;
+    /// JSON object.
+    attributes: String, &'a str, TEXT, text;
+    /// JSON object: `{"person": {...}}` or `{"company": {...}}`.
+    entity_data: String, &'a str, TEXT, text;
+    enrichment_plan: Option<String>, Option<&'a str>, TEXT, text_or_null;
+    skip_rules_execution: bool, bool, BOOL, boolean;
+    created_at: i64, i64, INT8, int8;
+    updated_at: i64, i64, INT8, int8;
+}
+
+pub const ENTITY_COLUMN_COUNT: usize = ENTITY_COLUMN_NAMES.len();
+
+/// Columns an import's update of a stored entity keeps: its identity, key and
+/// creation time.
+pub const KEPT_ON_UPDATE: [&str; 5] = ["id", "organization_id", "country", "tax_id", "created_at"];
+
+/// The `entities` columns in [`EntityRow`] order, for raw SQL.
+pub const ENTITY_COLUMNS: &str = {
+    let (names, _comma) = ENTITY_COLUMNS_AND_COMMA
+        .as_bytes()
+        .split_at(ENTITY_COLUMNS_AND_COMMA.len() - 2);
+    match std::str::from_utf8(names) {
+        Ok(names) => names,
+        Err(_) => panic!("column names are ASCII"),
+    }
+};
 
 /// Values one filter may list in all (types, countries, statuses, tax IDs, external
 /// IDs, attribute pairs together). Each becomes a bound parameter, and SQLite takes at
@@ -342,17 +415,6 @@ pub async fn list(
     })
 }
 
-/// Every matching entity in `(created_at, id)` order as one streamed query, for
-/// exports on PostgreSQL: the server produces rows while the caller consumes them,
-/// from one consistent snapshot, with no page round trips.
-pub async fn stream_in_creation_order<'c>(
-    c: &'c mut diesel_async::AsyncPgConnection,
-    organization_id: &'c str,
-    filter: &'c EntityFilter,
-) -> QueryResult<impl futures::Stream<Item = QueryResult<EntityRow>> + Send + 'c> {
-    creation_order_pg(organization_id, filter).load_stream(c).await
-}
-
 /// Every matching entity's [`EntityRow`] columns in `(created_at, id)` order, on
 /// PostgreSQL; also rendered to SQL for the export's raw reader.
 pub fn creation_order_pg<'a>(
@@ -437,5 +499,33 @@ pub async fn insert(conn: &mut Conn, rows: &[EntityRow]) -> QueryResult<usize> {
             }
             Ok(inserted)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::prelude::*;
+
+    use super::*;
+
+    /// The column list that generates the raw paths' SQL and binds is the table's,
+    /// in the table's order: a column added to `schema.rs` but not to the list (or
+    /// the other way round) fails here, not in production.
+    #[test]
+    fn the_entity_column_list_is_the_tables() {
+        let table =
+            diesel::debug_query::<diesel::sqlite::Sqlite, _>(&entities::table.select(entities::all_columns))
+                .to_string();
+        let row =
+            diesel::debug_query::<diesel::sqlite::Sqlite, _>(&entities::table.select(EntityRow::as_select()))
+                .to_string();
+        assert_eq!(table, row);
+        let listed: Vec<String> = ENTITY_COLUMN_NAMES
+            .iter()
+            .map(|name| format!("`entities`.`{name}`"))
+            .collect();
+        assert!(table.contains(&listed.join(", ")), "{table}");
+        assert_eq!(ENTITY_COLUMNS, ENTITY_COLUMN_NAMES.join(", "));
+        assert_eq!(ENTITY_COLUMN_TYPES.len(), ENTITY_COLUMN_COUNT);
     }
 }

@@ -1,6 +1,6 @@
 //! The export's read path on PostgreSQL, over its own tokio-postgres connection.
 //! The query is the one diesel builds for
-//! [`super::entities::stream_in_creation_order`] (same filter, same order), rendered
+//! [`super::entities::creation_order_pg`] (same filter, same order), rendered
 //! to SQL and binary binds and sent with `query_raw`; each row then stays as
 //! PostgreSQL sent it (one buffer) and the writer borrows its cells through
 //! [`view`]. Decoding into owned [`super::entities::EntityRow`]s allocated a string
@@ -54,39 +54,12 @@ impl ExportReader {
     }
 }
 
-/// Column positions of a row of [`entities::creation_order_pg`]: the fields of
-/// `EntityRow` in declaration order.
-mod column {
-    pub const ID: usize = 0;
-    pub const ORGANIZATION_ID: usize = 1;
-    pub const ENTITY_TYPE: usize = 2;
-    pub const TAX_ID: usize = 3;
-    pub const COUNTRY: usize = 4;
-    pub const NAME: usize = 5;
-    pub const GENDER: usize = 6;
-    pub const EXTERNAL_ID: usize = 7;
-    pub const EMAIL: usize = 8;
-    pub const PHONE: usize = 9;
-    pub const REGISTRATION_DATE: usize = 10;
-    pub const STATUS: usize = 11;
-    pub const IS_CLIENT: usize = 12;
-    pub const NATIONALITY: usize = 13;
-    pub const RISK_MATRIX_ID: usize = 14;
-    pub const ATTRIBUTES: usize = 15;
-    pub const ENTITY_DATA: usize = 16;
-    pub const ENRICHMENT_PLAN: usize = 17;
-    pub const SKIP_RULES_EXECUTION: usize = 18;
-    pub const CREATED_AT: usize = 19;
-    pub const UPDATED_AT: usize = 20;
-}
-
 /// The column types [`view`] decodes are checked once per query instead of once per
 /// cell (tokio-postgres' typed `get` looked the type up for every cell: a sixth of
 /// the CSV writer's time).
 fn check_columns(statement: &tokio_postgres::Statement) -> Result<(), ReadError> {
     let found: Vec<&Type> = statement.columns().iter().map(|c| c.type_()).collect();
-    if found.len() != ENTITY_COLUMN_TYPES.len()
-        || found.iter().zip(&ENTITY_COLUMN_TYPES).any(|(a, b)| *a != b)
+    if found.len() != ENTITY_COLUMN_TYPES.len() || found.iter().zip(ENTITY_COLUMN_TYPES).any(|(a, b)| *a != b)
     {
         return Err(ReadError::Schema(format!(
             "the entities query returns {found:?}, the export reads {ENTITY_COLUMN_TYPES:?}"
@@ -113,32 +86,32 @@ impl<'a> FromSql<'a> for RawCell<'a> {
 }
 
 /// Decodes the cells of one row, whose column types [`check_columns`] checked.
-struct Cells<'a>(&'a Row);
+pub struct Cells<'a>(&'a Row);
 
 impl<'a> Cells<'a> {
     fn raw(&self, index: usize) -> Result<Option<&'a [u8]>, ViewError> {
         Ok(self.0.try_get::<_, RawCell<'a>>(index)?.0)
     }
 
-    fn text_or_null(&self, index: usize) -> Result<Option<&'a str>, ViewError> {
+    pub fn text_or_null(&self, index: usize) -> Result<Option<&'a str>, ViewError> {
         self.raw(index)?
             .map(std::str::from_utf8)
             .transpose()
             .map_err(|_| ViewError::Invalid(index))
     }
 
-    fn text(&self, index: usize) -> Result<&'a str, ViewError> {
+    pub fn text(&self, index: usize) -> Result<&'a str, ViewError> {
         self.text_or_null(index)?.ok_or(ViewError::Invalid(index))
     }
 
-    fn boolean(&self, index: usize) -> Result<bool, ViewError> {
+    pub fn boolean(&self, index: usize) -> Result<bool, ViewError> {
         match self.raw(index)? {
             Some([byte]) => Ok(*byte != 0),
             _ => Err(ViewError::Invalid(index)),
         }
     }
 
-    fn int8(&self, index: usize) -> Result<i64, ViewError> {
+    pub fn int8(&self, index: usize) -> Result<i64, ViewError> {
         let raw = self.raw(index)?.ok_or(ViewError::Invalid(index))?;
         raw.try_into()
             .map(i64::from_be_bytes)
@@ -156,31 +129,7 @@ pub enum ViewError {
 
 /// The entity in a row of [`ExportReader::rows`], borrowing its strings.
 pub fn view(row: &Row) -> Result<EntityView<'_>, ViewError> {
-    use column::*;
-    let c = Cells(row);
-    Ok(EntityView {
-        id: c.text(ID)?,
-        organization_id: c.text(ORGANIZATION_ID)?,
-        entity_type: c.text(ENTITY_TYPE)?,
-        tax_id: c.text(TAX_ID)?,
-        country: c.text(COUNTRY)?,
-        name: c.text(NAME)?,
-        gender: c.text_or_null(GENDER)?,
-        external_id: c.text_or_null(EXTERNAL_ID)?,
-        email: c.text_or_null(EMAIL)?,
-        phone: c.text_or_null(PHONE)?,
-        registration_date: c.text_or_null(REGISTRATION_DATE)?,
-        status: c.text(STATUS)?,
-        is_client: c.boolean(IS_CLIENT)?,
-        nationality: c.text_or_null(NATIONALITY)?,
-        risk_matrix_id: c.text_or_null(RISK_MATRIX_ID)?,
-        attributes: c.text(ATTRIBUTES)?,
-        entity_data: c.text(ENTITY_DATA)?,
-        enrichment_plan: c.text_or_null(ENRICHMENT_PLAN)?,
-        skip_rules_execution: c.boolean(SKIP_RULES_EXECUTION)?,
-        created_at: c.int8(CREATED_AT)?,
-        updated_at: c.int8(UPDATED_AT)?,
-    })
+    EntityView::from_cells(&Cells(row))
 }
 
 /// A bind value as diesel serialised it (PostgreSQL's binary format).

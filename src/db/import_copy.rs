@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use std::pin::pin;
 
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Transaction};
 
-use super::entities::{ENTITY_COLUMN_TYPES, ENTITY_COLUMNS, EntityRow, EntityView};
+use super::entities::{
+    ENTITY_COLUMN_NAMES, ENTITY_COLUMN_TYPES, ENTITY_COLUMNS, EntityRow, EntityView, KEPT_ON_UPDATE,
+};
 use super::import_errors::ImportErrorRow;
 
 /// A dedicated connection for one import run.
@@ -118,29 +119,7 @@ async fn stored(
         .query(&query, &[&organization_id, &country, &tax_ids])
         .await?
     {
-        let entity = EntityRow {
-            id: row.try_get(0)?,
-            organization_id: row.try_get(1)?,
-            entity_type: row.try_get(2)?,
-            tax_id: row.try_get(3)?,
-            country: row.try_get(4)?,
-            name: row.try_get(5)?,
-            gender: row.try_get(6)?,
-            external_id: row.try_get(7)?,
-            email: row.try_get(8)?,
-            phone: row.try_get(9)?,
-            registration_date: row.try_get(10)?,
-            status: row.try_get(11)?,
-            is_client: row.try_get(12)?,
-            nationality: row.try_get(13)?,
-            risk_matrix_id: row.try_get(14)?,
-            attributes: row.try_get(15)?,
-            entity_data: row.try_get(16)?,
-            enrichment_plan: row.try_get(17)?,
-            skip_rules_execution: row.try_get(18)?,
-            created_at: row.try_get(19)?,
-            updated_at: row.try_get(20)?,
-        };
+        let entity = EntityRow::from_pg(&row)?;
         into.insert((entity.country.clone(), entity.tax_id.clone()), entity);
     }
     Ok(())
@@ -159,37 +138,15 @@ async fn write(
                 "COPY import_stage ({ENTITY_COLUMNS}) FROM STDIN (FORMAT binary)"
             ))
             .await?;
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, &ENTITY_COLUMN_TYPES));
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, ENTITY_COLUMN_TYPES));
         for r in rows {
-            let values: [&(dyn ToSql + Sync); 21] = [
-                &r.id,
-                &r.organization_id,
-                &r.entity_type,
-                &r.tax_id,
-                &r.country,
-                &r.name,
-                &r.gender,
-                &r.external_id,
-                &r.email,
-                &r.phone,
-                &r.registration_date,
-                &r.status,
-                &r.is_client,
-                &r.nationality,
-                &r.risk_matrix_id,
-                &r.attributes,
-                &r.entity_data,
-                &r.enrichment_plan,
-                &r.skip_rules_execution,
-                &r.created_at,
-                &r.updated_at,
-            ];
+            let values = r.pg_values();
             writer.as_mut().write(&values).await?;
         }
         writer.as_mut().finish().await?;
-        let updates = ENTITY_COLUMNS
-            .split(", ")
-            .filter(|c| !matches!(*c, "id" | "organization_id" | "country" | "tax_id" | "created_at"))
+        let updates = ENTITY_COLUMN_NAMES
+            .iter()
+            .filter(|c| !KEPT_ON_UPDATE.contains(c))
             .map(|c| format!("{c} = EXCLUDED.{c}"))
             .collect::<Vec<_>>()
             .join(", ");

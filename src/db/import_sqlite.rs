@@ -11,12 +11,36 @@
 //! `REPLACE` may delete), another seventh of the time. Single-row INSERT and
 //! UPDATE statements need none.
 
-use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
+use std::sync::LazyLock;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::SQLITE_SETTINGS;
-use super::entities::{ENTITY_COLUMNS, EntityRow, EntityView};
+use super::entities::{ENTITY_COLUMN_NAMES, ENTITY_COLUMNS, EntityRow, EntityView, KEPT_ON_UPDATE};
 use super::import_copy::BatchEnd;
 use super::import_errors::ImportErrorRow;
+
+/// `INSERT … ON CONFLICT DO NOTHING` binding every column (`?1` … in table order).
+static INSERT_NEW: LazyLock<String> = LazyLock::new(|| {
+    let values: Vec<String> = (1..=ENTITY_COLUMN_NAMES.len()).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO entities ({ENTITY_COLUMNS}) VALUES ({}) \
+         ON CONFLICT (organization_id, country, tax_id) DO NOTHING",
+        values.join(", ")
+    )
+});
+
+/// `UPDATE … WHERE id = ?1` of every column but [`KEPT_ON_UPDATE`], bound with the
+/// INSERT's values (unused positions are allowed).
+static UPDATE_BY_ID: LazyLock<String> = LazyLock::new(|| {
+    let sets: Vec<String> = ENTITY_COLUMN_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| !KEPT_ON_UPDATE.contains(name))
+        .map(|(i, name)| format!("{name} = ?{}", i + 1))
+        .collect();
+    format!("UPDATE entities SET {} WHERE id = ?1", sets.join(", "))
+});
 
 /// Page cache of the import connection (KiB); SQLite's default is 2 MiB, which
 /// makes an import into a large organization re-read its unique-index pages.
@@ -108,31 +132,7 @@ impl Batch<'_> {
             "SELECT {ENTITY_COLUMNS} FROM entities WHERE organization_id = ?1 AND country = ?2 AND tax_id = ?3"
         ))?;
         statement
-            .query_row(params![organization_id, country, tax_id], |row| {
-                Ok(EntityRow {
-                    id: row.get(0)?,
-                    organization_id: row.get(1)?,
-                    entity_type: row.get(2)?,
-                    tax_id: row.get(3)?,
-                    country: row.get(4)?,
-                    name: row.get(5)?,
-                    gender: row.get(6)?,
-                    external_id: row.get(7)?,
-                    email: row.get(8)?,
-                    phone: row.get(9)?,
-                    registration_date: row.get(10)?,
-                    status: row.get(11)?,
-                    is_client: row.get(12)?,
-                    nationality: row.get(13)?,
-                    risk_matrix_id: row.get(14)?,
-                    attributes: row.get(15)?,
-                    entity_data: row.get(16)?,
-                    enrichment_plan: row.get(17)?,
-                    skip_rules_execution: row.get(18)?,
-                    created_at: row.get(19)?,
-                    updated_at: row.get(20)?,
-                })
-            })
+            .query_row(params![organization_id, country, tax_id], EntityRow::from_sqlite)
             .optional()
     }
 
@@ -140,12 +140,8 @@ impl Batch<'_> {
     /// (nothing written). Trying the insert first spares new keys, the usual case,
     /// a lookup.
     pub fn insert_new(&self, r: &EntityView<'_>) -> rusqlite::Result<bool> {
-        let mut statement = self.tx.prepare_cached(&format!(
-            "INSERT INTO entities ({ENTITY_COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) \
-             ON CONFLICT (organization_id, country, tax_id) DO NOTHING"
-        ))?;
-        let inserted = statement.execute(values(r).as_slice())?;
+        let mut statement = self.tx.prepare_cached(&INSERT_NEW)?;
+        let inserted = statement.execute(r.sqlite_values().as_slice())?;
         Ok(inserted == 1)
     }
 
@@ -153,13 +149,8 @@ impl Batch<'_> {
     /// except its id, key and creation time. Bound as the INSERT is (unused
     /// positions are allowed), so both share one list of values.
     pub fn update(&self, r: &EntityView<'_>) -> rusqlite::Result<()> {
-        let mut statement = self.tx.prepare_cached(
-            "UPDATE entities SET entity_type = ?3, name = ?6, gender = ?7, external_id = ?8, email = ?9, \
-             phone = ?10, registration_date = ?11, status = ?12, is_client = ?13, nationality = ?14, \
-             risk_matrix_id = ?15, attributes = ?16, entity_data = ?17, enrichment_plan = ?18, \
-             skip_rules_execution = ?19, updated_at = ?21 WHERE id = ?1",
-        )?;
-        statement.execute(values(r).as_slice())?;
+        let mut statement = self.tx.prepare_cached(&UPDATE_BY_ID)?;
+        statement.execute(r.sqlite_values().as_slice())?;
         Ok(())
     }
 
@@ -213,31 +204,4 @@ impl Batch<'_> {
         let _ = self.checkpoint.try_send(());
         Ok(true)
     }
-}
-
-/// The values of `r` in [`ENTITY_COLUMNS`] order, for `?1` … `?21`.
-fn values<'a>(r: &'a EntityView<'_>) -> [&'a dyn ToSql; 21] {
-    [
-        &r.id,
-        &r.organization_id,
-        &r.entity_type,
-        &r.tax_id,
-        &r.country,
-        &r.name,
-        &r.gender,
-        &r.external_id,
-        &r.email,
-        &r.phone,
-        &r.registration_date,
-        &r.status,
-        &r.is_client,
-        &r.nationality,
-        &r.risk_matrix_id,
-        &r.attributes,
-        &r.entity_data,
-        &r.enrichment_plan,
-        &r.skip_rules_execution,
-        &r.created_at,
-        &r.updated_at,
-    ]
 }

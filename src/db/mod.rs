@@ -7,6 +7,7 @@ pub mod email;
 pub mod email_deliveries;
 pub mod enrichments;
 pub mod entities;
+pub mod entity_source;
 pub mod export_rows;
 pub mod import_copy;
 pub mod import_errors;

@@ -1,13 +1,12 @@
-//! The export job: reads the entities in keyset-ordered batches, streams them
-//! through the format writer (on a blocking thread) into a local temp file, then
-//! stores the file (multipart on S3). Memory stays flat: one batch in flight plus
-//! the channel's few batches.
+//! The export job: reads the matching entities in creation order
+//! ([`EntitySource`], each backend its own way), streams them through the format
+//! writer (on a blocking thread) into a local temp file, then stores the file
+//! (multipart on S3). Memory stays flat: a few batches in flight.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -15,10 +14,8 @@ use super::columns::{self, Cell, CellRef};
 use super::format::file_name_and_type;
 use super::spec::{Export, ExportResult, ExportSpec};
 use super::writer::{self, Record, WriterOptions};
-use crate::db::entities::{self, EntityRow};
-use crate::db::export_rows::{self, ExportReader, ReadError};
+use crate::db::entity_source::{EntitySource, StoredEntity};
 use crate::db::now_ms;
-use crate::db::{Backend, Conn};
 use crate::jobs::{Job, JobContext, JobError, NewJob, Outcome, RunJob};
 use crate::storage::Storage;
 
@@ -132,32 +129,30 @@ impl ExportJob {
 
     /// Streams the matching entities through the writer into `temp`; returns what
     /// the writer wrote (rows after `expand_array`) and the number of entities read.
+    /// CSV and Parquet writers read each entity where it lies; the other formats
+    /// (and `expand_array`) get cells.
     async fn write_rows(
         &self,
         ctx: &JobContext,
         spec: &ExportSpec,
         temp: &Path,
     ) -> Result<(writer::Written, i64), JobError> {
-        let in_place = writer::reads_records(spec.format) && spec.expand_array.is_none();
-        if in_place && ctx.db().backend() == Backend::Postgres {
-            return self.write_from_postgres(ctx, spec, temp).await;
-        }
-        // The read holds its connection for the whole export: a dedicated one, so
-        // the export never sits on a pooled connection while its progress writes
-        // (and every API call) check theirs out.
-        let mut conn = ctx.db().dedicated().await?;
-        let total = entities::count(&mut conn, &ctx.job().organization_id, &spec.filter).await?;
+        let organization_id = &ctx.job().organization_id;
+        let mut source =
+            EntitySource::open(ctx.db(), organization_id, &spec.filter, self.batch_rows as usize)
+                .await
+                .map_err(read_error)?;
+        let total = source.total();
         ctx.progress(0, Some(total), 0, true).await?;
         let options = writer_options(spec);
         let columns = spec.columns.clone();
-        if in_place {
-            // The writer reads the entities in place: no cells are built.
+        if writer::reads_records(spec.format) && spec.expand_array.is_none() {
             let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, {
-                move |rows: &mut mpsc::Receiver<Vec<EntityRow>>, path, counter| {
+                move |rows: &mut mpsc::Receiver<Vec<StoredEntity>>, path, counter| {
                     writer::write_records(&options, &columns, rows, path, counter)
                 }
             });
-            let read = self.read_into(&mut conn, &mut feed, |_, batch| batch).await;
+            let read = feed.pump(&mut source, |_, batch| Ok(batch)).await;
             return finish_writer(feed, writer, read).await;
         }
         let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, {
@@ -165,51 +160,7 @@ impl ExportJob {
                 writer::write_file(&options, &columns, rows, path, counter)
             }
         });
-        let read = self.read_into(&mut conn, &mut feed, entity_cells).await;
-        finish_writer(feed, writer, read).await
-    }
-
-    /// CSV and Parquet on PostgreSQL: rows come over a dedicated connection and the
-    /// writer reads them as received ([`crate::db::export_rows`]); the count runs
-    /// on a pooled connection, returned before the rows are streamed.
-    async fn write_from_postgres(
-        &self,
-        ctx: &JobContext,
-        spec: &ExportSpec,
-        temp: &Path,
-    ) -> Result<(writer::Written, i64), JobError> {
-        let organization_id = ctx.job().organization_id.clone();
-        let reader = ExportReader::connect(ctx.db().url()).await.map_err(read_error)?;
-        let count = async {
-            let mut conn = ctx.db().conn().await?;
-            Ok::<_, JobError>(entities::count(&mut conn, &organization_id, &spec.filter).await?)
-        };
-        let (total, rows) = tokio::join!(count, reader.rows(&organization_id, &spec.filter));
-        let (total, rows) = (total?, rows.map_err(read_error)?);
-        ctx.progress(0, Some(total), 0, true).await?;
-        let options = writer_options(spec);
-        let columns = spec.columns.clone();
-        let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, {
-            move |rows: &mut mpsc::Receiver<Vec<PgEntity>>, path, counter| {
-                writer::write_records(&options, &columns, rows, path, counter)
-            }
-        });
-        let read = async {
-            let mut chunks = std::pin::pin!(rows.chunks(self.batch_rows as usize));
-            while let Some(chunk) = chunks.next().await {
-                let batch = chunk
-                    .into_iter()
-                    .map(|row| row.map(PgEntity))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| read_error(e.into()))?;
-                let entities = batch.len() as i64;
-                if !feed.push(batch, entities).await? {
-                    break;
-                }
-            }
-            Ok(())
-        }
-        .await;
+        let read = feed.pump(&mut source, entity_cells).await;
         finish_writer(feed, writer, read).await
     }
 
@@ -243,71 +194,6 @@ impl ExportJob {
             pause: self.batch_pause,
         };
         (feed, writer)
-    }
-
-    /// Reads every matching entity in creation order into `feed` with one query and
-    /// one snapshot: streamed by tokio-postgres on PostgreSQL; on SQLite stepped on a
-    /// blocking thread (its async wrapper would buffer a whole stream).
-    /// `convert` turns each batch of entities into the writer's rows.
-    async fn read_into<R: Send>(
-        &self,
-        conn: &mut Conn,
-        feed: &mut Feed<'_, R>,
-        convert: fn(&ExportSpec, Vec<EntityRow>) -> Vec<R>,
-    ) -> Result<(), JobError> {
-        let organization_id = feed.ctx.job().organization_id.clone();
-        let filter = &feed.spec.filter;
-        if let Conn::Pg(pg) = conn {
-            let filter = filter.clone();
-            let stream = entities::stream_in_creation_order(pg, &organization_id, &filter).await?;
-            let mut chunks = std::pin::pin!(stream.chunks(self.batch_rows as usize));
-            while let Some(chunk) = chunks.next().await {
-                let batch = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
-                if !feed.push_entities(batch, convert).await? {
-                    break;
-                }
-            }
-            return Ok(());
-        }
-        // SQLite: one statement stepped on a blocking thread, batches over a channel.
-        let Conn::Sqlite(sqlite) = conn else { return Ok(()) };
-        let (sender, mut batches) = mpsc::channel::<Vec<EntityRow>>(2);
-        let (filter, batch_rows) = (filter.clone(), self.batch_rows as usize);
-        let reading = sqlite.spawn_blocking(move |c| {
-            let mut batch = Vec::with_capacity(batch_rows);
-            entities::each_in_creation_order_sqlite(c, &organization_id, &filter, |row| {
-                batch.push(row);
-                if batch.len() < batch_rows {
-                    return true;
-                }
-                // A closed channel means the export stopped: stop reading too.
-                sender.blocking_send(std::mem::take(&mut batch)).is_ok()
-            })?;
-            if !batch.is_empty() {
-                let _ = sender.blocking_send(batch);
-            }
-            Ok(())
-        });
-        let consume = async {
-            let mut result = Ok(());
-            while let Some(batch) = batches.recv().await {
-                match feed.push_entities(batch, convert).await {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(err) => {
-                        result = Err(err);
-                        break;
-                    }
-                }
-            }
-            // The reader sees the closed channel and stops, whatever ended the loop.
-            batches.close();
-            result
-        };
-        let (read, consumed) = tokio::join!(reading, consume);
-        consumed?;
-        read?;
-        Ok(())
     }
 }
 
@@ -347,45 +233,35 @@ fn writer_options(spec: &ExportSpec) -> WriterOptions {
 }
 
 /// A lost or refused database connection may pass: the queue retries the export.
-fn read_error(err: ReadError) -> JobError {
+fn read_error(err: impl std::fmt::Display) -> JobError {
     JobError::Transient(err.to_string())
 }
 
 /// The cells of each entity, `expand_array` applied.
-fn entity_cells(spec: &ExportSpec, batch: Vec<EntityRow>) -> Vec<Vec<Cell>> {
+fn entity_cells(spec: &ExportSpec, batch: Vec<StoredEntity>) -> Result<Vec<Vec<Cell>>, JobError> {
     let mut rows = Vec::with_capacity(batch.len());
     for entity in batch {
+        let entity = entity.into_row().map_err(read_error)?;
         columns::expand(
             columns::cells(entity, &spec.columns),
             spec.expand_array,
             &mut rows,
         );
     }
-    rows
+    Ok(rows)
 }
 
-/// A row of the raw PostgreSQL reader, read by the CSV or Parquet writer where it
-/// lies.
-struct PgEntity(tokio_postgres::Row);
-
-impl Record for PgEntity {
+/// An entity as read, handed to the CSV or Parquet writer where it lies.
+impl Record for StoredEntity {
     fn each_cell(
         &self,
         columns: &[columns::Column],
         each: &mut dyn FnMut(CellRef<'_>) -> Result<(), writer::WriteError>,
     ) -> Result<(), writer::WriteError> {
-        let entity = export_rows::view(&self.0).map_err(|e| writer::WriteError::encode("entity row", e))?;
+        let entity = self
+            .view()
+            .map_err(|e| writer::WriteError::encode("entity row", e))?;
         columns::each_cell(&entity, columns, each)
-    }
-}
-
-impl Record for EntityRow {
-    fn each_cell(
-        &self,
-        columns: &[columns::Column],
-        each: &mut dyn FnMut(CellRef<'_>) -> Result<(), writer::WriteError>,
-    ) -> Result<(), writer::WriteError> {
-        columns::each_cell(&self.view(), columns, each)
     }
 }
 
@@ -402,14 +278,20 @@ struct Feed<'a, R> {
 }
 
 impl<R> Feed<'_, R> {
-    async fn push_entities(
+    /// Moves every batch of `source` to the writer; `convert` turns a batch of
+    /// entities into the writer's rows.
+    async fn pump(
         &mut self,
-        batch: Vec<EntityRow>,
-        convert: fn(&ExportSpec, Vec<EntityRow>) -> Vec<R>,
-    ) -> Result<bool, JobError> {
-        let entities = batch.len() as i64;
-        let rows = convert(self.spec, batch);
-        self.push(rows, entities).await
+        source: &mut EntitySource,
+        convert: fn(&ExportSpec, Vec<StoredEntity>) -> Result<Vec<R>, JobError>,
+    ) -> Result<(), JobError> {
+        while let Some(batch) = source.next().await.map_err(read_error)? {
+            let entities = batch.len() as i64;
+            if !self.push(convert(self.spec, batch)?, entities).await? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Sends one batch made of `entities` entities; `Ok(false)` when the writer
