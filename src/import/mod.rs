@@ -15,6 +15,8 @@ pub mod row;
 pub mod service;
 pub mod spec;
 pub mod tax_id;
+pub mod write_pg;
+pub mod write_sqlite;
 
 /// The `kind` of import jobs.
 pub const KIND: &str = "import";

@@ -31,7 +31,7 @@ on_both_backends!(
 
 const KIND: &str = "test_job";
 
-/// A test job kind whose behaviour the payload picks: `ok`, `fail`, or `wait`
+/// A test job kind whose behaviour the payload picks: `ok`, `slow`, `fail`, or `wait`
 /// (loops until stopped). Counts how often each job ran.
 #[derive(Default)]
 struct Probe {
@@ -68,8 +68,11 @@ impl RunJob for Probe {
                     ctx.progress(1, Some(10), 0, false).await?;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 },
-                _ => {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                action => {
+                    // `slow`: long enough RUNNING for a watcher on a busy machine to
+                    // see it on its own (a watcher behind sees only the newest state).
+                    let pause = if action == Some("slow") { 200 } else { 2 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                     ctx.progress(1, Some(1), 10, true).await?;
                     Ok(Outcome {
                         output: Some(serde_json::json!({"ok": true})),
@@ -316,7 +319,12 @@ async fn a_job_that_keeps_failing_ends_failed_after_max_attempts(backend: Backen
 async fn watchers_see_every_state_and_late_watchers_start_from_the_current_one(backend: Backend) {
     let app = TestApp::start(backend).await;
     let queue = app.app.queue.clone();
-    let id = queue.enqueue(job(&app.org_id, "ok")).await.unwrap().into_row().id;
+    let id = queue
+        .enqueue(job(&app.org_id, "slow"))
+        .await
+        .unwrap()
+        .into_row()
+        .id;
     let watch = queue.watch::<Probe>(&app.org_id, &id).await.unwrap();
     let collector =
         tokio::spawn(async move { watch.map(|r| r.unwrap().state).collect::<Vec<JobState>>().await });
