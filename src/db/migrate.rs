@@ -52,3 +52,30 @@ fn apply<DB: diesel::backend::Backend>(
         .map(|versions| versions.iter().map(|v| v.to_string()).collect())
         .map_err(|e| DbError::Migration(e.to_string()))
 }
+
+#[cfg(test)]
+mod twins {
+    /// The migrations of one backend, by name.
+    fn names(backend: &str) -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(backend);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Each schema change lands on both backends under the same name (the dialects
+    /// differ, so the SQL itself cannot be one file).
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let postgres = names("postgres");
+        assert!(!postgres.is_empty());
+        assert_eq!(postgres, names("sqlite"));
+    }
+}

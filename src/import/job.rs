@@ -278,7 +278,11 @@ async fn catalogue(db: &Db, organization_id: &str) -> Result<Catalogue, JobError
         }
     }
     for group in enrichments::list_groups(&mut conn, organization_id).await? {
-        let codes: Vec<String> = serde_json::from_str(&group.codes).unwrap_or_default();
+        // A group this build cannot read must not silently enrich nothing.
+        let codes: Vec<String> = serde_json::from_str(&group.codes).map_err(|e| JobError::Permanent {
+            reason: "INVALID_ENRICHMENT_GROUP".into(),
+            message: format!("the enrichment group `{}` cannot be read: {e}", group.slug),
+        })?;
         catalogue.groups.insert(group.slug, codes);
     }
     Ok(catalogue)
