@@ -9,9 +9,8 @@ pub mod enrichments;
 pub mod entities;
 pub mod entity_source;
 pub mod export_rows;
-pub mod import_copy;
 pub mod import_errors;
-pub mod import_sqlite;
+pub mod import_sink;
 pub mod jobs;
 pub mod liveness;
 pub mod mappings;
@@ -399,7 +398,7 @@ where
 }
 
 /// What every SQLite connection sets: the migrations', the pool's, and the
-/// import's own ([`import_sqlite`]), which adds its own foreign-key setting.
+/// import's own ([`import_sink`]), which adds its own foreign-key setting.
 ///
 /// The page size comes first because it only takes effect on a database not yet
 /// created (and before WAL mode is set); on an existing database it is a no-op, so

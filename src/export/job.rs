@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::columns::{self, Cell, CellRef};
+use super::columns::{self, Cell};
 use super::format::file_name_and_type;
 use super::spec::{Export, ExportResult, ExportSpec};
-use super::writer::{self, Record, WriterOptions};
+use super::writer::file_sink::{file_size, hash_file};
+use super::writer::{self, WriterOptions};
 use crate::db::entity_source::{EntitySource, StoredEntity};
 use crate::db::now_ms;
 use crate::jobs::{Job, JobContext, JobError, NewJob, Outcome, RunJob};
@@ -80,8 +80,8 @@ impl ExportJob {
         let write_time = started.elapsed();
         ctx.check()?;
         let (size, sha256) = match written.sha256 {
-            Some(sha256) => (file_size(temp).await?, sha256),
-            None => hash_file(temp.to_path_buf()).await?,
+            Some(sha256) => (file_size(temp).await.map_err(unreadable)?, sha256),
+            None => hash_file(temp.to_path_buf()).await.map_err(unreadable)?,
         };
         let hashed = started.elapsed();
         let object_key = format!("exports/{}/{}/{}", job.organization_id, job.id, file_name);
@@ -232,6 +232,11 @@ fn writer_options(spec: &ExportSpec) -> WriterOptions {
     }
 }
 
+/// The finished file could not be read back (disk trouble may pass).
+fn unreadable(err: std::io::Error) -> JobError {
+    JobError::Transient(format!("cannot read the export file: {err}"))
+}
+
 /// A lost or refused database connection may pass: the queue retries the export.
 fn read_error(err: impl std::fmt::Display) -> JobError {
     JobError::Transient(err.to_string())
@@ -249,20 +254,6 @@ fn entity_cells(spec: &ExportSpec, batch: Vec<StoredEntity>) -> Result<Vec<Vec<C
         );
     }
     Ok(rows)
-}
-
-/// An entity as read, handed to the CSV or Parquet writer where it lies.
-impl Record for StoredEntity {
-    fn each_cell(
-        &self,
-        columns: &[columns::Column],
-        each: &mut dyn FnMut(CellRef<'_>) -> Result<(), writer::WriteError>,
-    ) -> Result<(), writer::WriteError> {
-        let entity = self
-            .view()
-            .map_err(|e| writer::WriteError::encode("entity row", e))?;
-        columns::each_cell(&entity, columns, each)
-    }
 }
 
 /// Hands row batches to the writer thread, reporting progress and honouring
@@ -314,24 +305,4 @@ impl<R> Feed<'_, R> {
         }
         Ok(true)
     }
-}
-
-async fn file_size(path: &Path) -> Result<u64, JobError> {
-    tokio::fs::metadata(path)
-        .await
-        .map(|m| m.len())
-        .map_err(|e| JobError::Transient(format!("cannot read the export file: {e}")))
-}
-
-/// Size and SHA-256 of a file, read in a blocking thread.
-async fn hash_file(path: PathBuf) -> Result<(u64, String), JobError> {
-    tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&path)?;
-        let mut hasher = Sha256::new();
-        let size = std::io::copy(&mut file, &mut hasher)?;
-        Ok::<_, std::io::Error>((size, hex::encode(hasher.finalize())))
-    })
-    .await
-    .map_err(|e| JobError::Transient(e.to_string()))?
-    .map_err(|e| JobError::Transient(format!("cannot read the export file: {e}")))
 }

@@ -1,23 +1,24 @@
 //! The import job. A blocking thread reads the stored upload and applies the column
-//! contract; the async side writes each batch in one transaction: the entity
-//! upserts, the batch's problems and the checkpoint (rows done and counters, fenced
-//! by the lease). A retried job resumes after its last committed batch, so it never
-//! writes an entity or a problem twice and its counters stay exact.
+//! contract; the import sink ([`ImportSink`]) writes each batch in one transaction:
+//! the entity upserts, the batch's problems and the checkpoint (rows done and
+//! counters, fenced by the lease). A retried job resumes after its last committed
+//! batch, so it never writes an entity or a problem twice and its counters stay
+//! exact.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
-use super::csv_file::{self, Layout};
-use super::entity::{self, Prepared, Ready};
+use super::csv_file::Layout;
 use super::plan::Catalogue;
+use super::reader::{read_batches, read_layout};
 use super::report;
 use super::row::RowIssue;
+use super::rules::{Rules, problem_rows};
 use super::spec::{Import, ImportResult, ImportSpec};
-use super::{write_pg, write_sqlite};
-use crate::db::import_errors::{self, ImportErrorRow};
-use crate::db::{Backend, Db, enrichments};
+use crate::db::import_errors;
+use crate::db::import_sink::{Committed, Fence, ImportSink, SinkError};
+use crate::db::{Db, enrichments};
 use crate::jobs::{Job, JobContext, JobError, NewJob, Outcome, RunJob};
 use crate::storage::Storage;
 
@@ -45,17 +46,31 @@ impl RunJob for ImportJob {
     }
 }
 
-/// Where the job stands once a batch (or a PostgreSQL part) has committed.
-pub(super) struct Written {
-    pub(super) rows_done: i64,
-    pub(super) counters: ImportResult,
+/// Where the job is: rows done (data rows, in file order) and counters.
+struct Position {
+    rows_done: i64,
+    counters: ImportResult,
+    last_publish: Option<Instant>,
 }
 
-/// Where the job is: rows done (data rows, in file order) and counters.
-pub(super) struct Position {
-    pub(super) rows_done: i64,
-    pub(super) counters: ImportResult,
-    last_publish: Option<Instant>,
+impl Position {
+    fn reached(&mut self, committed: &Committed<ImportResult>) {
+        self.rows_done = committed.rows_done;
+        self.counters = committed.tally.clone();
+    }
+}
+
+/// A write the database refused for its data fails the import at once
+/// (`IMPORT_WRITE_REJECTED`): it would fail the same way again. The rest retries.
+fn sink_error(err: SinkError) -> JobError {
+    match err {
+        SinkError::Rejected(message) => JobError::Permanent {
+            reason: "IMPORT_WRITE_REJECTED".into(),
+            message,
+        },
+        SinkError::Transient(message) => JobError::Transient(message),
+        SinkError::LeaseLost => JobError::LeaseLost,
+    }
 }
 
 impl ImportJob {
@@ -173,19 +188,38 @@ impl ImportJob {
         position: &mut Position,
     ) -> Result<(), JobError> {
         let skip = position.rows_done as u64;
-        let batches = read_batches(upload, layout, spec, catalogue, skip, self.batch_rows);
-        match ctx.db().backend() {
-            Backend::Sqlite => write_sqlite::write_all(ctx, spec, batches, position).await,
-            Backend::Postgres => write_pg::write_all(ctx, spec, batches, position).await,
+        let mut batches = read_batches(upload, layout, spec, catalogue, skip, self.batch_rows);
+        let job = ctx.job();
+        let rules = Arc::new(Rules {
+            job_id: job.id.clone(),
+            organization_id: job.organization_id.clone(),
+            skip_rules: spec.batch.skip_rules_execution,
+        });
+        let fence = Fence {
+            job_id: job.id.clone(),
+            lease_id: ctx.lease_id().to_string(),
+        };
+        let committed = Committed {
+            rows_done: position.rows_done,
+            tally: position.counters.clone(),
+        };
+        let mut sink = ImportSink::open(ctx.db(), rules, fence, committed)
+            .await
+            .map_err(sink_error)?;
+        while let Some(batch) = batches.next().await? {
+            if let Err(stop) = ctx.check() {
+                // What is on its way is finished first: the rows written stay.
+                sink.finish().await.map_err(sink_error)?;
+                position.reached(sink.committed());
+                return Err(stop);
+            }
+            sink.write(batch).await.map_err(sink_error)?;
+            position.reached(sink.committed());
+            publish(ctx, position).await;
         }
-    }
-}
-
-/// A write the database refuses for its data: it would fail the same way again.
-pub(super) fn write_rejected(message: String) -> JobError {
-    JobError::Permanent {
-        reason: "IMPORT_WRITE_REJECTED".into(),
-        message,
+        sink.finish().await.map_err(sink_error)?;
+        position.reached(sink.committed());
+        Ok(())
     }
 }
 
@@ -201,61 +235,8 @@ fn describe(line: u64, issue: &RowIssue) -> String {
     }
 }
 
-/// The rows recording `issues` of one CSV row, numbered from `first_seq` within
-/// its line; `severity` is `import_errors::ERROR` or `WARNING`.
-fn problem_rows(
-    job_id: &str,
-    prepared: &Prepared,
-    issues: &[RowIssue],
-    first_seq: i32,
-    severity: &str,
-) -> Vec<ImportErrorRow> {
-    let raw = serde_json::to_string(&prepared.raw).unwrap_or_else(|_| "[]".into());
-    issues
-        .iter()
-        .enumerate()
-        .map(|(i, issue)| ImportErrorRow {
-            job_id: job_id.to_string(),
-            line: prepared.line as i64,
-            seq: first_seq + i as i32,
-            severity: severity.to_string(),
-            column_name: issue.column.clone(),
-            code: issue.code.to_string(),
-            message: issue.message.clone(),
-            raw_value: issue.raw_value.clone(),
-            raw_record: raw.clone(),
-        })
-        .collect()
-}
-
-/// Counts a row's problems and collects them; the row's values when it is valid.
-pub(super) fn settle(
-    prepared: Prepared,
-    counters: &mut ImportResult,
-    job_id: &str,
-    problems: &mut Vec<ImportErrorRow>,
-) -> Option<Ready> {
-    let mut seq = 0;
-    if let Err(issues) = &prepared.outcome {
-        counters.failed += 1;
-        problems.extend(problem_rows(job_id, &prepared, issues, 0, import_errors::ERROR));
-        seq = issues.len() as i32;
-    }
-    if !prepared.warnings.is_empty() {
-        counters.warnings += prepared.warnings.len() as i64;
-        problems.extend(problem_rows(
-            job_id,
-            &prepared,
-            &prepared.warnings,
-            seq,
-            import_errors::WARNING,
-        ));
-    }
-    prepared.outcome.ok()
-}
-
 /// Tells watchers about progress, at most every [`PUBLISH_INTERVAL`].
-pub(super) async fn publish(ctx: &JobContext, position: &mut Position) {
+async fn publish(ctx: &JobContext, position: &mut Position) {
     if position
         .last_publish
         .is_some_and(|t| t.elapsed() < PUBLISH_INTERVAL)
@@ -286,105 +267,4 @@ async fn catalogue(db: &Db, organization_id: &str) -> Result<Catalogue, JobError
         catalogue.groups.insert(group.slug, codes);
     }
     Ok(catalogue)
-}
-
-/// The header row of the stored upload.
-async fn read_layout(upload: &Path, spec: &ImportSpec) -> Result<Layout, JobError> {
-    let (path, column_map) = (upload.to_path_buf(), spec.column_map.clone());
-    tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path).map_err(|e| JobError::Transient(e.to_string()))?;
-        let mut reader = csv_file::reader(file);
-        let mut record = csv::ByteRecord::new();
-        let read = reader
-            .read_byte_record(&mut record)
-            .map_err(|e| JobError::Transient(e.to_string()))?;
-        let invalid = |message: String| JobError::Permanent {
-            reason: "INVALID_IMPORT_FILE".into(),
-            message,
-        };
-        if !read {
-            return Err(invalid("the stored file is empty".into()));
-        }
-        Layout::from_header(&record, &column_map).map_err(|v| {
-            invalid(
-                v.first()
-                    .map(|v| v.message.clone())
-                    .unwrap_or_else(|| "the header row cannot be read".into()),
-            )
-        })
-    })
-    .await
-    .map_err(|e| JobError::Transient(e.to_string()))?
-}
-
-/// Batches of prepared rows from a blocking reader thread.
-pub(super) struct Batches {
-    receiver: mpsc::Receiver<Vec<Prepared>>,
-    reader: Option<tokio::task::JoinHandle<Result<(), String>>>,
-}
-
-impl Batches {
-    /// The next batch; `None` at the end of the file. A read error fails the run
-    /// (transient: the stored file did pass pre-flight).
-    pub(super) async fn next(&mut self) -> Result<Option<Vec<Prepared>>, JobError> {
-        if let Some(batch) = self.receiver.recv().await {
-            return Ok(Some(batch));
-        }
-        if let Some(reader) = self.reader.take() {
-            reader
-                .await
-                .map_err(|e| JobError::Transient(e.to_string()))?
-                .map_err(JobError::Transient)?;
-        }
-        Ok(None)
-    }
-}
-
-fn read_batches(
-    upload: &Path,
-    layout: &Layout,
-    spec: &ImportSpec,
-    catalogue: &Catalogue,
-    skip: u64,
-    batch_rows: usize,
-) -> Batches {
-    let (sender, receiver) = mpsc::channel(2);
-    let (path, layout, spec, catalogue) = (
-        upload.to_path_buf(),
-        layout.clone(),
-        spec.clone(),
-        catalogue.clone(),
-    );
-    let batch_rows = batch_rows.max(1);
-    let reader = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-        let mut reader = csv_file::reader(std::io::BufReader::new(file));
-        let mut record = csv::ByteRecord::new();
-        // The header row.
-        reader.read_byte_record(&mut record).map_err(|e| e.to_string())?;
-        let mut index = 0u64;
-        let mut batch = Vec::with_capacity(batch_rows);
-        while reader.read_byte_record(&mut record).map_err(|e| e.to_string())? {
-            if csv_file::is_blank(&record) {
-                continue;
-            }
-            index += 1;
-            if index <= skip {
-                continue;
-            }
-            batch.push(entity::prepare(&record, &layout, &spec, &catalogue));
-            // A closed channel means the job stopped: stop reading too.
-            if batch.len() >= batch_rows && sender.blocking_send(std::mem::take(&mut batch)).is_err() {
-                return Ok(());
-            }
-        }
-        if !batch.is_empty() {
-            let _ = sender.blocking_send(batch);
-        }
-        Ok(())
-    });
-    Batches {
-        receiver,
-        reader: Some(reader),
-    }
 }

@@ -10,13 +10,13 @@ pub mod mapping;
 pub mod notice;
 pub mod plan;
 pub mod preflight;
+pub mod reader;
 pub mod report;
 pub mod row;
+pub mod rules;
 pub mod service;
 pub mod spec;
 pub mod tax_id;
-pub mod write_pg;
-pub mod write_sqlite;
 
 /// The `kind` of import jobs.
 pub const KIND: &str = "import";

@@ -114,6 +114,24 @@ impl Drop for PipedFile {
     }
 }
 
+/// The size of a finished file.
+pub async fn file_size(path: &Path) -> io::Result<u64> {
+    tokio::fs::metadata(path).await.map(|m| m.len())
+}
+
+/// Size and SHA-256 of a file, read in a blocking thread (when the writer did not
+/// hash it on the way).
+pub async fn hash_file(path: std::path::PathBuf) -> io::Result<(u64, String)> {
+    tokio::task::spawn_blocking(move || {
+        let mut file = File::open(&path)?;
+        let mut hasher = Sha256::new();
+        let size = io::copy(&mut file, &mut hasher)?;
+        Ok((size, hex::encode(hasher.finalize())))
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ use self::file_sink::PipedFile;
 
 use super::columns::{Cell, CellRef, Column};
 use super::format::{Compression, Format};
+use crate::db::entity_source::StoredEntity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -65,6 +66,18 @@ pub trait Record {
         columns: &[Column],
         each: &mut dyn FnMut(CellRef<'_>) -> Result<(), WriteError>,
     ) -> Result<(), WriteError>;
+}
+
+/// An entity as read, handed to the CSV or Parquet writer where it lies.
+impl Record for StoredEntity {
+    fn each_cell(
+        &self,
+        columns: &[Column],
+        each: &mut dyn FnMut(CellRef<'_>) -> Result<(), WriteError>,
+    ) -> Result<(), WriteError> {
+        let entity = self.view().map_err(|e| WriteError::encode("entity row", e))?;
+        super::columns::each_cell(&entity, columns, each)
+    }
 }
 
 impl Record for Vec<Cell> {

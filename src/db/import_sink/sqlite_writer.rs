@@ -1,8 +1,8 @@
-//! The import job's write path on SQLite, over its own connection (rusqlite) used
-//! from one blocking thread: per batch, one `BEGIN IMMEDIATE` transaction holding
+//! The import's SQLite connection (rusqlite, its own), used from one blocking
+//! thread: per batch, one `BEGIN IMMEDIATE` transaction holding
 //! each row's `INSERT … ON CONFLICT DO NOTHING` (a new key: done) or, when its key
 //! is stored, the lookup and an `UPDATE` by id; the batch's problems; and the
-//! lease-fenced checkpoint (the statement of [`super::import_copy`]'s). Every
+//! lease-fenced checkpoint ([`super::CHECKPOINT`]). Every
 //! statement is prepared once and cached.
 //!
 //! Why not diesel here: diesel builds and binds each row's query through its AST
@@ -15,10 +15,10 @@ use std::sync::LazyLock;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::SQLITE_SETTINGS;
-use super::entities::{ENTITY_COLUMN_NAMES, ENTITY_COLUMNS, EntityRow, EntityView, KEPT_ON_UPDATE};
-use super::import_copy::BatchEnd;
-use super::import_errors::ImportErrorRow;
+use super::{BatchEnd, CHECKPOINT};
+use crate::db::SQLITE_SETTINGS;
+use crate::db::entities::{ENTITY_COLUMN_NAMES, ENTITY_COLUMNS, EntityRow, EntityView, KEPT_ON_UPDATE};
+use crate::db::import_errors::ImportErrorRow;
 
 /// `INSERT … ON CONFLICT DO NOTHING` binding every column (`?1` … in table order).
 static INSERT_NEW: LazyLock<String> = LazyLock::new(|| {
@@ -184,8 +184,7 @@ impl Batch<'_> {
     /// written) when the lease was lost.
     pub fn finish(self, end: &BatchEnd) -> rusqlite::Result<bool> {
         let fenced = self.tx.execute(
-            "UPDATE jobs SET rows_done = ?1, result = ?2, updated_at = ?3, version = version + 1 \
-             WHERE id = ?4 AND lease_id = ?5 AND state = 'running' AND rows_done = ?6",
+            CHECKPOINT,
             params![
                 end.rows_done,
                 end.result,

@@ -1,9 +1,7 @@
-//! The import job's write path on PostgreSQL, over its own tokio-postgres
-//! connection: per batch, in one transaction, the stored entities of the batch's
+//! The import's PostgreSQL connection (tokio-postgres, its own): per batch, in one transaction, the stored entities of the batch's
 //! keys, a binary `COPY` of the merged rows into a temporary staging table, one
 //! set-based `INSERT … SELECT … ON CONFLICT DO UPDATE` into `entities`, the batch's
-//! problems, and the lease-fenced checkpoint (the same statement as
-//! [`super::jobs::checkpoint`]). A multi-row INSERT through diesel binds 21
+//! problems, and the lease-fenced checkpoint ([`super::CHECKPOINT`]). A multi-row INSERT through diesel binds 21
 //! parameters a row and has PostgreSQL parse and plan each one; COPY streams them.
 
 use std::collections::HashMap;
@@ -12,27 +10,15 @@ use std::pin::pin;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::{Client, NoTls, Transaction};
 
-use super::entities::{
+use super::{BatchEnd, CHECKPOINT};
+use crate::db::entities::{
     ENTITY_COLUMN_NAMES, ENTITY_COLUMN_TYPES, ENTITY_COLUMNS, EntityRow, EntityView, KEPT_ON_UPDATE,
 };
-use super::import_errors::ImportErrorRow;
+use crate::db::import_errors::ImportErrorRow;
 
 /// A dedicated connection for one import run.
 pub struct CopyWriter {
     client: Client,
-}
-
-/// What one batch writes besides its entities: the checkpoint.
-pub struct BatchEnd {
-    pub job_id: String,
-    pub lease_id: String,
-    /// The job's `rows_done` before this batch: the checkpoint only applies on top
-    /// of the batch before it, so batches written on two connections can never
-    /// commit out of order or over a gap.
-    pub rows_before: i64,
-    pub rows_done: i64,
-    pub result: String,
-    pub now: i64,
 }
 
 impl CopyWriter {
@@ -186,8 +172,7 @@ async fn write(
 async fn checkpoint(tx: &Transaction<'_>, end: &BatchEnd) -> Result<bool, tokio_postgres::Error> {
     let fenced = tx
         .execute(
-            "UPDATE jobs SET rows_done = $1, result = $2, updated_at = $3, version = version + 1 \
-             WHERE id = $4 AND lease_id = $5 AND state = 'running' AND rows_done = $6",
+            CHECKPOINT,
             &[
                 &end.rows_done,
                 &end.result,
