@@ -25,6 +25,55 @@ pub enum ConfigError {
     },
 }
 
+/// Where exported files and uploads are kept (`storage.backend`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// A folder, served by ferry's HTTP route.
+    #[default]
+    Local,
+    S3,
+}
+
+/// How e-mail leaves (`mail.transport`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    /// An `.eml` file per message in `mail.drop_dir`.
+    #[default]
+    Drop,
+    Smtp,
+}
+
+/// How the SMTP connection is secured (`mail.smtp_tls`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    #[default]
+    Starttls,
+    Tls,
+    /// Only for local relays.
+    Plain,
+}
+
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// The settings with a fixed set of values, checked before the settings are built
+/// so that a wrong value names its setting and variable.
+const CHOICES: [(&str, &str); 4] = [
+    ("storage.backend", "`local` or `s3`"),
+    ("mail.transport", "`drop` or `smtp`"),
+    ("mail.smtp_tls", "`starttls`, `tls` or `plain`"),
+    ("log.format", "`human` or `json`"),
+];
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -107,7 +156,7 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `local` (a folder, served by ferry's HTTP route) or `s3`.
-    pub backend: String,
+    pub backend: StorageBackend,
     /// Folder of the local store; empty: `<data_dir>/files`.
     pub local_dir: String,
     /// Key of the HMAC that signs local download URLs; empty: generated once and kept
@@ -129,7 +178,7 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            backend: "local".into(),
+            backend: StorageBackend::Local,
             local_dir: String::new(),
             signing_key: String::new(),
             s3_bucket: String::new(),
@@ -204,13 +253,13 @@ pub struct PlansConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MailConfig {
     /// `drop` (an `.eml` file per message in `drop_dir`) or `smtp`.
-    pub transport: String,
+    pub transport: MailTransport,
     /// Folder of the mail drop; empty: `<data_dir>/mail`.
     pub drop_dir: String,
     pub smtp_host: String,
     pub smtp_port: u16,
     /// `starttls`, `tls` or `plain` (plain only for local relays).
-    pub smtp_tls: String,
+    pub smtp_tls: SmtpTls,
     pub smtp_username: String,
     pub smtp_password: String,
     /// The From of messages that name no sender.
@@ -224,11 +273,11 @@ pub struct MailConfig {
 impl Default for MailConfig {
     fn default() -> Self {
         MailConfig {
-            transport: "drop".into(),
+            transport: MailTransport::Drop,
             drop_dir: String::new(),
             smtp_host: "127.0.0.1".into(),
             smtp_port: 587,
-            smtp_tls: "starttls".into(),
+            smtp_tls: SmtpTls::Starttls,
             smtp_username: String::new(),
             smtp_password: String::new(),
             system_sender: "ferry <no-reply@ferry.localhost>".into(),
@@ -242,7 +291,7 @@ impl Default for MailConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `human` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// A `tracing` filter (`info`, `ferry=debug,info`).
     pub level: String,
 }
@@ -325,7 +374,7 @@ impl Default for PlansConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            format: "human".into(),
+            format: LogFormat::Human,
             level: "info".into(),
         }
     }
@@ -386,6 +435,9 @@ impl Config {
             set_leaf(&mut merged, key, parse_like(key, &default, raw)?);
         }
 
+        for (key, allowed) in CHOICES {
+            check_choice(&merged, key, allowed)?;
+        }
         let config: Config = merged
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Syntax {
@@ -401,24 +453,9 @@ impl Config {
         parse_addr("server.grpc_addr", &self.server.grpc_addr)?;
         parse_addr("server.http_addr", &self.server.http_addr)?;
         check(
-            "storage.backend",
-            matches!(self.storage.backend.as_str(), "local" | "s3"),
-            "must be `local` or `s3`",
-        )?;
-        check(
             "storage.s3_bucket",
-            self.storage.backend != "s3" || !self.storage.s3_bucket.is_empty(),
+            self.storage.backend != StorageBackend::S3 || !self.storage.s3_bucket.is_empty(),
             "is required when storage.backend is `s3`",
-        )?;
-        check(
-            "mail.transport",
-            matches!(self.mail.transport.as_str(), "drop" | "smtp"),
-            "must be `drop` or `smtp`",
-        )?;
-        check(
-            "mail.smtp_tls",
-            matches!(self.mail.smtp_tls.as_str(), "starttls" | "tls" | "plain"),
-            "must be `starttls`, `tls` or `plain`",
         )?;
         check(
             "mail.system_sender",
@@ -432,11 +469,6 @@ impl Config {
             "mail.link_ttl_secs",
             (60..=7 * 24 * 3600).contains(&self.mail.link_ttl_secs),
             "must be between 60 seconds and 7 days",
-        )?;
-        check(
-            "log.format",
-            matches!(self.log.format.as_str(), "human" | "json"),
-            "must be `human` or `json`",
         )?;
         check("jobs.workers", self.jobs.workers >= 1, "must be at least 1")?;
         check(
@@ -536,6 +568,24 @@ impl Config {
             self.database.url.clone()
         }
     }
+}
+
+/// A setting of [`CHOICES`] holds one of its values (the merged settings are still
+/// a table here).
+fn check_choice(merged: &toml::Table, key: &str, allowed: &str) -> Result<(), ConfigError> {
+    let (section, name) = key.split_once('.').unwrap_or((key, ""));
+    let value = merged
+        .get(section)
+        .and_then(|s| s.get(name))
+        .and_then(toml::Value::as_str)
+        .unwrap_or_default();
+    let known = match key {
+        "storage.backend" => toml::Value::from(value).try_into::<StorageBackend>().is_ok(),
+        "mail.transport" => toml::Value::from(value).try_into::<MailTransport>().is_ok(),
+        "mail.smtp_tls" => toml::Value::from(value).try_into::<SmtpTls>().is_ok(),
+        _ => toml::Value::from(value).try_into::<LogFormat>().is_ok(),
+    };
+    check(key, known, &format!("must be {allowed}, not `{value}`"))
 }
 
 fn check(key: &str, ok: bool, message: &str) -> Result<(), ConfigError> {
@@ -700,6 +750,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("server.grpc_addr"), "{err}");
+    }
+
+    #[test]
+    fn a_setting_with_fixed_values_names_them() {
+        for (variable, key, allowed) in [
+            ("FERRY_STORAGE_BACKEND", "storage.backend", "`local` or `s3`"),
+            ("FERRY_MAIL_TRANSPORT", "mail.transport", "`drop` or `smtp`"),
+            (
+                "FERRY_MAIL_SMTP_TLS",
+                "mail.smtp_tls",
+                "`starttls`, `tls` or `plain`",
+            ),
+            ("FERRY_LOG_FORMAT", "log.format", "`human` or `json`"),
+        ] {
+            let err = Config::load(Some(Path::new("/dev/null")), env(&[(variable, "ftp")]), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains(variable) && err.contains(allowed),
+                "{err}"
+            );
+        }
+        let config = Config::load(
+            Some(Path::new("/dev/null")),
+            env(&[("FERRY_MAIL_TRANSPORT", "smtp"), ("FERRY_LOG_FORMAT", "json")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.mail.transport, MailTransport::Smtp);
+        assert_eq!(config.log.format, LogFormat::Json);
     }
 
     #[test]

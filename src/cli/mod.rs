@@ -198,7 +198,7 @@ fn init_logging(config: &Config) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     // A second initialisation (tests) is harmless.
-    let _ = if config.log.format == "json" {
+    let _ = if config.log.format == crate::config::LogFormat::Json {
         builder.json().try_init()
     } else {
         builder.try_init()

@@ -9,7 +9,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::config::Config;
+use crate::config::{Config, MailTransport, SmtpTls};
 pub use templates::{Kind, Rendered, Templates};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,14 +47,18 @@ pub struct Mailer {
 impl Mailer {
     pub fn from_config(config: &Config) -> Result<Mailer, MailError> {
         let mail = &config.mail;
-        let transport = match mail.transport.as_str() {
-            "smtp" => {
-                let builder = match mail.smtp_tls.as_str() {
-                    "plain" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&mail.smtp_host),
-                    "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&mail.smtp_host)
+        let transport = match mail.transport {
+            MailTransport::Smtp => {
+                let builder = match mail.smtp_tls {
+                    SmtpTls::Plain => {
+                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&mail.smtp_host)
+                    }
+                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&mail.smtp_host)
                         .map_err(|e| MailError::Config(e.to_string()))?,
-                    _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&mail.smtp_host)
-                        .map_err(|e| MailError::Config(e.to_string()))?,
+                    SmtpTls::Starttls => {
+                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&mail.smtp_host)
+                            .map_err(|e| MailError::Config(e.to_string()))?
+                    }
                 };
                 let mut builder = builder.port(mail.smtp_port);
                 if !mail.smtp_username.is_empty() {
@@ -65,7 +69,7 @@ impl Mailer {
                 }
                 Transport::Smtp(builder.build())
             }
-            _ => {
+            MailTransport::Drop => {
                 let dir = if mail.drop_dir.is_empty() {
                     config.data_dir().join("mail")
                 } else {

@@ -9,7 +9,7 @@ pub mod signing;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, StorageBackend};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -40,12 +40,9 @@ pub enum Storage {
 impl Storage {
     /// The store the settings name (`storage.backend`).
     pub async fn from_config(config: &Config) -> Result<Storage, StorageError> {
-        match config.storage.backend.as_str() {
-            "local" => Ok(Storage::Local(local::LocalStore::from_config(config)?)),
-            "s3" => Ok(Storage::S3(s3::S3Store::from_config(&config.storage).await?)),
-            other => Err(StorageError::Config(format!(
-                "storage.backend `{other}` is not `local` or `s3`"
-            ))),
+        match config.storage.backend {
+            StorageBackend::Local => Ok(Storage::Local(local::LocalStore::from_config(config)?)),
+            StorageBackend::S3 => Ok(Storage::S3(s3::S3Store::from_config(&config.storage).await?)),
         }
     }
 

@@ -15,7 +15,7 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 use crate::on_both_backends;
-use crate::support::{Backend, TestApp, Workers, reason, violated_fields};
+use crate::support::{Backend, TestApp, Workers, fetch, reason, violated_fields};
 
 on_both_backends!(
     every_format_reads_back_cell_by_cell_with_an_independent_reader,
@@ -120,13 +120,6 @@ async fn wait_for_end(app: &TestApp, id: &str) -> Export {
     });
     deadline.await.expect("export did not finish in 30 s");
     last.expect("watch sent nothing")
-}
-
-/// Fetches the file behind a download link.
-async fn fetch(url: &str) -> (u16, Vec<u8>) {
-    let response = reqwest::get(url).await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.bytes().await.unwrap().to_vec())
 }
 
 async fn download(app: &TestApp, id: &str) -> (ExportDownload, Vec<u8>) {

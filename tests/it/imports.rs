@@ -518,9 +518,9 @@ async fn uploads_over_the_size_limit_or_without_the_feature_are_refused(backend:
 }
 
 async fn download(url: &str) -> String {
-    let response = reqwest::get(url).await.unwrap();
-    assert_eq!(response.status(), 200);
-    response.text().await.unwrap()
+    let (status, bytes) = crate::support::fetch(url).await;
+    assert_eq!(status, 200);
+    String::from_utf8(bytes).unwrap()
 }
 
 async fn failed_rows_are_listed_and_the_fixed_report_imports_cleanly(backend: Backend) {
@@ -743,7 +743,10 @@ async fn an_import_retried_after_a_crash_writes_nothing_twice(backend: Backend) 
         }
     }
     let queued = upload(&app, country("MX"), &csv).await.unwrap();
-    let app = {
+    let mut app = app;
+    // The first server (no worker) keeps serving the test's channel; the second
+    // runs the crashing job.
+    let _first = {
         let handler = Arc::new(CrashOnce {
             inner: ImportJob {
                 storage: app.app.storage.clone(),
@@ -754,10 +757,7 @@ async fn an_import_retried_after_a_crash_writes_nothing_twice(backend: Backend) 
         let running = ferry::server::start(app.app.clone(), Registry::new().with(handler))
             .await
             .unwrap();
-        TestApp {
-            running: Some(running),
-            ..app
-        }
+        app.running.replace(running)
     };
     let done = finished(&app, &queued.id).await;
     assert_eq!(done.state, JobState::Completed as i32, "{:?}", done.error);

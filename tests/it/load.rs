@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use ferry::auth::{Permission, keys};
 use ferry::db::Db;
-use ferry::jobs::Worker;
 use ferry::proto::{
     CreateExportRequest, GetExportRequest, JobState, ListEntitiesRequest, ListExportsRequest,
     WatchExportRequest, entity_service_client::EntityServiceClient,
@@ -15,7 +14,6 @@ use ferry::proto::{
 };
 use ferry::server::{self, App};
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -129,9 +127,6 @@ async fn a_thousand_watchers_of_one_export_all_see_it_complete(backend: Backend)
         assert_eq!(first.state(), JobState::Queued);
         watchers.push(stream);
     }
-    let stop = CancellationToken::new();
-    let worker = Worker::new(app.app.queue.clone(), app.app.job_kinds());
-    let worker = tokio::spawn(worker.run(stop.clone()));
     let mut ends = tokio::task::JoinSet::new();
     for mut stream in watchers {
         ends.spawn(async move {
@@ -142,6 +137,7 @@ async fn a_thousand_watchers_of_one_export_all_see_it_complete(backend: Backend)
             last
         });
     }
+    app.run_jobs_until_idle().await;
     let mut completed = 0;
     let ended = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(end) = ends.join_next().await {
@@ -153,8 +149,6 @@ async fn a_thousand_watchers_of_one_export_all_see_it_complete(backend: Backend)
     .await;
     assert!(ended.is_ok(), "watch streams still open after 60 s");
     assert_eq!(completed, 1000, "watchers that saw COMPLETED");
-    stop.cancel();
-    worker.await.unwrap();
     app.stop().await;
 }
 

@@ -81,10 +81,10 @@ async fn start_smtp() -> SmtpServer {
 }
 
 fn use_smtp(config: &mut ferry::config::Config, smtp: &SmtpServer) {
-    config.mail.transport = "smtp".into();
+    config.mail.transport = ferry::config::MailTransport::Smtp;
     config.mail.smtp_host = "127.0.0.1".into();
     config.mail.smtp_port = smtp.port;
-    config.mail.smtp_tls = "plain".into();
+    config.mail.smtp_tls = ferry::config::SmtpTls::Plain;
 }
 
 /// A received message: headers and decoded plain-text body.
@@ -493,8 +493,9 @@ async fn a_restarted_delivery_sends_each_recipient_exactly_one_message(backend: 
     wait_for_messages(&smtp.maildir, 1).await;
     let mut config = test_config(&app.db);
     slow(&mut config);
-    let TestApp { running, db, .. } = app;
-    running.unwrap().stop().await;
+    // The first process stops; its database (and temp folder) stay for the next.
+    let mut app = app;
+    app.running.take().unwrap().stop().await;
     assert_eq!(received(&smtp.maildir).len(), 1);
     // Another process picks the delivery up.
     let restarted = ferry::server::App::open(config).await.unwrap();
@@ -515,7 +516,7 @@ async fn a_restarted_delivery_sends_each_recipient_exactly_one_message(backend: 
         .unwrap();
     assert!(rows.iter().all(|r| r.state == email_deliveries::SENT), "{rows:?}");
     running.stop().await;
-    drop(db);
+    drop(app);
 }
 
 async fn a_failed_export_sends_a_failure_notice(backend: Backend) {
@@ -523,7 +524,7 @@ async fn a_failed_export_sends_a_failure_notice(backend: Backend) {
     let broken_storage = |c: &mut ferry::config::Config| {
         use_smtp(c, &smtp);
         c.jobs.max_attempts = 1;
-        c.storage.backend = "s3".into();
+        c.storage.backend = ferry::config::StorageBackend::S3;
         c.storage.s3_bucket = "nowhere".into();
         c.storage.s3_region = "us-east-1".into();
         c.storage.s3_endpoint = "http://127.0.0.1:9".into();

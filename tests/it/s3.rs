@@ -46,7 +46,7 @@ pub async fn start_s3() -> (String, tempfile::TempDir) {
 }
 
 fn use_s3(config: &mut ferry::config::Config, endpoint: &str) {
-    config.storage.backend = "s3".into();
+    config.storage.backend = ferry::config::StorageBackend::S3;
     config.storage.s3_bucket = BUCKET.into();
     config.storage.s3_prefix = "tenant-a".into();
     config.storage.s3_region = "us-east-1".into();

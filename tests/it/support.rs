@@ -7,9 +7,11 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use ferry::auth::{Permission, keys};
 use ferry::config::Config;
 use ferry::db::Db;
-use ferry::jobs::Registry;
+use ferry::db::jobs;
+use ferry::jobs::{Registry, Worker};
 use ferry::orgs::{self, Feature, Plan};
 use ferry::server::{self, App, Running};
+use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
@@ -202,6 +204,46 @@ impl TestApp {
             running.stop().await;
         }
     }
+
+    /// Runs ferry's job kinds on a worker of its own until no job is queued or
+    /// running (30 s at most), then stops it: for tests whose server runs none.
+    pub async fn run_jobs_until_idle(&self) {
+        let stop = CancellationToken::new();
+        let worker = Worker::new(self.app.queue.clone(), self.app.job_kinds());
+        let worker = tokio::spawn(worker.run(stop.clone()));
+        let idle = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                let counts = jobs::count_by_kind_and_state(&mut self.db().conn().await.expect("conn"))
+                    .await
+                    .expect("count jobs");
+                if !counts.iter().any(|(_, state, n)| !state.is_terminal() && *n > 0) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        stop.cancel();
+        worker.await.expect("worker");
+        assert!(idle.is_ok(), "jobs still queued or running after 30 s");
+    }
+}
+
+/// A test that ends without `stop` (a failed assertion) still stops its server:
+/// its listeners, worker and event listener do not linger into the next test.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown_token().cancel();
+        }
+    }
+}
+
+/// The file behind a download link: HTTP status and bytes.
+pub async fn fetch(url: &str) -> (u16, Vec<u8>) {
+    let response = reqwest::get(url).await.expect("download");
+    let status = response.status().as_u16();
+    (status, response.bytes().await.expect("body").to_vec())
 }
 
 pub fn with_auth<T>(message: T, key: &str, org: &str) -> tonic::Request<T> {
