@@ -9,13 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::csv_file::Layout;
 use super::plan::Catalogue;
-use super::reader::{read_batches, read_layout};
+use super::reader::{Upload, read_batches, read_layout};
 use super::report;
 use super::row::RowIssue;
 use super::rules::{Rules, problem_rows};
-use super::spec::{Import, ImportResult, ImportSpec};
+use super::spec::{Import, ImportResult};
 use crate::db::import_errors;
 use crate::db::import_sink::{Committed, Fence, ImportSink, SinkError};
 use crate::db::{Db, enrichments};
@@ -99,22 +98,25 @@ impl ImportJob {
             .fetch_to_file(&spec.object_key, upload)
             .await
             .map_err(|e| JobError::Transient(e.to_string()))?;
-        let catalogue = catalogue(ctx.db(), &job.row.organization_id).await?;
-        let layout = read_layout(upload, spec).await?;
+        let upload = Arc::new(Upload {
+            catalogue: catalogue(ctx.db(), &job.row.organization_id).await?,
+            layout: read_layout(upload, spec).await?,
+            path: upload.to_path_buf(),
+            spec: spec.clone(),
+            batch_rows: self.batch_rows,
+        });
         let mut position = Position {
             rows_done: job.row.rows_done,
             counters: job.output.clone().unwrap_or_default(),
             last_publish: None,
         };
         if spec.stop_on_first_error && position.rows_done == 0 {
-            self.validate(ctx, spec, &catalogue, upload, &layout, report_path)
-                .await?;
+            self.validate(ctx, &upload, report_path).await?;
         }
-        self.write_all(ctx, spec, &catalogue, upload, &layout, &mut position)
-            .await?;
+        self.write_all(ctx, &upload, &mut position).await?;
         ctx.check()?;
         if position.counters.failed > 0 {
-            let (key, size, rows) = report::store(ctx, &self.storage, &layout, report_path).await?;
+            let (key, size, rows) = report::store(ctx, &self.storage, &upload.layout, report_path).await?;
             position.counters.report_key = Some(key);
             position.counters.report_size = size;
             position.counters.report_rows = rows;
@@ -132,16 +134,13 @@ impl ImportJob {
     async fn validate(
         &self,
         ctx: &JobContext,
-        spec: &ImportSpec,
-        catalogue: &Catalogue,
-        upload: &Path,
-        layout: &Layout,
+        upload: &Arc<Upload>,
         report_path: &Path,
     ) -> Result<(), JobError> {
         let job = ctx.job().clone();
         let mut failed = 0;
         let mut first: Option<String> = None;
-        let mut batches = read_batches(upload, layout, spec, catalogue, 0, self.batch_rows);
+        let mut batches = read_batches(upload, 0);
         while let Some(batch) = batches.next().await? {
             ctx.check()?;
             let mut problems = Vec::new();
@@ -160,7 +159,7 @@ impl ImportJob {
             }
         }
         let Some(first) = first else { return Ok(()) };
-        let (key, size, rows) = report::store(ctx, &self.storage, layout, report_path).await?;
+        let (key, size, rows) = report::store(ctx, &self.storage, &upload.layout, report_path).await?;
         let counters = ImportResult {
             failed,
             report_key: Some(key),
@@ -181,19 +180,15 @@ impl ImportJob {
     async fn write_all(
         &self,
         ctx: &JobContext,
-        spec: &ImportSpec,
-        catalogue: &Catalogue,
-        upload: &Path,
-        layout: &Layout,
+        upload: &Arc<Upload>,
         position: &mut Position,
     ) -> Result<(), JobError> {
-        let skip = position.rows_done as u64;
-        let mut batches = read_batches(upload, layout, spec, catalogue, skip, self.batch_rows);
+        let mut batches = read_batches(upload, position.rows_done as u64);
         let job = ctx.job();
         let rules = Arc::new(Rules {
             job_id: job.id.clone(),
             organization_id: job.organization_id.clone(),
-            skip_rules: spec.batch.skip_rules_execution,
+            skip_rules: upload.spec.batch.skip_rules_execution,
         });
         let fence = Fence {
             job_id: job.id.clone(),

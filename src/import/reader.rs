@@ -2,7 +2,8 @@
 //! prepared rows (the column contract applied) over a small channel, so reading
 //! and writing overlap and memory stays flat.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -64,24 +65,24 @@ impl Batches {
     }
 }
 
-pub(super) fn read_batches(
-    upload: &Path,
-    layout: &Layout,
-    spec: &ImportSpec,
-    catalogue: &Catalogue,
-    skip: u64,
-    batch_rows: usize,
-) -> Batches {
+/// The stored upload and what reading it needs.
+pub(super) struct Upload {
+    pub path: PathBuf,
+    pub layout: Layout,
+    pub spec: ImportSpec,
+    pub catalogue: Catalogue,
+    /// Rows a batch holds (a transaction's worth).
+    pub batch_rows: usize,
+}
+
+/// The upload's data rows after the first `skip`, in batches of prepared rows.
+pub(super) fn read_batches(upload: &Arc<Upload>, skip: u64) -> Batches {
     let (sender, receiver) = mpsc::channel(2);
-    let (path, layout, spec, catalogue) = (
-        upload.to_path_buf(),
-        layout.clone(),
-        spec.clone(),
-        catalogue.clone(),
-    );
-    let batch_rows = batch_rows.max(1);
+    let upload = upload.clone();
+    let batch_rows = upload.batch_rows.max(1);
     let reader = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        let (layout, spec, catalogue) = (&upload.layout, &upload.spec, &upload.catalogue);
+        let file = std::fs::File::open(&upload.path).map_err(|e| e.to_string())?;
         let mut reader = csv_file::reader(std::io::BufReader::new(file));
         let mut record = csv::ByteRecord::new();
         // The header row.
@@ -96,7 +97,7 @@ pub(super) fn read_batches(
             if index <= skip {
                 continue;
             }
-            batch.push(entity::prepare(&record, &layout, &spec, &catalogue));
+            batch.push(entity::prepare(&record, layout, spec, catalogue));
             // A closed channel means the job stopped: stop reading too.
             if batch.len() >= batch_rows && sender.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return Ok(());
