@@ -144,7 +144,7 @@ impl ExportJob {
                 .map_err(read_error)?;
         let total = source.total();
         ctx.progress(0, Some(total), 0, true).await?;
-        let options = writer_options(spec);
+        let options = WriterOptions::of(spec);
         let columns = spec.columns.clone();
         if writer::reads_records(spec.format) && spec.expand_array.is_none() {
             let (mut feed, writer) = self.start_writer(ctx, spec, temp, total, {
@@ -221,15 +221,6 @@ async fn finish_writer<R>(
         },
     })?;
     Ok((written, done))
-}
-
-fn writer_options(spec: &ExportSpec) -> WriterOptions {
-    WriterOptions {
-        format: spec.format,
-        compression: spec.compression,
-        csv_bom: spec.csv_bom,
-        neutralize_formulas: spec.neutralize_formulas,
-    }
 }
 
 /// The finished file could not be read back (disk trouble may pass).

@@ -98,6 +98,18 @@ pub struct WriterOptions {
     pub neutralize_formulas: bool,
 }
 
+impl WriterOptions {
+    /// The options an export asked for.
+    pub fn of(spec: &super::spec::ExportSpec) -> WriterOptions {
+        WriterOptions {
+            format: spec.format,
+            compression: spec.compression,
+            csv_bom: spec.csv_bom,
+            neutralize_formulas: spec.neutralize_formulas,
+        }
+    }
+}
+
 /// What a writer leaves: rows written and, for CSV, JSON, NDJSON and Parquet (hashed
 /// while written by [`PipedFile`], which saves reading the file again), the file's
 /// SHA-256.
