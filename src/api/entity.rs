@@ -25,26 +25,21 @@ impl EntityService for EntityApi {
         &self,
         request: Request<proto::GetEntityRequest>,
     ) -> Result<Response<proto::Entity>, Status> {
-        let call = Call::of(&request)?;
-        let id = request.into_inner().id;
-        let mut conn = self.db.conn().await.map_err(|e| call.fail(e))?;
-        match entities::find(&mut conn, call.org(), id.trim()).await {
-            Ok(Some(row)) => Ok(Response::new(convert::entity(row))),
-            Ok(None) => Err(call.fail(ApiError::not_found("entity"))),
-            Err(err) => Err(call.fail(err)),
-        }
+        Call::serve(request, |call, req| async move {
+            let mut conn = self.db.conn().await?;
+            match entities::find(&mut conn, call.org(), req.id.trim()).await? {
+                Some(row) => Ok(convert::entity(row)),
+                None => Err(ApiError::not_found("entity")),
+            }
+        })
+        .await
     }
 
     async fn list_entities(
         &self,
         request: Request<proto::ListEntitiesRequest>,
     ) -> Result<Response<proto::ListEntitiesResponse>, Status> {
-        let call = Call::of(&request)?;
-        let req = request.into_inner();
-        self.list(&call, req)
-            .await
-            .map(Response::new)
-            .map_err(|e| call.fail(e))
+        Call::serve(request, |call, req| async move { self.list(&call, req).await }).await
     }
 }
 

@@ -109,47 +109,41 @@ impl MappingService for MappingApi {
         &self,
         request: Request<proto::CreateMappingRequest>,
     ) -> Result<Response<proto::Mapping>, Status> {
-        let call = Call::of(&request)?;
-        self.create(&call, request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| call.fail(e))
+        Call::serve(request, |call, req| async move { self.create(&call, req).await }).await
     }
 
     async fn get_mapping(
         &self,
         request: Request<proto::GetMappingRequest>,
     ) -> Result<Response<proto::Mapping>, Status> {
-        let call = Call::of(&request)?;
-        let mut conn = self.db.conn().await.map_err(|e| call.fail(e))?;
-        match mappings::find(&mut conn, call.org(), request.get_ref().id.trim()).await {
-            Ok(Some(row)) => Ok(Response::new(message(row))),
-            Ok(None) => Err(call.fail(ApiError::not_found("mapping"))),
-            Err(err) => Err(call.fail(err)),
-        }
+        Call::serve(request, |call, req| async move {
+            let mut conn = self.db.conn().await?;
+            match mappings::find(&mut conn, call.org(), req.id.trim()).await? {
+                Some(row) => Ok(message(row)),
+                None => Err(ApiError::not_found("mapping")),
+            }
+        })
+        .await
     }
 
     async fn list_mappings(
         &self,
         request: Request<proto::ListMappingsRequest>,
     ) -> Result<Response<proto::ListMappingsResponse>, Status> {
-        let call = Call::of(&request)?;
-        self.list(&call, request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| call.fail(e))
+        Call::serve(request, |call, req| async move { self.list(&call, req).await }).await
     }
 
     async fn delete_mapping(
         &self,
         request: Request<proto::DeleteMappingRequest>,
     ) -> Result<Response<()>, Status> {
-        let call = Call::of(&request)?;
-        let mut conn = self.db.conn().await.map_err(|e| call.fail(e))?;
-        match mappings::delete(&mut conn, call.org(), request.get_ref().id.trim()).await {
-            Ok(true) => Ok(Response::new(())),
-            Ok(false) => Err(call.fail(ApiError::not_found("mapping"))),
-            Err(err) => Err(call.fail(err)),
-        }
+        Call::serve(request, |call, req| async move {
+            let mut conn = self.db.conn().await?;
+            match mappings::delete(&mut conn, call.org(), req.id.trim()).await? {
+                true => Ok(()),
+                false => Err(ApiError::not_found("mapping")),
+            }
+        })
+        .await
     }
 }

@@ -65,9 +65,4 @@ impl Call {
             .map(tonic::Response::new)
             .map_err(|err| err.into_status(&request_id))
     }
-
-    /// The status for a domain error, with this call's request id.
-    pub fn fail(&self, err: impl Into<ApiError>) -> Status {
-        err.into().into_status(&self.request_id)
-    }
 }

@@ -74,6 +74,8 @@ impl AuthCache {
                     let what = what.to_string();
                     tokio::spawn(async move { cache.forget(&what).await });
                 },
+                // Anything cached before the LISTEN was in place may have missed
+                // its change notice.
                 || cache.forget_all(),
             )
             .await;

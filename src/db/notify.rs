@@ -54,20 +54,22 @@ async fn announce(db: &Db, conn: &mut Conn, channel: &'static str, payload: Stri
 }
 
 /// LISTENs on `channel` over its own connection until `stop`, calling `heard` with
-/// each payload. After a lost connection it reconnects within a second and calls
-/// `reconnected`: notifications sent meanwhile are lost, so the caller refreshes
-/// whatever they would have told it.
+/// each payload, and `listening` each time the LISTEN is in place (at start, and
+/// after a lost connection, which it re-opens within a second): notifications sent
+/// before that moment are lost, so the caller refreshes whatever it learned earlier
+/// (a cache filled before the first LISTEN could otherwise keep a revoked key for
+/// its whole lifetime).
 pub async fn listen(
     url: &str,
     channel: &'static str,
     stop: CancellationToken,
     heard: impl Fn(&str),
-    reconnected: impl Fn(),
+    listening: impl Fn(),
 ) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            result = listen_once(url, channel, &heard) => {
+            result = listen_once(url, channel, &heard, &listening) => {
                 if let Err(err) = result {
                     tracing::warn!(channel, error = %err, "listener lost its connection; reconnecting");
                 }
@@ -77,11 +79,15 @@ pub async fn listen(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        reconnected();
     }
 }
 
-async fn listen_once(url: &str, channel: &str, heard: &impl Fn(&str)) -> Result<(), String> {
+async fn listen_once(
+    url: &str,
+    channel: &str,
+    heard: &impl Fn(&str),
+    listening: &impl Fn(),
+) -> Result<(), String> {
     let mut conn = AsyncPgConnection::establish(url)
         .await
         .map_err(|e| e.to_string())?;
@@ -89,6 +95,8 @@ async fn listen_once(url: &str, channel: &str, heard: &impl Fn(&str)) -> Result<
         .execute(&mut conn)
         .await
         .map_err(|e| e.to_string())?;
+    // From here on nothing is missed; what happened before may have been.
+    listening();
     let stream = conn.notifications_stream();
     let mut stream = std::pin::pin!(stream);
     while let Some(notification) = stream.next().await {

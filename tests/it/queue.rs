@@ -258,7 +258,12 @@ async fn a_running_job_sees_its_cancellation(backend: Backend) {
     wait_for_state(&app, &id, JobState::Running).await;
     let asked = std::time::Instant::now();
     let flagged = queue.cancel::<Probe>(&app.org_id, &id).await.unwrap();
-    assert!(flagged.row.cancel_requested);
+    // Flagged for its worker, or (run here, stopped at once) already ended.
+    assert!(
+        flagged.row.cancel_requested || flagged.row.state == JobState::Cancelled,
+        "{:?}",
+        flagged.row
+    );
     let row = wait_for_state(&app, &id, JobState::Cancelled).await;
     assert!(
         asked.elapsed() < Duration::from_secs(2),

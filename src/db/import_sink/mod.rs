@@ -62,6 +62,14 @@ pub struct Fence {
     pub lease_id: String,
 }
 
+/// What a sink starts from: the import's rules, the fence of its checkpoints and
+/// what has committed before (a retried import resumes there).
+pub(crate) struct Start<R: ImportRules> {
+    rules: Arc<R>,
+    fence: Fence,
+    committed: Committed<R::Tally>,
+}
+
 /// What has committed: data rows done (in file order) and the counters.
 #[derive(Debug, Clone)]
 pub struct Committed<T> {
@@ -135,13 +143,14 @@ impl<R: ImportRules> ImportSink<R> {
         fence: Fence,
         committed: Committed<R::Tally>,
     ) -> Result<Self, SinkError> {
+        let start = Start {
+            rules,
+            fence,
+            committed,
+        };
         Ok(match db.backend() {
-            Backend::Postgres => {
-                ImportSink::Postgres(postgres::PgSink::open(db.url(), rules, fence, committed).await?)
-            }
-            Backend::Sqlite => {
-                ImportSink::Sqlite(sqlite::SqliteSink::open(db.url(), rules, fence, committed).await?)
-            }
+            Backend::Postgres => ImportSink::Postgres(postgres::PgSink::open(db.url(), start).await?),
+            Backend::Sqlite => ImportSink::Sqlite(sqlite::SqliteSink::open(db.url(), start).await?),
         })
     }
 

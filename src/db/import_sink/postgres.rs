@@ -16,7 +16,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::pg_writer::CopyWriter;
-use super::{BatchEnd, Committed, Fence, ImportRules, SinkError, Tally};
+use super::{BatchEnd, Committed, Fence, ImportRules, SinkError, Start, Tally};
 use crate::db::entities::{EntityRow, EntityView};
 use crate::db::import_errors::ImportErrorRow;
 use crate::db::now_ms;
@@ -63,12 +63,7 @@ enum ToWrite<Ready> {
 }
 
 impl<R: ImportRules> PgSink<R> {
-    pub(super) async fn open(
-        url: &str,
-        rules: Arc<R>,
-        fence: Fence,
-        committed: Committed<R::Tally>,
-    ) -> Result<Self, SinkError> {
+    pub(super) async fn open(url: &str, start: Start<R>) -> Result<Self, SinkError> {
         let mut idle = Vec::with_capacity(CONNECTIONS);
         for _ in 0..CONNECTIONS {
             idle.push(
@@ -78,14 +73,14 @@ impl<R: ImportRules> PgSink<R> {
             );
         }
         Ok(PgSink {
-            rules,
-            fence,
+            rules: start.rules,
+            fence: start.fence,
             idle,
             in_flight: VecDeque::new(),
-            queued_rows: committed.rows_done,
-            queued_tally: committed.tally.clone(),
+            queued_rows: start.committed.rows_done,
+            queued_tally: start.committed.tally.clone(),
             last_commit: None,
-            committed,
+            committed: start.committed,
         })
     }
 

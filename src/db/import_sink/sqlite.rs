@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::sqlite_writer::SqliteWriter;
-use super::{BatchEnd, Committed, Fence, ImportRules, SinkError, Tally};
+use super::{BatchEnd, Committed, Fence, ImportRules, SinkError, Start, Tally};
 use crate::db::now_ms;
 
 pub struct SqliteSink<R: ImportRules> {
@@ -27,21 +27,19 @@ struct Shared<R> {
 }
 
 impl<R: ImportRules> SqliteSink<R> {
-    pub(super) async fn open(
-        url: &str,
-        rules: Arc<R>,
-        fence: Fence,
-        committed: Committed<R::Tally>,
-    ) -> Result<Self, SinkError> {
+    pub(super) async fn open(url: &str, start: Start<R>) -> Result<Self, SinkError> {
         let path = crate::db::sqlite_path(url).to_string();
         let writer = tokio::task::spawn_blocking(move || SqliteWriter::open(&path))
             .await
             .map_err(|e| SinkError::Transient(e.to_string()))?
             .map_err(|e| SinkError::Transient(format!("cannot open the database for the import: {e}")))?;
         Ok(SqliteSink {
-            shared: Arc::new(Shared { rules, fence }),
+            shared: Arc::new(Shared {
+                rules: start.rules,
+                fence: start.fence,
+            }),
             writer: Some(writer),
-            committed,
+            committed: start.committed,
             waited: Instant::now(),
         })
     }
