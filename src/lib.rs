@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod export;
+pub mod formula_guard;
 pub mod import;
 pub mod jobs;
 pub mod mail;

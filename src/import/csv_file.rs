@@ -353,6 +353,18 @@ pub fn cells(record: &ByteRecord, layout: &Layout) -> Result<Vec<String>, Violat
     Ok(out)
 }
 
+/// The cells as the contract reads them: a CSV export's formula guard removed
+/// ([`crate::formula_guard`]). The original cells stay the row's raw record, so
+/// its error report reproduces the file as uploaded.
+pub fn values(cells: &[String]) -> std::borrow::Cow<'_, [String]> {
+    use crate::formula_guard::unescape;
+    if cells.iter().any(|c| unescape(c).len() != c.len()) {
+        std::borrow::Cow::Owned(cells.iter().map(|c| unescape(c).to_string()).collect())
+    } else {
+        std::borrow::Cow::Borrowed(cells)
+    }
+}
+
 /// A record with only empty cells (a trailing `,,,` line) is not a row.
 pub fn is_blank(record: &ByteRecord) -> bool {
     record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace))

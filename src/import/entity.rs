@@ -130,7 +130,8 @@ pub fn prepare(
             warnings: Vec::new(),
         };
     }
-    let converted = row::convert(&layout.targets, &cells, spec.mode, &spec.defaults);
+    let values = csv_file::values(&cells);
+    let converted = row::convert(&layout.targets, &values, spec.mode, &spec.defaults);
     let outcome = converted.draft.and_then(|draft| {
         match plan::plan(&spec.batch, catalogue, &draft.entity_type, &draft.plan_columns) {
             Ok(plan) => {

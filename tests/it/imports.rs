@@ -23,6 +23,7 @@ use crate::on_both_backends;
 use crate::support::{Backend, TestApp, Workers, reason, violated_fields, with_auth};
 
 on_both_backends!(
+    a_csv_exports_formula_guard_is_not_part_of_the_imported_value,
     a_manual_import_creates_entities_and_importing_it_again_updates_them,
     the_seed_examples_import_as_documented,
     an_automatic_import_stores_each_rows_enrichment_plan,
@@ -825,6 +826,26 @@ async fn rows_naming_one_entity_merge_in_file_order_within_and_across_batches(ba
         assert_eq!(a.phone.as_deref(), Some("555-0101"));
         app.stop().await;
     }
+}
+
+/// A CSV export prefixes `'` to cells a spreadsheet would run (and to cells that
+/// start with `'`); importing such a file stores the values, not the guard.
+async fn a_csv_exports_formula_guard_is_not_part_of_the_imported_value(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let csv = "tax_id,type,name,phone\n\
+               A1,pf,''Quoted,'+55 134126396\n\
+               B1,pf,'=Sum,'plain\n";
+    let done = import_and_wait(&app, country("MX"), csv).await;
+    assert_eq!(done.state, JobState::Completed as i32, "{:?}", done.error);
+    let rows = stored(&app).await;
+    let a = by_tax_id(&rows, "A1");
+    assert_eq!(a.name, "'Quoted");
+    assert_eq!(a.phone.as_deref(), Some("+55 134126396"));
+    let b = by_tax_id(&rows, "B1");
+    assert_eq!(b.name, "=Sum");
+    // An apostrophe that guards nothing is part of the value.
+    assert_eq!(b.phone.as_deref(), Some("'plain"));
+    app.stop().await;
 }
 
 async fn a_saved_mapping_renames_custom_headers(backend: Backend) {

@@ -1,5 +1,6 @@
 //! CSV: RFC 4180 via the `csv` crate, a header row, UTF-8, an optional BOM for Excel,
-//! and cells that a spreadsheet would run as formulas neutralised.
+//! and cells that a spreadsheet would run as formulas guarded
+//! ([`crate::formula_guard`], reversible by a CSV import).
 
 use std::io::Write;
 
@@ -7,18 +8,6 @@ use super::{Record, RowSource, WriteError};
 use crate::export::columns::{CellRef, Column};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// Cells starting with one of these are prefixed with `'`, so spreadsheet programs
-/// show them as text instead of running them (OWASP "CSV injection").
-const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
-
-pub fn neutralize(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.starts_with(FORMULA_STARTS) {
-        std::borrow::Cow::Owned(format!("'{text}"))
-    } else {
-        std::borrow::Cow::Borrowed(text)
-    }
-}
 
 pub fn write<R: Record>(
     columns: &[Column],
@@ -62,7 +51,9 @@ fn write_cell<W: Write>(
     scratch: &mut String,
 ) -> Result<(), WriteError> {
     match cell {
-        CellRef::Text(s) if neutralize_formulas => writer.write_field(neutralize(s).as_bytes()),
+        CellRef::Text(s) if neutralize_formulas => {
+            writer.write_field(crate::formula_guard::escape(s).as_bytes())
+        }
         CellRef::Text(s) | CellRef::RawJson(s) => writer.write_field(s),
         CellRef::Null => writer.write_field(""),
         other => {
@@ -72,17 +63,4 @@ fn write_cell<W: Write>(
         }
     }
     .map_err(csv_err)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formula_like_cells_are_prefixed() {
-        assert_eq!(neutralize("=1+1"), "'=1+1");
-        assert_eq!(neutralize("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(neutralize("-2"), "'-2");
-        assert_eq!(neutralize("plain"), "plain");
-    }
 }
