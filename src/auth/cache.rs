@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use moka::future::Cache;
 use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::api_keys::{self, ApiKeyRow};
@@ -57,11 +58,14 @@ impl AuthCache {
         }
     }
 
-    /// Listens for other processes' changes (PostgreSQL only) until `stop`.
-    pub fn start(&self, stop: CancellationToken) {
+    /// Listens for other processes' changes (PostgreSQL only) until `stop`. The flag
+    /// turns true once the LISTEN is in place (at once on SQLite): the server waits
+    /// for it before serving, so what it caches is never older than its listener.
+    pub fn start(&self, stop: CancellationToken) -> watch::Receiver<bool> {
         if self.db.backend() != Backend::Postgres {
-            return;
+            return watch::channel(true).1;
         }
+        let (listening, flag) = watch::channel(false);
         let cache = self.clone();
         tokio::spawn(async move {
             let url = cache.db.url().to_string();
@@ -76,10 +80,14 @@ impl AuthCache {
                 },
                 // Anything cached before the LISTEN was in place may have missed
                 // its change notice.
-                || cache.forget_all(),
+                || {
+                    cache.forget_all();
+                    listening.send_replace(true);
+                },
             )
             .await;
         });
+        flag
     }
 
     /// Applies the changes this process announced since the last call, before

@@ -198,7 +198,10 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
     }
 
     app.queue.events().start(shutdown.clone());
-    app.auth_cache.start(shutdown.clone());
+    // Serve once the auth cache hears other replicas' changes; bounded, so a
+    // database that is slow to answer at start does not keep health checks away.
+    let mut auth_listening = app.auth_cache.start(shutdown.clone());
+    let _ = tokio::time::timeout(Duration::from_secs(5), auth_listening.wait_for(|on| *on)).await;
     let mut tasks = vec![tokio::spawn(
         serve_grpc(app.clone(), grpc, shutdown.clone()).await?,
     )];
