@@ -35,14 +35,17 @@ impl Scratch {
         if !gone.is_empty() {
             tracing::info!(removed = gone.len(), root = %root.display(), "removed temp folders of stopped instances");
         }
-        let dir = root.join(format!(
-            "{}-{}",
-            std::process::id(),
-            uuid::Uuid::now_v7().simple()
-        ));
-        fs::create_dir(&dir)?;
-        let lock = File::create(dir.join(LOCK_FILE))?;
+        let name = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        // The folder appears under its name already locked: it is made (and its lock
+        // taken) under a hidden name first, then renamed. A process killed between
+        // the two steps leaves a hidden folder, which the sweep treats like any
+        // unlocked one.
+        let staging = root.join(format!(".{name}"));
+        fs::create_dir(&staging)?;
+        let lock = File::create(staging.join(LOCK_FILE))?;
         lock.lock()?;
+        let dir = root.join(&name);
+        fs::rename(&staging, &dir)?;
         Ok((Scratch { dir, _lock: lock }, gone))
     }
 

@@ -172,7 +172,13 @@ fn instance_folders(db: &TestDb) -> Vec<std::path::PathBuf> {
             entries
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| p.is_dir())
+                // Hidden: a folder being claimed (see `ferry::scratch`).
+                .filter(|p| {
+                    p.is_dir()
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect()
         })
         .unwrap_or_default()
