@@ -67,12 +67,20 @@ pub enum LogFormat {
 
 /// The settings with a fixed set of values, checked before the settings are built
 /// so that a wrong value names its setting and variable.
-const CHOICES: [(&str, &str); 4] = [
-    ("storage.backend", "`local` or `s3`"),
-    ("mail.transport", "`drop` or `smtp`"),
-    ("mail.smtp_tls", "`starttls`, `tls` or `plain`"),
-    ("log.format", "`human` or `json`"),
+const CHOICES: [(&str, &str, IsChoice); 4] = [
+    ("storage.backend", "`local` or `s3`", is::<StorageBackend>),
+    ("mail.transport", "`drop` or `smtp`", is::<MailTransport>),
+    ("mail.smtp_tls", "`starttls`, `tls` or `plain`", is::<SmtpTls>),
+    ("log.format", "`human` or `json`", is::<LogFormat>),
 ];
+
+/// Tells whether a value is one of a setting's choices.
+type IsChoice = fn(&str) -> bool;
+
+/// Whether `value` names a variant of `T`.
+fn is<T: serde::de::DeserializeOwned>(value: &str) -> bool {
+    toml::Value::from(value).try_into::<T>().is_ok()
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -435,8 +443,8 @@ impl Config {
             set_leaf(&mut merged, key, parse_like(key, &default, raw)?);
         }
 
-        for (key, allowed) in CHOICES {
-            check_choice(&merged, key, allowed)?;
+        for (key, allowed, known) in CHOICES {
+            check_choice(&merged, key, allowed, known)?;
         }
         let config: Config = merged
             .try_into()
@@ -572,20 +580,14 @@ impl Config {
 
 /// A setting of [`CHOICES`] holds one of its values (the merged settings are still
 /// a table here).
-fn check_choice(merged: &toml::Table, key: &str, allowed: &str) -> Result<(), ConfigError> {
+fn check_choice(merged: &toml::Table, key: &str, allowed: &str, known: IsChoice) -> Result<(), ConfigError> {
     let (section, name) = key.split_once('.').unwrap_or((key, ""));
     let value = merged
         .get(section)
         .and_then(|s| s.get(name))
         .and_then(toml::Value::as_str)
         .unwrap_or_default();
-    let known = match key {
-        "storage.backend" => toml::Value::from(value).try_into::<StorageBackend>().is_ok(),
-        "mail.transport" => toml::Value::from(value).try_into::<MailTransport>().is_ok(),
-        "mail.smtp_tls" => toml::Value::from(value).try_into::<SmtpTls>().is_ok(),
-        _ => toml::Value::from(value).try_into::<LogFormat>().is_ok(),
-    };
-    check(key, known, &format!("must be {allowed}, not `{value}`"))
+    check(key, known(value), &format!("must be {allowed}, not `{value}`"))
 }
 
 fn check(key: &str, ok: bool, message: &str) -> Result<(), ConfigError> {
