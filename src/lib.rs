@@ -7,6 +7,7 @@ pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod exchange;
 pub mod export;
 pub mod formula_guard;
 pub mod import;

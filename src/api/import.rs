@@ -141,6 +141,19 @@ pub fn import_message(import: &Job<Import>) -> proto::Import {
         error: job_fields::failure(job),
         request_id: job.request_id.clone().unwrap_or_default(),
         has_error_report: counters.report_key.is_some(),
+        unchanged_items: counters.unchanged,
+        notices: import
+            .spec
+            .notices
+            .iter()
+            .map(|n| proto::ImportError {
+                line: n.line as i64,
+                column: n.column.clone(),
+                code: n.code.clone(),
+                message: n.message.clone(),
+                raw_value: String::new(),
+            })
+            .collect(),
     }
 }
 

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::db::entities::{EntityRow, EntityView};
+use crate::exchange::EXPANDED_SUFFIX;
 
 /// An entity field that can be exported as a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +132,24 @@ impl Column {
     pub fn can_expand(&self) -> bool {
         matches!(self, Column::Attribute(_) | Column::EntityData(_))
     }
+}
+
+/// The header of each column: its key, and for the column `expand_array` expands,
+/// the key with [`EXPANDED_SUFFIX`] (`attributes.tags[]`), by which an import tells
+/// such a file and refuses it.
+pub fn headers(columns: &[Column], expand_array: Option<usize>) -> Vec<String> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            let key = column.key();
+            if Some(i) == expand_array {
+                format!("{key}{}", EXPANDED_SUFFIX)
+            } else {
+                key
+            }
+        })
+        .collect()
 }
 
 /// Every field, the default when a request names no columns.

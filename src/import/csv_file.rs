@@ -133,6 +133,7 @@ impl Layout {
                     let code = match err {
                         HeaderError::Removed(_) => "REMOVED_COLUMN",
                         HeaderError::Empty(_) | HeaderError::BadPath(_) => "INVALID_HEADER",
+                        HeaderError::Expanded(_) => "EXPANDED_EXPORT",
                     };
                     let message = match err {
                         HeaderError::Empty(_) => format!("header {} is empty", i + 1),
@@ -169,6 +170,8 @@ impl Layout {
                         path.join(".")
                     )
                 }
+                Target::AttributesObject => "attributes".into(),
+                Target::EntityDataObject => "entity_data".into(),
                 Target::Ignored => format!("ignored:{normalized}"),
             };
             if let Some(first) = seen.insert(destination, original.to_string()) {
@@ -204,6 +207,31 @@ impl Layout {
             targets,
             country_column,
         })
+    }
+}
+
+impl Layout {
+    /// One notice per export column the import reads past ([`headers::EXPORT_ONLY`]).
+    pub fn notices(&self) -> Vec<super::spec::Notice> {
+        self.headers
+            .iter()
+            .filter(|h| headers::EXPORT_ONLY.contains(&headers::normalize(h).as_str()))
+            .map(|header| {
+                let why = match headers::normalize(header).as_str() {
+                    "id" => "rows find their entity by country and tax ID; ferry keeps the ids it gave",
+                    "enrichment_plan" => {
+                        "each row's enrichment plan is computed again from the import's options and plan columns"
+                    }
+                    _ => "ferry keeps its own timestamps",
+                };
+                super::spec::Notice {
+                    line: 1,
+                    column: header.clone(),
+                    code: "COLUMN_NOT_IMPORTED".into(),
+                    message: format!("`{header}` is not imported: {why}"),
+                }
+            })
+            .collect()
     }
 }
 

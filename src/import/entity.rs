@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::csv_file::{self, Layout};
 use super::headers::Target;
+use super::json_object;
 use super::plan::{self, Catalogue};
 use super::row::{self, Draft, RowIssue};
 use super::spec::ImportSpec;
@@ -85,7 +86,7 @@ impl Ready {
             attributes: &self.attributes,
             entity_data: &self.entity_data,
             enrichment_plan: Some(&self.plan),
-            skip_rules_execution: skip_rules,
+            skip_rules_execution: d.skip_rules_execution.unwrap_or(skip_rules),
             created_at: now,
             updated_at: now,
         }
@@ -134,7 +135,10 @@ pub fn prepare(
     let converted = row::convert(&layout.targets, &values, spec.mode, &spec.defaults);
     let outcome = converted.draft.and_then(|draft| {
         match plan::plan(&spec.batch, catalogue, &draft.entity_type, &draft.plan_columns) {
-            Ok(plan) => {
+            Ok(mut plan) => {
+                if let Some(skip) = draft.skip_rules_execution {
+                    plan.skip_rules_execution = skip;
+                }
                 let json = serde_json::to_string(&plan).unwrap_or_default();
                 Ok(Ready::new(draft, json))
             }
@@ -181,18 +185,6 @@ fn nul_cells(layout: &Layout, cells: &[String]) -> Vec<RowIssue> {
         .collect()
 }
 
-/// Deep merge: `over`'s values win; objects on both sides merge key by key.
-pub fn merge_objects(base: &mut Map<String, Value>, over: Map<String, Value>) {
-    for (key, value) in over {
-        match (base.get_mut(&key), value) {
-            (Some(Value::Object(existing)), Value::Object(incoming)) => merge_objects(existing, incoming),
-            (_, value) => {
-                base.insert(key, value);
-            }
-        }
-    }
-}
-
 fn object(text: &str) -> Map<String, Value> {
     match serde_json::from_str(text) {
         Ok(Value::Object(map)) => map,
@@ -201,9 +193,10 @@ fn object(text: &str) -> Map<String, Value> {
 }
 
 /// The stored entity with the row's values over it (a new entity is
-/// [`Ready::as_new`]). Cells the row leaves empty keep what is stored; attributes
-/// and entity data merge key by key (the row wins).
-pub fn merge(ready: Ready, skip_rules: bool, stored: &EntityRow, now: i64) -> EntityRow {
+/// [`Ready::as_new`]); `None` when that changes nothing (an unchanged row is not
+/// written and counts as `unchanged`). Cells the row leaves empty keep what is
+/// stored; attributes and entity data merge key by key (the row wins).
+pub fn merge(ready: Ready, skip_rules: bool, stored: &EntityRow, now: i64) -> Option<EntityRow> {
     let Ready {
         draft,
         attributes: row_attributes,
@@ -211,12 +204,8 @@ pub fn merge(ready: Ready, skip_rules: bool, stored: &EntityRow, now: i64) -> En
         plan,
         ..
     } = ready;
-    let mut attributes = object(&stored.attributes);
-    merge_objects(&mut attributes, object(&row_attributes));
-    let mut entity_data = object(&stored.entity_data);
-    merge_objects(&mut entity_data, object(&row_entity_data));
     let keep = |new: Option<String>, old: &Option<String>| new.or_else(|| old.clone());
-    EntityRow {
+    let merged = EntityRow {
         id: stored.id.clone(),
         organization_id: stored.organization_id.clone(),
         entity_type: draft.entity_type,
@@ -239,12 +228,29 @@ pub fn merge(ready: Ready, skip_rules: bool, stored: &EntityRow, now: i64) -> En
             Some(set_or_clear) => set_or_clear,
             None => stored.risk_matrix_id.clone(),
         },
-        attributes: Value::Object(attributes).to_string(),
-        entity_data: Value::Object(entity_data).to_string(),
+        attributes: merged_json(&stored.attributes, &row_attributes),
+        entity_data: merged_json(&stored.entity_data, &row_entity_data),
         enrichment_plan: Some(plan),
-        skip_rules_execution: skip_rules,
+        skip_rules_execution: draft.skip_rules_execution.unwrap_or(skip_rules),
         created_at: stored.created_at,
+        updated_at: stored.updated_at,
+    };
+    (merged != *stored).then_some(EntityRow {
         updated_at: now,
+        ..merged
+    })
+}
+
+/// `row` merged over `stored` (both JSON object text); the stored text itself when
+/// the merge changes nothing, so an unchanged entity compares equal.
+fn merged_json(stored: &str, row: &str) -> String {
+    let before = object(stored);
+    let mut after = before.clone();
+    json_object::merge(&mut after, object(row));
+    if after == before {
+        stored.to_string()
+    } else {
+        Value::Object(after).to_string()
     }
 }
 
@@ -289,7 +295,7 @@ mod tests {
             attributes: json!({"tags": {"tier": "silver"}}).as_object().cloned().unwrap(),
             ..Default::default()
         };
-        let row = merge(Ready::new(draft, "{}".into()), true, &stored(), 9);
+        let row = merge(Ready::new(draft, "{}".into()), true, &stored(), 9).unwrap();
         assert_eq!(
             (
                 row.id.as_str(),
@@ -323,7 +329,30 @@ mod tests {
             risk_matrix_id: Some(None),
             ..Default::default()
         };
-        let row = merge(Ready::new(draft, "{}".into()), false, &stored(), 9);
+        let row = merge(Ready::new(draft, "{}".into()), false, &stored(), 9).unwrap();
         assert_eq!(row.risk_matrix_id, None);
+    }
+
+    #[test]
+    fn a_row_that_changes_nothing_is_not_merged() {
+        let stored = EntityRow {
+            enrichment_plan: Some("{}".into()),
+            ..stored()
+        };
+        let draft = Draft {
+            entity_type: "person".into(),
+            name: "Ana".into(),
+            attributes: json!({"tags": {"tier": "gold"}}).as_object().cloned().unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(
+            merge(Ready::new(draft.clone(), "{}".into()), false, &stored, 9),
+            None
+        );
+        let renamed = Draft {
+            name: "Ana María".into(),
+            ..draft
+        };
+        assert!(merge(Ready::new(renamed, "{}".into()), false, &stored, 9).is_some());
     }
 }

@@ -1,6 +1,8 @@
 //! Import headers: normalisation (case-insensitive, trimmed, inner spaces to `_`,
 //! BOM stripped), aliases, dotted paths, and the columns that were removed.
 
+use crate::exchange::EXPANDED_SUFFIX;
+
 /// Levels an attribute or entity-data path may nest (a header's dotted segments,
 /// and the JSON options' objects): deeper data made some protobuf clients refuse a
 /// whole page of entities.
@@ -19,10 +21,23 @@ pub enum Target {
         bucket: Option<String>,
         path: Vec<String>,
     },
+    /// The whole `attributes` object as JSON (an export's `attributes` column),
+    /// merged like dotted columns; a dotted column under it wins for its path.
+    AttributesObject,
+    /// The whole `entity_data` object as JSON, buckets included.
+    EntityDataObject,
     /// A column the importer reads past: the `error_*` columns of an error report,
-    /// so a fixed report can be uploaded again as is.
+    /// so a fixed report can be uploaded again as is, and the export columns in
+    /// [`EXPORT_ONLY`].
     Ignored,
 }
+
+/// Columns an export writes that an import reads past (and names once in the
+/// import's notices): ferry keeps its own ids and timestamps, and recomputes the
+/// enrichment plan from the import's options and plan columns. `id` is not checked
+/// against the entity the row's key finds: a file exported from one organization
+/// imports into another.
+pub const EXPORT_ONLY: [&str; 4] = ["id", "created_at", "updated_at", "enrichment_plan"];
 
 /// Columns an error report adds after the original ones.
 pub const REPORT_COLUMNS: [&str; 4] = ["error_line", "error_column", "error_code", "error_message"];
@@ -51,6 +66,9 @@ pub const PLATFORM: &[&str] = &[
     "relationship_enrichments_person",
     "relationship_enrichment_group_refs",
     "relationship_omit_enrichments",
+    "is_client",
+    "nationality",
+    "skip_rules_execution",
 ];
 
 /// Input names (normalised) and the canonical column they stand for.
@@ -81,6 +99,10 @@ pub enum HeaderError {
     Empty(String),
     #[error("header `{0}` has an empty path segment")]
     BadPath(String),
+    #[error(
+        "header `{0}` comes from an export with expand_array, which splits one entity over several rows; export without expand_array to import the file"
+    )]
+    Expanded(String),
 }
 
 /// Trimmed, lower-cased, inner whitespace runs replaced by `_`, BOM removed.
@@ -104,8 +126,16 @@ pub fn resolve(header: &str) -> Result<Target, HeaderError> {
     if name.is_empty() {
         return Err(HeaderError::Empty(header.to_string()));
     }
-    if REPORT_COLUMNS.contains(&name.as_str()) {
+    if REPORT_COLUMNS.contains(&name.as_str()) || EXPORT_ONLY.contains(&name.as_str()) {
         return Ok(Target::Ignored);
+    }
+    if name.ends_with(EXPANDED_SUFFIX) {
+        return Err(HeaderError::Expanded(header.to_string()));
+    }
+    match name.as_str() {
+        "attributes" => return Ok(Target::AttributesObject),
+        "entity_data" | "entitydata" => return Ok(Target::EntityDataObject),
+        _ => {}
     }
     if REMOVED.contains(&name.as_str()) {
         return Err(HeaderError::Removed(name));

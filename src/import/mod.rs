@@ -6,6 +6,7 @@ pub mod csv_file;
 pub mod entity;
 pub mod headers;
 pub mod job;
+pub mod json_object;
 pub mod mapping;
 pub mod notice;
 pub mod plan;

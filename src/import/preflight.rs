@@ -20,8 +20,17 @@ pub enum PreflightError {
     Io(String),
 }
 
-/// Checks the file; returns the number of data rows.
-pub fn check<R: Read>(input: R, spec: &ImportSpec, row_limit: u64) -> Result<u64, PreflightError> {
+/// What a file that passed pre-flight holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// Data rows.
+    pub rows: u64,
+    /// Things worth knowing that are not problems (export columns read past).
+    pub notices: Vec<super::spec::Notice>,
+}
+
+/// Checks the file.
+pub fn check<R: Read>(input: R, spec: &ImportSpec, row_limit: u64) -> Result<Checked, PreflightError> {
     let mut reader = csv_file::reader(csv_file::QuoteTracker::new(input));
     let mut record = ByteRecord::new();
     let read = |reader: &mut csv::Reader<csv_file::QuoteTracker<R>>, record: &mut ByteRecord| {
@@ -86,7 +95,10 @@ pub fn check<R: Read>(input: R, spec: &ImportSpec, row_limit: u64) -> Result<u64
         violations.truncate(MAX_VIOLATIONS);
     }
     if violations.is_empty() {
-        Ok(total)
+        Ok(Checked {
+            rows: total,
+            notices: layout.notices(),
+        })
     } else {
         Err(PreflightError::Invalid(violations))
     }
@@ -141,7 +153,12 @@ mod tests {
     #[test]
     fn a_good_file_counts_its_rows_with_bom_crlf_and_quoted_newlines() {
         let file = "\u{feff}tax_id,type,name\r\n1,pf,\"Ana\r\nMaria\"\r\n2,pj,Acme\r\n\r\n";
-        assert_eq!(check(file.as_bytes(), &spec(Mode::Manual, "MX"), 10).unwrap(), 2);
+        assert_eq!(
+            check(file.as_bytes(), &spec(Mode::Manual, "MX"), 10)
+                .unwrap()
+                .rows,
+            2
+        );
     }
 
     #[test]
@@ -229,6 +246,36 @@ mod tests {
         assert_eq!(codes(deep.as_bytes(), &s, 10), [(Some(1), "TOO_DEEP")]);
         let fine = format!("tax_id,type,attributes.{}\n1,pf,x\n", vec!["k"; 32].join("."));
         assert_eq!(codes(fine.as_bytes(), &s, 10), Vec::<(Option<u64>, &str)>::new());
+    }
+
+    #[test]
+    fn an_exports_own_columns_are_noticed_and_an_expanded_export_is_refused() {
+        let s = spec(Mode::Manual, "MX");
+        let file = b"id,type,tax_id,attributes,created_at,updated_at,enrichment_plan\n1,pf,A,{},x,y,{}\n";
+        let checked = check(&file[..], &s, 10).unwrap();
+        let noticed: Vec<(u64, &str, &str)> = checked
+            .notices
+            .iter()
+            .map(|n| (n.line, n.column.as_str(), n.code.as_str()))
+            .collect();
+        assert_eq!(
+            noticed,
+            [
+                (1, "id", "COLUMN_NOT_IMPORTED"),
+                (1, "created_at", "COLUMN_NOT_IMPORTED"),
+                (1, "updated_at", "COLUMN_NOT_IMPORTED"),
+                (1, "enrichment_plan", "COLUMN_NOT_IMPORTED")
+            ]
+        );
+        assert!(
+            checked.notices[0].message.starts_with("`id`"),
+            "{:?}",
+            checked.notices
+        );
+        assert_eq!(
+            codes(b"tax_id,type,attributes.tags[]\n1,pf,x\n", &s, 10),
+            [(Some(1), "EXPANDED_EXPORT")]
+        );
     }
 
     #[test]

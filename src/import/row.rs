@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::headers::Target;
-use super::tax_id;
+use super::{json_object, tax_id};
 
 /// Automatic mode only runs for these countries.
 pub const AUTOMATIC_COUNTRIES: [&str; 3] = ["AR", "BR", "CL"];
@@ -68,6 +68,8 @@ pub struct Draft {
     pub status: Option<String>,
     pub is_client: Option<bool>,
     pub nationality: Option<String>,
+    /// The row's own `skip_rules_execution`; `None`: the import's option.
+    pub skip_rules_execution: Option<bool>,
     /// `Some(None)`: clear it; `None`: leave as is.
     pub risk_matrix_id: Option<Option<String>>,
     pub attributes: Map<String, Value>,
@@ -90,6 +92,11 @@ fn issue(column: &str, code: &'static str, message: impl Into<String>, raw: &str
         message: message.into(),
         raw_value: raw.to_string(),
     }
+}
+
+/// An ISO 3166-1 alpha-2 code, upper case.
+pub fn is_iso2(code: &str) -> bool {
+    code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 pub fn parse_type(raw: &str) -> Option<&'static str> {
@@ -167,7 +174,7 @@ pub fn convert(targets: &[Target], values: &[String], mode: Mode, defaults: &Def
         .map(|(_, v)| v)
         .or_else(|| defaults.country.clone());
     match country.map(|c| c.to_ascii_uppercase()) {
-        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) => {
+        Some(c) if is_iso2(&c) => {
             if mode == Mode::Automatic && !AUTOMATIC_COUNTRIES.contains(&c.as_str()) {
                 issues.push(issue(
                     "country_code",
@@ -247,8 +254,36 @@ pub fn convert(targets: &[Target], values: &[String], mode: Mode, defaults: &Def
         )),
         None => {}
     }
-    draft.is_client = defaults.is_client;
-    draft.nationality = defaults.nationality.clone();
+    let mut boolean = |name: &str| match cell(name) {
+        Some((_, raw)) => match parse_bool(&raw) {
+            Some(b) => Some(b),
+            None => {
+                issues.push(issue(
+                    name,
+                    "INVALID_BOOLEAN",
+                    "must be true, false, 1 or 0",
+                    &raw,
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    draft.is_client = boolean("is_client").or(defaults.is_client);
+    draft.skip_rules_execution = boolean("skip_rules_execution");
+    draft.nationality = match cell("nationality") {
+        Some((_, raw)) if is_iso2(&raw.to_ascii_uppercase()) => Some(raw.to_ascii_uppercase()),
+        Some((_, raw)) => {
+            issues.push(issue(
+                "nationality",
+                "INVALID_NATIONALITY",
+                "nationality must be an ISO 3166-1 alpha-2 code",
+                &raw,
+            ));
+            None
+        }
+        None => defaults.nationality.clone(),
+    };
     draft.risk_matrix_id = match cell("risk_matrix_id") {
         Some((_, raw)) if raw.eq_ignore_ascii_case("null") => Some(None),
         Some((_, raw)) if uuid::Uuid::parse_str(&raw).is_ok() => Some(Some(raw.to_lowercase())),
@@ -276,6 +311,25 @@ pub fn convert(targets: &[Target], values: &[String], mode: Mode, defaults: &Def
         draft.risk_matrix_id = Some(None);
     }
     draft.attributes = defaults.attributes.clone();
+    // Whole objects first, so a dotted column under one wins for its path.
+    for (target, value) in targets.iter().zip(values) {
+        let into = match target {
+            Target::AttributesObject => &mut draft.attributes,
+            Target::EntityDataObject => &mut draft.entity_data,
+            _ => continue,
+        };
+        match json_object::parse(value) {
+            Ok(object) => json_object::merge(into, object),
+            Err(refused) => {
+                let column = if *target == Target::AttributesObject {
+                    "attributes"
+                } else {
+                    "entity_data"
+                };
+                issues.push(issue(column, refused.code, refused.message, value));
+            }
+        }
+    }
     for (target, value) in targets.iter().zip(values) {
         let value = value.trim();
         match target {
@@ -382,6 +436,95 @@ mod tests {
         assert_eq!(
             Value::Object(draft.entity_data),
             serde_json::json!({"person": {"birth_city": "Córdoba"}})
+        );
+    }
+
+    #[test]
+    fn an_exports_own_columns_map_to_their_fields() {
+        let c = row(
+            &[
+                "id",
+                "type",
+                "tax_id",
+                "country",
+                "name",
+                "is_client",
+                "nationality",
+                "skip_rules_execution",
+                "attributes",
+                "attributes.tags.tier",
+                "entity_data",
+                "enrichment_plan",
+                "created_at",
+            ],
+            &[
+                "0190f000-1111-7000-8000-000000000001",
+                "company",
+                "X1",
+                "MX",
+                "Acme",
+                "true",
+                "ar",
+                "1",
+                r#"{"n": 5, "list": [1, "a"], "tags": {"tier": "gold", "since": 2020}}"#,
+                "platinum",
+                r#"{"company": {"employees": 12}}"#,
+                r#"{"enrichments": []}"#,
+                "2024-01-01T00:00:00.000Z",
+            ],
+            Mode::Manual,
+            &Defaults {
+                is_client: Some(false),
+                ..Default::default()
+            },
+        );
+        let draft = c.draft.unwrap();
+        assert_eq!(
+            (
+                draft.is_client,
+                draft.nationality.as_deref(),
+                draft.skip_rules_execution
+            ),
+            (Some(true), Some("AR"), Some(true))
+        );
+        // JSON types survive, and the dotted column wins for its path.
+        assert_eq!(
+            Value::Object(draft.attributes),
+            serde_json::json!({"n": 5, "list": [1, "a"], "tags": {"tier": "platinum", "since": 2020}})
+        );
+        assert_eq!(
+            Value::Object(draft.entity_data),
+            serde_json::json!({"company": {"employees": 12}})
+        );
+    }
+
+    #[test]
+    fn bad_field_cells_of_an_export_are_row_errors() {
+        let c = row(
+            &[
+                "type",
+                "tax_id",
+                "name",
+                "is_client",
+                "nationality",
+                "attributes",
+                "entity_data",
+            ],
+            &["pf", "X1", "A", "yes", "Argentina", "[1]", "{"],
+            Mode::Manual,
+            &Defaults {
+                country: Some("MX".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            codes(&c),
+            [
+                "INVALID_BOOLEAN",
+                "INVALID_NATIONALITY",
+                "INVALID_JSON",
+                "INVALID_JSON"
+            ]
         );
     }
 

@@ -14,7 +14,8 @@ use crate::db::import_sink::{ImportRules, Tally};
 pub struct Rules {
     pub job_id: String,
     pub organization_id: String,
-    /// The import's `skip_rules_execution`, written on every entity it touches.
+    /// The import's `skip_rules_execution`, written on every entity it touches
+    /// whose row does not set its own.
     pub skip_rules: bool,
 }
 
@@ -48,7 +49,7 @@ impl ImportRules for Rules {
         ready.as_new(&self.organization_id, self.skip_rules, now)
     }
 
-    fn merged(&self, ready: Ready, stored: &EntityRow, now: i64) -> EntityRow {
+    fn merged(&self, ready: Ready, stored: &EntityRow, now: i64) -> Option<EntityRow> {
         entity::merge(ready, self.skip_rules, stored, now)
     }
 }
@@ -60,6 +61,10 @@ impl Tally for ImportResult {
 
     fn updated(&mut self) {
         self.updated += 1;
+    }
+
+    fn unchanged(&mut self) {
+        self.unchanged += 1;
     }
 }
 

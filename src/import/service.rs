@@ -155,7 +155,7 @@ impl Imports {
         let limit = org.import_row_limit(&self.config);
         let (path, checked_spec) = (temp.0.clone(), spec.clone());
         let file = std::fs::File::open(&path).map_err(StorageError::from)?;
-        let total = tokio::task::spawn_blocking(move || {
+        let checked = tokio::task::spawn_blocking(move || {
             preflight::check(std::io::BufReader::new(file), &checked_spec, limit)
         })
         .await
@@ -166,7 +166,8 @@ impl Imports {
                 ImportError::Storage(StorageError::Io(std::io::Error::other(message)))
             }
         })?;
-        spec.total_items = total as i64;
+        spec.total_items = checked.rows as i64;
+        spec.notices = checked.notices;
 
         // Storing and queueing run to the end even if the client goes away now, so
         // an object is never left without its job.

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::headers::MAX_DEPTH as MAX_NESTING;
+use super::json_object;
 use super::plan::{BatchPlan, ChildPolicy, MAX_DEPTH, Selection};
-use super::row::{AUTOMATIC_COUNTRIES, Defaults, Mode, STATUSES};
+use super::row::{AUTOMATIC_COUNTRIES, Defaults, Mode, STATUSES, is_iso2};
 
 /// Recipients of the completion report, at most (as exports' e-mail delivery).
 pub const MAX_RECIPIENTS: usize = 26;
@@ -58,6 +58,10 @@ impl crate::jobs::JobKind for Import {
 pub struct ImportResult {
     pub created: i64,
     pub updated: i64,
+    /// Rows equal to the stored entity: nothing written (absent from the results of
+    /// imports run before this counter existed).
+    #[serde(default)]
+    pub unchanged: i64,
     pub failed: i64,
     pub warnings: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,64 +91,30 @@ pub struct ImportSpec {
     pub total_items: i64,
     pub size_bytes: u64,
     pub options_message: String,
+    /// What pre-flight noticed that is not a problem (export columns read past).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<Notice>,
 }
 
-fn is_iso2(code: &str) -> bool {
-    code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())
+/// Something pre-flight tells the uploader once, about the file as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    pub line: u64,
+    pub column: String,
+    pub code: String,
+    pub message: String,
 }
 
 fn json_object(field: &str, text: &str, violations: &mut Vec<(String, String)>) -> Map<String, Value> {
-    if text.trim().is_empty() {
-        return Map::new();
-    }
-    let parsed = serde_json::from_str::<Value>(text);
-    if let Ok(value) = &parsed {
-        let depth = json_depth(value);
-        if depth > MAX_NESTING {
-            violations.push((
-                field.into(),
-                format!("TOO_DEEP: nests {depth} levels; at most {MAX_NESTING} are allowed"),
-            ));
-            return Map::new();
-        }
-        if json_has_nul(value) {
-            violations.push((
-                field.into(),
-                "must not contain a NUL character (U+0000), which cannot be stored".into(),
-            ));
-            return Map::new();
-        }
-    }
-    match parsed {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => {
-            violations.push((field.into(), "must be a JSON object".into()));
-            Map::new()
-        }
-        Err(e) => {
-            violations.push((field.into(), format!("is not valid JSON: {e}")));
-            Map::new()
-        }
-    }
-}
-
-/// Levels of objects and arrays, counting the outermost.
-fn json_depth(value: &Value) -> usize {
-    match value {
-        Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
-        Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-/// Whether a NUL character hides in any key or string.
-fn json_has_nul(value: &Value) -> bool {
-    match value {
-        Value::String(text) => text.contains('\0'),
-        Value::Array(items) => items.iter().any(json_has_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
-        _ => false,
-    }
+    json_object::parse(text).unwrap_or_else(|refused| {
+        let message = match refused.code {
+            "TOO_DEEP" => format!("TOO_DEEP: {}", refused.message),
+            "INVALID_CHARACTER" => "must not contain a NUL character (U+0000), which cannot be stored".into(),
+            _ => refused.message,
+        };
+        violations.push((field.into(), message));
+        Map::new()
+    })
 }
 
 fn uuid_option(field: &str, text: &str, violations: &mut Vec<(String, String)>) -> Option<String> {
@@ -330,6 +300,7 @@ impl ImportSpec {
             total_items: 0,
             size_bytes: req.size_bytes as u64,
             options_message: req.options_message,
+            notices: Vec::new(),
         })
     }
 }

@@ -502,7 +502,9 @@ async fn expand_array_gives_one_row_per_item(backend: Backend) {
         expand_array: "attributes.tags".into(),
         ..Default::default()
     };
-    let (_, rows) = csv_rows(&app, request).await;
+    let (columns, rows) = csv_rows(&app, request).await;
+    // The expanded column's header says so; an import refuses such a file.
+    assert_eq!(columns, ["tax_id", "attributes.tags[]"]);
     let want = vec![
         vec![json!("TAX-1"), json!("vip")],
         vec![json!("TAX-1"), json!("early")],
@@ -1077,7 +1079,8 @@ fn xlsx_rolls_over_to_a_new_sheet_at_the_row_limit() {
     let columns = vec![Column::parse("tax_id").unwrap()];
     let batch: Vec<Vec<Cell>> = (1..=5).map(|n| vec![Cell::Text(format!("T{n}"))]).collect();
     let mut rows = vec![batch].into_iter();
-    let written = ferry::export::writer::xlsx::write_with_sheet_limit(&columns, &mut rows, &path, 2).unwrap();
+    let headers = ferry::export::columns::headers(&columns, None);
+    let written = ferry::export::writer::xlsx::write_with_sheet_limit(&headers, &mut rows, &path, 2).unwrap();
     assert_eq!(written, 5);
     let file = read_back("xlsx", &std::fs::read(&path).unwrap());
     assert_eq!(file.sheets, ["entities", "entities (2)", "entities (3)"]);

@@ -24,7 +24,7 @@ use crate::support::{Backend, TestApp, Workers, reason, violated_fields, with_au
 
 on_both_backends!(
     a_csv_exports_formula_guard_is_not_part_of_the_imported_value,
-    a_manual_import_creates_entities_and_importing_it_again_updates_them,
+    a_manual_import_creates_entities_and_importing_it_again_updates_only_what_changed,
     the_seed_examples_import_as_documented,
     an_automatic_import_stores_each_rows_enrichment_plan,
     preflight_failures_leave_no_job_no_entity_and_no_file,
@@ -127,7 +127,7 @@ const MANUAL: &str = "tax_id,type,country_code,suggested_name,email,status,segme
 20-12345678-6,persona,AR,Ana Pérez,ana@example.com,under_review,retail,gold,Córdoba\n\
 XAXX010101000,empresa,mx,\"Empresa, México SA\",,active,latam,,\n";
 
-async fn a_manual_import_creates_entities_and_importing_it_again_updates_them(backend: Backend) {
+async fn a_manual_import_creates_entities_and_importing_it_again_updates_only_what_changed(backend: Backend) {
     let app = TestApp::start_working(backend).await;
     let options = ImportOptions {
         size_bytes: MANUAL.len() as i64,
@@ -172,12 +172,18 @@ async fn a_manual_import_creates_entities_and_importing_it_again_updates_them(ba
         ("MX", "Empresa, México SA")
     );
 
-    // The same file again, with a new e-mail for Ana: nothing new, both updated.
+    // The same file again, with a new e-mail for Ana: nothing new, Ana updated,
+    // the company unchanged (and not written: its update time stays).
     let again = MANUAL.replace("ana@example.com", "ana@new.example");
     let done = import_and_wait(&app, ImportOptions::default(), &again).await;
     assert_eq!(
-        (done.created_items, done.updated_items, done.failed_items),
-        (0, 2, 0)
+        (
+            done.created_items,
+            done.updated_items,
+            done.unchanged_items,
+            done.failed_items
+        ),
+        (0, 1, 1, 0)
     );
     let rows = stored(&app).await;
     assert_eq!(rows.len(), 2);
@@ -187,6 +193,7 @@ async fn a_manual_import_creates_entities_and_importing_it_again_updates_them(ba
         (ana_again.id.as_str(), ana_again.created_at),
         (ana.id.as_str(), ana.created_at)
     );
+    assert_eq!(by_tax_id(&rows, "XAXX010101000").updated_at, acme.updated_at);
 
     // Listed, newest first, searchable by file name.
     let page = ImportServiceClient::new(app.channel.clone())

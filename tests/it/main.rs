@@ -19,6 +19,7 @@ mod mail;
 mod mappings;
 mod queue;
 mod replicas;
+mod round_trip;
 mod s3;
 mod server;
 

@@ -190,7 +190,12 @@ impl TestApp {
 
     /// A second organization with its own all-permission key.
     pub async fn other_org(&self) -> (String, String) {
-        let org = orgs::create(self.db(), "globex", Plan::Starter, &Feature::ALL)
+        self.org_with_key("globex", Plan::Starter).await
+    }
+
+    /// A new organization on `plan` with every feature: (its id, an all-permission key).
+    pub async fn org_with_key(&self, name: &str, plan: Plan) -> (String, String) {
+        let org = orgs::create(self.db(), name, plan, &Feature::ALL)
             .await
             .expect("org");
         let (_, key) = keys::create(self.db(), &org.id, "other", &Permission::ALL, &[])

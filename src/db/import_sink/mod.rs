@@ -45,14 +45,17 @@ pub trait ImportRules: Send + Sync + 'static {
     fn ready_key(ready: &Self::Ready) -> (&str, &str);
     /// The row as a new entity.
     fn as_new<'a>(&'a self, ready: &'a Self::Ready, now: i64) -> EntityView<'a>;
-    /// The row merged over the stored entity.
-    fn merged(&self, ready: Self::Ready, stored: &EntityRow, now: i64) -> EntityRow;
+    /// The row merged over the stored entity; `None` when that changes nothing
+    /// (the entity is not written, and counts as unchanged).
+    fn merged(&self, ready: Self::Ready, stored: &EntityRow, now: i64) -> Option<EntityRow>;
 }
 
-/// Counters a checkpoint carries; the sink counts created and updated entities.
+/// Counters a checkpoint carries; the sink counts created, updated and unchanged
+/// entities.
 pub trait Tally: Serialize + Clone + Send + Sync + 'static {
     fn created(&mut self);
     fn updated(&mut self);
+    fn unchanged(&mut self);
 }
 
 /// Which job the checkpoints belong to, and the lease that fences them.

@@ -192,10 +192,13 @@ impl<R: ImportRules> PgSink<R> {
             };
             let (country, tax_id) = R::ready_key(&ready);
             match stored.get(&(country.to_string(), tax_id.to_string())) {
-                Some(existing) => {
-                    self.queued_tally.updated();
-                    rows.push(ToWrite::Merged(self.rules.merged(ready, existing, now)));
-                }
+                Some(existing) => match self.rules.merged(ready, existing, now) {
+                    Some(merged) => {
+                        self.queued_tally.updated();
+                        rows.push(ToWrite::Merged(merged));
+                    }
+                    None => self.queued_tally.unchanged(),
+                },
                 None => {
                     self.queued_tally.created();
                     rows.push(ToWrite::New(ready));

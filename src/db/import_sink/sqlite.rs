@@ -107,9 +107,13 @@ fn write_batch<R: ImportRules>(
                 "the entity {country} {tax_id} was neither inserted nor found"
             )));
         };
-        tally.updated();
-        tx.update(&rules.merged(ready, &stored, now).view())
-            .map_err(sqlite_error)?;
+        match rules.merged(ready, &stored, now) {
+            Some(merged) => {
+                tally.updated();
+                tx.update(&merged.view()).map_err(sqlite_error)?;
+            }
+            None => tally.unchanged(),
+        }
     }
     tx.problems(&problems).map_err(sqlite_error)?;
     let end = BatchEnd::new(&shared.fence, before.rows_done, rows_done, &tally, now)?;

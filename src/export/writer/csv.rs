@@ -9,8 +9,10 @@ use crate::export::columns::{CellRef, Column};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// Writes `rows` (cells in the order of `columns`) under a header row of `headers`.
 pub fn write<R: Record>(
     columns: &[Column],
+    headers: &[String],
     rows: &mut dyn RowSource<R>,
     out: &mut impl Write,
     bom: bool,
@@ -20,9 +22,7 @@ pub fn write<R: Record>(
         out.write_all(BOM)?;
     }
     let mut writer = csv::WriterBuilder::new().from_writer(out);
-    writer
-        .write_record(columns.iter().map(Column::key))
-        .map_err(csv_err)?;
+    writer.write_record(headers).map_err(csv_err)?;
     let mut written = 0;
     let mut scratch = String::new();
     while let Some(batch) = rows.next_batch() {

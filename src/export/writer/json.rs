@@ -4,17 +4,18 @@
 use std::io::Write;
 
 use super::{RowSource, WriteError};
-use crate::export::columns::{Cell, Column};
+use crate::export::columns::Cell;
 
+/// Writes `rows` as objects keyed by `headers` ([`crate::export::columns::headers`]).
 pub fn write(
-    columns: &[Column],
+    headers: &[String],
     rows: &mut dyn RowSource,
     out: &mut impl Write,
     lines: bool,
 ) -> Result<u64, WriteError> {
-    let keys: Vec<String> = columns
+    let keys: Vec<String> = headers
         .iter()
-        .map(|c| serde_json::to_string(&c.key()).unwrap_or_default())
+        .map(|h| serde_json::to_string(h).unwrap_or_default())
         .collect();
     let mut written = 0u64;
     if !lines {

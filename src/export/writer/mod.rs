@@ -19,7 +19,7 @@ use flate2::write::GzEncoder;
 
 use self::file_sink::PipedFile;
 
-use super::columns::{Cell, CellRef, Column};
+use super::columns::{Cell, CellRef, Column, headers};
 use super::format::{Compression, Format};
 use crate::db::entity_source::StoredEntity;
 
@@ -96,6 +96,8 @@ pub struct WriterOptions {
     pub compression: Compression,
     pub csv_bom: bool,
     pub neutralize_formulas: bool,
+    /// Index into the columns of the one `expand_array` expands.
+    pub expand_array: Option<usize>,
 }
 
 impl WriterOptions {
@@ -106,6 +108,7 @@ impl WriterOptions {
             compression: spec.compression,
             csv_bom: spec.csv_bom,
             neutralize_formulas: spec.neutralize_formulas,
+            expand_array: spec.expand_array,
         }
     }
 }
@@ -130,12 +133,13 @@ pub fn write_file(
 ) -> Result<Written, WriteError> {
     let unhashed = |rows| Written { rows, sha256: None };
     match options.format {
-        Format::Xlsx => xlsx::write(columns, rows, path).map(unhashed),
+        Format::Xlsx => xlsx::write(&headers(columns, options.expand_array), rows, path).map(unhashed),
         Format::Avro => avro::write(columns, rows, counting_file(path, bytes)?).map(unhashed),
         Format::Csv | Format::Parquet => write_records(options, columns, rows, path, bytes),
         Format::Json | Format::Ndjson => {
             let mut sink = TextSink::new(PipedFile::create(path, bytes)?, options.compression);
-            let rows = json::write(columns, rows, &mut sink, options.format == Format::Ndjson)?;
+            let headers = headers(columns, options.expand_array);
+            let rows = json::write(&headers, rows, &mut sink, options.format == Format::Ndjson)?;
             let sha256 = Some(sink.finish()?.finish()?);
             Ok(Written { rows, sha256 })
         }
@@ -163,6 +167,7 @@ pub fn write_records<R: Record>(
             let mut sink = TextSink::new(file, options.compression);
             let rows = csv::write(
                 columns,
+                &headers(columns, options.expand_array),
                 rows,
                 &mut sink,
                 options.csv_bom,

@@ -9,7 +9,7 @@ use rust_xlsxwriter::{ExcelDateTime, Format, Workbook, Worksheet, XlsxError};
 use serde_json::Value;
 
 use super::{RowSource, WriteError};
-use crate::export::columns::{Cell, Column};
+use crate::export::columns::Cell;
 
 pub const ROWS_PER_SHEET: u32 = 1_048_575;
 const MAX_CELL_CHARS: usize = 32_767;
@@ -26,13 +26,14 @@ struct Formats {
     date: Format,
 }
 
-pub fn write(columns: &[Column], rows: &mut dyn RowSource, path: &Path) -> Result<u64, WriteError> {
-    write_with_sheet_limit(columns, rows, path, ROWS_PER_SHEET)
+/// Writes `rows` under a header row of `headers` ([`crate::export::columns::headers`]).
+pub fn write(headers: &[String], rows: &mut dyn RowSource, path: &Path) -> Result<u64, WriteError> {
+    write_with_sheet_limit(headers, rows, path, ROWS_PER_SHEET)
 }
 
 /// [`write`] with a smaller sheet size, so the sheet roll-over can be tested.
 pub fn write_with_sheet_limit(
-    columns: &[Column],
+    headers: &[String],
     rows: &mut dyn RowSource,
     path: &Path,
     rows_per_sheet: u32,
@@ -60,7 +61,7 @@ pub fn write_with_sheet_limit(
                     format!("entities ({sheets})")
                 };
                 sheet.set_name(name).map_err(err)?;
-                header(sheet, columns, &formats)?;
+                header(sheet, headers, &formats)?;
                 row_in_sheet = 0;
             }
             let sheet = workbook.worksheet_from_index(sheets - 1).map_err(err)?;
@@ -74,16 +75,16 @@ pub fn write_with_sheet_limit(
     if sheets == 0 {
         let sheet = workbook.add_worksheet_with_constant_memory().map_err(err)?;
         sheet.set_name("entities").map_err(err)?;
-        header(sheet, columns, &formats)?;
+        header(sheet, headers, &formats)?;
     }
     workbook.save(path).map_err(err)?;
     Ok(written)
 }
 
-fn header(sheet: &mut Worksheet, columns: &[Column], formats: &Formats) -> Result<(), WriteError> {
-    for (col, column) in columns.iter().enumerate() {
+fn header(sheet: &mut Worksheet, headers: &[String], formats: &Formats) -> Result<(), WriteError> {
+    for (col, header) in headers.iter().enumerate() {
         sheet
-            .write_string_with_format(0, col as u16, column.key(), &formats.header)
+            .write_string_with_format(0, col as u16, header, &formats.header)
             .map_err(err)?;
     }
     Ok(())
