@@ -240,6 +240,9 @@ pub struct BulkImportConfig {
     pub max_items: u64,
     /// Largest accepted upload, bytes.
     pub max_upload_bytes: u64,
+    /// Largest accepted XLSX upload, bytes: a workbook cannot be read as it arrives
+    /// and its shared strings are held in memory while it is read.
+    pub max_xlsx_bytes: u64,
     /// Rows written per transaction by the import job.
     pub batch_rows: u32,
     /// Imports one organization may have queued or running at once.
@@ -361,6 +364,7 @@ impl Default for BulkImportConfig {
         BulkImportConfig {
             max_items: 0,
             max_upload_bytes: 512 * 1024 * 1024,
+            max_xlsx_bytes: 64 * 1024 * 1024,
             batch_rows: 2_000,
             max_active_per_org: 3,
         }
@@ -534,6 +538,11 @@ impl Config {
         check(
             "bulk_import.max_upload_bytes",
             self.bulk_import.max_upload_bytes >= 1024,
+            "must be at least 1024",
+        )?;
+        check(
+            "bulk_import.max_xlsx_bytes",
+            self.bulk_import.max_xlsx_bytes >= 1024,
             "must be at least 1024",
         )?;
         check(

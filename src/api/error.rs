@@ -228,7 +228,7 @@ impl From<ImportError> for ApiError {
 /// A failed pre-flight: one field violation per problem (`line 7` or `file`). The
 /// reason is the problem's code when all share one (`MISSING_COUNTRY`,
 /// `TOO_MANY_ITEMS` whenever the file is over the limit), else `INVALID_IMPORT_FILE`.
-fn preflight(violations: Vec<crate::import::csv_file::Violation>) -> ApiError {
+fn preflight(violations: Vec<crate::import::layout::Violation>) -> ApiError {
     let too_many = violations.iter().any(|v| v.code == "TOO_MANY_ITEMS");
     let reason = match violations.first() {
         _ if too_many => "TOO_MANY_ITEMS",

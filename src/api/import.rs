@@ -16,6 +16,7 @@ use crate::import::plan::{ChildPolicy, Selection};
 use crate::import::row::Mode;
 use crate::import::service::{ImportError, Imports};
 use crate::import::spec::{Import, ImportRequest};
+use crate::import::table::Format;
 use crate::jobs::Job;
 use crate::proto::{self, import_service_server::ImportService};
 
@@ -102,7 +103,22 @@ pub fn request_of(options: &proto::ImportOptions) -> Result<ImportRequest, ApiEr
         file_name: options.file_name.clone(),
         size_bytes: options.size_bytes,
         options_message: STANDARD.encode(options.encode_to_vec()),
+        format: format_of(options.format)?,
+        validate_only: options.validate_only,
     })
+}
+
+fn format_of(value: i32) -> Result<Option<Format>, ApiError> {
+    match proto::ImportFormat::try_from(value) {
+        Ok(proto::ImportFormat::Unspecified) => Ok(None),
+        Ok(proto::ImportFormat::Csv) => Ok(Some(Format::Csv)),
+        Ok(proto::ImportFormat::Xlsx) => Ok(Some(Format::Xlsx)),
+        Ok(proto::ImportFormat::Ndjson) => Ok(Some(Format::Ndjson)),
+        Err(_) => Err(ApiError::invalid(vec![(
+            "options.format".into(),
+            format!("unknown format {value}"),
+        )])),
+    }
 }
 
 /// The `Import` message of a job: canonical mode, counters, options as sent.

@@ -1,22 +1,23 @@
-//! From a CSV row to the entity row that is written: the column contract and the
+//! From an upload's row to the entity row that is written: the column contract and the
 //! enrichment plan ([`prepare`]), then the merge with the entity already stored
 //! under the same (organization, country, tax ID) ([`merge`]).
 
 use serde_json::{Map, Value};
 
-use super::csv_file::{self, Layout};
 use super::headers::Target;
 use super::json_object;
+use super::layout::Layout;
 use super::plan::{self, Catalogue};
 use super::row::{self, Draft, RowIssue};
 use super::spec::ImportSpec;
+use super::table::TableRow;
 use crate::db::entities::{EntityRow, EntityView};
 
 /// A row ready to write, or its problems; warnings either way.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub line: u64,
-    /// The row's original cells, for the error report.
+    /// The row's cells as a CSV file holds them, for the error report.
     pub raw: Vec<String>,
     pub outcome: Result<Ready, Vec<RowIssue>>,
     pub warnings: Vec<RowIssue>,
@@ -93,21 +94,13 @@ impl Ready {
     }
 }
 
-/// Applies the contract and the plan to one data record.
-pub fn prepare(
-    record: &csv::ByteRecord,
-    layout: &Layout,
-    spec: &ImportSpec,
-    catalogue: &Catalogue,
-) -> Prepared {
-    let line = csv_file::line_of(record);
-    let cells = match csv_file::cells(record, layout) {
+/// Applies the contract and the plan to one data row.
+pub fn prepare(row: TableRow, layout: &Layout, spec: &ImportSpec, catalogue: &Catalogue) -> Prepared {
+    let line = row.line;
+    let raw = row.raw_cells();
+    let cells = match row.cells {
         Ok(cells) => cells,
         Err(v) => {
-            let raw = record
-                .iter()
-                .map(|f| String::from_utf8_lossy(f).into_owned())
-                .collect();
             let issue = RowIssue {
                 column: String::new(),
                 code: v.code,
@@ -122,17 +115,26 @@ pub fn prepare(
             };
         }
     };
-    let unstorable = nul_cells(layout, &cells);
+    let mut unstorable: Vec<RowIssue> = row
+        .issues
+        .into_iter()
+        .map(|issue| RowIssue {
+            column: layout.headers.get(issue.column).cloned().unwrap_or_default(),
+            code: issue.code,
+            message: issue.message,
+            raw_value: String::new(),
+        })
+        .collect();
+    unstorable.extend(nul_cells(layout, &cells));
     if !unstorable.is_empty() {
         return Prepared {
             line,
-            raw: cells,
+            raw,
             outcome: Err(unstorable),
             warnings: Vec::new(),
         };
     }
-    let values = csv_file::values(&cells);
-    let converted = row::convert(&layout.targets, &values, spec.mode, &spec.defaults);
+    let converted = row::convert(&layout.targets, &cells, spec.mode, &spec.defaults);
     let outcome = converted.draft.and_then(|draft| {
         match plan::plan(&spec.batch, catalogue, &draft.entity_type, &draft.plan_columns) {
             Ok(mut plan) => {
@@ -160,7 +162,7 @@ pub fn prepare(
     });
     Prepared {
         line,
-        raw: cells,
+        raw,
         outcome,
         warnings: converted.warnings,
     }

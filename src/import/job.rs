@@ -78,7 +78,9 @@ impl ImportJob {
             .await
             .map_err(|e| JobError::Transient(format!("cannot create {}: {e}", self.temp_dir.display())))?;
         let stem = format!("{}-{}", ctx.job().id, ctx.job().attempts);
-        let upload = self.temp_dir.join(format!("{stem}.import.csv"));
+        let upload = self
+            .temp_dir
+            .join(format!("{stem}.import.{}", job.spec.format.extension()));
         let report = self.temp_dir.join(format!("{stem}.errors.csv"));
         let result = self.import_file(ctx, job, &upload, &report).await;
         let _ = tokio::fs::remove_file(&upload).await;
@@ -110,7 +112,7 @@ impl ImportJob {
             counters: job.output.clone().unwrap_or_default(),
             last_publish: None,
         };
-        if spec.stop_on_first_error && position.rows_done == 0 {
+        if spec.stop_on_first_error && !spec.validate_only && position.rows_done == 0 {
             self.validate(ctx, &upload, report_path).await?;
         }
         self.write_all(ctx, &upload, &mut position).await?;
@@ -189,6 +191,7 @@ impl ImportJob {
             job_id: job.id.clone(),
             organization_id: job.organization_id.clone(),
             skip_rules: upload.spec.batch.skip_rules_execution,
+            validate_only: upload.spec.validate_only,
         });
         let fence = Fence {
             job_id: job.id.clone(),

@@ -2,11 +2,11 @@
 //! (headers, rows, tax IDs, enrichment plans), the upload's pre-flight, the import
 //! job that upserts entities batch by batch, and its error report.
 
-pub mod csv_file;
 pub mod entity;
 pub mod headers;
 pub mod job;
 pub mod json_object;
+pub mod layout;
 pub mod mapping;
 pub mod notice;
 pub mod plan;
@@ -17,6 +17,7 @@ pub mod row;
 pub mod rules;
 pub mod service;
 pub mod spec;
+pub mod table;
 pub mod tax_id;
 
 /// The `kind` of import jobs.

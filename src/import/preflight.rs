@@ -1,14 +1,14 @@
-//! Pre-flight: the whole uploaded file checked before any job exists. Headers, every
-//! row's country, the row limit, readable cells. One pass, bounded memory; at most
-//! [`MAX_VIOLATIONS`] problems are listed, but every row is counted.
+//! Pre-flight: the whole uploaded file checked before any job exists, in any of
+//! the formats an import reads. Headers, every row's country, the row limit,
+//! readable cells. One pass, bounded memory; at most [`MAX_VIOLATIONS`] problems are
+//! listed, but every row is counted.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 
-use csv::ByteRecord;
-
-use super::csv_file::{self, Layout, Violation};
+use super::layout::{Layout, Violation};
 use super::row::{AUTOMATIC_COUNTRIES, Mode};
-use super::spec::ImportSpec;
+use super::spec::{ImportSpec, Notice};
+use super::table::{self, Table, TableError};
 
 pub const MAX_VIOLATIONS: usize = 100;
 
@@ -25,26 +25,52 @@ pub enum PreflightError {
 pub struct Checked {
     /// Data rows.
     pub rows: u64,
-    /// Things worth knowing that are not problems (export columns read past).
-    pub notices: Vec<super::spec::Notice>,
+    /// Things worth knowing that are not problems (export columns read past, the
+    /// sheet of a workbook that was read).
+    pub notices: Vec<Notice>,
 }
 
-/// Checks the file.
-pub fn check<R: Read>(input: R, spec: &ImportSpec, row_limit: u64) -> Result<Checked, PreflightError> {
-    let mut reader = csv_file::reader(csv_file::QuoteTracker::new(input));
-    let mut record = ByteRecord::new();
-    let read = |reader: &mut csv::Reader<csv_file::QuoteTracker<R>>, record: &mut ByteRecord| {
-        reader
-            .read_byte_record(record)
-            .map_err(|e| PreflightError::Io(e.to_string()))
-    };
-    if !read(&mut reader, &mut record)? {
+/// Checks the file, read as the spec's format.
+pub fn check<R: Read + Seek>(input: R, spec: &ImportSpec, row_limit: u64) -> Result<Checked, PreflightError> {
+    let checked = table::read(spec.format, input, |table| {
+        let sheet = table.sheet().map(str::to_string);
+        Ok(check_table(table, spec, row_limit).map_err(|e| on_sheet(e, sheet)))
+    });
+    match checked {
+        Ok(checked) => checked,
+        Err(e) => Err(table_error(e)),
+    }
+}
+
+/// An XLSX file's problems name the sheet of their rows.
+fn on_sheet(err: PreflightError, sheet: Option<String>) -> PreflightError {
+    match err {
+        PreflightError::Invalid(mut violations) => {
+            for v in violations.iter_mut().filter(|v| v.line.is_some()) {
+                v.sheet.clone_from(&sheet);
+            }
+            PreflightError::Invalid(violations)
+        }
+        other => other,
+    }
+}
+
+fn table_error(err: TableError) -> PreflightError {
+    match err {
+        TableError::Refused(v) => PreflightError::Invalid(vec![v]),
+        TableError::Io(e) => PreflightError::Io(e.to_string()),
+    }
+}
+
+fn check_table(table: &mut dyn Table, spec: &ImportSpec, row_limit: u64) -> Result<Checked, PreflightError> {
+    let Some(header) = table.header().map_err(table_error)? else {
         return Err(PreflightError::Invalid(vec![Violation::file(
             "EMPTY_FILE",
             "the file is empty; it needs a header row and at least one row",
         )]));
-    }
-    let layout = Layout::from_header(&record, &spec.column_map).map_err(PreflightError::Invalid)?;
+    };
+    let layout =
+        Layout::from_header(header.line, &header.names, &spec.column_map).map_err(PreflightError::Invalid)?;
     let mut violations = Vec::new();
     let mut total: u64 = 0;
     let mut add = |v: Violation| {
@@ -52,29 +78,19 @@ pub fn check<R: Read>(input: R, spec: &ImportSpec, row_limit: u64) -> Result<Che
             violations.push(v);
         }
     };
-    while read(&mut reader, &mut record)? {
-        if csv_file::is_blank(&record) {
-            continue;
-        }
+    while let Some(row) = table.next_row().map_err(table_error)? {
         total += 1;
-        let line = csv_file::line_of(&record);
-        let cells = match csv_file::cells(&record, &layout) {
-            Ok(cells) => cells,
-            Err(v) => {
-                add(v);
-                continue;
+        match &row.cells {
+            Ok(cells) => {
+                if let Some(v) = country_problem(cells, &layout, spec, row.line) {
+                    add(v);
+                }
             }
-        };
-        if let Some(v) = country_problem(&cells, &layout, spec, line) {
-            add(v);
+            Err(v) => add(v.clone()),
         }
     }
-    if let Some(opened) = reader.get_ref().unclosed_quote() {
-        add(Violation::at(
-            opened,
-            "UNCLOSED_QUOTE",
-            "a quoted cell opened on this line is never closed, so it would swallow the rest of the file",
-        ));
+    if let Some(v) = table.end_problem() {
+        add(v);
     }
     if total == 0 {
         return Err(PreflightError::Invalid(vec![Violation::file(
@@ -94,14 +110,12 @@ pub fn check<R: Read>(input: R, spec: &ImportSpec, row_limit: u64) -> Result<Che
         );
         violations.truncate(MAX_VIOLATIONS);
     }
-    if violations.is_empty() {
-        Ok(Checked {
-            rows: total,
-            notices: layout.notices(),
-        })
-    } else {
-        Err(PreflightError::Invalid(violations))
+    if !violations.is_empty() {
+        return Err(PreflightError::Invalid(violations));
     }
+    let mut notices = table.notices();
+    notices.extend(layout.notices());
+    Ok(Checked { rows: total, notices })
 }
 
 /// Every row needs a country (its own, else the batch's); automatic mode runs for
@@ -143,7 +157,7 @@ mod tests {
     }
 
     fn codes(input: &[u8], spec: &ImportSpec, limit: u64) -> Vec<(Option<u64>, &'static str)> {
-        match check(input, spec, limit) {
+        match check(std::io::Cursor::new(input), spec, limit) {
             Ok(_) => Vec::new(),
             Err(PreflightError::Invalid(v)) => v.into_iter().map(|v| (v.line, v.code)).collect(),
             Err(e) => panic!("{e}"),
@@ -154,9 +168,13 @@ mod tests {
     fn a_good_file_counts_its_rows_with_bom_crlf_and_quoted_newlines() {
         let file = "\u{feff}tax_id,type,name\r\n1,pf,\"Ana\r\nMaria\"\r\n2,pj,Acme\r\n\r\n";
         assert_eq!(
-            check(file.as_bytes(), &spec(Mode::Manual, "MX"), 10)
-                .unwrap()
-                .rows,
+            check(
+                std::io::Cursor::new(file.as_bytes()),
+                &spec(Mode::Manual, "MX"),
+                10
+            )
+            .unwrap()
+            .rows,
             2
         );
     }
@@ -252,7 +270,7 @@ mod tests {
     fn an_exports_own_columns_are_noticed_and_an_expanded_export_is_refused() {
         let s = spec(Mode::Manual, "MX");
         let file = b"id,type,tax_id,attributes,created_at,updated_at,enrichment_plan\n1,pf,A,{},x,y,{}\n";
-        let checked = check(&file[..], &s, 10).unwrap();
+        let checked = check(std::io::Cursor::new(&file[..]), &s, 10).unwrap();
         let noticed: Vec<(u64, &str, &str)> = checked
             .notices
             .iter()

@@ -1,5 +1,5 @@
-//! Reading the stored upload on a blocking thread: its header row, then batches of
-//! prepared rows (the column contract applied) over a small channel, so reading
+//! Reading the stored upload (any format, [`super::table`]) on a blocking thread:
+//! its header, then batches of prepared rows (the column contract applied) over a small channel, so reading
 //! and writing overlap and memory stays flat.
 
 use std::path::{Path, PathBuf};
@@ -7,30 +7,29 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::csv_file::{self, Layout};
 use super::entity::{self, Prepared};
+use super::layout::Layout;
 use super::plan::Catalogue;
 use super::spec::ImportSpec;
+use super::table::{self, TableError};
 use crate::jobs::JobError;
 
-/// The header row of the stored upload.
+/// The header of the stored upload.
 pub(super) async fn read_layout(upload: &Path, spec: &ImportSpec) -> Result<Layout, JobError> {
-    let (path, column_map) = (upload.to_path_buf(), spec.column_map.clone());
+    let (path, format, column_map) = (upload.to_path_buf(), spec.format, spec.column_map.clone());
     tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(&path).map_err(|e| JobError::Transient(e.to_string()))?;
-        let mut reader = csv_file::reader(file);
-        let mut record = csv::ByteRecord::new();
-        let read = reader
-            .read_byte_record(&mut record)
-            .map_err(|e| JobError::Transient(e.to_string()))?;
         let invalid = |message: String| JobError::Permanent {
             reason: "INVALID_IMPORT_FILE".into(),
             message,
         };
-        if !read {
-            return Err(invalid("the stored file is empty".into()));
-        }
-        Layout::from_header(&record, &column_map).map_err(|v| {
+        let header = table::read(format, std::io::BufReader::new(file), |table| table.header())
+            .map_err(|e| match e {
+                TableError::Refused(v) => invalid(v.message),
+                TableError::Io(e) => JobError::Transient(e.to_string()),
+            })?
+            .ok_or_else(|| invalid("the stored file is empty".into()))?;
+        Layout::from_header(header.line, &header.names, &column_map).map_err(|v| {
             invalid(
                 v.first()
                     .map(|v| v.message.clone())
@@ -83,30 +82,27 @@ pub(super) fn read_batches(upload: &Arc<Upload>, skip: u64) -> Batches {
     let reader = tokio::task::spawn_blocking(move || {
         let (layout, spec, catalogue) = (&upload.layout, &upload.spec, &upload.catalogue);
         let file = std::fs::File::open(&upload.path).map_err(|e| e.to_string())?;
-        let mut reader = csv_file::reader(std::io::BufReader::new(file));
-        let mut record = csv::ByteRecord::new();
-        // The header row.
-        reader.read_byte_record(&mut record).map_err(|e| e.to_string())?;
-        let mut index = 0u64;
-        let mut batch = Vec::with_capacity(batch_rows);
-        while reader.read_byte_record(&mut record).map_err(|e| e.to_string())? {
-            if csv_file::is_blank(&record) {
-                continue;
+        table::read(spec.format, std::io::BufReader::new(file), |table| {
+            table.header()?;
+            let mut index = 0u64;
+            let mut batch = Vec::with_capacity(batch_rows);
+            while let Some(row) = table.next_row()? {
+                index += 1;
+                if index <= skip {
+                    continue;
+                }
+                batch.push(entity::prepare(row, layout, spec, catalogue));
+                // A closed channel means the job stopped: stop reading too.
+                if batch.len() >= batch_rows && sender.blocking_send(std::mem::take(&mut batch)).is_err() {
+                    return Ok(());
+                }
             }
-            index += 1;
-            if index <= skip {
-                continue;
+            if !batch.is_empty() {
+                let _ = sender.blocking_send(batch);
             }
-            batch.push(entity::prepare(&record, layout, spec, catalogue));
-            // A closed channel means the job stopped: stop reading too.
-            if batch.len() >= batch_rows && sender.blocking_send(std::mem::take(&mut batch)).is_err() {
-                return Ok(());
-            }
-        }
-        if !batch.is_empty() {
-            let _ = sender.blocking_send(batch);
-        }
-        Ok(())
+            Ok(())
+        })
+        .map_err(|e| e.to_string())
     });
     Batches {
         receiver,

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use super::csv_file::Layout;
 use super::headers::{REPORT_COLUMNS, Target};
+use super::layout::Layout;
 use crate::db::import_errors::{self, ImportErrorRow};
 use crate::db::jobs::JobRow;
 use crate::jobs::{JobContext, JobError};

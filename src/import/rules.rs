@@ -17,6 +17,8 @@ pub struct Rules {
     /// The import's `skip_rules_execution`, written on every entity it touches
     /// whose row does not set its own.
     pub skip_rules: bool,
+    /// `validate_only`: count what each row would do, write no entity.
+    pub validate_only: bool,
 }
 
 impl ImportRules for Rules {
@@ -26,6 +28,10 @@ impl ImportRules for Rules {
 
     fn organization_id(&self) -> &str {
         &self.organization_id
+    }
+
+    fn dry_run(&self) -> bool {
+        self.validate_only
     }
 
     fn key(row: &Prepared) -> Option<(&str, &str)> {

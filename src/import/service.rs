@@ -10,9 +10,10 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
-use super::csv_file::Violation;
+use super::layout::Violation;
 use super::preflight::{self, PreflightError};
 use super::spec::{Import, ImportRequest, ImportResult, ImportSpec};
+use super::table::Format;
 use crate::config::Config;
 use crate::db::import_errors::{self, ImportErrorRow};
 use crate::db::{DbError, mappings, now_ms};
@@ -147,11 +148,14 @@ impl Imports {
         tokio::fs::create_dir_all(self.temp_dir())
             .await
             .map_err(StorageError::from)?;
-        let temp = TempFile(
-            self.temp_dir()
-                .join(format!("upload-{}.csv", crate::db::new_id())),
-        );
-        spec.size_bytes = self.receive(&temp.0, chunks, spec.size_bytes).await?;
+        let temp = TempFile(self.temp_dir().join(format!(
+            "upload-{}.{}",
+            crate::db::new_id(),
+            spec.format.extension()
+        )));
+        spec.size_bytes = self
+            .receive(&temp.0, chunks, spec.size_bytes, spec.format)
+            .await?;
         let limit = org.import_row_limit(&self.config);
         let (path, checked_spec) = (temp.0.clone(), spec.clone());
         let file = std::fs::File::open(&path).map_err(StorageError::from)?;
@@ -188,11 +192,16 @@ impl Imports {
         path: &std::path::Path,
         mut chunks: S,
         declared: u64,
+        format: Format,
     ) -> Result<u64, ImportError>
     where
         S: Stream<Item = Result<Vec<u8>, ImportError>> + Send + Unpin,
     {
-        let limit = self.config.bulk_import.max_upload_bytes;
+        let limits = &self.config.bulk_import;
+        let limit = match format {
+            Format::Xlsx => limits.max_xlsx_bytes.min(limits.max_upload_bytes),
+            Format::Csv | Format::Ndjson => limits.max_upload_bytes,
+        };
         let mut file =
             tokio::io::BufWriter::new(tokio::fs::File::create(path).await.map_err(StorageError::from)?);
         let mut size = 0u64;
@@ -233,7 +242,10 @@ impl Imports {
         path: &std::path::Path,
     ) -> Result<Job<Import>, ImportError> {
         let id = crate::db::new_id();
-        spec.object_key = format!("imports/{organization_id}/{id}/upload.csv");
+        spec.object_key = format!(
+            "imports/{organization_id}/{id}/upload.{}",
+            spec.format.extension()
+        );
         self.storage.put_file(&spec.object_key, path, "text/csv").await?;
         let job = NewJob {
             id: Some(id),

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::json_object;
 use super::plan::{BatchPlan, ChildPolicy, MAX_DEPTH, Selection};
 use super::row::{AUTOMATIC_COUNTRIES, Defaults, Mode, STATUSES, is_iso2};
+use super::table::Format;
 
 /// Recipients of the completion report, at most (as exports' e-mail delivery).
 pub const MAX_RECIPIENTS: usize = 26;
@@ -42,6 +43,10 @@ pub struct ImportRequest {
     pub size_bytes: i64,
     /// The options message as sent (base64 protobuf), echoed on the `Import`.
     pub options_message: String,
+    /// `None`: from the file name's extension (CSV when it says nothing).
+    pub format: Option<Format>,
+    /// Check every row, write no entity.
+    pub validate_only: bool,
 }
 
 /// The import job kind.
@@ -91,6 +96,12 @@ pub struct ImportSpec {
     pub total_items: i64,
     pub size_bytes: u64,
     pub options_message: String,
+    #[serde(default)]
+    pub format: Format,
+    /// Every row checked and counted (would create, update, leave unchanged,
+    /// fail), no entity written.
+    #[serde(default)]
+    pub validate_only: bool,
     /// What pre-flight noticed that is not a problem (export columns read past).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<Notice>,
@@ -281,6 +292,7 @@ impl ImportSpec {
             risk_matrix_person_id: person_matrix,
             risk_matrix_company_id: company_matrix,
         };
+        let format = req.format.unwrap_or_else(|| Format::of_file_name(&file_name));
         Ok(ImportSpec {
             v: 1,
             mode,
@@ -291,8 +303,10 @@ impl ImportSpec {
             stop_on_first_error: req.stop_on_first_error,
             report_recipient_emails: recipients,
             email_locale: locale,
+            format,
+            validate_only: req.validate_only,
             file_name: if file_name.is_empty() {
-                "upload.csv".into()
+                format!("upload.{}", format.extension())
             } else {
                 file_name
             },

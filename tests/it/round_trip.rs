@@ -27,7 +27,11 @@ on_both_backends!(an_export_imports_back_unchanged_and_a_second_import_changes_n
 const CASES: u32 = 24;
 
 /// The formats an import reads, with the file name that tells the import which.
-const FORMATS: [(ExportFormat, &str); 1] = [(ExportFormat::Csv, "round-trip.csv")];
+const FORMATS: [(ExportFormat, &str); 3] = [
+    (ExportFormat::Csv, "round-trip.csv"),
+    (ExportFormat::Xlsx, "round-trip.xlsx"),
+    (ExportFormat::Ndjson, "round-trip.ndjson"),
+];
 
 async fn an_export_imports_back_unchanged_and_a_second_import_changes_nothing(backend: Backend) {
     let app = TestApp::start_working(backend).await;

@@ -14,6 +14,7 @@ mod postgres;
 mod sqlite;
 mod sqlite_writer;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -32,6 +33,8 @@ pub trait ImportRules: Send + Sync + 'static {
     type Tally: Tally;
 
     fn organization_id(&self) -> &str;
+    /// A validate-only import: rows are checked and counted, no entity written.
+    fn dry_run(&self) -> bool;
     /// (country, tax ID) of a valid row; `None` for an invalid one.
     fn key(row: &Self::Row) -> Option<(&str, &str)>;
     /// Counts the row's problems into `tally` and collects them; its values when it
@@ -56,6 +59,40 @@ pub trait Tally: Serialize + Clone + Send + Sync + 'static {
     fn created(&mut self);
     fn updated(&mut self);
     fn unchanged(&mut self);
+}
+
+/// What the rows of a dry run ([`ImportRules::dry_run`]) would do, counted as the
+/// import would count them. A key new to the database that the file names again
+/// counts as created once, then updated (its first row is not stored to merge over).
+#[derive(Default)]
+pub(crate) struct DryRun {
+    created: HashSet<(String, String)>,
+}
+
+impl DryRun {
+    fn count<R: ImportRules>(
+        &mut self,
+        rules: &R,
+        ready: R::Ready,
+        stored: Option<&EntityRow>,
+        now: i64,
+        tally: &mut R::Tally,
+    ) {
+        match stored {
+            Some(stored) => match rules.merged(ready, stored, now) {
+                Some(_) => tally.updated(),
+                None => tally.unchanged(),
+            },
+            None => {
+                let (country, tax_id) = R::ready_key(&ready);
+                if self.created.insert((country.to_string(), tax_id.to_string())) {
+                    tally.created();
+                } else {
+                    tally.updated();
+                }
+            }
+        }
+    }
 }
 
 /// Which job the checkpoints belong to, and the lease that fences them.

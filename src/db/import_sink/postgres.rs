@@ -16,7 +16,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::pg_writer::CopyWriter;
-use super::{BatchEnd, Committed, Fence, ImportRules, SinkError, Start, Tally};
+use super::{BatchEnd, Committed, DryRun, Fence, ImportRules, SinkError, Start, Tally};
 use crate::db::entities::{EntityRow, EntityView};
 use crate::db::import_errors::ImportErrorRow;
 use crate::db::now_ms;
@@ -37,6 +37,8 @@ pub struct PgSink<R: ImportRules> {
     /// Fires when the last part handed out has committed.
     last_commit: Option<oneshot::Receiver<()>>,
     committed: Committed<R::Tally>,
+    /// Set for a validate-only import: rows are counted, not written.
+    dry_run: Option<DryRun>,
 }
 
 /// A part being written; aborted if dropped unfinished (the import stopped on an
@@ -73,6 +75,7 @@ impl<R: ImportRules> PgSink<R> {
             );
         }
         Ok(PgSink {
+            dry_run: start.rules.dry_run().then(DryRun::default),
             rules: start.rules,
             fence: start.fence,
             idle,
@@ -191,7 +194,12 @@ impl<R: ImportRules> PgSink<R> {
                 continue;
             };
             let (country, tax_id) = R::ready_key(&ready);
-            match stored.get(&(country.to_string(), tax_id.to_string())) {
+            let existing = stored.get(&(country.to_string(), tax_id.to_string()));
+            if let Some(dry_run) = self.dry_run.as_mut() {
+                dry_run.count(&*self.rules, ready, existing, now, &mut self.queued_tally);
+                continue;
+            }
+            match existing {
                 Some(existing) => match self.rules.merged(ready, existing, now) {
                     Some(merged) => {
                         self.queued_tally.updated();

@@ -3,11 +3,11 @@
 //! reads the next. Rows are written one by one inside the transaction, so a row
 //! sees (and merges over) an earlier row of its batch naming the same entity.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::sqlite_writer::SqliteWriter;
-use super::{BatchEnd, Committed, Fence, ImportRules, SinkError, Start, Tally};
+use super::{BatchEnd, Committed, DryRun, Fence, ImportRules, SinkError, Start, Tally};
 use crate::db::now_ms;
 
 pub struct SqliteSink<R: ImportRules> {
@@ -24,6 +24,8 @@ pub struct SqliteSink<R: ImportRules> {
 struct Shared<R> {
     rules: Arc<R>,
     fence: Fence,
+    /// Set for a validate-only import: rows are counted, not written.
+    dry_run: Option<Mutex<DryRun>>,
 }
 
 impl<R: ImportRules> SqliteSink<R> {
@@ -35,6 +37,7 @@ impl<R: ImportRules> SqliteSink<R> {
             .map_err(|e| SinkError::Transient(format!("cannot open the database for the import: {e}")))?;
         Ok(SqliteSink {
             shared: Arc::new(Shared {
+                dry_run: start.rules.dry_run().then(|| Mutex::new(DryRun::default())),
                 rules: start.rules,
                 fence: start.fence,
             }),
@@ -94,6 +97,17 @@ fn write_batch<R: ImportRules>(
         let Some(ready) = rules.settle(row, &mut tally, &mut problems) else {
             continue;
         };
+        if let Some(dry_run) = &shared.dry_run {
+            let (country, tax_id) = R::ready_key(&ready);
+            let stored = tx
+                .stored(organization_id, country, tax_id)
+                .map_err(sqlite_error)?;
+            let mut dry_run = dry_run
+                .lock()
+                .map_err(|_| SinkError::Transient("a dry run's counter was poisoned".into()))?;
+            dry_run.count(&**rules, ready, stored.as_ref(), now, &mut tally);
+            continue;
+        }
         if tx.insert_new(&rules.as_new(&ready, now)).map_err(sqlite_error)? {
             tally.created();
             continue;
