@@ -10,6 +10,7 @@ pub mod db;
 pub mod exchange;
 pub mod export;
 pub mod formula_guard;
+pub mod hostile;
 pub mod import;
 pub mod jobs;
 pub mod mail;

@@ -10,6 +10,7 @@ pub mod import;
 pub mod jobs;
 pub mod mapping;
 pub mod page;
+pub mod page_token;
 
 use tonic::{Request, Status};
 

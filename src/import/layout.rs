@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::headers::{self, HeaderError, Target};
-use super::spec::Notice;
+use serde::{Deserialize, Serialize};
 
 /// More columns than this is refused (the contract has about 25 platform columns).
 pub const MAX_COLUMNS: usize = 1_000;
@@ -59,6 +59,17 @@ impl Violation {
             (None, _) => "file".into(),
         }
     }
+}
+
+/// Something pre-flight tells the uploader once, about the file as a whole (the
+/// export columns an import reads past, the sheet of a workbook that was read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileNotice {
+    /// The header's line; 0 for the file as a whole.
+    pub line: u64,
+    pub column: String,
+    pub code: String,
+    pub message: String,
 }
 
 /// The header row: original names (for the error report) and where each column goes.
@@ -211,7 +222,7 @@ impl Layout {
     }
 
     /// One notice per export column the import reads past ([`headers::EXPORT_ONLY`]).
-    pub fn notices(&self) -> Vec<Notice> {
+    pub fn notices(&self) -> Vec<FileNotice> {
         self.headers
             .iter()
             .filter(|h| headers::EXPORT_ONLY.contains(&headers::normalize(h).as_str()))
@@ -223,7 +234,7 @@ impl Layout {
                     }
                     _ => "ferry keeps its own timestamps",
                 };
-                Notice {
+                FileNotice {
                     line: self.header_line.unwrap_or(0),
                     column: header.clone(),
                     code: "COLUMN_NOT_IMPORTED".into(),

@@ -3,14 +3,26 @@
 //! readable cells. One pass, bounded memory; at most [`MAX_VIOLATIONS`] problems are
 //! listed, but every row is counted.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 
+use super::layout::FileNotice;
 use super::layout::{Layout, Violation};
 use super::row::{AUTOMATIC_COUNTRIES, Mode};
-use super::spec::{ImportSpec, Notice};
-use super::table::{self, Table, TableError};
+use super::table::{self, Format, Table, TableError};
 
 pub const MAX_VIOLATIONS: usize = 100;
+
+/// What the file is checked against: the import's options that pre-flight reads.
+#[derive(Debug, Clone)]
+pub struct Expect<'a> {
+    pub format: Format,
+    /// Normalised custom header -> platform column (the saved mapping).
+    pub column_map: &'a BTreeMap<String, String>,
+    /// The batch country, for rows without their own.
+    pub country: Option<&'a str>,
+    pub mode: Mode,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
@@ -27,14 +39,18 @@ pub struct Checked {
     pub rows: u64,
     /// Things worth knowing that are not problems (export columns read past, the
     /// sheet of a workbook that was read).
-    pub notices: Vec<Notice>,
+    pub notices: Vec<FileNotice>,
 }
 
 /// Checks the file, read as the spec's format.
-pub fn check<R: Read + Seek>(input: R, spec: &ImportSpec, row_limit: u64) -> Result<Checked, PreflightError> {
-    let checked = table::read(spec.format, input, |table| {
+pub fn check<R: Read + Seek>(
+    input: R,
+    expect: &Expect<'_>,
+    row_limit: u64,
+) -> Result<Checked, PreflightError> {
+    let checked = table::read(expect.format, input, |table| {
         let sheet = table.sheet().map(str::to_string);
-        Ok(check_table(table, spec, row_limit).map_err(|e| on_sheet(e, sheet)))
+        Ok(check_table(table, expect, row_limit).map_err(|e| on_sheet(e, sheet)))
     });
     match checked {
         Ok(checked) => checked,
@@ -62,15 +78,19 @@ fn table_error(err: TableError) -> PreflightError {
     }
 }
 
-fn check_table(table: &mut dyn Table, spec: &ImportSpec, row_limit: u64) -> Result<Checked, PreflightError> {
+fn check_table(
+    table: &mut dyn Table,
+    expect: &Expect<'_>,
+    row_limit: u64,
+) -> Result<Checked, PreflightError> {
     let Some(header) = table.header().map_err(table_error)? else {
         return Err(PreflightError::Invalid(vec![Violation::file(
             "EMPTY_FILE",
             "the file is empty; it needs a header row and at least one row",
         )]));
     };
-    let layout =
-        Layout::from_header(header.line, &header.names, &spec.column_map).map_err(PreflightError::Invalid)?;
+    let layout = Layout::from_header(header.line, &header.names, expect.column_map)
+        .map_err(PreflightError::Invalid)?;
     let mut violations = Vec::new();
     let mut total: u64 = 0;
     let mut add = |v: Violation| {
@@ -82,7 +102,7 @@ fn check_table(table: &mut dyn Table, spec: &ImportSpec, row_limit: u64) -> Resu
         total += 1;
         match &row.cells {
             Ok(cells) => {
-                if let Some(v) = country_problem(cells, &layout, spec, row.line) {
+                if let Some(v) = country_problem(cells, &layout, expect, row.line) {
                     add(v);
                 }
             }
@@ -120,19 +140,19 @@ fn check_table(table: &mut dyn Table, spec: &ImportSpec, row_limit: u64) -> Resu
 
 /// Every row needs a country (its own, else the batch's); automatic mode runs for
 /// AR, BR and CL only.
-fn country_problem(cells: &[String], layout: &Layout, spec: &ImportSpec, line: u64) -> Option<Violation> {
+fn country_problem(cells: &[String], layout: &Layout, expect: &Expect<'_>, line: u64) -> Option<Violation> {
     let own = layout
         .country_column
         .map(|i| cells[i].trim().to_ascii_uppercase())
         .filter(|c| !c.is_empty());
-    let Some(country) = own.or_else(|| spec.defaults.country.clone()) else {
+    let Some(country) = own.or_else(|| expect.country.map(str::to_string)) else {
         return Some(Violation::at(
             line,
             "MISSING_COUNTRY",
             "the row has no country_code and the upload has no batch country (options.country)",
         ));
     };
-    if spec.mode == Mode::Automatic && !AUTOMATIC_COUNTRIES.contains(&country.as_str()) {
+    if expect.mode == Mode::Automatic && !AUTOMATIC_COUNTRIES.contains(&country.as_str()) {
         return Some(Violation::at(
             line,
             "COUNTRY_NOT_SUPPORTED",
@@ -145,18 +165,19 @@ fn country_problem(cells: &[String], layout: &Layout, spec: &ImportSpec, line: u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::import::spec::ImportRequest;
 
-    fn spec(mode: Mode, country: &str) -> ImportSpec {
-        ImportSpec::from_request(ImportRequest {
-            mode: Some(mode),
-            country: country.into(),
-            ..Default::default()
-        })
-        .unwrap()
+    static NO_MAPPING: BTreeMap<String, String> = BTreeMap::new();
+
+    fn spec(mode: Mode, country: &'static str) -> Expect<'static> {
+        Expect {
+            format: Format::Csv,
+            column_map: &NO_MAPPING,
+            country: Some(country).filter(|c| !c.is_empty()),
+            mode,
+        }
     }
 
-    fn codes(input: &[u8], spec: &ImportSpec, limit: u64) -> Vec<(Option<u64>, &'static str)> {
+    fn codes(input: &[u8], spec: &Expect<'_>, limit: u64) -> Vec<(Option<u64>, &'static str)> {
         match check(std::io::Cursor::new(input), spec, limit) {
             Ok(_) => Vec::new(),
             Err(PreflightError::Invalid(v)) => v.into_iter().map(|v| (v.line, v.code)).collect(),

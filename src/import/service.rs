@@ -160,7 +160,7 @@ impl Imports {
         let (path, checked_spec) = (temp.0.clone(), spec.clone());
         let file = std::fs::File::open(&path).map_err(StorageError::from)?;
         let checked = tokio::task::spawn_blocking(move || {
-            preflight::check(std::io::BufReader::new(file), &checked_spec, limit)
+            preflight::check(std::io::BufReader::new(file), &checked_spec.preflight(), limit)
         })
         .await
         .map_err(|e| ImportError::Interrupted(e.to_string()))?

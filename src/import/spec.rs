@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::json_object;
+use super::layout::FileNotice;
 use super::plan::{BatchPlan, ChildPolicy, MAX_DEPTH, Selection};
 use super::row::{AUTOMATIC_COUNTRIES, Defaults, Mode, STATUSES, is_iso2};
 use super::table::Format;
@@ -104,16 +105,7 @@ pub struct ImportSpec {
     pub validate_only: bool,
     /// What pre-flight noticed that is not a problem (export columns read past).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notices: Vec<Notice>,
-}
-
-/// Something pre-flight tells the uploader once, about the file as a whole.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Notice {
-    pub line: u64,
-    pub column: String,
-    pub code: String,
-    pub message: String,
+    pub notices: Vec<FileNotice>,
 }
 
 fn json_object(field: &str, text: &str, violations: &mut Vec<(String, String)>) -> Map<String, Value> {
@@ -160,6 +152,16 @@ fn check_selection(field: &str, selection: &Option<Selection>, violations: &mut 
 }
 
 impl ImportSpec {
+    /// What pre-flight checks the upload against.
+    pub fn preflight(&self) -> super::preflight::Expect<'_> {
+        super::preflight::Expect {
+            format: self.format,
+            column_map: &self.column_map,
+            country: self.defaults.country.as_deref(),
+            mode: self.mode,
+        }
+    }
+
     /// Checks the options; the violations name `options.<field>`.
     pub fn from_request(req: ImportRequest) -> Result<ImportSpec, Vec<(String, String)>> {
         let mut violations = Vec::new();

@@ -136,7 +136,8 @@ fn chile(text: &str) -> Result<String, TaxIdError> {
     let Some(check) = cleaned.chars().last() else {
         return Err(length_error);
     };
-    let body = &cleaned[..cleaned.len() - 1];
+    // The check character may be any character, of any width.
+    let body = &cleaned[..cleaned.len() - check.len_utf8()];
     if !(7..=8).contains(&body.len())
         || !body.chars().all(|c| c.is_ascii_digit())
         || !(check.is_ascii_digit() || check == 'K')
@@ -163,6 +164,14 @@ fn chile(text: &str) -> Result<String, TaxIdError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `tax_id` fuzz target: a RUT ending in a character wider than a
+    /// byte made the import's reader thread panic.
+    #[test]
+    fn a_rut_ending_in_a_wide_character_is_a_row_error() {
+        assert!(normalize("CL", "1234567é").is_err());
+        assert!(normalize("CL", "12.345.678-ñ").is_err());
+    }
 
     #[test]
     fn argentine_cuits_are_checked_and_formatted() {

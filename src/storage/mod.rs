@@ -2,6 +2,7 @@
 //! HTTP route with HMAC-signed, expiring URLs) or S3 (presigned GET URLs). Keys are
 //! stored on jobs, never URLs: a URL is signed fresh on every request.
 
+pub mod key;
 pub mod local;
 pub mod s3;
 pub mod signing;
@@ -88,15 +89,7 @@ impl Storage {
 /// Keys are ferry's own (`exports/<org>/<job>/<file>`); anything that could escape a
 /// folder is refused.
 pub fn check_key(key: &str) -> Result<(), StorageError> {
-    let valid = !key.is_empty()
-        && !key.starts_with('/')
-        && key
-            .split('/')
-            .all(|part| !part.is_empty() && part != "." && part != "..")
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
-    if valid {
+    if key::is_safe(key) {
         Ok(())
     } else {
         Err(StorageError::InvalidKey(key.to_string()))

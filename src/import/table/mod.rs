@@ -147,7 +147,7 @@ pub trait Table {
         None
     }
     /// Facts about the file worth telling the uploader (XLSX: which sheet was read).
-    fn notices(&self) -> Vec<super::spec::Notice> {
+    fn notices(&self) -> Vec<super::layout::FileNotice> {
         Vec::new()
     }
     /// The sheet an XLSX file's rows come from.

@@ -12,8 +12,7 @@ use std::io::{Read, Seek};
 use calamine::{DataRef, Reader, Xlsx, XlsxCellReader};
 
 use super::{CellIssue, Header, MAX_FIELD_BYTES, Table, TableError, TableRow, too_large};
-use crate::import::layout::Violation;
-use crate::import::spec::Notice;
+use crate::import::layout::{FileNotice, Violation};
 
 /// Largest whole number a spreadsheet (a 64-bit float) holds exactly.
 const EXACT_LIMIT: f64 = 9_007_199_254_740_992.0;
@@ -269,11 +268,11 @@ impl<RS: Read + Seek> Table for XlsxTable<'_, RS> {
         Ok(Some(row))
     }
 
-    fn notices(&self) -> Vec<Notice> {
+    fn notices(&self) -> Vec<FileNotice> {
         if self.other_sheets == 0 {
             return Vec::new();
         }
-        vec![Notice {
+        vec![FileNotice {
             line: 0,
             column: String::new(),
             code: "OTHER_SHEETS_NOT_READ".into(),
