@@ -14,6 +14,7 @@ use super::jobs::{self as job_fields, JobResource, Render};
 use crate::db::email_deliveries::{self, DeliveryRow};
 use crate::export::format::{Compression, Format};
 use crate::export::spec::{Delivery, ExportRequest, ExportSpec};
+use crate::export::writer::avro::AvroCodec;
 use crate::export::{Export, ExportError, Exports};
 use crate::jobs::Job;
 use crate::proto::{self, export_service_server::ExportService};
@@ -82,6 +83,32 @@ fn format_value(format: Format) -> proto::ExportFormat {
     }
 }
 
+fn avro_codec_of(value: i32) -> Result<Option<AvroCodec>, ApiError> {
+    Ok(match proto::AvroCodec::try_from(value) {
+        Ok(proto::AvroCodec::Unspecified) => None,
+        Ok(proto::AvroCodec::Deflate) => Some(AvroCodec::Deflate),
+        Ok(proto::AvroCodec::Snappy) => Some(AvroCodec::Snappy),
+        Ok(proto::AvroCodec::Zstd) => Some(AvroCodec::Zstd),
+        Ok(proto::AvroCodec::Null) => Some(AvroCodec::Null),
+        Err(_) => {
+            return Err(ApiError::invalid(vec![(
+                "avro_codec".into(),
+                format!("unknown codec {value}"),
+            )]));
+        }
+    })
+}
+
+fn avro_codec_value(spec: &ExportSpec) -> proto::AvroCodec {
+    match (spec.format, spec.avro_codec.unwrap_or_default()) {
+        (Format::Avro, AvroCodec::Deflate) => proto::AvroCodec::Deflate,
+        (Format::Avro, AvroCodec::Snappy) => proto::AvroCodec::Snappy,
+        (Format::Avro, AvroCodec::Zstd) => proto::AvroCodec::Zstd,
+        (Format::Avro, AvroCodec::Null) => proto::AvroCodec::Null,
+        _ => proto::AvroCodec::Unspecified,
+    }
+}
+
 fn compression_of(value: i32) -> Result<Option<Compression>, ApiError> {
     Ok(match proto::Compression::try_from(value) {
         Ok(proto::Compression::Unspecified) => None,
@@ -116,6 +143,7 @@ pub fn spec_of(req: &proto::CreateExportRequest) -> Result<ExportSpec, ApiError>
         csv_bom: req.csv_bom,
         neutralize_formulas: req.neutralize_formulas,
         delivery,
+        avro_codec: avro_codec_of(req.avro_codec)?,
     };
     ExportSpec::from_request(request).map_err(|v| ExportError::Invalid(v).into())
 }
@@ -212,6 +240,7 @@ pub fn export_message(export: &Job<Export>, deliveries: &[DeliveryRow]) -> proto
         request_id: job.request_id.clone().unwrap_or_default(),
         csv_bom: spec.as_ref().is_some_and(|s| s.csv_bom),
         neutralize_formulas: spec.as_ref().is_some_and(|s| s.neutralize_formulas),
+        avro_codec: spec.as_ref().map_or(0, |s| avro_codec_value(s) as i32),
     }
 }
 

@@ -12,13 +12,15 @@ use crate::db::Backend;
 use crate::export::Export;
 use crate::export::format::Format;
 use crate::export::spec::{ExportRequest, ExportSpec};
+use crate::export::writer::avro::AvroCodec;
 use crate::jobs::Worker;
 use crate::orgs::{self, Feature, Plan};
 use crate::server::App;
 
 pub struct Options {
     pub rows: u64,
-    pub formats: Vec<Format>,
+    /// Formats, each with the Avro codec to ask for (Avro only).
+    pub formats: Vec<(Format, Option<AvroCodec>)>,
     pub rounds: usize,
 }
 
@@ -32,15 +34,23 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let worker = tokio::spawn(Worker::new(app.queue.clone(), app.job_kinds()).run(stop.clone()));
     println!(
-        "{:<8} {:>10} {:>9} {:>12} {:>9} {:>10} {:>13}",
+        "{:<12} {:>10} {:>9} {:>12} {:>9} {:>10} {:>13}",
         "format", "rows", "seconds", "rows/s", "MB/s", "file MB", "peak RSS MB"
     );
-    for format in &options.formats {
+    for (format, codec) in &options.formats {
         reset_peak_rss();
-        let (elapsed, rows, bytes) = export_once(&app, &org, *format).await?;
+        let (elapsed, rows, bytes) = export_once(&app, &org, *format, *codec).await?;
+        let name = match codec {
+            Some(codec) => format!(
+                "{}:{}",
+                format.extension(),
+                serde_json::json!(codec).as_str().unwrap_or("?")
+            ),
+            None => format.extension().to_string(),
+        };
         println!(
-            "{:<8} {:>10} {:>9.2} {:>12.0} {:>9.1} {:>10.1} {:>13.1}",
-            format.extension(),
+            "{:<12} {:>10} {:>9.2} {:>12.0} {:>9.1} {:>10.1} {:>13.1}",
+            name,
             rows,
             elapsed.as_secs_f64(),
             per_second(rows as f64, elapsed),
@@ -64,7 +74,7 @@ async fn compare_with_copy(app: &App, org: &orgs::Organization, rounds: usize) -
     println!("round  CSV export s  COPY TO s  COPY MB  ratio (COPY time / export time)");
     let mut ratios = Vec::with_capacity(rounds);
     for round in 1..=rounds {
-        let (export, _, _) = export_once(app, org, Format::Csv).await?;
+        let (export, _, _) = export_once(app, org, Format::Csv, None).await?;
         let (copy, bytes) = copy_out(app.db.url(), &org.id).await?;
         let ratio = copy.as_secs_f64() / export.as_secs_f64();
         ratios.push(ratio);
@@ -90,9 +100,11 @@ async fn export_once(
     app: &App,
     org: &orgs::Organization,
     format: Format,
+    avro_codec: Option<AvroCodec>,
 ) -> anyhow::Result<(Duration, u64, u64)> {
     let spec = ExportSpec::from_request(ExportRequest {
         format: Some(format),
+        avro_codec,
         ..Default::default()
     })
     .map_err(|v| anyhow::anyhow!("invalid bench export: {v:?}"))?;

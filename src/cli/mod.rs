@@ -58,8 +58,13 @@ pub enum BenchCommand {
     Export {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
-        /// Formats to run, comma-separated (csv,json,ndjson,xlsx,parquet,avro).
-        #[arg(long, default_value = "csv,ndjson,json,parquet,avro,xlsx")]
+        /// Formats to run, comma-separated (csv,json,ndjson,xlsx,parquet,avro); an
+        /// Avro block codec follows a colon (avro:snappy, avro:zstd, avro:null;
+        /// avro alone is deflate).
+        #[arg(
+            long,
+            default_value = "csv,ndjson,json,parquet,avro,avro:snappy,avro:zstd,xlsx"
+        )]
         formats: String,
         /// On PostgreSQL: rounds of (CSV export, COPY TO) run back to back for the
         /// ratio, whose median is reported (this machine's speed drifts by 2x).
@@ -150,8 +155,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let formats = formats
                 .split(',')
                 .map(|f| {
-                    serde_json::from_value(serde_json::Value::String(f.trim().to_string()))
-                        .with_context(|| format!("unknown format `{f}`"))
+                    let (format, codec) = f.trim().split_once(':').unwrap_or((f.trim(), ""));
+                    let parse = |name: &str| serde_json::Value::String(name.to_string());
+                    let format = serde_json::from_value(parse(format))
+                        .with_context(|| format!("unknown format `{f}`"))?;
+                    let codec = match codec {
+                        "" => None,
+                        codec => Some(
+                            serde_json::from_value(parse(codec))
+                                .with_context(|| format!("unknown Avro codec `{codec}`"))?,
+                        ),
+                    };
+                    Ok((format, codec))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let app = App::open(config).await?;

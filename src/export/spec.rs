@@ -1,6 +1,7 @@
 //! What an export job does, checked before it is queued and stored as its versioned
 //! payload, so old jobs still run after a deploy.
 
+use super::writer::avro::AvroCodec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -35,6 +36,9 @@ pub struct ExportSpec {
     pub csv_bom: bool,
     pub neutralize_formulas: bool,
     pub delivery: Option<Delivery>,
+    /// The codec an Avro export asked for (`None`: the default, deflate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avro_codec: Option<AvroCodec>,
 }
 
 /// The export job kind.
@@ -69,6 +73,7 @@ pub struct ExportRequest {
     pub csv_bom: bool,
     pub neutralize_formulas: Option<bool>,
     pub delivery: Option<Delivery>,
+    pub avro_codec: Option<AvroCodec>,
 }
 
 pub const MAX_COLUMNS: usize = 1_000;
@@ -126,6 +131,9 @@ impl ExportSpec {
                 "GZIP applies to CSV, JSON and NDJSON; XLSX, Parquet and Avro compress internally".into(),
             ));
         }
+        if request.avro_codec.is_some() && format != Format::Avro {
+            violations.push(("avro_codec".into(), "a block codec applies to Avro only".into()));
+        }
         if request.csv_bom && format != Format::Csv {
             violations.push(("csv_bom".into(), "a byte order mark applies to CSV only".into()));
         }
@@ -143,6 +151,7 @@ impl ExportSpec {
             csv_bom: request.csv_bom,
             neutralize_formulas: request.neutralize_formulas.unwrap_or(true),
             delivery: request.delivery,
+            avro_codec: request.avro_codec,
         })
     }
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use ferry::db::entities::{self, EntityRow};
 use ferry::proto::{
-    CancelExportRequest, Compression, CreateExportRequest, DeleteExportRequest, EntityFilter, Export,
-    ExportDownload, ExportFormat, GetExportDownloadRequest, GetExportRequest, JobState, ListExportsRequest,
-    WatchExportRequest, export_service_client::ExportServiceClient,
+    AvroCodec, CancelExportRequest, Compression, CreateExportRequest, DeleteExportRequest, EntityFilter,
+    Export, ExportDownload, ExportFormat, GetExportDownloadRequest, GetExportRequest, JobState,
+    ListExportsRequest, WatchExportRequest, export_service_client::ExportServiceClient,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -268,17 +268,21 @@ async fn every_format_reads_back_cell_by_cell_with_an_independent_reader(backend
     let app = TestApp::start_working(backend).await;
     seed(&app).await;
     let formats = [
-        (ExportFormat::Csv, "csv"),
-        (ExportFormat::Json, "json"),
-        (ExportFormat::Ndjson, "ndjson"),
-        (ExportFormat::Xlsx, "xlsx"),
-        (ExportFormat::Parquet, "parquet"),
-        (ExportFormat::Avro, "avro"),
+        (ExportFormat::Csv, "csv", AvroCodec::Unspecified),
+        (ExportFormat::Json, "json", AvroCodec::Unspecified),
+        (ExportFormat::Ndjson, "ndjson", AvroCodec::Unspecified),
+        (ExportFormat::Xlsx, "xlsx", AvroCodec::Unspecified),
+        (ExportFormat::Parquet, "parquet", AvroCodec::Unspecified),
+        (ExportFormat::Avro, "avro", AvroCodec::Unspecified),
+        (ExportFormat::Avro, "avro", AvroCodec::Snappy),
+        (ExportFormat::Avro, "avro", AvroCodec::Zstd),
+        (ExportFormat::Avro, "avro", AvroCodec::Null),
     ];
-    for (format, name) in formats {
+    for (format, name, codec) in formats {
         let request = CreateExportRequest {
             columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
             format: format as i32,
+            avro_codec: codec as i32,
             // Compared raw here; neutralisation has its own test.
             neutralize_formulas: Some(false),
             ..Default::default()
@@ -287,9 +291,17 @@ async fn every_format_reads_back_cell_by_cell_with_an_independent_reader(backend
         assert_eq!(
             export.state,
             JobState::Completed as i32,
-            "{name}: {:?}",
+            "{name} {codec:?}: {:?}",
             export.error
         );
+        if name == "avro" {
+            // The codec in effect is echoed: deflate when none was asked for.
+            let in_effect = match codec {
+                AvroCodec::Unspecified => AvroCodec::Deflate,
+                other => other,
+            };
+            assert_eq!(export.avro_codec, in_effect as i32);
+        }
         assert_eq!(export.row_count, 3);
         let (link, bytes) = download(&app, &export.id).await;
         assert!(
@@ -305,7 +317,7 @@ async fn every_format_reads_back_cell_by_cell_with_an_independent_reader(backend
                 let w = expected(name, w);
                 assert!(
                     same(g, &w),
-                    "{name} row {r} column {}: got {g}, want {w}",
+                    "{name} {codec:?} row {r} column {}: got {g}, want {w}",
                     COLUMNS[c]
                 );
             }
@@ -1051,6 +1063,22 @@ async fn bad_export_requests_name_the_field(backend: Backend) {
                 ..Default::default()
             },
             "filter.countries[0]",
+        ),
+        (
+            CreateExportRequest {
+                format: ExportFormat::Csv as i32,
+                avro_codec: AvroCodec::Snappy as i32,
+                ..Default::default()
+            },
+            "avro_codec",
+        ),
+        (
+            CreateExportRequest {
+                format: ExportFormat::Avro as i32,
+                avro_codec: 9,
+                ..Default::default()
+            },
+            "avro_codec",
         ),
     ];
     for (request, field) in cases {

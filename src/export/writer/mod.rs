@@ -9,11 +9,10 @@ pub mod json;
 pub mod parquet;
 pub mod xlsx;
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use flate2::write::GzEncoder;
 
@@ -98,6 +97,7 @@ pub struct WriterOptions {
     pub neutralize_formulas: bool,
     /// Index into the columns of the one `expand_array` expands.
     pub expand_array: Option<usize>,
+    pub avro_codec: avro::AvroCodec,
 }
 
 impl WriterOptions {
@@ -109,6 +109,7 @@ impl WriterOptions {
             csv_bom: spec.csv_bom,
             neutralize_formulas: spec.neutralize_formulas,
             expand_array: spec.expand_array,
+            avro_codec: spec.avro_codec.unwrap_or_default(),
         }
     }
 }
@@ -134,8 +135,7 @@ pub fn write_file(
     let unhashed = |rows| Written { rows, sha256: None };
     match options.format {
         Format::Xlsx => xlsx::write(&headers(columns, options.expand_array), rows, path).map(unhashed),
-        Format::Avro => avro::write(columns, rows, counting_file(path, bytes)?).map(unhashed),
-        Format::Csv | Format::Parquet => write_records(options, columns, rows, path, bytes),
+        Format::Csv | Format::Parquet | Format::Avro => write_records(options, columns, rows, path, bytes),
         Format::Json | Format::Ndjson => {
             let mut sink = TextSink::new(PipedFile::create(path, bytes)?, options.compression);
             let headers = headers(columns, options.expand_array);
@@ -149,7 +149,7 @@ pub fn write_file(
 /// Whether [`write_records`] writes the format: it reads rows cell by cell, so the
 /// job can hand it entities as read instead of building cells first.
 pub fn reads_records(format: Format) -> bool {
-    matches!(format, Format::Csv | Format::Parquet)
+    matches!(format, Format::Csv | Format::Parquet | Format::Avro)
 }
 
 /// [`write_file`] for the formats of [`reads_records`], from rows of any [`Record`].
@@ -163,6 +163,7 @@ pub fn write_records<R: Record>(
     let file = PipedFile::create(path, bytes)?;
     let (rows, file) = match options.format {
         Format::Parquet => parquet::write(columns, rows, file)?,
+        Format::Avro => avro::write(columns, rows, file, options.avro_codec)?,
         Format::Csv => {
             let mut sink = TextSink::new(file, options.compression);
             let rows = csv::write(
@@ -186,31 +187,6 @@ pub fn write_records<R: Record>(
         rows,
         sha256: Some(file.finish()?),
     })
-}
-
-fn counting_file(path: &Path, bytes: Arc<AtomicU64>) -> Result<CountingWriter<BufWriter<File>>, WriteError> {
-    Ok(CountingWriter {
-        inner: BufWriter::with_capacity(256 * 1024, File::create(path)?),
-        bytes,
-    })
-}
-
-/// Counts the bytes that reach the file.
-pub struct CountingWriter<W> {
-    inner: W,
-    bytes: Arc<AtomicU64>,
-}
-
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// The output of a text format, gzipped or not.
