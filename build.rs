@@ -18,6 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("ferry_descriptor.bin"), fds.encode_to_vec())?;
+    // The error details ferry sends (ErrorInfo, BadRequest, RequestInfo, RetryInfo),
+    // for reflection only: generic clients decode them by name; the Rust types
+    // come from tonic-types.
+    let details = protox::compile(["google/rpc/error_details.proto"], ["proto"])?;
+    fs::write(out.join("error_details_descriptor.bin"), details.encode_to_vec())?;
     tonic_prost_build::configure()
         .extern_path(".google.rpc.Status", "::tonic_types::pb::Status")
         // Smaller stream buffers, malformed messages as INVALID_ARGUMENT (src/api/codec.rs).

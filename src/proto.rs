@@ -11,3 +11,8 @@ pub use ferry::v1::*;
 
 /// The encoded `FileDescriptorSet` of the contract, served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ferry_descriptor");
+
+/// The encoded `FileDescriptorSet` of `google/rpc/error_details.proto`: the details
+/// every error carries, served by reflection so generic clients can show them.
+pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("error_details_descriptor");

@@ -250,12 +250,16 @@ async fn serve_grpc(
     health
         .set_serving::<MappingServiceServer<api::mapping::MappingApi>>()
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // Reflection describes every service the server answers (health included) and
+    // the error details it sends, on both reflection versions grpcurl may ask.
+    let described = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(proto::ERROR_DETAILS_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = described().build_v1()?;
+    let reflection_v1alpha = described().build_v1alpha()?;
 
     // Streams per HTTP/2 connection: hyper's default (200) would make a dashboard
     // multiplexing its watchers on one connection queue behind it; the server-wide

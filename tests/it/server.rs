@@ -17,6 +17,7 @@ use crate::support::{Backend, TestApp, TestDb, test_config};
 
 on_both_backends!(
     reflection_lists_the_four_ferry_services,
+    a_client_knowing_only_reflection_decodes_error_details,
     health_reports_serving_without_credentials,
     request_id_is_echoed_and_appears_in_error_details,
     metrics_count_calls_by_method_and_code,
@@ -249,6 +250,7 @@ async fn reflection_lists_the_four_ferry_services(backend: Backend) {
         "ferry.v1.ImportService",
         "ferry.v1.EntityService",
         "ferry.v1.MappingService",
+        "grpc.health.v1.Health",
     ] {
         assert!(
             names.contains(&service.to_string()),
@@ -368,4 +370,117 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     response
+}
+
+/// Asks reflection one question and returns the answer.
+async fn reflect(app: &TestApp, request: MessageRequest) -> MessageResponse {
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    ServerReflectionClient::new(app.channel.clone())
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .unwrap()
+}
+
+/// Every file reflection gives for `symbol`, with the files they import.
+async fn files_for(app: &TestApp, symbol: &str) -> Vec<prost_types::FileDescriptorProto> {
+    use prost::Message;
+    let mut files: Vec<prost_types::FileDescriptorProto> = Vec::new();
+    let mut wanted = vec![MessageRequest::FileContainingSymbol(symbol.to_string())];
+    while let Some(request) = wanted.pop() {
+        let MessageResponse::FileDescriptorResponse(answer) = reflect(app, request).await else {
+            panic!("reflection does not describe {symbol}");
+        };
+        for bytes in answer.file_descriptor_proto {
+            let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap();
+            if files.iter().any(|f| f.name == file.name) {
+                continue;
+            }
+            for dependency in &file.dependency {
+                if !files
+                    .iter()
+                    .any(|f| f.name.as_deref() == Some(dependency.as_str()))
+                {
+                    wanted.push(MessageRequest::FileByFilename(dependency.clone()));
+                }
+            }
+            files.push(file);
+        }
+    }
+    files
+}
+
+/// What grpcurl does with an error: the details of a failed call decoded with
+/// nothing but the descriptors reflection serves.
+async fn a_client_knowing_only_reflection_decodes_error_details(backend: Backend) {
+    use prost_reflect::{DescriptorPool, DynamicMessage, Value};
+    let app = TestApp::start(backend).await;
+    let status = ferry::proto::export_service_client::ExportServiceClient::new(app.channel.clone())
+        .create_export(app.request(ferry::proto::CreateExportRequest {
+            columns: vec!["password".into()],
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    let mut files = files_for(&app, "google.rpc.Status").await;
+    for symbol in [
+        "google.rpc.ErrorInfo",
+        "google.rpc.BadRequest",
+        "google.rpc.RetryInfo",
+    ] {
+        for file in files_for(&app, symbol).await {
+            if !files.iter().any(|f| f.name == file.name) {
+                files.push(file);
+            }
+        }
+    }
+    let pool = DescriptorPool::from_file_descriptor_set(prost_types::FileDescriptorSet { file: files })
+        .expect("reflection's files make a complete pool");
+    assert!(pool.get_message_by_name("google.rpc.RequestInfo").is_some());
+    let status_type = pool.get_message_by_name("google.rpc.Status").unwrap();
+    let decoded = DynamicMessage::decode(status_type, status.details()).unwrap();
+    let Some(Value::List(details)) = decoded.get_field_by_name("details").map(|v| v.into_owned()) else {
+        panic!("no details in {decoded:?}");
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for detail in details {
+        let Value::Message(any) = detail else {
+            panic!("{detail:?}")
+        };
+        let type_url = any
+            .get_field_by_name("type_url")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        let value = any
+            .get_field_by_name("value")
+            .unwrap()
+            .as_bytes()
+            .unwrap()
+            .clone();
+        let name = type_url.rsplit('/').next().unwrap().to_string();
+        let message_type = pool
+            .get_message_by_name(&name)
+            .unwrap_or_else(|| panic!("reflection does not describe {name}"));
+        seen.insert(name, DynamicMessage::decode(message_type, value).unwrap());
+    }
+    let info = &seen["google.rpc.ErrorInfo"];
+    assert_eq!(
+        info.get_field_by_name("reason").unwrap().as_str(),
+        Some("INVALID_ARGUMENT")
+    );
+    let bad = format!("{:?}", seen["google.rpc.BadRequest"]);
+    assert!(bad.contains("columns[0]"), "{bad}");
+    assert!(seen.contains_key("google.rpc.RequestInfo"));
+    app.stop().await;
 }
