@@ -392,12 +392,58 @@ impl Default for LogConfig {
     }
 }
 
+/// `FERRY_*` variables that are not settings but are read by name: the client's
+/// connection, the log filter, and the test suite's.
+pub const OTHER_ENV: [&str; 6] = [
+    "FERRY_URL",
+    "FERRY_API_KEY",
+    "FERRY_ORG",
+    "FERRY_LOG",
+    "FERRY_TEST_DATABASE_URL",
+    "FERRY_TEST_MAX_CONNECTIONS",
+];
+
+/// `FERRY_*` variables in `env` that name no setting, each with the closest
+/// setting's variable when one is close: a misspelt variable is otherwise silently
+/// ignored.
+pub fn unknown_env(env: impl IntoIterator<Item = (String, String)>) -> Vec<(String, Option<String>)> {
+    let known: Vec<String> = Config::default()
+        .keys()
+        .iter()
+        .map(|k| env_name(k))
+        .chain(OTHER_ENV.iter().map(|v| v.to_string()))
+        .collect();
+    let mut unknown: Vec<(String, Option<String>)> = env
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("FERRY_") && !known.contains(name))
+        .map(|name| {
+            let closest = known
+                .iter()
+                .map(|k| (strsim::levenshtein(&name, k), k))
+                .min()
+                .filter(|(distance, _)| *distance <= 3)
+                .map(|(_, k)| k.clone());
+            (name, closest)
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 /// The environment variable of a `section.name` key.
 pub fn env_name(key: &str) -> String {
     format!("FERRY_{}", key.replace('.', "_").to_uppercase())
 }
 
 impl Config {
+    /// Every setting's `section.name` key.
+    pub fn keys(&self) -> Vec<String> {
+        toml::Table::try_from(self)
+            .map(|table| leaf_keys(&table).into_iter().map(|(k, _)| k).collect())
+            .unwrap_or_default()
+    }
+
     /// Loads the layers. `file`: an explicit path (must exist) or `None` for
     /// `./ferry.toml` when present; `env`: the process environment or a test's;
     /// `overrides`: `key=value` pairs from flags, applied last.
@@ -800,5 +846,29 @@ mod tests {
         std::fs::write(&file, "[jobs]\nworkerz = 3\n").unwrap();
         let err = Config::load(Some(&file), env(&[]), &[]).unwrap_err().to_string();
         assert!(err.contains("jobs.workerz"), "{err}");
+    }
+
+    #[test]
+    fn a_misspelt_environment_variable_is_named_with_the_closest_setting() {
+        let unknown = unknown_env(env(&[
+            ("FERRY_BULK_IMPORT_MAX_ITEM", "5"),
+            ("FERRY_JOBS_WORKERS", "2"),
+            ("FERRY_URL", "http://127.0.0.1:50051"),
+            ("FERRY_API_KEY", "k"),
+            ("FERRY_ORG", "o"),
+            ("FERRY_LOG", "debug"),
+            ("FERRY_SOMETHING_ELSE_ENTIRELY", "x"),
+            ("HOME", "/root"),
+        ]));
+        assert_eq!(
+            unknown,
+            [
+                (
+                    "FERRY_BULK_IMPORT_MAX_ITEM".to_string(),
+                    Some("FERRY_BULK_IMPORT_MAX_ITEMS".to_string())
+                ),
+                ("FERRY_SOMETHING_ELSE_ENTIRELY".to_string(), None),
+            ]
+        );
     }
 }

@@ -135,6 +135,14 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.load_config()?;
     init_logging(&config);
+    for (variable, closest) in crate::config::unknown_env(std::env::vars()) {
+        match closest {
+            Some(closest) => {
+                tracing::warn!("{variable} is not a ferry setting and is ignored; did you mean {closest}?")
+            }
+            None => tracing::warn!("{variable} is not a ferry setting and is ignored"),
+        }
+    }
     match cli.command {
         Command::Serve { .. } => serve(config).await,
         Command::Migrate => {

@@ -9,7 +9,10 @@ use ferry::proto::{ListEntitiesRequest, entity_service_client::EntityServiceClie
 use crate::on_both_backends;
 use crate::support::{Backend, TestDb, test_config, until_refused, with_auth};
 
-on_both_backends!(admin_commands_create_an_organization_and_a_key_that_works_until_revoked);
+on_both_backends!(
+    admin_commands_create_an_organization_and_a_key_that_works_until_revoked,
+    a_misspelt_setting_variable_is_reported_with_the_closest_name,
+);
 
 fn ferry(db: &TestDb, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -178,4 +181,32 @@ async fn admin_commands_create_an_organization_and_a_key_that_works_until_revoke
     .await;
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     running.stop().await;
+}
+
+async fn a_misspelt_setting_variable_is_reported_with_the_closest_name(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--data-dir")
+        .arg(db.data_dir())
+        .arg("--database-url")
+        .arg(&db.url)
+        .arg("migrate")
+        .env("FERRY_JOBS_WORKER", "3")
+        .env("FERRY_URL", "http://127.0.0.1:50051")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        log.contains(
+            "FERRY_JOBS_WORKER is not a ferry setting and is ignored; did you mean FERRY_JOBS_WORKERS?"
+        ),
+        "{log}"
+    );
+    // The client's own variables are known.
+    assert!(!log.contains("FERRY_URL is not"), "{log}");
 }
