@@ -3,6 +3,7 @@
 
 pub mod admin;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -217,8 +218,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    // Colours only for a person: none in a file, a pipe or a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second initialisation (tests) is harmless.
     let _ = if config.log.format == crate::config::LogFormat::Json {
@@ -234,27 +237,54 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let bootstrap_enabled = config.server.bootstrap;
     let app = App::open(config).await?;
+    let json = app.config.log.format == crate::config::LogFormat::Json;
     if bootstrap_enabled && let Some(created) = bootstrap::run_if_empty(&app.db, &data_dir).await? {
+        announce_bootstrap(&created, json);
+    }
+    let handlers = app.job_kinds();
+    let running = server::start(app, handlers).await?;
+    // With JSON logs everything ferry writes is a JSON log line, the banner included.
+    tracing::info!(grpc_addr = %running.grpc_addr, http_addr = %running.http_addr, "ferry is serving");
+    if !json {
+        println!(
+            "ferry gRPC on {} , HTTP on {}",
+            running.grpc_addr, running.http_addr
+        );
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing calls and returning job leases");
+    running.stop().await;
+    Ok(())
+}
+
+/// The first start's organization and key. The key's secret goes to the 0600 file
+/// and, only when stdout is a terminal, to the screen: never into a log a machine
+/// collects.
+fn announce_bootstrap(created: &bootstrap::Bootstrap, json: bool) {
+    let on_terminal = std::io::stdout().is_terminal();
+    tracing::info!(
+        organization_id = %created.organization_id,
+        key_file = %created.key_file.display(),
+        "first start: created an organization and an API key with every permission"
+    );
+    if !json {
         println!(
             "First start: created organization {} and an API key with every permission.",
             created.organization_id
         );
+    }
+    if on_terminal {
         println!(
             "  API key (shown once, also saved to {}):",
             created.key_file.display()
         );
         println!("  {}", created.token);
+    } else if !json {
+        println!(
+            "  API key saved to {} (not printed: stdout is not a terminal)",
+            created.key_file.display()
+        );
     }
-    let handlers = app.job_kinds();
-    let running = server::start(app, handlers).await?;
-    println!(
-        "ferry gRPC on {} , HTTP on {}",
-        running.grpc_addr, running.http_addr
-    );
-    shutdown_signal().await;
-    tracing::info!("shutting down: finishing calls and returning job leases");
-    running.stop().await;
-    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

@@ -12,6 +12,7 @@ use crate::support::{Backend, TestDb, test_config, until_refused, with_auth};
 on_both_backends!(
     admin_commands_create_an_organization_and_a_key_that_works_until_revoked,
     a_misspelt_setting_variable_is_reported_with_the_closest_name,
+    with_json_logs_every_line_is_json_and_the_bootstrap_key_stays_in_its_file,
 );
 
 fn ferry(db: &TestDb, args: &[&str]) -> (bool, String, String) {
@@ -209,4 +210,63 @@ async fn a_misspelt_setting_variable_is_reported_with_the_closest_name(backend: 
     );
     // The client's own variables are known.
     assert!(!log.contains("FERRY_URL is not"), "{log}");
+}
+
+async fn with_json_logs_every_line_is_json_and_the_bootstrap_key_stays_in_its_file(backend: Backend) {
+    use std::io::{BufRead, BufReader, Read};
+    let db = TestDb::new(backend).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--data-dir")
+        .arg(db.data_dir())
+        .arg("--database-url")
+        .arg(&db.url)
+        .args(["--set", "log.format=json"])
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            let serving = line.contains("ferry is serving");
+            lines.push(line);
+            if serving {
+                break;
+            }
+        }
+        lines
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !reader.is_finished() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let mut lines = reader.join().unwrap();
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    let _ = child.wait();
+    lines.extend(stdout.lines().map(str::to_string));
+    assert!(lines.iter().any(|l| l.contains("ferry is serving")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("first start")), "{lines:?}");
+    let token = std::fs::read_to_string(db.data_dir().join("bootstrap-key")).unwrap();
+    for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+        assert!(
+            !line.contains(token.trim()),
+            "the key's secret was printed: {line}"
+        );
+        assert!(!line.contains('\u{1b}'), "colour codes in a log: {line}");
+    }
 }
