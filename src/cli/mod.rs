@@ -153,6 +153,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(command) => {
+            existing_database(&config)?;
             let app = App::open(config).await?;
             admin::run(&app, command).await
         }
@@ -213,6 +214,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::bench::import::run(app, crate::bench::import::Options { rows }).await
         }
     }
+}
+
+/// `ferry admin` works on a database that exists: a SQLite file that is not there
+/// (a wrong folder, a typo) would otherwise be created empty, and the command would
+/// act on it as if nothing were wrong.
+fn existing_database(config: &Config) -> anyhow::Result<()> {
+    let url = config.database_url();
+    if crate::db::is_postgres_url(&url) {
+        return Ok(());
+    }
+    let path = std::path::Path::new(crate::db::sqlite_path(&url));
+    anyhow::ensure!(
+        path.exists(),
+        "there is no ferry database at {} (database.url / --database-url, or --data-dir); \
+         `ferry migrate` or `ferry serve` creates one",
+        path.display()
+    );
+    Ok(())
 }
 
 fn init_logging(config: &Config) {

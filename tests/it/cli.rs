@@ -34,6 +34,9 @@ fn ferry(db: &TestDb, args: &[&str]) -> (bool, String, String) {
 
 async fn admin_commands_create_an_organization_and_a_key_that_works_until_revoked(backend: Backend) {
     let db = TestDb::new(backend).await;
+    // Admin commands work on a database that exists.
+    let (ok, _, err) = ferry(&db, &["migrate"]);
+    assert!(ok, "{err}");
     let (ok, out, err) = ferry(
         &db,
         &["admin", "org", "create", "--name", "acme", "--plan", "growth"],
@@ -269,4 +272,25 @@ async fn with_json_logs_every_line_is_json_and_the_bootstrap_key_stays_in_its_fi
         );
         assert!(!line.contains('\u{1b}'), "colour codes in a log: {line}");
     }
+}
+
+/// A wrong folder must not become a new, empty database for an admin command.
+#[test]
+fn an_admin_command_on_a_missing_sqlite_database_refuses_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("typo");
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--set", "log.level=warn", "admin", "usage", "--org", "x"])
+        .env_remove("FERRY_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("there is no ferry database at"), "{err}");
+    assert!(
+        !data_dir.join("ferry.db").exists(),
+        "an empty database was created"
+    );
 }
