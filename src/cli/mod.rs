@@ -216,6 +216,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Both listen addresses can be bound: checked before anything is migrated,
+/// bootstrapped or printed, so a second `ferry serve` on the same ports (or a port
+/// another program holds) stops at once with the setting to change. (The server
+/// binds them for real once the database is ready.)
+fn addresses_free(config: &Config) -> anyhow::Result<()> {
+    for (key, addr) in [
+        ("server.grpc_addr", config.grpc_addr()),
+        ("server.http_addr", config.http_addr()),
+    ] {
+        std::net::TcpListener::bind(addr).with_context(|| {
+            format!("cannot listen on {key} {addr} (another ferry or another program holds it?)")
+        })?;
+    }
+    Ok(())
+}
+
 /// `ferry admin` works on a database that exists: a SQLite file that is not there
 /// (a wrong folder, a typo) would otherwise be created empty, and the command would
 /// act on it as if nothing were wrong.
@@ -251,6 +267,7 @@ fn init_logging(config: &Config) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    addresses_free(&config)?;
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;

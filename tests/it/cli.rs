@@ -294,3 +294,26 @@ fn an_admin_command_on_a_missing_sqlite_database_refuses_and_creates_nothing() {
         "an empty database was created"
     );
 }
+
+/// A port already taken stops `serve` before it touches the database.
+#[test]
+fn serve_on_a_taken_port_stops_before_creating_anything() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["serve", "--grpc-addr", &addr, "--http-addr", "127.0.0.1:0"])
+        .env_remove("FERRY_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on server.grpc_addr {addr}")),
+        "{err}"
+    );
+    assert!(!data_dir.exists(), "serve created its data folder before failing");
+}
