@@ -69,7 +69,7 @@ pub fn depth(value: &Value) -> usize {
 }
 
 /// Whether a NUL character hides in any key or string.
-fn has_nul(value: &Value) -> bool {
+pub fn has_nul(value: &Value) -> bool {
     match value {
         Value::String(text) => text.contains('\0'),
         Value::Array(items) => items.iter().any(has_nul),
