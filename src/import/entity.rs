@@ -97,7 +97,9 @@ impl Ready {
 /// Applies the contract and the plan to one data row.
 pub fn prepare(row: TableRow, layout: &Layout, spec: &ImportSpec, catalogue: &Catalogue) -> Prepared {
     let line = row.line;
-    let raw = row.raw_cells();
+    // The report's cells: the row's CSV form when it differs, else the cells
+    // themselves, moved in once the contract has read them (not copied per row).
+    let raw = row.raw;
     let cells = match row.cells {
         Ok(cells) => cells,
         Err(v) => {
@@ -109,7 +111,7 @@ pub fn prepare(row: TableRow, layout: &Layout, spec: &ImportSpec, catalogue: &Ca
             };
             return Prepared {
                 line,
-                raw,
+                raw: raw.unwrap_or_default(),
                 outcome: Err(vec![issue]),
                 warnings: Vec::new(),
             };
@@ -129,7 +131,7 @@ pub fn prepare(row: TableRow, layout: &Layout, spec: &ImportSpec, catalogue: &Ca
     if !unstorable.is_empty() {
         return Prepared {
             line,
-            raw,
+            raw: raw.unwrap_or(cells),
             outcome: Err(unstorable),
             warnings: Vec::new(),
         };
@@ -162,7 +164,7 @@ pub fn prepare(row: TableRow, layout: &Layout, spec: &ImportSpec, catalogue: &Ca
     });
     Prepared {
         line,
-        raw,
+        raw: raw.unwrap_or(cells),
         outcome,
         warnings: converted.warnings,
     }
