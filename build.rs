@@ -6,6 +6,7 @@ use std::{env, fs, path::PathBuf};
 use protox::prost::Message;
 
 const PROTOS: &[&str] = &[
+    "ferry/v1/account.proto",
     "ferry/v1/common.proto",
     "ferry/v1/entity.proto",
     "ferry/v1/export.proto",

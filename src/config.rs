@@ -394,10 +394,11 @@ impl Default for LogConfig {
 
 /// `FERRY_*` variables that are not settings but are read by name: the client's
 /// connection, the log filter, and the test suite's.
-pub const OTHER_ENV: [&str; 6] = [
+pub const OTHER_ENV: [&str; 7] = [
     "FERRY_URL",
     "FERRY_API_KEY",
     "FERRY_ORG",
+    "FERRY_PROFILE",
     "FERRY_LOG",
     "FERRY_TEST_DATABASE_URL",
     "FERRY_TEST_MAX_CONNECTIONS",

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod bench;
 pub mod calendar;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod exchange;

@@ -1,6 +1,7 @@
 //! The gRPC services: thin handlers that convert messages, call the domain and map
 //! errors through [`error::ApiError`].
 
+pub mod account;
 pub mod codec;
 pub mod convert;
 pub mod entity;

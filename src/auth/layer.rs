@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 use super::Principal;
 use super::cache::{AuthCache, LoadError};
 use super::keys;
-use super::permissions::{Permission, is_public, required_permission};
+use super::permissions::{Access, Permission, is_public, required_access};
 use crate::db::api_keys;
 use crate::db::{Db, DbError, now_ms};
 use crate::orgs::Organization;
@@ -107,10 +107,12 @@ impl Authenticator {
             Err(LoadError::NotFound) => return Err(AuthError::OrganizationNotAllowed(organization_id)),
             Err(LoadError::Unavailable(err)) => return Err(AuthError::Db(DbError::Pool(err))),
         };
-        let permission =
-            required_permission(method).ok_or_else(|| AuthError::MethodNotAllowed(method.to_string()))?;
+        let access =
+            required_access(method).ok_or_else(|| AuthError::MethodNotAllowed(method.to_string()))?;
         let permissions = keys::permissions_of(&key);
-        if !permissions.contains(&permission) {
+        if let Access::Needs(permission) = access
+            && !permissions.contains(&permission)
+        {
             return Err(AuthError::MissingPermission(permission));
         }
         self.touch(&key.id, key.last_used_at, now);

@@ -1,5 +1,6 @@
-//! The permission each gRPC method needs. A method missing here is denied: adding an
-//! RPC to the proto without an entry fails closed.
+//! What each gRPC method needs: one permission, or (said explicitly, method by
+//! method) any valid credential. A method missing here is denied: adding an RPC to
+//! the proto without an entry fails closed.
 
 use std::fmt;
 
@@ -36,30 +37,44 @@ impl fmt::Display for Permission {
     }
 }
 
-use Permission::{EntitiesBulkImport as Import, EntitiesExport as Export, EntitiesRead as Read};
+/// What a method asks of an authenticated caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The key must hold this permission.
+    Needs(Permission),
+    /// Any valid key for the organization: for methods that only describe the
+    /// caller to itself (`WhoAmI`), so a key without permissions still learns why.
+    AnyCredential,
+}
 
-/// gRPC method path -> the permission it needs.
-pub const METHOD_PERMISSIONS: &[(&str, Permission)] = &[
-    ("/ferry.v1.ExportService/CreateExport", Export),
-    ("/ferry.v1.ExportService/GetExport", Export),
-    ("/ferry.v1.ExportService/ListExports", Export),
-    ("/ferry.v1.ExportService/WatchExport", Export),
-    ("/ferry.v1.ExportService/CancelExport", Export),
-    ("/ferry.v1.ExportService/DeleteExport", Export),
-    ("/ferry.v1.ExportService/GetExportDownload", Export),
-    ("/ferry.v1.ImportService/UploadImport", Import),
-    ("/ferry.v1.ImportService/GetImport", Import),
-    ("/ferry.v1.ImportService/ListImports", Import),
-    ("/ferry.v1.ImportService/WatchImport", Import),
-    ("/ferry.v1.ImportService/CancelImport", Import),
-    ("/ferry.v1.ImportService/ListImportErrors", Import),
-    ("/ferry.v1.ImportService/GetImportErrorReport", Import),
-    ("/ferry.v1.EntityService/GetEntity", Read),
-    ("/ferry.v1.EntityService/ListEntities", Read),
-    ("/ferry.v1.MappingService/CreateMapping", Import),
-    ("/ferry.v1.MappingService/GetMapping", Import),
-    ("/ferry.v1.MappingService/ListMappings", Import),
-    ("/ferry.v1.MappingService/DeleteMapping", Import),
+use Access::{AnyCredential, Needs};
+const EXPORT: Access = Needs(Permission::EntitiesExport);
+const IMPORT: Access = Needs(Permission::EntitiesBulkImport);
+const READ: Access = Needs(Permission::EntitiesRead);
+
+/// gRPC method path -> what it needs.
+pub const METHOD_PERMISSIONS: &[(&str, Access)] = &[
+    ("/ferry.v1.AccountService/WhoAmI", AnyCredential),
+    ("/ferry.v1.ExportService/CreateExport", EXPORT),
+    ("/ferry.v1.ExportService/GetExport", EXPORT),
+    ("/ferry.v1.ExportService/ListExports", EXPORT),
+    ("/ferry.v1.ExportService/WatchExport", EXPORT),
+    ("/ferry.v1.ExportService/CancelExport", EXPORT),
+    ("/ferry.v1.ExportService/DeleteExport", EXPORT),
+    ("/ferry.v1.ExportService/GetExportDownload", EXPORT),
+    ("/ferry.v1.ImportService/UploadImport", IMPORT),
+    ("/ferry.v1.ImportService/GetImport", IMPORT),
+    ("/ferry.v1.ImportService/ListImports", IMPORT),
+    ("/ferry.v1.ImportService/WatchImport", IMPORT),
+    ("/ferry.v1.ImportService/CancelImport", IMPORT),
+    ("/ferry.v1.ImportService/ListImportErrors", IMPORT),
+    ("/ferry.v1.ImportService/GetImportErrorReport", IMPORT),
+    ("/ferry.v1.EntityService/GetEntity", READ),
+    ("/ferry.v1.EntityService/ListEntities", READ),
+    ("/ferry.v1.MappingService/CreateMapping", IMPORT),
+    ("/ferry.v1.MappingService/GetMapping", IMPORT),
+    ("/ferry.v1.MappingService/ListMappings", IMPORT),
+    ("/ferry.v1.MappingService/DeleteMapping", IMPORT),
 ];
 
 /// Health and reflection answer without credentials, so probes and grpcurl work.
@@ -69,7 +84,7 @@ pub fn is_public(path: &str) -> bool {
         || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
 }
 
-pub fn required_permission(path: &str) -> Option<Permission> {
+pub fn required_access(path: &str) -> Option<Access> {
     METHOD_PERMISSIONS
         .iter()
         .find(|(method, _)| *method == path)
@@ -97,7 +112,7 @@ mod tests {
         }
         for method in &methods {
             assert!(
-                required_permission(method).is_some(),
+                required_access(method).is_some(),
                 "{method} has no permission entry"
             );
         }
@@ -106,7 +121,7 @@ mod tests {
 
     #[test]
     fn an_unknown_method_needs_a_permission_nobody_has() {
-        assert_eq!(required_permission("/ferry.v1.ExportService/DropAllTables"), None);
+        assert_eq!(required_access("/ferry.v1.ExportService/DropAllTables"), None);
         assert!(!is_public("/ferry.v1.ExportService/DropAllTables"));
         assert!(is_public("/grpc.health.v1.Health/Check"));
     }

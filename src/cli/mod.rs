@@ -1,5 +1,6 @@
-//! The command line: `ferry serve | migrate | admin …`. Glue only: parses arguments,
-//! loads settings, and calls the library.
+//! The command line: `ferry serve | migrate | admin | bench …` for the server, and
+//! the client commands of [`crate::client`]. Glue only: parses arguments, loads
+//! settings, and calls the library.
 
 pub mod admin;
 
@@ -27,10 +28,15 @@ pub struct Cli {
     /// Shorthand for --set server.data_dir=DIR.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<String>,
+    /// Where client commands connect and how they print.
+    #[command(flatten, next_help_heading = "Client options")]
+    pub client: crate::client::ClientArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC server, the HTTP listener and the job worker.
@@ -51,6 +57,8 @@ pub enum Command {
     /// Measure throughput and memory on synthetic data (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +140,34 @@ impl Cli {
     }
 }
 
+/// Runs the parsed command line and says how the process exits: client commands
+/// with their documented codes, server commands 0 or 1.
+pub async fn main(cli: Cli) -> std::process::ExitCode {
+    match cli {
+        Cli {
+            client,
+            command: Command::Client(command),
+            ..
+        } => {
+            let output = client.output;
+            match crate::client::run(client, command).await {
+                Ok(exit) => exit.into(),
+                Err(err) => {
+                    output.error(&err);
+                    err.exit().into()
+                }
+            }
+        }
+        cli => match run(cli).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+    }
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.load_config()?;
@@ -208,6 +244,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 queued_jobs,
             };
             crate::bench::load::run(app, options).await
+        }
+        Command::Client(command) => {
+            let exit = crate::client::run(cli.client, command).await?;
+            anyhow::ensure!(
+                exit == crate::client::Exit::Ok,
+                "the command ended with exit code {}",
+                exit as u8
+            );
+            Ok(())
         }
         Command::Bench(BenchCommand::Import { rows }) => {
             let app = App::open(config).await?;

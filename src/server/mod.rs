@@ -232,6 +232,7 @@ async fn serve_grpc(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use proto::account_service_server::AccountServiceServer;
     use proto::entity_service_server::EntityServiceServer;
     use proto::export_service_server::ExportServiceServer;
     use proto::import_service_server::ImportServiceServer;
@@ -249,6 +250,9 @@ async fn serve_grpc(
         .await;
     health
         .set_serving::<MappingServiceServer<api::mapping::MappingApi>>()
+        .await;
+    health
+        .set_serving::<AccountServiceServer<api::account::AccountApi>>()
         .await;
     // Reflection describes every service the server answers (health included) and
     // the error details it sends, on both reflection versions grpcurl may ask.
@@ -299,6 +303,9 @@ async fn serve_grpc(
         )
         .add_service(MappingServiceServer::new(api::mapping::MappingApi::new(
             app.db.clone(),
+        )))
+        .add_service(AccountServiceServer::new(api::account::AccountApi::new(
+            app.config.clone(),
         )));
 
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);

@@ -11,6 +11,7 @@ mod support;
 
 mod auth;
 mod cli;
+mod client;
 mod entities;
 mod exports;
 mod imports;

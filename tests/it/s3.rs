@@ -126,6 +126,7 @@ async fn an_export_stored_in_s3_downloads_from_a_presigned_url(backend: Backend)
 /// Files over one part go up as a multipart upload and come back byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_file_is_uploaded_in_parts_and_downloads_intact() {
+    ferry::client::install_crypto_provider();
     let (endpoint, _s3_dir) = start_s3().await;
     let mut config = ferry::config::Config::default();
     use_s3(&mut config, &endpoint);

@@ -144,6 +144,8 @@ impl TestApp {
 
     /// Starts with adjusted settings and the chosen worker.
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config), workers: Workers) -> TestApp {
+        // The tests download over reqwest, which needs rustls' provider named.
+        ferry::client::install_crypto_provider();
         let db = TestDb::new(backend).await;
         let mut config = test_config(&db);
         adjust(&mut config);
@@ -246,6 +248,7 @@ impl Drop for TestApp {
 
 /// The file behind a download link: HTTP status and bytes.
 pub async fn fetch(url: &str) -> (u16, Vec<u8>) {
+    ferry::client::install_crypto_provider();
     let response = reqwest::get(url).await.expect("download");
     let status = response.status().as_u16();
     (status, response.bytes().await.expect("body").to_vec())
