@@ -15,6 +15,7 @@ pub mod hostile;
 pub mod import;
 pub mod jobs;
 pub mod mail;
+pub mod metrics;
 pub mod notifications;
 pub mod orgs;
 pub mod private_file;

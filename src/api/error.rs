@@ -155,6 +155,10 @@ impl From<crate::jobs::events::TooManyWatchers> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
         tracing::error!(error = %err, "file storage failed");
+        if err.is_permanent() {
+            // Retrying will not help; the cause is what the operator must fix.
+            return ApiError::new(Code::FailedPrecondition, "STORAGE_MISCONFIGURED", err.to_string());
+        }
         ApiError::new(
             Code::Unavailable,
             "STORAGE_UNAVAILABLE",

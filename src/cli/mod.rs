@@ -318,6 +318,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let bootstrap_enabled = config.server.bootstrap;
     let app = App::open(config).await?;
+    app.storage
+        .check_writable()
+        .await
+        .context("file storage is not usable; ferry does not start without it")?;
     let json = app.config.log.format == crate::config::LogFormat::Json;
     if bootstrap_enabled && let Some(created) = bootstrap::run_if_empty(&app.db, &data_dir).await? {
         announce_bootstrap(&created, json);

@@ -73,6 +73,14 @@ enum Pool {
 }
 
 /// A cloneable handle on the database: pool plus the URL (for dedicated connections).
+/// Connections checked out, open and idle, and callers waiting for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    pub in_use: u32,
+    pub idle: u32,
+    pub waiting: usize,
+}
+
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
@@ -322,6 +330,19 @@ impl Db {
     /// Callers waiting for a pooled connection at this instant.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The pool at this instant, for metrics.
+    pub fn pool_state(&self) -> PoolState {
+        let state = match &self.pool {
+            Pool::Pg(p) => p.state(),
+            Pool::Sqlite(p) => p.state(),
+        };
+        PoolState {
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            idle: state.idle_connections,
+            waiting: self.waiting(),
+        }
     }
 
     /// Runs `f` inside one transaction: committed when it returns `Ok`, rolled back

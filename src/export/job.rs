@@ -85,10 +85,7 @@ impl ExportJob {
         };
         let hashed = started.elapsed();
         let object_key = format!("exports/{}/{}/{}", job.organization_id, job.id, file_name);
-        self.storage
-            .put_file(&object_key, temp, content_type)
-            .await
-            .map_err(|e| JobError::Transient(e.to_string()))?;
+        self.storage.put_file(&object_key, temp, content_type).await?;
         tracing::info!(
             rows = row_count,
             bytes = size,

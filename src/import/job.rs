@@ -53,9 +53,10 @@ struct Position {
 }
 
 impl Position {
-    fn reached(&mut self, committed: &Committed<ImportResult>) {
+    fn reached(&mut self, ctx: &JobContext, committed: &Committed<ImportResult>) {
         self.rows_done = committed.rows_done;
         self.counters = committed.tally.clone();
+        ctx.note_rows(self.rows_done);
     }
 }
 
@@ -96,10 +97,7 @@ impl ImportJob {
         report_path: &Path,
     ) -> Result<Outcome<ImportResult>, JobError> {
         let spec = &job.spec;
-        self.storage
-            .fetch_to_file(&spec.object_key, upload)
-            .await
-            .map_err(|e| JobError::Transient(e.to_string()))?;
+        self.storage.fetch_to_file(&spec.object_key, upload).await?;
         let upload = Arc::new(Upload {
             catalogue: catalogue(ctx.db(), &job.row.organization_id).await?,
             layout: read_layout(upload, spec).await?,
@@ -208,15 +206,15 @@ impl ImportJob {
             if let Err(stop) = ctx.check() {
                 // What is on its way is finished first: the rows written stay.
                 sink.finish().await.map_err(sink_error)?;
-                position.reached(sink.committed());
+                position.reached(ctx, sink.committed());
                 return Err(stop);
             }
             sink.write(batch).await.map_err(sink_error)?;
-            position.reached(sink.committed());
+            position.reached(ctx, sink.committed());
             publish(ctx, position).await;
         }
         sink.finish().await.map_err(sink_error)?;
-        position.reached(sink.committed());
+        position.reached(ctx, sink.committed());
         Ok(())
     }
 }

@@ -98,9 +98,6 @@ pub async fn store(
     writer.flush().map_err(io)?;
     drop(writer);
     let key = object_key(job);
-    let size = storage
-        .put_file(&key, temp, "text/csv")
-        .await
-        .map_err(|e| JobError::Transient(e.to_string()))?;
+    let size = storage.put_file(&key, temp, "text/csv").await?;
     Ok((key, size, rows))
 }

@@ -156,6 +156,7 @@ impl Imports {
         spec.size_bytes = self
             .receive(&temp.0, chunks, spec.size_bytes, spec.format)
             .await?;
+        self.queue.metrics().record_upload(spec.size_bytes);
         let limit = org.import_row_limit(&self.config);
         let (path, checked_spec) = (temp.0.clone(), spec.clone());
         let file = std::fs::File::open(&path).map_err(StorageError::from)?;

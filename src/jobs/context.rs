@@ -30,6 +30,9 @@ pub struct JobContext {
     stop: CancellationToken,
     reason: Arc<Mutex<Option<StopReason>>>,
     last_progress: Arc<Mutex<Option<Instant>>>,
+    /// The latest rows and bytes reported (throttled writes included), for the
+    /// run's metrics.
+    reported: Arc<Mutex<(i64, i64)>>,
 }
 
 impl JobContext {
@@ -42,6 +45,7 @@ impl JobContext {
             stop: CancellationToken::new(),
             reason: Arc::new(Mutex::new(None)),
             last_progress: Arc::new(Mutex::new(None)),
+            reported: Arc::new(Mutex::new((0, 0))),
         }
     }
 
@@ -76,6 +80,21 @@ impl JobContext {
         }
     }
 
+    /// Rows done, for the run's metrics only: for handlers whose progress is
+    /// written by other means (the import's batch transactions).
+    pub fn note_rows(&self, rows_done: i64) {
+        self.reported.lock().unwrap_or_else(PoisonError::into_inner).0 = rows_done;
+    }
+
+    /// Rows and bytes this run reported last (zero when it reported nothing).
+    pub fn reported(&self) -> (u64, u64) {
+        let (rows, bytes) = *self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        (
+            u64::try_from(rows).unwrap_or(0),
+            u64::try_from(bytes).unwrap_or(0),
+        )
+    }
+
     pub fn stop_reason(&self) -> Option<StopReason> {
         *self.reason.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -98,6 +117,7 @@ impl JobContext {
         bytes_done: i64,
         force: bool,
     ) -> Result<(), JobError> {
+        *self.reported.lock().unwrap_or_else(PoisonError::into_inner) = (rows_done, bytes_done);
         {
             let mut last = self.last_progress.lock().unwrap_or_else(PoisonError::into_inner);
             if !force && last.is_some_and(|t| t.elapsed() < PROGRESS_INTERVAL) {
@@ -141,6 +161,7 @@ impl JobContext {
     /// Records where the job stands (rows done and its output so far), fenced by the
     /// lease: `LeaseLost` when another worker owns the job.
     pub async fn checkpoint(&self, rows_done: i64, output: &impl serde::Serialize) -> Result<(), JobError> {
+        self.note_rows(rows_done);
         let json = serde_json::to_string(output).map_err(|e| JobError::Permanent {
             reason: "INVALID_RESULT".into(),
             message: e.to_string(),

@@ -11,6 +11,7 @@ use super::{Job, JobEvents, JobKind};
 use crate::config::JobsConfig;
 use crate::db::jobs::{self, JobPage, JobRow, JobState};
 use crate::db::{Conn, Db, DbError, new_id, now_ms};
+use crate::metrics::Metrics;
 
 /// An idempotency key is honoured this long.
 pub const REQUEST_ID_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -73,6 +74,7 @@ pub struct Queue {
     db: Db,
     events: JobEvents,
     config: JobsConfig,
+    metrics: Arc<Metrics>,
 }
 
 /// The row of a new queued job.
@@ -121,8 +123,18 @@ async fn lock_creations(conn: &mut Conn, organization_id: &str, kind: &str) -> d
 }
 
 impl Queue {
-    pub fn new(db: Db, events: JobEvents, config: JobsConfig) -> Queue {
-        Queue { db, events, config }
+    pub fn new(db: Db, events: JobEvents, config: JobsConfig, metrics: Arc<Metrics>) -> Queue {
+        Queue {
+            db,
+            events,
+            config,
+            metrics,
+        }
+    }
+
+    /// Where job runs and uploads are counted.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn db(&self) -> &Db {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::context::StopReason;
 use super::{JobContext, JobError, JobFailure, JobOutcome, NewJob, Queue, Registry};
@@ -154,11 +155,27 @@ impl Worker {
         Ok(job.map(|j| (j, lease_id)))
     }
 
-    /// Runs one claimed job to its end, however it ends.
+    /// Runs one claimed job to its end, however it ends, inside the job's span: every
+    /// line it logs (the job's own task and its heartbeat included) carries `job.id`.
+    /// The span is attached with `instrument`, never entered across an await: an
+    /// entered guard would stay on the worker thread and mark whatever else runs
+    /// there (unrelated gRPC calls) as part of the job.
     async fn run_job(&self, job: JobRow, lease_id: String, shutdown: CancellationToken) {
         let span = tracing::info_span!("job", job.id = %job.id, job.kind = %job.kind, org.id = %job.organization_id, attempt = job.attempts);
-        let _entered = span.enter();
+        self.run_in_span(job, lease_id, shutdown, span.clone())
+            .instrument(span)
+            .await
+    }
+
+    async fn run_in_span(
+        &self,
+        job: JobRow,
+        lease_id: String,
+        shutdown: CancellationToken,
+        span: tracing::Span,
+    ) {
         tracing::info!("job started");
+        let started = std::time::Instant::now();
         let ctx = JobContext::new(
             job.clone(),
             &lease_id,
@@ -172,8 +189,9 @@ impl Worker {
             return;
         };
         self.queue.events().running(&ctx);
-        let heartbeat = tokio::spawn(heartbeat(self.queue.clone(), ctx.clone(), shutdown));
-        let task = tokio::spawn(run);
+        let heartbeat =
+            tokio::spawn(heartbeat(self.queue.clone(), ctx.clone(), shutdown).instrument(span.clone()));
+        let task = tokio::spawn(run.instrument(span));
         let result = match task.await {
             Ok(result) => result,
             Err(join) => Err(JobError::Transient(format!("the job's task failed: {join}"))),
@@ -186,6 +204,11 @@ impl Worker {
             (Err(JobError::Transient(_)), Some(StopReason::Shutdown)) => Err(JobError::Shutdown),
             (other, _) => other,
         };
+        let (rows, bytes) = ctx.reported();
+        let outcome = outcome_name(&result, job.attempts < job.max_attempts);
+        self.queue
+            .metrics()
+            .record_job_run(&job.kind, outcome, started.elapsed(), rows, bytes);
         if let Err(err) = self.record(&job, &lease_id, result).await {
             tracing::error!(error = %err, "could not record how the job ended; its lease will expire and it will run again");
         }
@@ -276,6 +299,18 @@ impl Worker {
             self.queue.events().publish(&mut conn, &job.id).await;
         }
         Ok(())
+    }
+}
+
+/// The run's ending as the metrics label it (the same split as `record`).
+fn outcome_name(result: &Result<JobOutcome, JobError>, may_retry: bool) -> &'static str {
+    match result {
+        Ok(_) => "completed",
+        Err(JobError::Cancelled) => "cancelled",
+        Err(JobError::Shutdown) => "handed_back",
+        Err(JobError::LeaseLost) => "lease_lost",
+        Err(JobError::Transient(_)) if may_retry => "retry",
+        Err(JobError::Transient(_) | JobError::Permanent { .. }) => "failed",
     }
 }
 

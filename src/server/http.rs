@@ -10,8 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::metrics::Metrics;
 use crate::db::{Db, now_ms};
+use crate::metrics::Metrics;
 use crate::storage::Storage;
 use crate::storage::local::SignedQuery;
 

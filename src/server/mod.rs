@@ -4,7 +4,6 @@
 pub mod admission;
 pub mod bootstrap;
 pub mod http;
-pub mod metrics;
 pub mod observe;
 
 use std::net::SocketAddr;
@@ -26,11 +25,11 @@ use crate::export::Exports;
 use crate::export::job::ExportJob;
 use crate::jobs::{JobEvents, Queue, Registry, Worker};
 use crate::mail::Mailer;
+use crate::metrics::Metrics;
 use crate::notifications::{EmailJob, Notices};
 use crate::proto;
 use crate::scratch::Scratch;
 use crate::storage::Storage;
-use metrics::Metrics;
 
 /// Everything the services share.
 #[derive(Clone)]
@@ -70,7 +69,8 @@ impl App {
         migrate::run(&db).await.context("cannot migrate the database")?;
         let events = JobEvents::new(db.clone(), config.server.max_watchers as usize);
         let auth_cache = AuthCache::new(db.clone(), Duration::from_millis(config.auth.cache_ttl_millis));
-        let queue = Queue::new(db.clone(), events, config.jobs.clone());
+        let metrics = Arc::new(Metrics::default());
+        let queue = Queue::new(db.clone(), events, config.jobs.clone(), metrics.clone());
         let storage = Storage::from_config(&config)
             .await
             .context("cannot open the file storage")?;
@@ -95,7 +95,7 @@ impl App {
             queue,
             storage,
             mailer,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             auth_cache,
             scratch: Arc::new(scratch),
         })

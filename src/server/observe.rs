@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::request::RequestId;
 
 const HEADER: &str = "x-request-id";
@@ -113,17 +113,58 @@ where
                 }
                 // Errors are sent trailers-only, so their code is in the headers; a
                 // call whose status comes in trailers started successfully.
-                let code = response
-                    .headers()
-                    .get("grpc-status")
-                    .map(|v| tonic::Code::from_bytes(v.as_bytes()))
+                let failed = tonic::Status::from_header_map(response.headers());
+                let code = failed
+                    .as_ref()
+                    .map(tonic::Status::code)
                     .unwrap_or(tonic::Code::Ok);
-                let code = format!("{code:?}");
-                metrics.record_request(&method, &code);
-                tracing::info!(code = %code, elapsed_ms = started.elapsed().as_millis() as u64, "call answered");
+                let code_name = format!("{code:?}");
+                metrics.record_request(&method, &code_name, started.elapsed());
+                log_answer(code, failed.as_ref(), started.elapsed());
                 Ok(response)
             }
             .instrument(span),
         )
     }
+}
+
+/// One line per call. A failure says its code and reason, at WARN when the server
+/// is at fault (or cannot tell) and at INFO when the caller is (bad input, missing
+/// permission, not found: the caller learns it from the answer, an operator need
+/// not act).
+fn log_answer(code: tonic::Code, failed: Option<&tonic::Status>, elapsed: std::time::Duration) {
+    use tonic_types::StatusExt;
+    let elapsed_ms = elapsed.as_millis() as u64;
+    let Some(status) = failed.filter(|_| code != tonic::Code::Ok) else {
+        tracing::info!(code = ?code, elapsed_ms, "call answered");
+        return;
+    };
+    let reason = status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default();
+    if is_callers_fault(code) {
+        tracing::info!(code = ?code, reason = %reason, elapsed_ms, "call failed");
+    } else {
+        tracing::warn!(code = ?code, reason = %reason, error = %status.message(), elapsed_ms, "call failed");
+    }
+}
+
+/// Codes that describe the request or the caller, not the server's health.
+fn is_callers_fault(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        InvalidArgument
+            | NotFound
+            | AlreadyExists
+            | PermissionDenied
+            | Unauthenticated
+            | FailedPrecondition
+            | OutOfRange
+            | Cancelled
+            | ResourceExhausted
+            | Aborted
+    )
 }

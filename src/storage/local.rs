@@ -48,6 +48,21 @@ impl LocalStore {
         })
     }
 
+    /// A probe file can be written to and removed from the folder.
+    pub async fn check_writable(&self) -> Result<(), StorageError> {
+        let probe = self.root.join(format!(".ferry-probe-{}", uuid::Uuid::now_v7()));
+        let refused = |err: std::io::Error| {
+            StorageError::Misconfigured(format!(
+                "cannot write to the file folder {} (storage.local_dir, or server.data_dir): {err}",
+                self.root.display()
+            ))
+        };
+        tokio::fs::write(&probe, b"ferry start-up check")
+            .await
+            .map_err(refused)?;
+        tokio::fs::remove_file(&probe).await.map_err(refused)
+    }
+
     /// Points download links at the address the HTTP listener actually bound (tests
     /// and `:0` ports).
     pub fn set_base_url(&self, base_url: &str) {

@@ -22,6 +22,36 @@ pub enum StorageError {
     InvalidKey(String),
     #[error("invalid storage settings: {0}")]
     Config(String),
+    /// The store refuses for a reason that no retry will fix (the bucket does not
+    /// exist, the credentials are refused or lack access): an operator must change
+    /// a setting. Jobs fail at once; calls get FAILED_PRECONDITION.
+    #[error("file storage is misconfigured: {0}")]
+    Misconfigured(String),
+}
+
+impl StorageError {
+    /// Whether trying again later can help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Misconfigured(_) | StorageError::Config(_) | StorageError::InvalidKey(_)
+        )
+    }
+}
+
+impl From<StorageError> for crate::jobs::JobError {
+    /// A misconfigured store fails the job now, naming the cause; anything else
+    /// (a network hiccup, a full disk) is retried with backoff.
+    fn from(err: StorageError) -> Self {
+        if err.is_permanent() {
+            crate::jobs::JobError::Permanent {
+                reason: "STORAGE_MISCONFIGURED".into(),
+                message: err.to_string(),
+            }
+        } else {
+            crate::jobs::JobError::Transient(err.to_string())
+        }
+    }
 }
 
 /// What a download link needs besides the key.
@@ -44,6 +74,16 @@ impl Storage {
         match config.storage.backend {
             StorageBackend::Local => Ok(Storage::Local(local::LocalStore::from_config(config)?)),
             StorageBackend::S3 => Ok(Storage::S3(s3::S3Store::from_config(&config.storage).await?)),
+        }
+    }
+
+    /// Checked by `ferry serve` before it serves: the store is reachable and a small
+    /// object can be written and removed there, so a wrong bucket, region or key
+    /// stops the server at start instead of failing every job later.
+    pub async fn check_writable(&self) -> Result<(), StorageError> {
+        match self {
+            Storage::Local(store) => store.check_writable().await,
+            Storage::S3(store) => store.check_writable().await,
         }
     }
 

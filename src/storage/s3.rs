@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -25,6 +27,65 @@ pub struct S3Store {
 
 fn s3_error(err: impl std::fmt::Display) -> StorageError {
     StorageError::S3(err.to_string())
+}
+
+/// S3 error codes no retry fixes, with the settings an operator should look at.
+const PERMANENT: &[(&str, &str)] = &[
+    ("NoSuchBucket", "the bucket does not exist (storage.s3_bucket)"),
+    (
+        "InvalidBucketName",
+        "the bucket name is not valid (storage.s3_bucket)",
+    ),
+    (
+        "AccessDenied",
+        "access is denied for these credentials (storage.s3_access_key_id, the bucket policy)",
+    ),
+    (
+        "AllAccessDisabled",
+        "all access to the bucket is disabled (storage.s3_bucket)",
+    ),
+    ("AccountProblem", "the account behind the credentials is blocked"),
+    (
+        "InvalidAccessKeyId",
+        "the access key is unknown (storage.s3_access_key_id)",
+    ),
+    (
+        "SignatureDoesNotMatch",
+        "the secret key does not match (storage.s3_secret_access_key)",
+    ),
+    ("InvalidToken", "the session token is not valid (credentials)"),
+    ("ExpiredToken", "the credentials have expired"),
+    (
+        "PermanentRedirect",
+        "the bucket is in another region (storage.s3_region, storage.s3_endpoint)",
+    ),
+    (
+        "AuthorizationHeaderMalformed",
+        "the bucket is in another region (storage.s3_region)",
+    ),
+];
+
+/// An SDK error, told apart: a refusal that only a settings change can fix becomes
+/// [`StorageError::Misconfigured`] naming the setting; anything else (timeouts,
+/// 5xx, a connection reset) stays a transient [`StorageError::S3`].
+fn classify<E>(bucket: &str, err: SdkError<E, HttpResponse>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = err.raw_response().map(|response| response.status().as_u16());
+    // HEAD answers carry no body, hence no code: the status says it.
+    let code = match (err.code(), status) {
+        // HeadBucket's 404 (the only HEAD ferry sends) is a missing bucket.
+        (None | Some("NotFound"), Some(404)) => "NoSuchBucket".to_string(),
+        (Some(code), _) => code.to_string(),
+        (None, Some(403)) => "AccessDenied".to_string(),
+        (None, Some(301)) => "PermanentRedirect".to_string(),
+        (None, _) => String::new(),
+    };
+    match PERMANENT.iter().find(|(known, _)| *known == code) {
+        Some((code, hint)) => StorageError::Misconfigured(format!("S3 bucket `{bucket}`: {hint} ({code})")),
+        None => s3_error(aws_sdk_s3::error::DisplayErrorContext(err)),
+    }
 }
 
 impl S3Store {
@@ -75,6 +136,34 @@ impl S3Store {
         }
     }
 
+    /// The bucket answers, and a small object can be written and removed under the
+    /// prefix.
+    pub async fn check_writable(&self) -> Result<(), StorageError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| classify(&self.bucket, e))?;
+        let probe = self.object_key(&format!(".ferry-probe/{}", uuid::Uuid::now_v7()));
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&probe)
+            .body(ByteStream::from_static(b"ferry start-up check"))
+            .send()
+            .await
+            .map_err(|e| classify(&self.bucket, e))?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&probe)
+            .send()
+            .await
+            .map_err(|e| classify(&self.bucket, e))?;
+        Ok(())
+    }
+
     pub async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<u64, StorageError> {
         let size = tokio::fs::metadata(path).await?.len();
         let object = self.object_key(key);
@@ -88,7 +177,7 @@ impl S3Store {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                .map_err(|e| classify(&self.bucket, e))?;
             return Ok(size);
         }
         let upload = self
@@ -99,7 +188,7 @@ impl S3Store {
             .content_type(content_type)
             .send()
             .await
-            .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| classify(&self.bucket, e))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         match self.upload_parts(&object, &upload_id, path).await {
             Ok(()) => Ok(size),
@@ -137,7 +226,7 @@ impl S3Store {
                 .body(ByteStream::from(chunk))
                 .send()
                 .await
-                .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                .map_err(|e| classify(&self.bucket, e))?;
             parts.push(
                 CompletedPart::builder()
                     .set_e_tag(part.e_tag().map(str::to_string))
@@ -153,7 +242,7 @@ impl S3Store {
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
-            .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| classify(&self.bucket, e))?;
         Ok(())
     }
 
@@ -166,7 +255,7 @@ impl S3Store {
             .key(self.object_key(key))
             .send()
             .await
-            .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| classify(&self.bucket, e))?;
         let mut body = object.body;
         let mut file = tokio::fs::File::create(path).await?;
         let mut size = 0u64;
@@ -186,7 +275,7 @@ impl S3Store {
             .key(self.object_key(key))
             .send()
             .await
-            .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| classify(&self.bucket, e))?;
         Ok(())
     }
 
@@ -201,7 +290,7 @@ impl S3Store {
             .response_content_type(download.content_type)
             .presigned(presign)
             .await
-            .map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| classify(&self.bucket, e))?;
         Ok(request.uri().to_string())
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -453,4 +454,148 @@ async fn a_progress_bar_is_drawn_on_a_terminal_and_not_in_a_pipe() {
         "no terminal control sequences: {screen}"
     );
     app.stop().await;
+}
+
+/// With JSON logs, a real server running an import while calls arrive: every line
+/// the job logs carries its `job.id`, no call's line is marked as part of a job, and
+/// a failed call is one line with its code and reason (INFO for a caller's mistake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_log_lines_carry_the_job_id_and_call_lines_never_do() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    use ferry::proto::{GetImportRequest, import_service_client::ImportServiceClient};
+
+    let data = tempfile::tempdir().unwrap();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--set", "log.format=json", "--set", "log.level=info"])
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let reader = {
+        let (lines, stderr) = (lines.clone(), server.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value: serde_json::Value =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                if let Some(addr) = value["fields"]["grpc_addr"].as_str() {
+                    let _ = addr_tx.send(addr.to_string());
+                }
+                lines.lock().unwrap().push(value);
+            }
+        })
+    };
+    let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("the server started");
+    let key = std::fs::read_to_string(data.path().join("bootstrap-key")).unwrap();
+    let key = key.trim();
+    let server_url = format!("http://{addr}");
+
+    let mut text = String::from("tax_id,name,type,country_code\n");
+    for i in 0..5_000u64 {
+        text.push_str(&format!("{},Person {i},person,AR\n", 20_000_000_000u64 + i));
+    }
+    let file = data.path().join("many.csv");
+    std::fs::write(&file, text).unwrap();
+    let upload = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--server", &server_url, "--api-key", key, "--output", "json"])
+        .args(["import", "upload", file.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        upload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&upload.stderr)
+    );
+    let import: serde_json::Value = serde_json::from_slice(&upload.stdout).unwrap();
+    let id = import["id"].as_str().unwrap().to_string();
+
+    // Calls interleave with the running job until it ends.
+    let channel = tonic::transport::Channel::from_shared(server_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ImportServiceClient::new(channel);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut request = tonic::Request::new(GetImportRequest { id: id.clone() });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        let state = client.get_import(request).await.unwrap().into_inner().state;
+        if state == ferry::proto::JobState::Completed as i32 || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    let mut missing = tonic::Request::new(GetImportRequest {
+        id: "no-such-import".into(),
+    });
+    missing
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    missing
+        .metadata_mut()
+        .insert("x-request-id", "trace-missing".parse().unwrap());
+    assert!(client.get_import(missing).await.is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    reader.join().unwrap();
+
+    let lines = lines.lock().unwrap();
+    let in_job = |line: &serde_json::Value| {
+        line["spans"]
+            .as_array()
+            .is_some_and(|spans| spans.iter().any(|span| span["name"] == "job"))
+    };
+    let job_lines: Vec<_> = lines
+        .iter()
+        .filter(|l| ["job started", "job completed"].contains(&l["fields"]["message"].as_str().unwrap_or("")))
+        .collect();
+    assert!(job_lines.len() >= 2, "no job lines: {lines:?}");
+    for line in &job_lines {
+        assert!(in_job(line), "a job line without the job span: {line}");
+        assert!(
+            line.to_string().contains(&id) || line["span"]["job.id"].is_string(),
+            "{line}"
+        );
+    }
+    let calls: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            matches!(
+                l["fields"]["message"].as_str(),
+                Some("call answered" | "call failed")
+            )
+        })
+        .collect();
+    assert!(calls.len() > 2, "{lines:?}");
+    for call in &calls {
+        assert!(!in_job(call), "a call logged inside a job's span: {call}");
+    }
+    let failed: Vec<_> = lines
+        .iter()
+        .filter(|l| l.to_string().contains("trace-missing"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["fields"]["message"], "call failed");
+    assert_eq!(failed[0]["level"], "INFO");
+    assert_eq!(failed[0]["fields"]["code"], "NotFound");
+    assert_eq!(failed[0]["fields"]["reason"], "NOT_FOUND");
 }

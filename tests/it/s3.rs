@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use ferry::proto::{
-    CreateExportRequest, DeleteExportRequest, GetExportDownloadRequest, JobState, WatchExportRequest,
-    export_service_client::ExportServiceClient,
+    CreateExportRequest, DeleteExportRequest, GetExportDownloadRequest, ImportOptions, JobState,
+    UploadImportRequest, WatchExportRequest, export_service_client::ExportServiceClient,
+    import_service_client::ImportServiceClient, upload_import_request,
 };
 use ferry::storage::{Download, Storage};
 use sha2::{Digest, Sha256};
@@ -161,4 +162,123 @@ async fn a_large_file_is_uploaded_in_parts_and_downloads_intact() {
     assert_eq!(Sha256::digest(&body), Sha256::digest(&data));
     storage.delete("exports/o/j/big.bin").await.unwrap();
     assert_eq!(reqwest::get(&url).await.unwrap().status().as_u16(), 404);
+}
+
+on_both_backends!(refused_credentials_fail_jobs_at_once_and_refuse_uploads_as_misconfigured);
+
+/// The store refuses the server's credentials (a rotated secret; the start-up check
+/// is `ferry serve`'s, not the test server's): an export fails on its first attempt
+/// with STORAGE_MISCONFIGURED (no retries against a store that cannot work), and an
+/// upload is FAILED_PRECONDITION with the cause, not "retry later".
+async fn refused_credentials_fail_jobs_at_once_and_refuse_uploads_as_misconfigured(backend: Backend) {
+    let (endpoint, _s3_dir) = start_s3().await;
+    let wrong_secret = |c: &mut ferry::config::Config| {
+        use_s3(c, &endpoint);
+        c.storage.s3_secret_access_key = "not-the-secret".into();
+    };
+    let app = TestApp::start_with(backend, wrong_secret, Workers::Ferry).await;
+
+    let mut client = ExportServiceClient::new(app.channel.clone());
+    let created = client
+        .create_export(app.request(CreateExportRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = client
+        .watch_export(app.request(WatchExportRequest {
+            id: created.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .unwrap()
+    {
+        last = Some(item.unwrap());
+    }
+    let done = last.unwrap();
+    assert_eq!(done.state, JobState::Failed as i32);
+    assert_eq!(done.attempt_count, 1, "a misconfigured store was retried");
+    let error = done.error.unwrap();
+    assert!(
+        error.message.contains("storage.s3_secret_access_key"),
+        "{}",
+        error.message
+    );
+
+    let upload = futures::stream::iter([
+        UploadImportRequest {
+            payload: Some(upload_import_request::Payload::Options(ImportOptions {
+                file_name: "a.csv".into(),
+                ..Default::default()
+            })),
+        },
+        UploadImportRequest {
+            payload: Some(upload_import_request::Payload::Chunk(
+                b"tax_id,name,type,country_code\n20123456786,Ana,person,AR\n".to_vec(),
+            )),
+        },
+    ]);
+    let status = ImportServiceClient::new(app.channel.clone())
+        .upload_import(app.request(upload))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert_eq!(crate::support::reason(&status), "STORAGE_MISCONFIGURED");
+    assert!(
+        status.message().contains("storage.s3_secret_access_key"),
+        "{}",
+        status.message()
+    );
+    app.stop().await;
+}
+
+/// `ferry serve` checks the bucket before serving: a missing one stops it with
+/// the setting to fix, and nothing listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_a_missing_bucket_stops_at_start_naming_the_setting() {
+    let (endpoint, _s3_dir) = start_s3().await;
+    let data = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "--set",
+            "server.grpc_addr=127.0.0.1:0",
+            "--set",
+            "server.http_addr=127.0.0.1:0",
+        ])
+        .args([
+            "--set",
+            "storage.backend=s3",
+            "--set",
+            "storage.s3_bucket=no-such-bucket",
+        ])
+        .args([
+            "--set",
+            "storage.s3_region=us-east-1",
+            "--set",
+            "storage.s3_force_path_style=true",
+        ])
+        .args(["--set", &format!("storage.s3_endpoint={endpoint}")])
+        .args(["--set", &format!("storage.s3_access_key_id={ACCESS_KEY}")])
+        .args(["--set", &format!("storage.s3_secret_access_key={SECRET_KEY}")])
+        .arg("serve")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("serve stopped by itself")
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("no-such-bucket") && err.contains("storage.s3_bucket"),
+        "{err}"
+    );
+    assert!(
+        !data.path().join("bootstrap-key").exists(),
+        "bootstrapped before the check"
+    );
 }

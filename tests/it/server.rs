@@ -21,6 +21,7 @@ on_both_backends!(
     health_reports_serving_without_credentials,
     request_id_is_echoed_and_appears_in_error_details,
     metrics_count_calls_by_method_and_code,
+    metrics_time_calls_and_job_runs_and_count_rows_bytes_and_pool,
     migrations_run_twice_without_error,
     a_killed_servers_temp_files_are_gone_after_a_restart,
     a_malformed_message_is_an_invalid_argument_with_a_reason,
@@ -338,6 +339,45 @@ async fn metrics_count_calls_by_method_and_code(backend: Backend) {
         ),
         "{body}"
     );
+    app.stop().await;
+}
+
+async fn metrics_time_calls_and_job_runs_and_count_rows_bytes_and_pool(backend: Backend) {
+    use ferry::proto::upload_import_request::Payload;
+    use ferry::proto::{ImportOptions, UploadImportRequest, import_service_client::ImportServiceClient};
+    let app = TestApp::start(backend).await;
+    let csv = b"tax_id,name,type,country_code\n20123456786,Ana,person,AR\n30712345671,ACME SA,company,AR\n";
+    let messages = vec![
+        UploadImportRequest {
+            payload: Some(Payload::Options(ImportOptions {
+                file_name: "two.csv".into(),
+                ..Default::default()
+            })),
+        },
+        UploadImportRequest {
+            payload: Some(Payload::Chunk(csv.to_vec())),
+        },
+    ];
+    ImportServiceClient::new(app.channel.clone())
+        .upload_import(app.request(futures::stream::iter(messages)))
+        .await
+        .unwrap();
+    app.run_jobs_until_idle().await;
+
+    let http = app.running.as_ref().unwrap().http_addr;
+    let body = http_get(http, "/metrics").await;
+    for expected in [
+        r#"ferry_grpc_request_duration_seconds_count{method="/ferry.v1.ImportService/UploadImport"} 1"#
+            .to_string(),
+        r#"ferry_job_run_duration_seconds_count{kind="import",state="completed"} 1"#.to_string(),
+        r#"ferry_job_rows_total{kind="import"} 2"#.to_string(),
+        format!("ferry_import_uploaded_bytes_total {}", csv.len()),
+        "ferry_db_pool_waiters 0".to_string(),
+        "# TYPE ferry_db_pool_connections_in_use gauge".to_string(),
+        "# TYPE ferry_db_pool_connections_idle gauge".to_string(),
+    ] {
+        assert!(body.contains(&expected), "no `{expected}` in:\n{body}");
+    }
     app.stop().await;
 }
 
