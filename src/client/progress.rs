@@ -45,7 +45,7 @@ pub fn bytes(label: &str, total: Option<u64>) -> ProgressBar {
 pub fn rows(label: &str) -> ProgressBar {
     let bar = bar(
         Some(0),
-        "{spinner} {prefix} [{bar:24}] {human_pos}/{human_len} rows ETA {eta}  {msg}",
+        "{spinner} {prefix} [{bar:24}] {human_pos}/{human_len} rows {per_sec} ETA {eta}  {msg}",
     );
     bar.set_prefix(label.to_string());
     bar

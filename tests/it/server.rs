@@ -524,3 +524,74 @@ async fn a_client_knowing_only_reflection_decodes_error_details(backend: Backend
     assert!(seen.contains_key("google.rpc.RequestInfo"));
     app.stop().await;
 }
+
+/// The README's grpcurl upload, verbatim: its shell pipeline (taken from the README
+/// at test time) turns a 50 MB file into grpcurl's JSON messages; each message is
+/// read the way grpcurl reads it (proto3 JSON against the served descriptors) and
+/// streamed. grpcurl itself cannot be installed here (no route to GitHub), so the
+/// JSON-to-protobuf step is prost-reflect's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_grpcurl_upload_pipeline_carries_a_50_mb_file() {
+    use ferry::proto::{UploadImportRequest, import_service_client::ImportServiceClient};
+    use prost::Message;
+    use prost_reflect::{DescriptorPool, DynamicMessage};
+
+    let app = TestApp::start(Backend::Sqlite).await;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let lines: Vec<&str> = readme.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with(r#"( echo '{"options": {"country": "AR", "file_name": "clients.csv""#))
+        .expect("the README's upload pipeline");
+    let pipeline = format!(
+        "{}\n{}",
+        lines[start],
+        lines[start + 1].trim_end().trim_end_matches('|')
+    );
+
+    // 50 MB in 10,000 rows (a long attribute each), under the plan's row limit.
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("tax_id,name,type,country_code,attributes\n");
+    let blob = "x".repeat(5_000);
+    let mut n = 0u64;
+    while csv.len() < 50 * 1024 * 1024 {
+        csv.push_str(&format!(
+            "{},Person {n},person,AR,\"{{\"\"blob\"\":\"\"{blob}\"\"}}\"\n",
+            20_000_000_000 + n
+        ));
+        n += 1;
+    }
+    std::fs::write(dir.path().join("clients.csv"), &csv).unwrap();
+    let output = tokio::process::Command::new("bash")
+        .args(["-c", &pipeline])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let pool = DescriptorPool::decode(ferry::proto::FILE_DESCRIPTOR_SET).unwrap();
+    let descriptor = pool.get_message_by_name("ferry.v1.UploadImportRequest").unwrap();
+    let messages: Vec<UploadImportRequest> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut json = serde_json::Deserializer::from_str(line);
+            let dynamic = DynamicMessage::deserialize(descriptor.clone(), &mut json).unwrap();
+            UploadImportRequest::decode(dynamic.encode_to_vec().as_slice()).unwrap()
+        })
+        .collect();
+    assert!(messages.len() >= 17, "50 MB in 3 MiB chunks: {}", messages.len());
+    let import = ImportServiceClient::new(app.channel.clone())
+        .upload_import(app.request(futures::stream::iter(messages)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(import.total_items, n as i64);
+    assert_eq!(import.options.unwrap().size_bytes, csv.len() as i64);
+    app.stop().await;
+}
