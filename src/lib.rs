@@ -21,6 +21,7 @@ pub mod orgs;
 pub mod private_file;
 pub mod proto;
 pub mod request;
+pub mod rest;
 pub mod scratch;
 pub mod server;
 pub mod storage;

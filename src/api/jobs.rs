@@ -138,6 +138,7 @@ pub fn list_query(
             descending,
             after,
             limit: limit + 1,
+            offset: 0,
         },
         fingerprint,
     })

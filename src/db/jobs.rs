@@ -676,6 +676,9 @@ pub struct JobPage {
     pub descending: bool,
     pub after: Option<(i64, String)>,
     pub limit: i64,
+    /// Rows skipped before the page: for the REST door's numbered pages (`?page=3`),
+    /// which the seeds' clients send; gRPC pages by cursor and leaves it 0.
+    pub offset: i64,
 }
 
 macro_rules! apply_job_filter {
@@ -732,7 +735,11 @@ pub async fn list(
             (true, true) => q.order((jobs::updated_at.desc(), jobs::id.desc())),
             (true, false) => q.order((jobs::updated_at.asc(), jobs::id.asc())),
         };
-        q.limit(page.limit).select(JobRow::as_select()).load(c).await
+        q.limit(page.limit)
+            .offset(page.offset)
+            .select(JobRow::as_select())
+            .load(c)
+            .await
     })
 }
 

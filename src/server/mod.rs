@@ -335,11 +335,16 @@ async fn serve_grpc(
 }
 
 async fn serve_http(app: App, listener: TcpListener, shutdown: CancellationToken) {
+    let rest = crate::rest::router(crate::rest::RestState {
+        auth: Arc::new(Authenticator::new(app.db.clone(), app.auth_cache.clone())),
+        exports: app.exports(),
+    });
     let router = http::router(http::HttpState {
         db: app.db.clone(),
         metrics: app.metrics.clone(),
         storage: app.storage.clone(),
-    });
+    })
+    .merge(rest);
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

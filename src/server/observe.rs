@@ -52,7 +52,7 @@ pub struct ObserveService<S> {
 
 /// A client's id is kept when it is at most 128 printable ASCII characters;
 /// otherwise a new one is made, and the replacement is logged with the new id.
-fn request_id_of(headers: &http::HeaderMap) -> String {
+pub(crate) fn request_id_of(headers: &http::HeaderMap) -> String {
     let Some(sent) = headers.get(HEADER) else {
         return uuid::Uuid::now_v7().to_string();
     };

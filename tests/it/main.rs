@@ -20,6 +20,7 @@ mod mail;
 mod mappings;
 mod queue;
 mod replicas;
+mod rest;
 mod round_trip;
 mod s3;
 mod server;

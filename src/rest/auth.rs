@@ -1,0 +1,114 @@
+//! Credentials as the seeds' clients send them — `Authorization: Bearer <key>`,
+//! `Authorization: Token <key>` (seed 002), `x-api-key: <key>` (seed 001), and
+//! `X-Organization-ID` — checked by the same [`Authenticator`] as gRPC calls, for
+//! the gRPC method the route stands for.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::RestState;
+use super::error::RestError;
+use crate::api::error::ApiError;
+use crate::auth::{AuthError, Principal};
+
+/// Who is calling, and the request id their answer carries.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub request_id: String,
+}
+
+/// The credentials rewritten as the authenticator reads them (`authorization:
+/// Bearer …`, `x-organization-id`).
+fn credentials(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    if let Some(org) = headers.get("x-organization-id") {
+        out.insert("x-organization-id", org.clone());
+    }
+    let token = match headers.get(header::AUTHORIZATION) {
+        Some(value) => match value.to_str().ok().and_then(|v| v.trim().split_once(' ')) {
+            Some((scheme, key)) if scheme.eq_ignore_ascii_case("token") => {
+                Some(format!("Bearer {}", key.trim()))
+            }
+            _ => {
+                out.insert(header::AUTHORIZATION, value.clone());
+                None
+            }
+        },
+        None => headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(|key| format!("Bearer {}", key.trim())),
+    };
+    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        out.insert(header::AUTHORIZATION, value);
+    }
+    out
+}
+
+/// The route layer: finds the route's gRPC method (none: refused), authenticates,
+/// and hands the handler a [`Caller`]; every answer carries `x-request-id`.
+pub async fn authorize(State(state): State<RestState>, mut request: Request, next: Next) -> Response {
+    let request_id = crate::server::observe::request_id_of(request.headers());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let mut response = match super::method_of(request.method().as_str(), &route) {
+        None => RestError::new(AuthError::MethodNotAllowed(route), &request_id).into_response(),
+        Some(method) => match state
+            .auth
+            .authorize(method, &credentials(request.headers()))
+            .await
+        {
+            Ok(principal) => {
+                request.extensions_mut().insert(Caller {
+                    principal,
+                    request_id: request_id.clone(),
+                });
+                next.run(request).await
+            }
+            Err(err) => {
+                if let AuthError::Db(db) = &err {
+                    tracing::error!(error = %db, "authentication could not reach the database");
+                }
+                RestError::new(ApiError::from(err), &request_id).into_response()
+            }
+        },
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_way_of_sending_a_key_becomes_a_bearer_credential() {
+        let bearer = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::from_static(value));
+            }
+            credentials(&headers)
+                .get(header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+        };
+        assert_eq!(
+            bearer(&[("authorization", "Bearer k")]).as_deref(),
+            Some("Bearer k")
+        );
+        assert_eq!(
+            bearer(&[("authorization", "Token k")]).as_deref(),
+            Some("Bearer k")
+        );
+        assert_eq!(bearer(&[("x-api-key", "k")]).as_deref(), Some("Bearer k"));
+        assert_eq!(bearer(&[]), None);
+    }
+}

@@ -1,0 +1,80 @@
+//! The REST door: the predecessor APIs' endpoints (`../shared/seeds/`) on the HTTP
+//! listener, over the same domain services, permission table and database as gRPC.
+//! Thin like `api/`: read the seed's request, authorise, call the domain, answer in
+//! the seed's shape. gRPC stays the primary contract.
+//!
+//! Every route is listed in [`ROUTES`] with the gRPC method it stands for, so it
+//! needs exactly that method's permission; a route missing there is refused (fail
+//! closed), like a gRPC method missing from the permission table.
+
+pub mod auth;
+pub mod error;
+pub mod exports_v1;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::auth::Authenticator;
+use crate::export::service::Exports;
+
+/// (HTTP method, route, the gRPC method whose permission it needs).
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("POST", "/v1/exports", "/ferry.v1.ExportService/CreateExport"),
+    ("GET", "/v1/exports", "/ferry.v1.ExportService/ListExports"),
+    (
+        "DELETE",
+        "/v1/exports/{id}",
+        "/ferry.v1.ExportService/DeleteExport",
+    ),
+    (
+        "GET",
+        "/v1/exports/{id}/download",
+        "/ferry.v1.ExportService/GetExportDownload",
+    ),
+];
+
+/// The gRPC method a route stands for; `None` (refused) for a route not listed.
+pub fn method_of(http_method: &str, route: &str) -> Option<&'static str> {
+    ROUTES
+        .iter()
+        .find(|(method, path, _)| *method == http_method && *path == route)
+        .map(|(_, _, grpc)| *grpc)
+}
+
+#[derive(Clone)]
+pub struct RestState {
+    pub auth: Arc<Authenticator>,
+    pub exports: Exports,
+}
+
+/// The seeds' routes, each behind the authorising layer.
+pub fn router(state: RestState) -> Router {
+    Router::new()
+        .route("/v1/exports", get(exports_v1::list).post(exports_v1::create))
+        .route("/v1/exports/{id}", axum::routing::delete(exports_v1::delete))
+        .route("/v1/exports/{id}/download", get(exports_v1::download))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route stands for a real gRPC method, so it has that method's permission.
+    #[test]
+    fn every_route_needs_a_permission_of_the_grpc_table() {
+        for (method, path, grpc) in ROUTES {
+            assert!(
+                crate::auth::permissions::required_access(grpc).is_some(),
+                "{method} {path} -> {grpc} has no permission entry"
+            );
+        }
+        assert_eq!(method_of("PUT", "/v1/exports"), None);
+    }
+}
