@@ -67,7 +67,7 @@ pub struct ReportLink {
 
 /// A temp file removed when dropped, whatever ended the upload (an error, or the
 /// client going away, which drops the handler's future).
-struct TempFile(PathBuf);
+pub struct TempFile(pub PathBuf);
 
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -98,8 +98,14 @@ impl Imports {
         &self.queue
     }
 
-    fn temp_dir(&self) -> PathBuf {
+    /// This process's temp folder, where uploads wait for pre-flight.
+    pub fn temp_dir(&self) -> PathBuf {
         self.temp_dir.clone()
+    }
+
+    /// The most bytes an upload may hold (`bulk_import.max_upload_bytes`).
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.config.bulk_import.max_upload_bytes
     }
 
     /// Takes an upload: checks the options, writes the chunks to a temp file (at most

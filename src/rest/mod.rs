@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod error;
 pub mod exports_v1;
+pub mod imports;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use axum::routing::get;
 
 use crate::auth::Authenticator;
 use crate::export::service::Exports;
+use crate::import::service::Imports;
 
 /// (HTTP method, route, the gRPC method whose permission it needs).
 pub const ROUTES: &[(&str, &str, &str)] = &[
@@ -33,6 +35,21 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/exports/{id}/download",
         "/ferry.v1.ExportService/GetExportDownload",
     ),
+    (
+        "POST",
+        "/batch-import/import/entities",
+        "/ferry.v1.ImportService/UploadImport",
+    ),
+    (
+        "GET",
+        "/batch-import/import/entities/{jobId}",
+        "/ferry.v1.ImportService/GetImport",
+    ),
+    (
+        "GET",
+        "/batch-import/import/entities/{jobId}/errors",
+        "/ferry.v1.ImportService/ListImportErrors",
+    ),
 ];
 
 /// The gRPC method a route stands for; `None` (refused) for a route not listed.
@@ -47,6 +64,7 @@ pub fn method_of(http_method: &str, route: &str) -> Option<&'static str> {
 pub struct RestState {
     pub auth: Arc<Authenticator>,
     pub exports: Exports,
+    pub imports: Imports,
 }
 
 /// The seeds' routes, each behind the authorising layer.
@@ -55,6 +73,18 @@ pub fn router(state: RestState) -> Router {
         .route("/v1/exports", get(exports_v1::list).post(exports_v1::create))
         .route("/v1/exports/{id}", axum::routing::delete(exports_v1::delete))
         .route("/v1/exports/{id}/download", get(exports_v1::download))
+        // The upload enforces `bulk_import.max_upload_bytes` itself as the file
+        // streams to disk (413 UPLOAD_TOO_LARGE); axum's 2 MiB default would refuse
+        // any real file.
+        .route(
+            "/batch-import/import/entities",
+            axum::routing::post(imports::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/batch-import/import/entities/{jobId}", get(imports::get))
+        .route(
+            "/batch-import/import/entities/{jobId}/errors",
+            get(imports::errors),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,

@@ -338,6 +338,7 @@ async fn serve_http(app: App, listener: TcpListener, shutdown: CancellationToken
     let rest = crate::rest::router(crate::rest::RestState {
         auth: Arc::new(Authenticator::new(app.db.clone(), app.auth_cache.clone())),
         exports: app.exports(),
+        imports: app.imports(),
     });
     let router = http::router(http::HttpState {
         db: app.db.clone(),

@@ -305,3 +305,183 @@ async fn every_rest_route_refuses_a_missing_key_a_bad_key_and_a_missing_permissi
     }
     app.stop().await;
 }
+
+on_both_backends!(
+    seed_003_multipart_import_with_every_form_field_is_queued_and_followed,
+    seed_003_refusals_name_the_problem_in_the_envelope,
+);
+
+async fn enrichment_catalogue(app: &TestApp) {
+    use ferry::db::enrichments::{self, EnrichmentRow};
+    let mut conn = app.db().conn().await.unwrap();
+    for code in ["nosis_enrichment", "global_gueno_sanctions_enrichment"] {
+        let row = EnrichmentRow {
+            organization_id: app.org_id.clone(),
+            code: code.into(),
+            entity_type: "any".into(),
+            active: true,
+            created_at: 1,
+        };
+        enrichments::upsert(&mut conn, &row).await.unwrap();
+    }
+}
+
+async fn seed_003_multipart_import_with_every_form_field_is_queued_and_followed(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    enrichment_catalogue(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("bulk-entities.csv");
+    std::fs::write(
+        &csv,
+        "tax_id,type,country_code,suggested_name,segment_tag\n20123456786,company,AR,Acme Argentina SA,retail\n20-11111111-2,person,,Ana Gómez,wholesale\n,person,AR,Nobody,x\n",
+    )
+    .unwrap();
+    let auth = format!("Authorization: Bearer {}", app.key);
+    let url = format!("{}/batch-import/import/entities", base(&app));
+    let file = format!("file=@{}", csv.display());
+    let fields = [
+        file.as_str(),
+        "entityImportMode=automatic_enriched",
+        "country=AR",
+        "riskMatrixPersonId=01a23e30-0000-7000-8000-00000000000a",
+        "riskMatrixCompanyId=01a23e30-0000-7000-8000-00000000000b",
+        "skipRulesExecution=true",
+        "stopOnFirstError=false",
+        r#"autoExecuteIntegrations={"executeAllActiveEnrichments":false,"enrichments":["nosis_enrichment"]}"#,
+        r#"autoExecuteIntegrationsShareholders={"executeAllActiveEnrichments":true,"excludeEnrichments":["global_gueno_sanctions_enrichment"]}"#,
+        "childEnrichmentPolicy=by_root_type",
+        "monitoringApplyToRelationships=false",
+        "depth=1",
+        "isClient=true",
+        "status=under_review",
+        r#"attributes={"source":"crm"}"#,
+        "nationality=AR",
+        r#"monitoring={"main":{"global_gueno_sanctions_enrichment":{"watchlist":true}}}"#,
+        r#"reportRecipientEmails=["ops@acme.test"]"#,
+        "emailLocale=es",
+    ];
+    let mut args = vec!["-X", "POST", "-H", &auth];
+    for field in &fields {
+        args.push("-F");
+        args.push(field);
+    }
+    args.push(&url);
+    let accepted = curl(&args).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let body = accepted.json();
+    assert_eq!(body["success"], true);
+    assert_eq!(body["importMode"], "automatic");
+    assert_eq!(body["totalItems"], 3);
+    assert_eq!(body["message"], "Bulk import queued");
+    let job = body["jobId"].as_str().unwrap().to_string();
+
+    // The options reached the job as the gRPC API shows them.
+    let import = ferry::proto::import_service_client::ImportServiceClient::new(app.channel.clone())
+        .get_import(app.request(ferry::proto::GetImportRequest { id: job.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let options = import.options.unwrap();
+    assert_eq!(options.country, "AR");
+    assert_eq!(options.depth, Some(1));
+    assert_eq!(options.is_client, Some(true));
+    assert_eq!(options.monitoring_apply_to_relationships, Some(false));
+    assert_eq!(options.report_recipient_emails, ["ops@acme.test"]);
+    assert_eq!(options.email_locale, "es");
+    assert_eq!(options.file_name, "bulk-entities.csv");
+    assert_eq!(
+        options.auto_execute_integrations.unwrap().enrichments,
+        ["nosis_enrichment"]
+    );
+
+    let key = format!("x-api-key: {}", app.key);
+    let status_url = format!("{url}/{job}");
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = curl(&["-H", &key, &status_url]).await.json();
+        if status["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(status["failedItems"], 1);
+    assert_eq!(status["hasErrorReport"], true);
+
+    let errors = curl(&["-H", &key, &format!("{status_url}/errors?limit=1")]).await;
+    assert_eq!(errors.status, 200, "{}", errors.body);
+    let errors = errors.json();
+    assert_eq!(errors["data"][0]["line"], 4);
+    assert_eq!(errors["data"][0]["code"], "MISSING_TAX_ID");
+    assert_eq!(errors["meta"]["total"], 1);
+    assert_eq!(errors["meta"]["next"], Value::Null);
+    app.stop().await;
+}
+
+async fn seed_003_refusals_name_the_problem_in_the_envelope(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("simple.csv");
+    std::fs::write(
+        &csv,
+        "tax_id,type,suggested_name\n20123456786,person,Ana\n20111111112,person,Eva\n",
+    )
+    .unwrap();
+    let auth = format!("Authorization: Bearer {}", app.key);
+    let url = format!("{}/batch-import/import/entities", base(&app));
+    let file = format!("file=@{}", csv.display());
+    let post = |extra: &'static [&'static str]| {
+        let mut args: Vec<String> = vec![
+            "-X".into(),
+            "POST".into(),
+            "-H".into(),
+            auth.clone(),
+            "-F".into(),
+            file.clone(),
+        ];
+        for field in extra {
+            args.push("-F".into());
+            args.push(field.to_string());
+        }
+        args.push(url.clone());
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            curl(&args).await
+        }
+    };
+
+    // A simple CSV without the batch country: each line named.
+    let missing = post(&[]).await;
+    assert_eq!(missing.status, 400);
+    let envelope = missing.json();
+    assert_eq!(envelope["error"]["code"], "MISSING_COUNTRY");
+    let details = envelope["error"]["details"].as_array().unwrap();
+    assert_eq!(details[0]["field"], "line 2");
+    assert_eq!(details[0]["code"], "MISSING_COUNTRY");
+    assert_eq!(details.len(), 2);
+
+    for (field, bad) in [
+        ("entityImportMode", &["entityImportMode=sometimes"][..]),
+        ("depth", &["country=AR", "depth=deep"][..]),
+        (
+            "autoExecuteIntegrations",
+            &["country=AR", r#"autoExecuteIntegrations={"checks":[]}"#][..],
+        ),
+        ("eventType", &["country=AR", "eventType=click"][..]),
+    ] {
+        let refused = post(bad).await;
+        assert_eq!(refused.status, 400, "{field}: {}", refused.body);
+        assert_eq!(refused.json()["error"]["details"][0]["field"], field);
+    }
+
+    // No file part at all.
+    let no_file = curl(&["-X", "POST", "-H", &auth, "-F", "country=AR", &url]).await;
+    assert_eq!(no_file.status, 400);
+    assert_eq!(no_file.json()["error"]["details"][0]["field"], "file");
+
+    // Accepted once the country is there; the job waits (no worker).
+    let accepted = post(&["country=AR"]).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    assert_eq!(accepted.json()["importMode"], "manual");
+    app.stop().await;
+}

@@ -1,0 +1,346 @@
+//! Seed 003: `POST /batch-import/import/entities`, a multipart/form-data upload with
+//! every form field of the seed, answered 202 `{success, jobId, importMode,
+//! totalItems, message}`. The seed has no status route; ferry adds
+//! `GET /batch-import/import/entities/{jobId}` and `…/{jobId}/errors`.
+//!
+//! The form's fields may come in any order (the seed's own examples send `file`
+//! first), while the import needs its options before the file: the file part is
+//! streamed to a temp file (bounded memory, `bulk_import.max_upload_bytes`), and the
+//! import reads it back from there once every field is in.
+
+use axum::Json;
+use axum::extract::multipart::Field;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Multipart, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use super::RestState;
+use super::auth::Caller;
+use super::error::RestError;
+use crate::api::error::ApiError;
+use crate::import::service::{ImportError, TempFile};
+use crate::import::spec::Import;
+use crate::proto;
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid(vec![(field.to_string(), message.into())])
+}
+
+fn boolean(field: &str, text: &str) -> Result<bool, ApiError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(invalid(field, format!("`{text}`: true or false"))),
+    }
+}
+
+/// `autoExecuteIntegrations` as the seed writes it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Selection {
+    #[serde(default)]
+    execute_all_active_enrichments: bool,
+    #[serde(default)]
+    enrichments: Vec<String>,
+    #[serde(default)]
+    enrichment_group_refs: Vec<String>,
+    #[serde(default)]
+    exclude_enrichments: Vec<String>,
+}
+
+fn selection(field: &str, text: &str) -> Result<proto::EnrichmentSelection, ApiError> {
+    let s: Selection =
+        serde_json::from_str(text).map_err(|e| invalid(field, format!("not the seed's JSON object: {e}")))?;
+    Ok(proto::EnrichmentSelection {
+        execute_all_active_enrichments: s.execute_all_active_enrichments,
+        enrichments: s.enrichments,
+        enrichment_group_refs: s.enrichment_group_refs,
+        exclude_enrichments: s.exclude_enrichments,
+    })
+}
+
+/// One text field of the form into the options; unknown names are refused.
+fn apply(options: &mut proto::ImportOptions, name: &str, value: &str) -> Result<(), ApiError> {
+    let text = value.trim().to_string();
+    match name {
+        "mappingId" => options.mapping_id = text,
+        "entityImportMode" => {
+            options.import_mode = match text.as_str() {
+                "" | "manual" | "manual_no_enrichment" => proto::ImportMode::Manual,
+                "automatic" | "automatic_enriched" => proto::ImportMode::Automatic,
+                other => return Err(invalid(name, format!("`{other}`: manual or automatic"))),
+            } as i32
+        }
+        "country" => options.country = text,
+        "riskMatrixPersonId" => options.risk_matrix_person_id = text,
+        "riskMatrixCompanyId" => options.risk_matrix_company_id = text,
+        "skipRulesExecution" => options.skip_rules_execution = boolean(name, &text)?,
+        "stopOnFirstError" => options.stop_on_first_error = boolean(name, &text)?,
+        "autoExecuteIntegrations" => options.auto_execute_integrations = Some(selection(name, &text)?),
+        "autoExecuteIntegrationsShareholders" => {
+            options.auto_execute_integrations_shareholders = Some(selection(name, &text)?)
+        }
+        "childEnrichmentPolicy" => {
+            options.child_enrichment_policy = match text.as_str() {
+                "all_active" => proto::ChildEnrichmentPolicy::AllActive,
+                "by_root_type" => proto::ChildEnrichmentPolicy::ByRootType,
+                "basic_only" => proto::ChildEnrichmentPolicy::BasicOnly,
+                other => {
+                    return Err(invalid(
+                        name,
+                        format!("`{other}`: all_active, by_root_type or basic_only"),
+                    ));
+                }
+            } as i32
+        }
+        "monitoringApplyToRelationships" => {
+            options.monitoring_apply_to_relationships = Some(boolean(name, &text)?)
+        }
+        "depth" => {
+            options.depth = Some(
+                text.parse()
+                    .map_err(|_| invalid(name, format!("`{text}`: an integer 0 to 5")))?,
+            )
+        }
+        "isClient" => options.is_client = Some(boolean(name, &text)?),
+        "status" => options.status = text,
+        "attributes" => options.attributes = text,
+        "nationality" => options.nationality = text,
+        "monitoring" => options.monitoring = text,
+        "reportRecipientEmails" => {
+            options.report_recipient_emails = serde_json::from_str(&text)
+                .map_err(|_| invalid(name, "a JSON array of e-mail addresses (`[\"ops@acme.test\"]`)"))?
+        }
+        "emailLocale" => options.email_locale = text,
+        other => return Err(invalid(other, "not a field of this form")),
+    }
+    Ok(())
+}
+
+/// Streams the file part to `path`, refusing more than `limit` bytes.
+async fn save(mut field: Field<'_>, path: &std::path::Path, limit: u64) -> Result<u64, ApiError> {
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| ApiError::from(ImportError::Storage(e.into())))?;
+    let mut size = 0u64;
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| ApiError::from(ImportError::Interrupted(e.body_text())))?
+    {
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ImportError::TooLarge { limit }.into());
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::from(ImportError::Storage(e.into())))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::from(ImportError::Storage(e.into())))?;
+    Ok(size)
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted {
+    success: bool,
+    job_id: String,
+    import_mode: &'static str,
+    total_items: i64,
+    message: &'static str,
+}
+
+fn mode_name(value: i32) -> &'static str {
+    match proto::ImportMode::try_from(value) {
+        Ok(proto::ImportMode::Automatic) => "automatic",
+        _ => "manual",
+    }
+}
+
+/// `POST /batch-import/import/entities` → 202.
+pub async fn upload(
+    State(state): State<RestState>,
+    Extension(caller): Extension<Caller>,
+    mut form: Multipart,
+) -> Result<Response, RestError> {
+    let fail = |err: ApiError| RestError::new(err, &caller.request_id);
+    let imports = &state.imports;
+    let temp = TempFile(
+        imports
+            .temp_dir()
+            .join(format!("rest-upload-{}", crate::db::new_id())),
+    );
+    tokio::fs::create_dir_all(imports.temp_dir())
+        .await
+        .map_err(|e| fail(ImportError::Storage(e.into()).into()))?;
+    let mut options = proto::ImportOptions::default();
+    let mut file: Option<u64> = None;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| fail(invalid("form", e.body_text())))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            if file.is_some() {
+                return Err(fail(invalid("file", "one file per request")));
+            }
+            options.file_name = field.file_name().unwrap_or("upload.csv").to_string();
+            file = Some(
+                save(field, &temp.0, imports.max_upload_bytes())
+                    .await
+                    .map_err(fail)?,
+            );
+        } else {
+            let value = field
+                .text()
+                .await
+                .map_err(|e| fail(invalid(&name, e.body_text())))?;
+            apply(&mut options, &name, &value).map_err(fail)?;
+        }
+    }
+    let size = file.ok_or_else(|| fail(invalid("file", "is required (the CSV file)")))?;
+    options.size_bytes = i64::try_from(size).unwrap_or(i64::MAX);
+    let request = crate::api::import::request_of(&options).map_err(fail)?;
+    let reader = tokio::fs::File::open(&temp.0)
+        .await
+        .map_err(|e| fail(ImportError::Storage(e.into()).into()))?;
+    let chunks = tokio_util::io::ReaderStream::with_capacity(reader, 1024 * 1024).map(|chunk| {
+        chunk
+            .map(|bytes| bytes.to_vec())
+            .map_err(|e| ImportError::Storage(e.into()))
+    });
+    let job = imports
+        .upload(&caller.principal.organization, request, None, Box::pin(chunks))
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let accepted = Accepted {
+        success: true,
+        job_id: job.row.id.clone(),
+        import_mode: mode_name(options.import_mode),
+        total_items: job.row.rows_total.unwrap_or_default(),
+        message: "Bulk import queued",
+    };
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+}
+
+/// An import as ferry's status route shows it (ferry's addition to seed 003).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ImportView {
+    job_id: String,
+    status: &'static str,
+    import_mode: &'static str,
+    file_name: String,
+    total_items: i64,
+    processed_items: i64,
+    created_items: i64,
+    updated_items: i64,
+    unchanged_items: i64,
+    failed_items: i64,
+    has_error_report: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+/// `GET /batch-import/import/entities/{jobId}`: state (queued, running, completed,
+/// failed, cancelled) and counters.
+pub async fn get(
+    State(state): State<RestState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, RestError> {
+    let job = state
+        .imports
+        .queue()
+        .get::<Import>(caller.principal.organization_id(), id.trim())
+        .await
+        .map_err(|e| RestError::new(ImportError::from(e), &caller.request_id))?;
+    let message = crate::api::import::import_message(&job);
+    let view = ImportView {
+        status: job.row.state.as_str(),
+        import_mode: mode_name(message.import_mode),
+        job_id: message.id,
+        file_name: message.file_name,
+        total_items: message.total_items,
+        processed_items: message.processed_items,
+        created_items: message.created_items,
+        updated_items: message.updated_items,
+        unchanged_items: message.unchanged_items,
+        failed_items: message.failed_items,
+        has_error_report: message.has_error_report,
+        error: message.error.map(|status| status.message),
+        created_at: crate::api::convert::timestamp(job.row.created_at).to_string(),
+        updated_at: crate::api::convert::timestamp(job.row.updated_at).to_string(),
+    };
+    Ok(Json(view).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsQuery {
+    /// Rows per page, 1 to 100 (default 100).
+    limit: Option<i64>,
+    /// The `meta.next` of the previous page.
+    after: Option<String>,
+}
+
+/// `GET /batch-import/import/entities/{jobId}/errors`: the failed rows in file
+/// order, `{data: [{line, column, code, message, rawValue}], meta: {limit, total,
+/// next}}`; `next` (absent on the last page) is passed back as `?after=`.
+pub async fn errors(
+    State(state): State<RestState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    query: Result<Query<ErrorsQuery>, QueryRejection>,
+) -> Result<Response, RestError> {
+    let fail = |err: ApiError| RestError::new(err, &caller.request_id);
+    let Query(query) = query.map_err(|rejection| fail(invalid("query", rejection.body_text())))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=100).contains(&limit) {
+        return Err(fail(invalid("limit", "must be between 1 and 100")));
+    }
+    let after = match query.after.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.split_once('.')
+                .and_then(|(line, seq)| Some((line.parse().ok()?, seq.parse().ok()?)))
+                .ok_or_else(|| fail(invalid("after", "the `meta.next` of the previous page")))?,
+        ),
+    };
+    let (mut rows, total) = state
+        .imports
+        .errors(caller.principal.organization_id(), id.trim(), after, limit + 1)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|row| format!("{}.{}", row.line, row.seq))
+    } else {
+        None
+    };
+    let data: Vec<_> = rows
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "line": row.line,
+                "column": row.column_name,
+                "code": row.code,
+                "message": row.message,
+                "rawValue": row.raw_value,
+            })
+        })
+        .collect();
+    Ok(
+        Json(serde_json::json!({ "data": data, "meta": { "limit": limit, "total": total, "next": next } }))
+            .into_response(),
+    )
+}
