@@ -8,6 +8,7 @@
 //! closed), like a gRPC method missing from the permission table.
 
 pub mod auth;
+pub mod entity_exports;
 pub mod error;
 pub mod exports_v1;
 pub mod imports;
@@ -33,6 +34,21 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     (
         "GET",
         "/v1/exports/{id}/download",
+        "/ferry.v1.ExportService/GetExportDownload",
+    ),
+    (
+        "POST",
+        "/entities/export/jobs",
+        "/ferry.v1.ExportService/CreateExport",
+    ),
+    (
+        "GET",
+        "/entities/export/jobs/{jobId}",
+        "/ferry.v1.ExportService/GetExport",
+    ),
+    (
+        "GET",
+        "/entities/export/jobs/{jobId}/download",
         "/ferry.v1.ExportService/GetExportDownload",
     ),
     (
@@ -79,6 +95,15 @@ pub fn router(state: RestState) -> Router {
         .route(
             "/batch-import/import/entities",
             axum::routing::post(imports::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/entities/export/jobs",
+            axum::routing::post(entity_exports::create),
+        )
+        .route("/entities/export/jobs/{jobId}", get(entity_exports::get))
+        .route(
+            "/entities/export/jobs/{jobId}/download",
+            get(entity_exports::download),
         )
         .route("/batch-import/import/entities/{jobId}", get(imports::get))
         .route(

@@ -485,3 +485,100 @@ async fn seed_003_refusals_name_the_problem_in_the_envelope(backend: Backend) {
     assert_eq!(accepted.json()["importMode"], "manual");
     app.stop().await;
 }
+
+on_both_backends!(seed_000_email_export_takes_the_seed_body_and_flat_filters);
+
+async fn seed_000_email_export_takes_the_seed_body_and_flat_filters(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let rows: Vec<_> = (1..=12)
+        .map(|n| crate::entities_fixture(&app.org_id, n))
+        .collect();
+    ferry::db::entities::insert(&mut app.db().conn().await.unwrap(), &rows)
+        .await
+        .unwrap();
+    let auth = format!("Authorization: Bearer {}", app.key);
+    let url = format!("{}/entities/export/jobs", base(&app));
+    let post = |body: String| {
+        let (auth, url) = (auth.clone(), url.clone());
+        async move {
+            curl(&[
+                "-X",
+                "POST",
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body,
+                &url,
+            ])
+            .await
+        }
+    };
+
+    // The seed's own example shape, `"fromSenderId": {}` meaning absent.
+    let accepted = post(
+        r#"{"recipientEmails": ["analyst@example.com"], "format": "csv", "emailLocale": "en", "fromSenderId": {},
+            "columns": ["tax_id", "name"], "filters": {"type": "person", "country": ["ar"], "attributes.segment_tag": "retail",
+            "createdAfter": "2000-01-01T00:00:00Z"}}"#
+            .to_string(),
+    )
+    .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let job = accepted.json()["jobId"].as_str().unwrap().to_string();
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = curl(&["-H", &auth, &format!("{url}/{job}")]).await.json();
+        if status["status"] == "completed" && status["recipients"][0]["status"] == "sent" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(status["rowCount"], 12);
+    assert_eq!(status["recipients"][0]["email"], "analyst@example.com");
+
+    let meta = curl(&["-H", &auth, &format!("{url}/{job}/download")]).await;
+    assert_eq!(meta.status, 200, "{}", meta.body);
+    let meta = meta.json();
+    let file = tokio::process::Command::new("curl")
+        .args(["-s", "-f", meta["url"].as_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(&file.stdout)),
+        meta["sha256"].as_str().unwrap()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&file.stdout).lines().next(),
+        Some("tax_id,name")
+    );
+
+    // Refusals, each naming its field or reason.
+    let refused = post(r#"{"format": "pdf", "filters": {"colour": "red"}}"#.to_string()).await;
+    assert_eq!(refused.status, 400);
+    let fields: Vec<String> = refused.json()["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(fields, ["recipientEmails", "format", "filters.colour"]);
+    let conflict = post(
+        r#"{"recipientEmails": ["a@example.com"], "format": "csv", "fromEmail": "x@acme.test", "fromSenderId": "01a23e30-0000-7000-8000-000000000001"}"#
+            .to_string(),
+    )
+    .await;
+    assert_eq!(conflict.status, 400);
+    assert_eq!(conflict.json()["error"]["code"], "SENDER_CONFLICT");
+    let many: Vec<String> = (0..27).map(|i| format!("\"r{i}@example.com\"")).collect();
+    let too_many = post(format!(
+        r#"{{"recipientEmails": [{}], "format": "json"}}"#,
+        many.join(",")
+    ))
+    .await;
+    assert_eq!(too_many.status, 400);
+    assert_eq!(too_many.json()["error"]["code"], "TOO_MANY_RECIPIENTS");
+    app.stop().await;
+}
