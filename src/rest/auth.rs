@@ -57,8 +57,11 @@ pub async fn authorize(State(state): State<RestState>, mut request: Request, nex
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    let style = super::error::style_of(&route);
     let mut response = match super::method_of(request.method().as_str(), &route) {
-        None => RestError::new(AuthError::MethodNotAllowed(route), &request_id).into_response(),
+        None => RestError::new(AuthError::MethodNotAllowed(route), &request_id)
+            .styled(style)
+            .into_response(),
         Some(method) => match state
             .auth
             .authorize(method, &credentials(request.headers()))
@@ -75,7 +78,9 @@ pub async fn authorize(State(state): State<RestState>, mut request: Request, nex
                 if let AuthError::Db(db) = &err {
                     tracing::error!(error = %db, "authentication could not reach the database");
                 }
-                RestError::new(ApiError::from(err), &request_id).into_response()
+                RestError::new(ApiError::from(err), &request_id)
+                    .styled(style)
+                    .into_response()
             }
         },
     };

@@ -10,11 +10,32 @@ use tonic::Code;
 
 use crate::api::error::ApiError;
 
+/// Which seed's error envelope a route answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Seed 004's `{"error": {code, message, details}, "meta": {request_id}}`: the
+    /// default, on seeds 000, 001, 003 and 004.
+    Seed004,
+    /// Seed 002's `{"errors": [{error, error_code, message, details}]}`, with 401
+    /// for a bad key *and* for a missing permission.
+    Seed002,
+}
+
+/// The envelope of a route (by its path).
+pub fn style_of(route: &str) -> Style {
+    if route.starts_with("/api/v1/analytics/") {
+        Style::Seed002
+    } else {
+        Style::Seed004
+    }
+}
+
 /// An error on its way to an HTTP client, with the request id it answers.
 #[derive(Debug)]
 pub struct RestError {
     pub error: ApiError,
     pub request_id: String,
+    pub style: Style,
 }
 
 impl RestError {
@@ -22,7 +43,13 @@ impl RestError {
         RestError {
             error: error.into(),
             request_id: request_id.to_string(),
+            style: Style::Seed004,
         }
+    }
+
+    pub fn styled(mut self, style: Style) -> RestError {
+        self.style = style;
+        self
     }
 }
 
@@ -86,20 +113,67 @@ fn detail(field: &str, description: &str) -> Detail {
     }
 }
 
+/// One entry of seed 002's `errors`.
+#[derive(Serialize)]
+struct Seed002Entry<'a> {
+    error: &'a str,
+    error_code: String,
+    message: String,
+    details: String,
+}
+
+/// Seed 002's body: one entry for the error, or one per problem when it has them.
+fn seed_002(error: &ApiError, status: StatusCode) -> serde_json::Value {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let entries: Vec<Seed002Entry> = if error.violations.is_empty() {
+        vec![Seed002Entry {
+            error: title,
+            error_code: error.reason.clone(),
+            message: error.message.clone(),
+            details: String::new(),
+        }]
+    } else {
+        error
+            .violations
+            .iter()
+            .map(|(field, description)| {
+                let d = detail(field, description);
+                Seed002Entry {
+                    error: title,
+                    error_code: d.code,
+                    message: d.message,
+                    details: d.field,
+                }
+            })
+            .collect()
+    };
+    serde_json::json!({ "errors": entries })
+}
+
 impl IntoResponse for RestError {
     fn into_response(self) -> Response {
         let error = &self.error;
-        let envelope = Envelope {
-            error: Body {
-                code: &error.reason,
-                message: &error.message,
-                details: error.violations.iter().map(|(f, d)| detail(f, d)).collect(),
-            },
-            meta: Meta {
-                request_id: &self.request_id,
-            },
+        let status = match (self.style, error.code) {
+            // Seed 002 answers 401 for a missing permission too.
+            (Style::Seed002, Code::PermissionDenied) => StatusCode::UNAUTHORIZED,
+            _ => status_of(error),
         };
-        let mut response = (status_of(error), Json(envelope)).into_response();
+        let mut response = match self.style {
+            Style::Seed002 => (status, Json(seed_002(error, status))).into_response(),
+            Style::Seed004 => {
+                let envelope = Envelope {
+                    error: Body {
+                        code: &error.reason,
+                        message: &error.message,
+                        details: error.violations.iter().map(|(f, d)| detail(f, d)).collect(),
+                    },
+                    meta: Meta {
+                        request_id: &self.request_id,
+                    },
+                };
+                (status, Json(envelope)).into_response()
+            }
+        };
         if let Some(delay) = error.retry_after {
             // Whole seconds, rounded up: "0" would invite an immediate retry.
             let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);

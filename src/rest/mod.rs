@@ -7,6 +7,7 @@
 //! needs exactly that method's permission; a route missing there is refused (fail
 //! closed), like a gRPC method missing from the permission table.
 
+pub mod analytics_exports;
 pub mod auth;
 pub mod entity_exports;
 pub mod error;
@@ -35,6 +36,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "GET",
         "/v1/exports/{id}/download",
         "/ferry.v1.ExportService/GetExportDownload",
+    ),
+    (
+        "POST",
+        "/api/v1/analytics/exports",
+        "/ferry.v1.ExportService/CreateExport",
     ),
     (
         "POST",
@@ -99,6 +105,10 @@ pub fn router(state: RestState) -> Router {
         .route(
             "/entities/export/jobs",
             axum::routing::post(entity_exports::create),
+        )
+        .route(
+            "/api/v1/analytics/exports",
+            axum::routing::post(analytics_exports::create),
         )
         .route("/entities/export/jobs/{jobId}", get(entity_exports::get))
         .route(
