@@ -6,68 +6,17 @@
 //! 64-bit counts as numbers.
 
 use std::io::Write;
-use std::sync::LazyLock;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use tonic_types::StatusExt;
 
 use super::ClientError;
 use crate::proto;
+pub use crate::proto::{Described, to_json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Table,
     Json,
-}
-
-/// A ferry message the client prints: its full proto name finds its descriptor.
-pub trait Described: prost::Message {
-    const NAME: &'static str;
-}
-
-macro_rules! described {
-    ($($message:ident),* $(,)?) => {$(
-        impl Described for proto::$message {
-            const NAME: &'static str = concat!("ferry.v1.", stringify!($message));
-        }
-    )*};
-}
-
-described!(
-    Import,
-    ImportError,
-    ImportErrorReport,
-    Export,
-    ExportDownload,
-    Mapping,
-    Entity,
-    Caller
-);
-
-/// The contract and the error details (a job's `error` may carry them).
-static POOL: LazyLock<Option<DescriptorPool>> = LazyLock::new(|| {
-    let mut pool = DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET).ok()?;
-    pool.decode_file_descriptor_set(proto::ERROR_DETAILS_DESCRIPTOR_SET)
-        .ok()?;
-    Some(pool)
-});
-
-/// `message` in the proto3 JSON mapping.
-pub fn to_json<M: Described>(message: &M) -> serde_json::Value {
-    let dynamic = POOL
-        .as_ref()
-        .and_then(|pool| pool.get_message_by_name(M::NAME))
-        .and_then(|descriptor| DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).ok());
-    let options = SerializeOptions::new()
-        .skip_default_fields(false)
-        .stringify_64_bit_integers(false);
-    dynamic
-        .and_then(|dynamic| {
-            dynamic
-                .serialize_with_options(serde_json::value::Serializer, &options)
-                .ok()
-        })
-        .unwrap_or(serde_json::Value::Null)
 }
 
 /// An enum value's name without its type prefix (`JOB_STATE_COMPLETED` →

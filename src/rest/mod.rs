@@ -11,6 +11,7 @@ pub mod analytics_exports;
 pub mod auth;
 pub mod entity_exports;
 pub mod error;
+pub mod events;
 pub mod exports_v1;
 pub mod imports;
 
@@ -22,6 +23,7 @@ use axum::routing::get;
 use crate::auth::Authenticator;
 use crate::export::service::Exports;
 use crate::import::service::Imports;
+use crate::storage::signing::UrlSigner;
 
 /// (HTTP method, route, the gRPC method whose permission it needs).
 pub const ROUTES: &[(&str, &str, &str)] = &[
@@ -36,6 +38,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "GET",
         "/v1/exports/{id}/download",
         "/ferry.v1.ExportService/GetExportDownload",
+    ),
+    (
+        "GET",
+        "/v1/exports/events-url",
+        "/ferry.v1.ExportService/WatchExport",
+    ),
+    (
+        "GET",
+        "/batch-import/import/entities/events-url",
+        "/ferry.v1.ImportService/WatchImport",
     ),
     (
         "POST",
@@ -87,11 +99,24 @@ pub struct RestState {
     pub auth: Arc<Authenticator>,
     pub exports: Exports,
     pub imports: Imports,
+    /// Signs and checks the events URLs (the storage signing key).
+    pub signer: Arc<UrlSigner>,
+    /// `server.public_url`: the base of the events URLs ("" → the request's Host).
+    pub public_url: String,
 }
 
-/// The seeds' routes, each behind the authorising layer.
+/// The seeds' routes, each behind the authorising layer, and the events stream,
+/// whose signed URL is its credential.
 pub fn router(state: RestState) -> Router {
+    let stream: Router = Router::new()
+        .route("/v1/events", get(events::stream))
+        .with_state(state.clone());
     Router::new()
+        .route("/v1/exports/events-url", get(events::export_events_url))
+        .route(
+            "/batch-import/import/entities/events-url",
+            get(events::import_events_url),
+        )
         .route("/v1/exports", get(exports_v1::list).post(exports_v1::create))
         .route("/v1/exports/{id}", axum::routing::delete(exports_v1::delete))
         .route("/v1/exports/{id}/download", get(exports_v1::download))
@@ -125,6 +150,7 @@ pub fn router(state: RestState) -> Router {
             auth::authorize,
         ))
         .with_state(state)
+        .merge(stream)
 }
 
 #[cfg(test)]

@@ -115,6 +115,17 @@ impl App {
         )
     }
 
+    /// The signer of links this server checks itself (local downloads, events
+    /// URLs): `storage.signing_key`, else the data folder's own key; if that cannot
+    /// be read, a random key of this process (its links die with it), logged.
+    pub fn url_signer(&self) -> crate::storage::signing::UrlSigner {
+        let secret = crate::storage::local::signing_secret(&self.config).unwrap_or_else(|err| {
+            tracing::error!(error = %err, "cannot read the URL signing key; signed links will be refused");
+            crate::db::new_id().into_bytes()
+        });
+        crate::storage::signing::UrlSigner::new(&secret)
+    }
+
     pub fn imports(&self) -> crate::import::service::Imports {
         crate::import::service::Imports::new(
             self.queue.clone(),
@@ -339,6 +350,8 @@ async fn serve_http(app: App, listener: TcpListener, shutdown: CancellationToken
         auth: Arc::new(Authenticator::new(app.db.clone(), app.auth_cache.clone())),
         exports: app.exports(),
         imports: app.imports(),
+        signer: Arc::new(app.url_signer()),
+        public_url: app.config.server.public_url.trim_end_matches('/').to_string(),
     });
     let router = http::router(http::HttpState {
         db: app.db.clone(),

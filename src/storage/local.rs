@@ -143,7 +143,7 @@ fn encode(value: &str) -> String {
 }
 
 /// `storage.signing_key`, or a key generated once and kept in `<data_dir>/signing-key`.
-fn signing_secret(config: &Config) -> Result<Vec<u8>, StorageError> {
+pub(crate) fn signing_secret(config: &Config) -> Result<Vec<u8>, StorageError> {
     if !config.storage.signing_key.is_empty() {
         return Ok(config.storage.signing_key.as_bytes().to_vec());
     }

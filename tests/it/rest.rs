@@ -673,3 +673,88 @@ async fn seed_002_analytics_export_maps_its_fields_and_answers_in_its_envelope(b
     );
     app.stop().await;
 }
+
+on_both_backends!(an_events_stream_follows_several_jobs_to_their_end_from_a_signed_url);
+
+/// A dashboard's EventSource: a signed URL from an authenticated call, then one
+/// stream for two exports, read with `curl -N` until the server closes it after
+/// both ended.
+async fn an_events_stream_follows_several_jobs_to_their_end_from_a_signed_url(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut ids = Vec::new();
+    for year in ["2001", "2002"] {
+        let created = post_export(&app, &create_body("entities", &format!("{year}-01-01T00:00:00Z"))).await;
+        ids.push(created.json()["id"].as_str().unwrap().to_string());
+    }
+    let key = format!("x-api-key: {}", app.key);
+    let answer = curl(&[
+        "-H",
+        &key,
+        &format!("{}/v1/exports/events-url?ids={}", base(&app), ids.join(",")),
+    ])
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let url = answer.json()["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with(&base(&app)), "{url}");
+
+    // The link is its own credential: a changed id list or signature is refused.
+    let other = url.replace(&ids[1], &ids[0]);
+    assert_eq!(curl(&[&other]).await.status, 403);
+    let (head, sig) = url.rsplit_once("sig=").unwrap();
+    let flipped = format!(
+        "{head}sig={}{}",
+        if sig.starts_with('0') { '1' } else { '0' },
+        &sig[1..]
+    );
+    assert_eq!(curl(&[&flipped]).await.status, 403);
+
+    let reader = tokio::spawn({
+        let url = url.clone();
+        async move {
+            tokio::process::Command::new("curl")
+                .args(["-s", "-N", "--max-time", "60", &url])
+                .output()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.run_jobs_until_idle().await;
+    let output = reader.await.unwrap();
+    assert!(
+        output.status.success(),
+        "the stream did not end by itself: {output:?}"
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let mut states: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for block in text.split("\n\n").filter(|b| b.contains("data:")) {
+        let field = |name: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(field("event:"), "export", "{block}");
+        let data: Value = serde_json::from_str(&field("data:")).unwrap();
+        assert_eq!(data["id"].as_str().unwrap(), field("id:"));
+        states
+            .entry(field("id:"))
+            .or_default()
+            .push(data["state"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let seen = &states[id];
+        assert_eq!(
+            seen.first().map(String::as_str),
+            Some("JOB_STATE_QUEUED"),
+            "{seen:?}"
+        );
+        assert_eq!(
+            seen.last().map(String::as_str),
+            Some("JOB_STATE_COMPLETED"),
+            "{seen:?}"
+        );
+    }
+    app.stop().await;
+}

@@ -1,0 +1,208 @@
+//! Live job status for browsers and dashboards without a gRPC client: Server-Sent
+//! Events from the same watcher machinery as WatchExport / WatchImport — each job's
+//! current state first, then every change, the stream closing once every job it
+//! follows has ended.
+//!
+//! A browser's `EventSource` cannot send headers, so an authenticated call hands
+//! out a short-lived signed URL (`…/events-url?ids=a,b`) and the stream checks the
+//! signature instead of a key. One stream follows several jobs (`ids=a,b,c`),
+//! because a browser opens at most six HTTP/1.1 connections per host.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde::Deserialize;
+
+use super::RestState;
+use super::auth::Caller;
+use super::error::RestError;
+use crate::api::error::ApiError;
+use crate::db::now_ms;
+use crate::export::spec::Export;
+use crate::import::spec::Import;
+use crate::jobs::Job;
+
+/// How long a signed events URL may be opened after it was handed out.
+pub const URL_TTL: Duration = Duration::from_secs(600);
+/// Jobs one stream may follow (each holds a watcher slot, `server.max_watchers`).
+pub const MAX_IDS: usize = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Export,
+    Import,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Export => "export",
+            Kind::Import => "import",
+        }
+    }
+}
+
+/// What the signature covers: kind, organization and the exact id list.
+fn signed_key(kind: Kind, org: &str, ids: &str) -> String {
+    format!("events/{}/{org}/{ids}", kind.as_str())
+}
+
+fn ids_of(text: &str) -> Result<Vec<String>, ApiError> {
+    let ids: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .collect();
+    if ids.is_empty() || ids.len() > MAX_IDS {
+        return Err(ApiError::invalid(vec![(
+            "ids".into(),
+            format!("1 to {MAX_IDS} job ids, comma-separated"),
+        )]));
+    }
+    Ok(ids)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlQuery {
+    ids: String,
+}
+
+/// `GET /v1/exports/events-url?ids=…` (WatchExport) and
+/// `GET /batch-import/import/entities/events-url?ids=…` (WatchImport): a signed
+/// URL of the stream of those jobs, `{url, expiresAt}`.
+async fn events_url(
+    state: &RestState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    kind: Kind,
+    query: Result<Query<UrlQuery>, QueryRejection>,
+) -> Result<Response, RestError> {
+    let fail = |err: ApiError| RestError::new(err, &caller.request_id);
+    let Query(query) = query.map_err(|r| fail(ApiError::invalid(vec![("query".into(), r.body_text())])))?;
+    let ids = ids_of(&query.ids).map_err(fail)?.join(",");
+    let org = caller.principal.organization_id();
+    let expires = now_ms() / 1000 + URL_TTL.as_secs() as i64;
+    let sig = state.signer.sign(&signed_key(kind, org, &ids), expires, "", "");
+    let base = if state.public_url.is_empty() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}")
+    } else {
+        state.public_url.clone()
+    };
+    let url = format!(
+        "{base}/v1/events?kind={}&ids={ids}&org={org}&expires={expires}&sig={sig}",
+        kind.as_str()
+    );
+    let expires_at = crate::api::convert::timestamp(expires * 1000).to_string();
+    Ok(Json(serde_json::json!({ "url": url, "expiresAt": expires_at })).into_response())
+}
+
+pub async fn export_events_url(
+    State(state): State<RestState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    query: Result<Query<UrlQuery>, QueryRejection>,
+) -> Result<Response, RestError> {
+    events_url(&state, &caller, &headers, Kind::Export, query).await
+}
+
+pub async fn import_events_url(
+    State(state): State<RestState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    query: Result<Query<UrlQuery>, QueryRejection>,
+) -> Result<Response, RestError> {
+    events_url(&state, &caller, &headers, Kind::Import, query).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    kind: Kind,
+    ids: String,
+    org: String,
+    expires: i64,
+    sig: String,
+}
+
+/// One job's states as events (`event: export`, `id: <job id>`, the gRPC message
+/// as proto3 JSON in `data`), ending after its terminal state.
+async fn job_events(
+    state: &RestState,
+    kind: Kind,
+    org: &str,
+    id: &str,
+) -> Result<BoxStream<'static, Event>, ApiError> {
+    let queue = state.exports.queue();
+    let rows = match kind {
+        Kind::Export => queue.watch::<Export>(org, id).await.map(|s| s.boxed()),
+        Kind::Import => queue.watch::<Import>(org, id).await.map(|s| s.boxed()),
+    }
+    .map_err(|e| ApiError::from(crate::export::service::ExportError::from(e)))?;
+    Ok(rows
+        .filter_map(move |row| async move {
+            let row = row.ok()?;
+            let data = match kind {
+                Kind::Export => {
+                    let job = Job::<Export>::decode(row).ok()?;
+                    crate::proto::to_json(&crate::api::export::export_message(&job, &[]))
+                }
+                Kind::Import => {
+                    let job = Job::<Import>::decode(row).ok()?;
+                    crate::proto::to_json(&crate::api::import::import_message(&job))
+                }
+            };
+            let id = data["id"].as_str().unwrap_or_default().to_string();
+            Some(
+                Event::default()
+                    .event(kind.as_str())
+                    .id(id)
+                    .data(data.to_string()),
+            )
+        })
+        .boxed())
+}
+
+/// `GET /v1/events?kind=…&ids=…&org=…&expires=…&sig=…`: the stream. A wrong or
+/// expired signature is 403 (the same answer for both, so links reveal nothing).
+pub async fn stream(
+    State(state): State<RestState>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Response {
+    let forbidden = || (StatusCode::FORBIDDEN, "invalid or expired events link\n").into_response();
+    let Ok(Query(query)) = query else {
+        return forbidden();
+    };
+    let key = signed_key(query.kind, &query.org, &query.ids);
+    if query.expires < now_ms() / 1000 || !state.signer.verify(&key, query.expires, "", "", &query.sig) {
+        return forbidden();
+    }
+    let Ok(ids) = ids_of(&query.ids) else {
+        return forbidden();
+    };
+    let mut streams = Vec::with_capacity(ids.len());
+    for id in &ids {
+        match job_events(&state, query.kind, &query.org, id).await {
+            Ok(events) => streams.push(events),
+            Err(err) => return RestError::new(err, &crate::db::new_id()).into_response(),
+        }
+    }
+    let events = futures::stream::select_all(streams).map(Ok::<_, Infallible>);
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
