@@ -96,6 +96,28 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub http: HttpConfig,
+}
+
+/// The REST door on the HTTP listener.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Browser origins allowed to call the REST routes (CORS), comma-separated
+    /// (`https://dash.acme.test,https://ops.acme.test`); `*` for any origin; empty
+    /// (the default): none.
+    pub cors_origins: String,
+}
+
+impl HttpConfig {
+    /// The configured origins, trimmed, without empty entries.
+    pub fn origins(&self) -> Vec<String> {
+        self.cors_origins
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -510,6 +532,15 @@ impl Config {
     /// Range and format checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         parse_addr("server.grpc_addr", &self.server.grpc_addr)?;
+        for origin in self.http.origins() {
+            check(
+                "http.cors_origins",
+                origin == "*"
+                    || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                        && http::HeaderValue::from_str(&origin).is_ok()),
+                "must be `*` or origins such as `https://dash.acme.test`, comma-separated",
+            )?;
+        }
         parse_addr("server.http_addr", &self.server.http_addr)?;
         check(
             "storage.s3_bucket",

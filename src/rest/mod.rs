@@ -103,15 +103,48 @@ pub struct RestState {
     pub signer: Arc<UrlSigner>,
     /// `server.public_url`: the base of the events URLs ("" → the request's Host).
     pub public_url: String,
+    /// `http.cors_origins`.
+    pub cors_origins: Vec<String>,
+}
+
+/// CORS for the configured origins: browsers may call the REST routes (and read
+/// `x-request-id` and `Location`); none when the setting is empty.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("x-organization-id"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([HeaderName::from_static("x-request-id"), header::LOCATION])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 /// The seeds' routes, each behind the authorising layer, and the events stream,
 /// whose signed URL is its credential.
 pub fn router(state: RestState) -> Router {
+    let cors = cors(&state.cors_origins);
     let stream: Router = Router::new()
         .route("/v1/events", get(events::stream))
         .with_state(state.clone());
-    Router::new()
+    let routes = Router::new()
         .route("/v1/exports/events-url", get(events::export_events_url))
         .route(
             "/batch-import/import/entities/events-url",
@@ -150,7 +183,12 @@ pub fn router(state: RestState) -> Router {
             auth::authorize,
         ))
         .with_state(state)
-        .merge(stream)
+        .merge(stream);
+    // Outside the auth layer: a browser's preflight carries no credentials.
+    match cors {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    }
 }
 
 #[cfg(test)]

@@ -352,6 +352,7 @@ async fn serve_http(app: App, listener: TcpListener, shutdown: CancellationToken
         imports: app.imports(),
         signer: Arc::new(app.url_signer()),
         public_url: app.config.server.public_url.trim_end_matches('/').to_string(),
+        cors_origins: app.config.http.origins(),
     });
     let router = http::router(http::HttpState {
         db: app.db.clone(),

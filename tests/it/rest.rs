@@ -758,3 +758,76 @@ async fn an_events_stream_follows_several_jobs_to_their_end_from_a_signed_url(ba
     }
     app.stop().await;
 }
+
+/// Browsers of the configured origins may call the REST routes (preflight answered
+/// without credentials); other origins, and every origin by default, get no CORS
+/// headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_admits_only_the_configured_origins() {
+    let app = TestApp::start_with(
+        Backend::Sqlite,
+        |c| c.http.cors_origins = "https://dash.acme.test, https://ops.acme.test/".into(),
+        crate::support::Workers::None,
+    )
+    .await;
+    let url = format!("{}/v1/exports", base(&app));
+    let preflight = curl(&[
+        "-X",
+        "OPTIONS",
+        "-H",
+        "Origin: https://dash.acme.test",
+        "-H",
+        "Access-Control-Request-Method: POST",
+        "-H",
+        "Access-Control-Request-Headers: x-api-key, content-type",
+        &url,
+    ])
+    .await;
+    assert_eq!(preflight.status, 200, "{}", preflight.body);
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://dash.acme.test")
+    );
+    assert!(
+        preflight
+            .header("access-control-allow-headers")
+            .unwrap()
+            .contains("x-api-key")
+    );
+
+    let key = format!("x-api-key: {}", app.key);
+    let allowed = curl(&["-H", "Origin: https://ops.acme.test", "-H", &key, &url]).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://ops.acme.test")
+    );
+    assert!(
+        allowed
+            .header("access-control-expose-headers")
+            .unwrap()
+            .contains("x-request-id")
+    );
+    let stranger = curl(&["-H", "Origin: https://evil.test", "-H", &key, &url]).await;
+    assert_eq!(stranger.header("access-control-allow-origin"), None);
+    app.stop().await;
+
+    let closed = TestApp::start(Backend::Sqlite).await;
+    let answer = curl(&[
+        "-H",
+        "Origin: https://dash.acme.test",
+        "-H",
+        &format!("x-api-key: {}", closed.key),
+        &format!("{}/v1/exports", base(&closed)),
+    ])
+    .await;
+    assert_eq!(answer.header("access-control-allow-origin"), None);
+    closed.stop().await;
+
+    let refused = ferry::config::Config::load(
+        None,
+        Vec::new(),
+        &[("http.cors_origins".into(), "dash.acme.test".into())],
+    );
+    assert!(refused.unwrap_err().to_string().contains("http.cors_origins"));
+}
