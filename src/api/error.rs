@@ -329,26 +329,31 @@ impl From<AuthError> for ApiError {
 
 /// The admission layer's refusal (see [`crate::server::admission::RefuseFn`]).
 pub fn refuse(err: AdmissionError, request_id: &str) -> Status {
-    let message = err.to_string();
-    match err {
-        AdmissionError::Overloaded { setting, limit, .. } => {
-            ApiError::exhausted("OVERLOADED", message, OVERLOAD_RETRY)
-                .with_metadata("limit", limit.to_string())
-                .with_metadata("setting", setting)
+    ApiError::from(err).into_status(request_id)
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(err: AdmissionError) -> Self {
+        let message = err.to_string();
+        match err {
+            AdmissionError::Overloaded { setting, limit, .. } => {
+                ApiError::exhausted("OVERLOADED", message, OVERLOAD_RETRY)
+                    .with_metadata("limit", limit.to_string())
+                    .with_metadata("setting", setting)
+            }
+            AdmissionError::RateLimited {
+                organization_id,
+                rate,
+                retry_after,
+            } => ApiError::exhausted(
+                "RATE_LIMITED",
+                message,
+                retry_after.max(std::time::Duration::from_millis(1)),
+            )
+            .with_metadata("organization_id", organization_id)
+            .with_metadata("calls_per_second", rate.to_string()),
         }
-        AdmissionError::RateLimited {
-            organization_id,
-            rate,
-            retry_after,
-        } => ApiError::exhausted(
-            "RATE_LIMITED",
-            message,
-            retry_after.max(std::time::Duration::from_millis(1)),
-        )
-        .with_metadata("organization_id", organization_id)
-        .with_metadata("calls_per_second", rate.to_string()),
     }
-    .into_status(request_id)
 }
 
 /// tonic refuses an oversized request itself, as OUT_OF_RANGE without details:

@@ -49,7 +49,9 @@ fn credentials(headers: &HeaderMap) -> HeaderMap {
 }
 
 /// The route layer: finds the route's gRPC method (none: refused), authenticates,
-/// and hands the handler a [`Caller`]; every answer carries `x-request-id`.
+/// admits the call as the gRPC admission layer would (the same slots and rate
+/// limits), and hands the handler a [`Caller`]; every answer carries
+/// `x-request-id`.
 pub async fn authorize(State(state): State<RestState>, mut request: Request, next: Next) -> Response {
     let request_id = crate::server::observe::request_id_of(request.headers());
     let route = request
@@ -67,13 +69,23 @@ pub async fn authorize(State(state): State<RestState>, mut request: Request, nex
             .authorize(method, &credentials(request.headers()))
             .await
         {
-            Ok(principal) => {
-                request.extensions_mut().insert(Caller {
-                    principal,
-                    request_id: request_id.clone(),
-                });
-                next.run(request).await
-            }
+            Ok(principal) => match state.admission.admit(method, &principal) {
+                Ok(slot) => {
+                    request.extensions_mut().insert(Caller {
+                        principal,
+                        request_id: request_id.clone(),
+                    });
+                    let response = next.run(request).await;
+                    drop(slot);
+                    response
+                }
+                Err(refused) => {
+                    tracing::warn!(error = %refused, "call refused");
+                    RestError::new(ApiError::from(refused), &request_id)
+                        .styled(style)
+                        .into_response()
+                }
+            },
             Err(err) => {
                 if let AuthError::Db(db) = &err {
                     tracing::error!(error = %db, "authentication could not reach the database");

@@ -105,6 +105,8 @@ pub struct RestState {
     pub public_url: String,
     /// `http.cors_origins`.
     pub cors_origins: Vec<String>,
+    /// The gRPC server's admission (slots, per-organization rate), shared.
+    pub admission: crate::server::admission::AdmissionLayer,
 }
 
 /// CORS for the configured origins: browsers may call the REST routes (and read

@@ -100,6 +100,20 @@ impl AdmissionLayer {
     }
 }
 
+impl AdmissionLayer {
+    /// Admits a call for the gRPC method `path` (the REST door asks for the method
+    /// its route stands for), sharing the gRPC calls' slots and rate limits: the
+    /// limits are the server's, whichever door a call comes through. The slot is
+    /// held until the answer is ready.
+    pub fn admit(
+        &self,
+        path: &str,
+        principal: &Principal,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, AdmissionError> {
+        self.limits.admit(path, Some(principal))
+    }
+}
+
 impl<S> Layer<S> for AdmissionLayer {
     type Service = Admission<S>;
 

@@ -213,10 +213,18 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
     // database that is slow to answer at start does not keep health checks away.
     let mut auth_listening = app.auth_cache.start(shutdown.clone());
     let _ = tokio::time::timeout(Duration::from_secs(5), auth_listening.wait_for(|on| *on)).await;
+    // One admission for both doors: gRPC and REST calls share the server's slots
+    // and each organization's rate.
+    let admission = admission::AdmissionLayer::new(&app.config, app.db.clone(), api::error::refuse);
     let mut tasks = vec![tokio::spawn(
-        serve_grpc(app.clone(), grpc, shutdown.clone()).await?,
+        serve_grpc(app.clone(), grpc, shutdown.clone(), admission.clone()).await?,
     )];
-    tasks.push(tokio::spawn(serve_http(app.clone(), http, shutdown.clone())));
+    tasks.push(tokio::spawn(serve_http(
+        app.clone(),
+        http,
+        shutdown.clone(),
+        admission,
+    )));
     if !kinds.kinds().is_empty() {
         let worker = Worker::new(app.queue.clone(), kinds).in_instance(&app.scratch.name());
         tasks.push(tokio::spawn(worker.run(shutdown.clone())));
@@ -242,6 +250,7 @@ async fn serve_grpc(
     app: App,
     listener: TcpListener,
     shutdown: CancellationToken,
+    admission: admission::AdmissionLayer,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use proto::account_service_server::AccountServiceServer;
     use proto::entity_service_server::EntityServiceServer;
@@ -294,11 +303,7 @@ async fn serve_grpc(
             Authenticator::new(app.db.clone(), app.auth_cache.clone()),
             api::error::deny,
         ))
-        .layer(admission::AdmissionLayer::new(
-            &app.config,
-            app.db.clone(),
-            api::error::refuse,
-        ))
+        .layer(admission)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -345,7 +350,12 @@ async fn serve_grpc(
     })
 }
 
-async fn serve_http(app: App, listener: TcpListener, shutdown: CancellationToken) {
+async fn serve_http(
+    app: App,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    admission: admission::AdmissionLayer,
+) {
     let rest = crate::rest::router(crate::rest::RestState {
         auth: Arc::new(Authenticator::new(app.db.clone(), app.auth_cache.clone())),
         exports: app.exports(),
@@ -353,6 +363,7 @@ async fn serve_http(app: App, listener: TcpListener, shutdown: CancellationToken
         signer: Arc::new(app.url_signer()),
         public_url: app.config.server.public_url.trim_end_matches('/').to_string(),
         cors_origins: app.config.http.origins(),
+        admission,
     });
     let router = http::router(http::HttpState {
         db: app.db.clone(),

@@ -831,3 +831,34 @@ async fn cors_admits_only_the_configured_origins() {
     );
     assert!(refused.unwrap_err().to_string().contains("http.cors_origins"));
 }
+
+/// The REST door shares the gRPC admission: an organization over its rate gets 429
+/// `RATE_LIMITED` with `Retry-After`, whichever door its calls come through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_calls_share_the_organizations_rate_limit_with_grpc() {
+    use ferry::proto::{ListEntitiesRequest, entity_service_client::EntityServiceClient};
+    let app = TestApp::start_with(
+        Backend::Sqlite,
+        |c| {
+            c.limits.calls_per_second_per_org = 1;
+            c.limits.burst_per_org = 2;
+        },
+        crate::support::Workers::None,
+    )
+    .await;
+    // Two calls over gRPC use the burst...
+    let mut grpc = EntityServiceClient::new(app.channel.clone());
+    for _ in 0..2 {
+        grpc.list_entities(app.request(ListEntitiesRequest::default()))
+            .await
+            .unwrap();
+    }
+    // ... so the REST call right after is over the rate.
+    let key = format!("x-api-key: {}", app.key);
+    let refused = curl(&["-H", &key, &format!("{}/v1/exports", base(&app))]).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "RATE_LIMITED");
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    app.stop().await;
+}
