@@ -147,16 +147,12 @@ pub async fn create(
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> Result<Response, RestError> {
     let fail = |err: ApiError| RestError::new(err, &caller.request_id).styled(Style::Seed002);
-    let Json(body) =
-        body.map_err(|rejection| fail(ApiError::invalid(vec![("body".into(), rejection.body_text())])))?;
+    let Json(body) = body.map_err(|rejection| fail(super::body_error(rejection)))?;
     let request = request_of(&body).map_err(fail)?;
-    let spec = crate::api::export::spec_of(&request).map_err(fail)?;
-    let organization = &caller.principal.organization;
-    let job = state
-        .exports
-        .create(organization, spec, None)
+    let job = super::start_export(&state, &caller, &request)
         .await
-        .map_err(|e| fail(e.into()))?;
+        .map_err(fail)?;
+    let organization = &caller.principal.organization;
     let body = serde_json::json!({
         "environment_app_token": organization.id,
         "environment_name": organization.name,

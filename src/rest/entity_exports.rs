@@ -231,15 +231,11 @@ pub async fn create(
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> Result<Response, RestError> {
     let fail = |err: ApiError| RestError::new(err, &caller.request_id);
-    let Json(body) =
-        body.map_err(|rejection| fail(ApiError::invalid(vec![invalid("body", rejection.body_text())])))?;
+    let Json(body) = body.map_err(|rejection| fail(super::body_error(rejection)))?;
     let request = request_of(&body).map_err(fail)?;
-    let spec = crate::api::export::spec_of(&request).map_err(fail)?;
-    let job = state
-        .exports
-        .create(&caller.principal.organization, spec, None)
+    let job = super::start_export(&state, &caller, &request)
         .await
-        .map_err(|e| fail(e.into()))?;
+        .map_err(fail)?;
     let body = serde_json::json!({
         "jobId": job.row.id,
         "message": "Export queued; the file will be e-mailed to the recipients when it is ready",

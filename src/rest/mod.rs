@@ -109,6 +109,25 @@ pub struct RestState {
     pub admission: crate::server::admission::AdmissionLayer,
 }
 
+/// Queues an export for a REST caller: the seed's body, already read into the gRPC
+/// request, goes through the same checks and the same domain call as CreateExport.
+pub async fn start_export(
+    state: &RestState,
+    caller: &auth::Caller,
+    request: &crate::proto::CreateExportRequest,
+) -> Result<crate::jobs::Job<crate::export::spec::Export>, crate::api::error::ApiError> {
+    let spec = crate::api::export::spec_of(request)?;
+    Ok(state
+        .exports
+        .create(&caller.principal.organization, spec, None)
+        .await?)
+}
+
+/// A JSON body that did not parse, as a 400 naming it.
+pub fn body_error(rejection: axum::extract::rejection::JsonRejection) -> crate::api::error::ApiError {
+    crate::api::error::ApiError::invalid(vec![("body".into(), rejection.body_text())])
+}
+
 /// CORS for the configured origins: browsers may call the REST routes (and read
 /// `x-request-id` and `Location`); none when the setting is empty.
 fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
