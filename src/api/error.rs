@@ -302,6 +302,7 @@ impl From<AuthError> for ApiError {
         match err {
             AuthError::MissingCredentials => unauthenticated("missing_credentials", &err),
             AuthError::MalformedKey => unauthenticated("malformed_key", &err),
+            AuthError::ConflictingKeys => unauthenticated("conflicting_keys", &err),
             AuthError::UnknownKey => unauthenticated("unknown_key", &err),
             AuthError::RevokedKey => unauthenticated("revoked_key", &err),
             AuthError::InvalidOrganizationHeader => ApiError::invalid(vec![(

@@ -26,6 +26,8 @@ pub enum AuthError {
     MissingCredentials,
     #[error("the authorization header does not hold a ferry API key")]
     MalformedKey,
+    #[error("two different API keys in one request (`authorization` and `x-api-key`): send one")]
+    ConflictingKeys,
     #[error("unknown API key")]
     UnknownKey,
     #[error("this API key was revoked")]

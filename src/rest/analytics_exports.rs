@@ -14,32 +14,61 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::RestState;
 use super::auth::Caller;
-use super::error::{RestError, Style};
+use super::error::{RestError, Seed002Errors, Style};
 use crate::api::error::ApiError;
 use crate::proto;
 
-#[derive(Debug, Deserialize)]
+/// Seed 002's body, on ferry's entities.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// First creation time included: ISO 8601 time, or a date (its first instant).
+    #[schema(example = "2024-01-01")]
     from: Option<String>,
+    /// Last creation time included: ISO 8601 time, or a date (its last instant).
+    #[schema(example = "2024-01-31")]
     to: Option<String>,
+    /// Recipients of the file by e-mail.
     #[serde(default)]
     emails: Vec<String>,
+    /// Refused unless empty: analytics events have no meaning for entities.
     #[serde(default)]
+    #[schema(value_type = Value)]
     event_type: Value,
+    /// External IDs of persons.
     #[serde(default)]
     user_id: Vec<String>,
+    /// External IDs of companies.
     #[serde(default)]
     company_id: Vec<String>,
+    /// The `segment_tag` attribute.
     segment_id: Option<String>,
+    /// `avro`, `csv` (default), `ndjson` or `parquet`.
+    #[schema(pattern = "^\\s*(avro|csv|ndjson|parquet)\\s*$")]
     format: Option<String>,
+    /// Refused unless empty: analytics events have no meaning for entities.
     #[serde(default)]
+    #[schema(value_type = Value)]
     exclusions: Value,
+}
+
+/// 201: the export is queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Created {
+    /// The organization's id.
+    environment_app_token: String,
+    /// The organization's name.
+    environment_name: String,
+    job_id: String,
+    /// The export's download route (`/v1/exports/{id}/download`).
+    links: String,
+    start_time: String,
 }
 
 fn meaningless(value: &Value) -> bool {
@@ -141,6 +170,20 @@ fn request_of(body: &CreateBody) -> Result<proto::CreateExportRequest, ApiError>
 }
 
 /// `POST /api/v1/analytics/exports` → 201; an identical export in progress → 409.
+#[utoipa::path(
+    post,
+    path = "/api/v1/analytics/exports",
+    tag = "seed 002: analytics exports",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Queued", body = Created),
+        (status = 400, description = "A bad field, one `errors` entry each", body = Seed002Errors),
+        (status = 401, description = "A bad key or a missing permission", body = Seed002Errors),
+        (status = 409, description = "`EXPORT_IN_PROGRESS`: an identical export is running", body = Seed002Errors),
+        (status = "default", description = "Any other error, by the README's status table", body = Seed002Errors),
+    ),
+    security(("token" = []), ("api_key" = []), ("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
@@ -153,12 +196,12 @@ pub async fn create(
         .await
         .map_err(fail)?;
     let organization = &caller.principal.organization;
-    let body = serde_json::json!({
-        "environment_app_token": organization.id,
-        "environment_name": organization.name,
-        "job_id": job.row.id,
-        "links": format!("/v1/exports/{}/download", job.row.id),
-        "start_time": crate::api::convert::timestamp(job.row.created_at).to_string(),
-    });
+    let body = Created {
+        environment_app_token: organization.id.clone(),
+        environment_name: organization.name.clone(),
+        links: format!("/v1/exports/{}/download", job.row.id),
+        start_time: crate::api::convert::timestamp(job.row.created_at).to_string(),
+        job_id: job.row.id.clone(),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }

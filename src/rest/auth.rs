@@ -21,31 +21,49 @@ pub struct Caller {
 }
 
 /// The credentials rewritten as the authenticator reads them (`authorization:
-/// Bearer …`, `x-organization-id`).
-fn credentials(headers: &HeaderMap) -> HeaderMap {
+/// Bearer …`, `x-organization-id`). A request may carry its key in `authorization`
+/// and in `x-api-key` only if both hold the same key: two different keys are
+/// refused rather than one silently preferred, so a client that sends a stale key
+/// in one header learns it at once.
+fn credentials(headers: &HeaderMap) -> Result<HeaderMap, AuthError> {
     let mut out = HeaderMap::new();
     if let Some(org) = headers.get("x-organization-id") {
         out.insert("x-organization-id", org.clone());
     }
-    let token = match headers.get(header::AUTHORIZATION) {
-        Some(value) => match value.to_str().ok().and_then(|v| v.trim().split_once(' ')) {
-            Some((scheme, key)) if scheme.eq_ignore_ascii_case("token") => {
-                Some(format!("Bearer {}", key.trim()))
+    let api_key = headers
+        .get("x-api-key")
+        .map(|v| v.to_str().map(|key| format!("Bearer {}", key.trim())));
+    let authorization = headers.get(header::AUTHORIZATION).map(|value| {
+        match value.to_str().ok().and_then(|v| v.trim().split_once(' ')) {
+            Some((scheme, key))
+                if scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer") =>
+            {
+                Ok(format!("Bearer {}", key.trim()))
             }
-            _ => {
-                out.insert(header::AUTHORIZATION, value.clone());
-                None
-            }
-        },
-        None => headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(|key| format!("Bearer {}", key.trim())),
+            _ => Err(value.clone()),
+        }
+    });
+    let value = match (authorization, api_key) {
+        (Some(Ok(a)), Some(Ok(b))) if a != b => return Err(AuthError::ConflictingKeys),
+        (Some(Err(_)), Some(_)) | (Some(_), Some(Err(_))) => return Err(AuthError::ConflictingKeys),
+        // Not a scheme ferry reads: the authenticator names the problem.
+        (Some(Err(raw)), None) => Some(raw),
+        (Some(Ok(token)), _) | (None, Some(Ok(token))) => HeaderValue::from_str(&token).ok(),
+        (None, Some(Err(_))) => return Err(AuthError::MalformedKey),
+        (None, None) => None,
     };
-    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+    if let Some(value) = value {
         out.insert(header::AUTHORIZATION, value);
     }
-    out
+    Ok(out)
+}
+
+async fn authenticate(
+    state: &RestState,
+    method: &str,
+    credentials: Result<HeaderMap, AuthError>,
+) -> Result<crate::auth::Principal, AuthError> {
+    state.auth.authorize(method, &credentials?).await
 }
 
 /// The route layer: finds the route's gRPC method (none: refused), authenticates,
@@ -64,11 +82,7 @@ pub async fn authorize(State(state): State<RestState>, mut request: Request, nex
         None => RestError::new(AuthError::MethodNotAllowed(route), &request_id)
             .styled(style)
             .into_response(),
-        Some(method) => match state
-            .auth
-            .authorize(method, &credentials(request.headers()))
-            .await
-        {
+        Some(method) => match authenticate(&state, method, credentials(request.headers())).await {
             Ok(principal) => match state.admission.admit(method, &principal) {
                 Ok(slot) => {
                     request.extensions_mut().insert(Caller {
@@ -114,7 +128,8 @@ mod tests {
                 headers.insert(*name, HeaderValue::from_static(value));
             }
             credentials(&headers)
-                .get(header::AUTHORIZATION)
+                .ok()
+                .and_then(|c| c.get(header::AUTHORIZATION).cloned())
                 .map(|v| v.to_str().unwrap_or_default().to_string())
         };
         assert_eq!(
@@ -127,5 +142,19 @@ mod tests {
         );
         assert_eq!(bearer(&[("x-api-key", "k")]).as_deref(), Some("Bearer k"));
         assert_eq!(bearer(&[]), None);
+        assert_eq!(
+            bearer(&[("authorization", "Bearer k"), ("x-api-key", "k")]).as_deref(),
+            Some("Bearer k")
+        );
+    }
+
+    #[test]
+    fn two_different_keys_in_one_request_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer k1"));
+        headers.insert("x-api-key", HeaderValue::from_static("k2"));
+        assert!(matches!(credentials(&headers), Err(AuthError::ConflictingKeys)));
+        headers.insert("authorization", HeaderValue::from_static("Basic a2V5"));
+        assert!(matches!(credentials(&headers), Err(AuthError::ConflictingKeys)));
     }
 }

@@ -11,34 +11,52 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::RestState;
 use super::auth::Caller;
-use super::error::RestError;
+use super::error::{ErrorEnvelope, RestError};
 use crate::api::error::ApiError;
 use crate::db::jobs::JobState;
 use crate::export::service::ExportError;
 use crate::export::spec::Export;
 use crate::proto;
 
-#[derive(Debug, Deserialize)]
+/// Seed 000's body. Its clients send `{}`, `""` or `null` for a field they leave
+/// out (`"fromSenderId": {}` in the seed's own example): each counts as absent, so
+/// the fields that accept a string or a list are documented as any JSON value.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateBody {
+    /// Required: the recipients (a list of addresses, or one address), at most 26.
     #[serde(default)]
+    #[schema(value_type = Value, example = json!(["ops@acme.test"]))]
     recipient_emails: Value,
+    /// Required: `csv`, `xlsx` or `json`.
     #[serde(default)]
+    #[schema(value_type = String, pattern = "^(csv|xlsx|json)$", example = "csv")]
     format: Value,
+    /// A flat object of filters (README: Seed 000's `filters`); unknown keys are 400.
     #[serde(default)]
+    #[schema(value_type = Value, example = json!({"type": "person", "country": "DE"}))]
     filters: Value,
+    /// The e-mail's language (`en`, `de`, …).
     #[serde(default)]
+    #[schema(value_type = Value)]
     email_locale: Value,
+    /// The columns of the file, in order (a list of names).
     #[serde(default)]
+    #[schema(value_type = Value)]
     columns: Value,
+    /// A verified sender of the organization.
     #[serde(default)]
+    #[schema(value_type = Value)]
     from_sender_id: Value,
+    /// A sender address on a verified domain.
     #[serde(default)]
+    #[schema(value_type = Value)]
     from_email: Value,
 }
 
@@ -224,7 +242,28 @@ fn request_of(body: &CreateBody) -> Result<proto::CreateExportRequest, ApiError>
     })
 }
 
+/// 202: the export is queued.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Queued {
+    job_id: String,
+    message: String,
+}
+
 /// `POST /entities/export/jobs` → 202 `{jobId, message}`.
+#[utoipa::path(
+    post,
+    path = "/entities/export/jobs",
+    tag = "seed 000: e-mailed entity exports",
+    request_body = CreateBody,
+    responses(
+        (status = 202, description = "Queued; the file is e-mailed when ready", body = Queued),
+        (status = 400, description = "A bad field or a pre-flight failure (`TOO_MANY_RECIPIENTS`, `SENDER_CONFLICT`, `DOMAIN_NOT_VERIFIED`, …)", body = ErrorEnvelope),
+        (status = 403, description = "A missing permission or feature (`FEATURE_DISABLED`)", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
@@ -236,10 +275,10 @@ pub async fn create(
     let job = super::start_export(&state, &caller, &request)
         .await
         .map_err(fail)?;
-    let body = serde_json::json!({
-        "jobId": job.row.id,
-        "message": "Export queued; the file will be e-mailed to the recipients when it is ready",
-    });
+    let body = Queued {
+        job_id: job.row.id.clone(),
+        message: "Export queued; the file will be e-mailed to the recipients when it is ready".into(),
+    };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
@@ -254,7 +293,45 @@ fn status(state: JobState) -> &'static str {
     }
 }
 
+/// An export as seed 000's status route shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    job_id: String,
+    /// queued, running, completed (an expired export too) or failed (a cancelled one too).
+    #[schema(value_type = String, pattern = "^(queued|running|completed|failed)$")]
+    status: &'static str,
+    #[schema(value_type = String, example = "csv")]
+    format: crate::export::format::Format,
+    row_count: i64,
+    recipients: Vec<Recipient>,
+    /// Why it failed.
+    error: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+/// One recipient of the e-mail and how its delivery went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Recipient {
+    email: String,
+    /// pending, sent or failed.
+    status: String,
+}
+
 /// `GET /entities/export/jobs/{jobId}`.
+#[utoipa::path(
+    get,
+    path = "/entities/export/jobs/{jobId}",
+    tag = "seed 000: e-mailed entity exports",
+    params(("jobId" = String, Path, description = "The export's id")),
+    responses(
+        (status = 200, description = "The export's status", body = JobView),
+        (status = 404, description = "Unknown, or another organization's", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn get(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
@@ -269,7 +346,7 @@ pub async fn get(
         .map_err(|e| fail(e.into()))?;
     let deliveries = state.exports.deliveries(&job.row.id).await.map_err(fail)?;
     let message = crate::api::export::export_message(&job, &deliveries);
-    let recipients: Vec<Value> = message
+    let recipients: Vec<Recipient> = message
         .recipients
         .iter()
         .map(|r| {
@@ -280,24 +357,41 @@ pub async fn get(
                         .to_ascii_lowercase()
                 })
                 .unwrap_or_default();
-            serde_json::json!({ "email": r.email, "status": state })
+            Recipient {
+                email: r.email.clone(),
+                status: state,
+            }
         })
         .collect();
-    let body = serde_json::json!({
-        "jobId": job.row.id,
-        "status": status(job.row.state),
-        "format": job.spec.format,
-        "rowCount": message.row_count,
-        "recipients": recipients,
-        "error": message.error.map(|e| e.message),
-        "createdAt": crate::api::convert::timestamp(job.row.created_at).to_string(),
-        "updatedAt": crate::api::convert::timestamp(job.row.updated_at).to_string(),
-    });
+    let body = JobView {
+        job_id: job.row.id.clone(),
+        status: status(job.row.state),
+        format: job.spec.format,
+        row_count: message.row_count,
+        recipients,
+        error: message.error.map(|e| e.message),
+        created_at: crate::api::convert::timestamp(job.row.created_at).to_string(),
+        updated_at: crate::api::convert::timestamp(job.row.updated_at).to_string(),
+    };
     Ok(Json(body).into_response())
 }
 
 /// `GET /entities/export/jobs/{jobId}/download`: the metadata of the file and a
 /// signed link to it.
+#[utoipa::path(
+    get,
+    path = "/entities/export/jobs/{jobId}/download",
+    tag = "seed 000: e-mailed entity exports",
+    params(("jobId" = String, Path, description = "The export's id")),
+    responses(
+        (status = 200, description = "The file's metadata and a signed link to it", body = DownloadInfo),
+        (status = 404, description = "Unknown, or another organization's", body = ErrorEnvelope),
+        (status = 409, description = "`EXPORT_NOT_READY`: not completed", body = ErrorEnvelope),
+        (status = 410, description = "`EXPORT_EXPIRED`: past its retention", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn download(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
@@ -308,14 +402,29 @@ pub async fn download(
         .download(caller.principal.organization_id(), id.trim())
         .await
         .map_err(|e| RestError::new(e, &caller.request_id))?;
-    let body = serde_json::json!({
-        "url": link.url,
-        "expiresAt": crate::api::convert::timestamp(link.expires_at).to_string(),
-        "fileName": link.result.file_name,
-        "contentType": link.result.content_type,
-        "sizeBytes": link.result.size,
-        "sha256": link.result.sha256,
-        "rowCount": link.result.row_count,
-    });
+    let body = DownloadInfo {
+        expires_at: crate::api::convert::timestamp(link.expires_at).to_string(),
+        url: link.url,
+        file_name: link.result.file_name,
+        content_type: link.result.content_type,
+        size_bytes: link.result.size,
+        sha256: link.result.sha256,
+        row_count: link.result.row_count,
+    };
     Ok(Json(body).into_response())
+}
+
+/// A finished export's file.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadInfo {
+    /// A signed link to the file (valid until `expiresAt`).
+    url: String,
+    expires_at: String,
+    file_name: String,
+    content_type: String,
+    size_bytes: u64,
+    /// Hex SHA-256 of the file.
+    sha256: String,
+    row_count: u64,
 }

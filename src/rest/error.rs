@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tonic::Code;
+use utoipa::ToSchema;
 
 use crate::api::error::ApiError;
 
@@ -73,29 +74,34 @@ pub fn status_of(error: &ApiError) -> StatusCode {
     }
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: Body<'a>,
-    meta: Meta<'a>,
+/// Seed 004's error envelope (the default on every route but seed 002's).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    error: ErrorBody,
+    meta: ErrorMeta,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The gRPC API's ErrorInfo reason (`NOT_FOUND`, `EXPORT_NOT_READY`, …).
+    code: String,
+    message: String,
+    /// One entry per field violation or pre-flight line; absent when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     details: Vec<Detail>,
 }
 
-#[derive(Serialize)]
-struct Meta<'a> {
-    request_id: &'a str,
+#[derive(Serialize, ToSchema)]
+pub struct ErrorMeta {
+    /// Also the `x-request-id` response header.
+    request_id: String,
 }
 
 /// One problem of a request: the field (or `line N`), its own code when the
 /// violation names one (`MISSING_COUNTRY: …`), and the message.
-#[derive(Serialize)]
-struct Detail {
+#[derive(Serialize, ToSchema)]
+pub struct Detail {
     field: String,
     code: String,
     message: String,
@@ -113,21 +119,28 @@ fn detail(field: &str, description: &str) -> Detail {
     }
 }
 
+/// Seed 002's error envelope: one entry per problem.
+#[derive(Serialize, ToSchema)]
+pub struct Seed002Errors {
+    errors: Vec<Seed002Entry>,
+}
+
 /// One entry of seed 002's `errors`.
-#[derive(Serialize)]
-struct Seed002Entry<'a> {
-    error: &'a str,
+#[derive(Serialize, ToSchema)]
+pub struct Seed002Entry {
+    /// The HTTP reason phrase (`Bad Request`, `Unauthorized`, …).
+    error: String,
     error_code: String,
     message: String,
     details: String,
 }
 
 /// Seed 002's body: one entry for the error, or one per problem when it has them.
-fn seed_002(error: &ApiError, status: StatusCode) -> serde_json::Value {
-    let title = status.canonical_reason().unwrap_or("Error");
+fn seed_002(error: &ApiError, status: StatusCode) -> Seed002Errors {
+    let title = status.canonical_reason().unwrap_or("Error").to_string();
     let entries: Vec<Seed002Entry> = if error.violations.is_empty() {
         vec![Seed002Entry {
-            error: title,
+            error: title.clone(),
             error_code: error.reason.clone(),
             message: error.message.clone(),
             details: String::new(),
@@ -139,7 +152,7 @@ fn seed_002(error: &ApiError, status: StatusCode) -> serde_json::Value {
             .map(|(field, description)| {
                 let d = detail(field, description);
                 Seed002Entry {
-                    error: title,
+                    error: title.clone(),
                     error_code: d.code,
                     message: d.message,
                     details: d.field,
@@ -147,7 +160,7 @@ fn seed_002(error: &ApiError, status: StatusCode) -> serde_json::Value {
             })
             .collect()
     };
-    serde_json::json!({ "errors": entries })
+    Seed002Errors { errors: entries }
 }
 
 impl IntoResponse for RestError {
@@ -161,14 +174,14 @@ impl IntoResponse for RestError {
         let mut response = match self.style {
             Style::Seed002 => (status, Json(seed_002(error, status))).into_response(),
             Style::Seed004 => {
-                let envelope = Envelope {
-                    error: Body {
-                        code: &error.reason,
-                        message: &error.message,
+                let envelope = ErrorEnvelope {
+                    error: ErrorBody {
+                        code: error.reason.clone(),
+                        message: error.message.clone(),
                         details: error.violations.iter().map(|(f, d)| detail(f, d)).collect(),
                     },
-                    meta: Meta {
-                        request_id: &self.request_id,
+                    meta: ErrorMeta {
+                        request_id: self.request_id.clone(),
                     },
                 };
                 (status, Json(envelope)).into_response()

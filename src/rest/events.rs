@@ -14,16 +14,17 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::RestState;
 use super::auth::Caller;
-use super::error::RestError;
+use super::error::{ErrorEnvelope, RestError};
 use crate::api::error::ApiError;
 use crate::db::now_ms;
 use crate::export::spec::Export;
@@ -35,7 +36,7 @@ pub const URL_TTL: Duration = Duration::from_secs(600);
 /// Jobs one stream may follow (each holds a watcher slot, `server.max_watchers`).
 pub const MAX_IDS: usize = 50;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Export,
@@ -72,10 +73,22 @@ fn ids_of(text: &str) -> Result<Vec<String>, ApiError> {
     Ok(ids)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UrlQuery {
+    /// 1 to 50 job ids, comma-separated.
     ids: String,
+}
+
+/// A signed URL of one event stream.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsUrl {
+    /// Open it with `EventSource` or `curl -N`; no key needed.
+    url: String,
+    /// The last moment the URL may be opened (a stream already open goes on).
+    expires_at: String,
 }
 
 /// `GET /v1/exports/events-url?ids=…` (WatchExport) and
@@ -108,9 +121,22 @@ async fn events_url(
         kind.as_str()
     );
     let expires_at = crate::api::convert::timestamp(expires * 1000).to_string();
-    Ok(Json(serde_json::json!({ "url": url, "expiresAt": expires_at })).into_response())
+    Ok(Json(EventsUrl { url, expires_at }).into_response())
 }
 
+/// `GET /v1/exports/events-url?ids=a,b`: a signed URL following those exports.
+#[utoipa::path(
+    get,
+    path = "/v1/exports/events-url",
+    tag = "live events",
+    params(UrlQuery),
+    responses(
+        (status = 200, description = "A signed events URL, valid to open for 10 minutes", body = EventsUrl),
+        (status = 400, description = "No ids, or more than 50", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn export_events_url(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
@@ -120,6 +146,19 @@ pub async fn export_events_url(
     events_url(&state, &caller, &headers, Kind::Export, query).await
 }
 
+/// `GET /batch-import/import/entities/events-url?ids=a,b`: the same for imports.
+#[utoipa::path(
+    get,
+    path = "/batch-import/import/entities/events-url",
+    tag = "live events",
+    params(UrlQuery),
+    responses(
+        (status = 200, description = "A signed events URL, valid to open for 10 minutes", body = EventsUrl),
+        (status = 400, description = "No ids, or more than 50", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn import_events_url(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
@@ -129,12 +168,16 @@ pub async fn import_events_url(
     events_url(&state, &caller, &headers, Kind::Import, query).await
 }
 
-#[derive(Debug, Deserialize)]
+/// The signed URL's parameters: take them as they are handed out.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    #[param(inline)]
     kind: Kind,
     ids: String,
     org: String,
+    /// Unix seconds.
     expires: i64,
     sig: String,
 }
@@ -179,11 +222,29 @@ async fn job_events(
 
 /// `GET /v1/events?kind=…&ids=…&org=…&expires=…&sig=…`: the stream. A wrong or
 /// expired signature is 403 (the same answer for both, so links reveal nothing).
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "live events",
+    params(StreamQuery),
+    responses(
+        (status = 200, description = "`text/event-stream`: per job its current state, then every change (`event: export` or `import`, `id:` the job id, `data:` the job in proto3 JSON); closes after every job ended", content_type = "text/event-stream"),
+        (status = 403, description = "`INVALID_EVENTS_LINK`: a changed or expired link", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+)]
 pub async fn stream(
     State(state): State<RestState>,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Response {
-    let forbidden = || (StatusCode::FORBIDDEN, "invalid or expired events link\n").into_response();
+    let forbidden = || {
+        let refused = ApiError::new(
+            tonic::Code::PermissionDenied,
+            "INVALID_EVENTS_LINK",
+            "invalid or expired events link: ask for a new one",
+        );
+        RestError::new(refused, &crate::db::new_id()).into_response()
+    };
     let Ok(Query(query)) = query else {
         return forbidden();
     };

@@ -14,10 +14,11 @@ use axum::response::{IntoResponse, Response};
 use prost_types::Timestamp;
 use serde::{Deserialize, Serialize};
 use tonic::Code;
+use utoipa::{IntoParams, ToSchema};
 
 use super::RestState;
 use super::auth::Caller;
-use super::error::RestError;
+use super::error::{ErrorEnvelope, RestError};
 use crate::api::error::ApiError;
 use crate::db::jobs::{JobListFilter, JobPage, JobState};
 use crate::export::spec::Export;
@@ -31,20 +32,30 @@ const SCHEMAS: &[(&str, &[proto::EntityType])] = &[
     ("entities", &[]),
 ];
 
-#[derive(Debug, Deserialize)]
+/// Seed 001's body: the entities of a schema created between two dates.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// `person`, `company` or `entities` (both types); anything else is 404.
+    #[schema(required = true, nullable = false, example = "person")]
     schema_id: Option<String>,
+    /// First creation time included (ISO 8601).
+    #[schema(required = true, nullable = false, format = DateTime, example = "2024-01-01T00:00:00.000Z")]
     start_date: Option<String>,
+    /// Last creation time included (ISO 8601).
+    #[schema(required = true, nullable = false, format = DateTime, example = "2024-01-31T23:59:59.999Z")]
     end_date: Option<String>,
+    /// A column holding a list: one row per element.
+    #[schema(nullable = false)]
     expand_array: Option<String>,
 }
 
 /// An export as seed 001 shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ExportView {
     id: String,
     schema_id: String,
+    #[schema(value_type = String, pattern = "^(PENDING|PROCESSING|COMPLETED|FAILED)$")]
     status: &'static str,
     start_date: Option<String>,
     end_date: Option<String>,
@@ -152,6 +163,19 @@ fn request_of(body: CreateBody) -> Result<proto::CreateExportRequest, ApiError> 
 }
 
 /// `POST /v1/exports` → 201 with the export.
+#[utoipa::path(
+    post,
+    path = "/v1/exports",
+    tag = "seed 001/004: /v1/exports",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The export, queued (CSV)", body = ExportView),
+        (status = 400, description = "A missing or malformed field (one `details` entry each)", body = ErrorEnvelope),
+        (status = 404, description = "`SCHEMA_NOT_FOUND`", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
@@ -166,23 +190,48 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&job))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Page number, 1 to 100000.
+    #[param(minimum = 1, maximum = 100_000)]
     page: Option<i64>,
+    /// Exports per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// `createdAt` (default) or `updatedAt`.
+    #[param(pattern = "^(createdAt|created_at|updatedAt|updated_at)?$")]
     sort_by: Option<String>,
+    /// `desc` (default) or `asc`.
+    #[param(pattern = "^(asc|desc)?$")]
     sort_order: Option<String>,
+    /// A substring of the export's id or file name.
     search: Option<String>,
+    /// Only exports created at or after this time (ISO 8601).
+    #[param(format = DateTime)]
     created_after: Option<String>,
+    /// Only exports created at or before this time (ISO 8601).
+    #[param(format = DateTime)]
     created_before: Option<String>,
+    /// Comma-separated names of the export's fields to return (an unknown one is 400).
     fields: Option<String>,
     /// Accepted for the seed's clients; an export has no related resources.
     #[serde(rename = "include")]
+    #[param(rename = "include")]
     _include: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of exports.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportPage {
+    /// The exports (every field, or those named by `fields`).
+    #[schema(value_type = Vec<Object>)]
+    data: Vec<serde_json::Value>,
+    meta: ListMeta,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 struct ListMeta {
     page: i64,
     limit: i64,
@@ -191,11 +240,15 @@ struct ListMeta {
     total_pages: i64,
 }
 
+/// The last page number a list serves: deeper pages are an OFFSET scan of millions
+/// of rows (narrow the list with `created_after` / `created_before` instead).
+const MAX_PAGE: i64 = 100_000;
+
 fn page_of(query: &ListQuery) -> Result<(i64, JobPage), ApiError> {
     let mut violations = Vec::new();
     let page = query.page.unwrap_or(1);
-    if page < 1 {
-        violations.push(("page".to_string(), "must be at least 1".to_string()));
+    if !(1..=MAX_PAGE).contains(&page) {
+        violations.push(("page".to_string(), format!("must be between 1 and {MAX_PAGE}")));
     }
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
@@ -280,6 +333,18 @@ const FIELDS: [&str; 8] = [
 ];
 
 /// `GET /v1/exports` → `{data, meta}`.
+#[utoipa::path(
+    get,
+    path = "/v1/exports",
+    tag = "seed 001/004: /v1/exports",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the organization's exports", body = ExportPage),
+        (status = 400, description = "A bad query parameter", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
@@ -306,14 +371,43 @@ pub async fn list(
         .await
         .map_err(|e| fail(crate::export::service::ExportError::from(e).into()))?;
     let limit = job_page.limit;
-    let body = serde_json::json!({
-        "data": jobs.iter().map(|job| pick(&view(job), &fields)).collect::<Vec<_>>(),
-        "meta": ListMeta { page, limit, total, total_pages: (total + limit - 1) / limit },
-    });
+    let body = ExportPage {
+        data: jobs.iter().map(|job| pick(&view(job), &fields)).collect(),
+        meta: ListMeta {
+            page,
+            limit,
+            total,
+            total_pages: (total + limit - 1) / limit,
+        },
+    };
     Ok(Json(body).into_response())
 }
 
+/// `{message}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Message {
+    message: String,
+}
+
+/// `{url}`: the signed link to the file.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DownloadUrl {
+    url: String,
+}
+
 /// `DELETE /v1/exports/{id}` → `{message}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/exports/{id}",
+    tag = "seed 001/004: /v1/exports",
+    params(("id" = String, Path, description = "The export's id")),
+    responses(
+        (status = 200, description = "Deleted (the file too)", body = Message),
+        (status = 404, description = "Unknown, or another organization's", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn delete(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
@@ -324,7 +418,10 @@ pub async fn delete(
         .delete(caller.principal.organization_id(), id.trim())
         .await
         .map_err(|e| RestError::new(e, &caller.request_id))?;
-    Ok(Json(serde_json::json!({ "message": "Export deleted successfully" })).into_response())
+    let message = Message {
+        message: "Export deleted successfully".into(),
+    };
+    Ok(Json(message).into_response())
 }
 
 /// Whether the client asked for JSON and not for whatever comes (`*/*`, a browser):
@@ -341,6 +438,22 @@ fn wants_json_only(headers: &HeaderMap) -> bool {
 
 /// `GET /v1/exports/{id}/download` → 302 to the file with `{url}` in the body, or
 /// 200 `{url}` for `Accept: application/json` alone.
+#[utoipa::path(
+    get,
+    path = "/v1/exports/{id}/download",
+    tag = "seed 001/004: /v1/exports",
+    params(("id" = String, Path, description = "The export's id")),
+    responses(
+        (status = 302, description = "To the file (`Location`), with `{url}` in the body", body = DownloadUrl,
+            headers(("Location" = String, description = "The signed link to the file"))),
+        (status = 200, description = "`{url}`, for `Accept: application/json` without `*/*`", body = DownloadUrl),
+        (status = 404, description = "Unknown, or another organization's", body = ErrorEnvelope),
+        (status = 409, description = "`EXPORT_NOT_READY`: not completed", body = ErrorEnvelope),
+        (status = 410, description = "`EXPORT_EXPIRED`: past its retention", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn download(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
@@ -352,7 +465,9 @@ pub async fn download(
         .download(caller.principal.organization_id(), id.trim())
         .await
         .map_err(|e| RestError::new(e, &caller.request_id))?;
-    let body = Json(serde_json::json!({ "url": link.url }));
+    let body = Json(DownloadUrl {
+        url: link.url.clone(),
+    });
     if wants_json_only(&headers) {
         return Ok(body.into_response());
     }

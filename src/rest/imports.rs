@@ -10,6 +10,7 @@
 
 use axum::Json;
 use axum::extract::multipart::Field;
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Multipart, Path, Query, State};
 use axum::http::StatusCode;
@@ -17,10 +18,11 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
+use utoipa::{IntoParams, ToSchema};
 
 use super::RestState;
 use super::auth::Caller;
-use super::error::RestError;
+use super::error::{ErrorEnvelope, RestError};
 use crate::api::error::ApiError;
 use crate::import::service::{ImportError, TempFile};
 use crate::import::spec::Import;
@@ -146,13 +148,62 @@ async fn save(mut field: Field<'_>, path: &std::path::Path, limit: u64) -> Resul
     Ok(size)
 }
 
-#[derive(Debug, Serialize)]
+/// Seed 003's form (multipart/form-data, fields in any order), for the OpenAPI
+/// document: the handler reads it part by part (see [`apply`]) and never builds it.
+#[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Accepted {
+#[allow(dead_code)]
+pub struct ImportForm {
+    /// The file (CSV, XLSX, JSON, NDJSON, Parquet or Avro; its name picks the format).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    mapping_id: Option<String>,
+    /// `manual`, `automatic`, or the legacy `manual_no_enrichment` / `automatic_enriched`.
+    #[schema(pattern = "^\\s*(manual|automatic|manual_no_enrichment|automatic_enriched)?\\s*$")]
+    entity_import_mode: Option<String>,
+    /// Required for persons without a nationality and companies (ISO 3166 alpha-2).
+    country: Option<String>,
+    risk_matrix_person_id: Option<String>,
+    risk_matrix_company_id: Option<String>,
+    #[schema(pattern = "^\\s*(true|false|TRUE|FALSE|True|False|1|0)\\s*$")]
+    skip_rules_execution: Option<String>,
+    #[schema(pattern = "^\\s*(true|false|TRUE|FALSE|True|False|1|0)\\s*$")]
+    stop_on_first_error: Option<String>,
+    /// `{"executeAllActiveEnrichments", "enrichments", "enrichmentGroupRefs", "excludeEnrichments"}` (JSON).
+    auto_execute_integrations: Option<String>,
+    /// The same for shareholders.
+    auto_execute_integrations_shareholders: Option<String>,
+    /// `all_active`, `by_root_type` or `basic_only`.
+    #[schema(pattern = "^\\s*(all_active|by_root_type|basic_only)\\s*$")]
+    child_enrichment_policy: Option<String>,
+    #[schema(pattern = "^\\s*(true|false|TRUE|FALSE|True|False|1|0)\\s*$")]
+    monitoring_apply_to_relationships: Option<String>,
+    /// Levels of relationships to follow, 0 to 5.
+    #[schema(pattern = "^\\s*[0-5]\\s*$")]
+    depth: Option<String>,
+    #[schema(pattern = "^\\s*(true|false|TRUE|FALSE|True|False|1|0)\\s*$")]
+    is_client: Option<String>,
+    status: Option<String>,
+    /// A JSON object.
+    attributes: Option<String>,
+    nationality: Option<String>,
+    /// A JSON object.
+    monitoring: Option<String>,
+    /// A JSON array of e-mail addresses.
+    report_recipient_emails: Option<String>,
+    email_locale: Option<String>,
+}
+
+/// 202: the import is queued.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
     success: bool,
     job_id: String,
+    #[schema(value_type = String)]
     import_mode: &'static str,
     total_items: i64,
+    #[schema(value_type = String)]
     message: &'static str,
 }
 
@@ -164,12 +215,26 @@ fn mode_name(value: i32) -> &'static str {
 }
 
 /// `POST /batch-import/import/entities` → 202.
+#[utoipa::path(
+    post,
+    path = "/batch-import/import/entities",
+    tag = "seed 003: imports",
+    request_body(content = ImportForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "Queued", body = Accepted),
+        (status = 400, description = "A bad field or pre-flight failures (`MISSING_COUNTRY`, `TOO_MANY_ITEMS`, …; one `details` entry per line)", body = ErrorEnvelope),
+        (status = 413, description = "`UPLOAD_TOO_LARGE`: beyond `bulk_import.max_upload_bytes`", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn upload(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
-    mut form: Multipart,
+    form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, RestError> {
     let fail = |err: ApiError| RestError::new(err, &caller.request_id);
+    let mut form = form.map_err(|rejection| fail(invalid("form", rejection.body_text())))?;
     let imports = &state.imports;
     let temp = TempFile(
         imports
@@ -231,11 +296,15 @@ pub async fn upload(
 }
 
 /// An import as ferry's status route shows it (ferry's addition to seed 003).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ImportView {
+pub struct ImportView {
     job_id: String,
+    /// queued, running, completed, failed or cancelled.
+    #[schema(value_type = String, pattern = "^(queued|running|completed|failed|cancelled)$")]
     status: &'static str,
+    /// manual or automatic.
+    #[schema(value_type = String)]
     import_mode: &'static str,
     file_name: String,
     total_items: i64,
@@ -245,7 +314,9 @@ struct ImportView {
     unchanged_items: i64,
     failed_items: i64,
     has_error_report: bool,
+    /// Why it failed; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
     error: Option<String>,
     created_at: String,
     updated_at: String,
@@ -253,6 +324,18 @@ struct ImportView {
 
 /// `GET /batch-import/import/entities/{jobId}`: state (queued, running, completed,
 /// failed, cancelled) and counters.
+#[utoipa::path(
+    get,
+    path = "/batch-import/import/entities/{jobId}",
+    tag = "seed 003: imports",
+    params(("jobId" = String, Path, description = "The import's id")),
+    responses(
+        (status = 200, description = "The import's state and counters (ferry's addition)", body = ImportView),
+        (status = 404, description = "Unknown, or another organization's", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn get(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
@@ -284,10 +367,12 @@ pub async fn get(
     Ok(Json(view).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ErrorsQuery {
     /// Rows per page, 1 to 100 (default 100).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// The `meta.next` of the previous page.
     after: Option<String>,
@@ -296,6 +381,19 @@ pub struct ErrorsQuery {
 /// `GET /batch-import/import/entities/{jobId}/errors`: the failed rows in file
 /// order, `{data: [{line, column, code, message, rawValue}], meta: {limit, total,
 /// next}}`; `next` (absent on the last page) is passed back as `?after=`.
+#[utoipa::path(
+    get,
+    path = "/batch-import/import/entities/{jobId}/errors",
+    tag = "seed 003: imports",
+    params(("jobId" = String, Path, description = "The import's id"), ErrorsQuery),
+    responses(
+        (status = 200, description = "A page of the failed rows, in file order (ferry's addition)", body = ErrorPage),
+        (status = 400, description = "A bad query parameter", body = ErrorEnvelope),
+        (status = 404, description = "Unknown, or another organization's", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn errors(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
@@ -327,20 +425,45 @@ pub async fn errors(
     } else {
         None
     };
-    let data: Vec<_> = rows
-        .iter()
-        .map(|row| {
-            serde_json::json!({
-                "line": row.line,
-                "column": row.column_name,
-                "code": row.code,
-                "message": row.message,
-                "rawValue": row.raw_value,
-            })
+    let data = rows
+        .into_iter()
+        .map(|row| RowError {
+            line: row.line,
+            column: row.column_name,
+            code: row.code,
+            message: row.message,
+            raw_value: row.raw_value,
         })
         .collect();
-    Ok(
-        Json(serde_json::json!({ "data": data, "meta": { "limit": limit, "total": total, "next": next } }))
-            .into_response(),
-    )
+    let page = ErrorPage {
+        data,
+        meta: ErrorPageMeta { limit, total, next },
+    };
+    Ok(Json(page).into_response())
+}
+
+/// A page of an import's failed rows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorPage {
+    data: Vec<RowError>,
+    meta: ErrorPageMeta,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorPageMeta {
+    limit: i64,
+    total: i64,
+    /// Pass back as `?after=` for the next page; `null` on the last.
+    next: Option<String>,
+}
+
+/// One problem of one row of the file.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RowError {
+    line: i64,
+    column: String,
+    code: String,
+    message: String,
+    raw_value: String,
 }

@@ -14,11 +14,13 @@ pub mod error;
 pub mod events;
 pub mod exports_v1;
 pub mod imports;
+pub mod openapi;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::Authenticator;
 use crate::export::service::Exports;
@@ -158,58 +160,57 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-/// The seeds' routes, each behind the authorising layer, and the events stream,
-/// whose signed URL is its credential.
+/// The seeds' routes, each behind the authorising layer, the events stream (whose
+/// signed URL is its credential), and `GET /openapi.json`, which describes them all
+/// (generated from the same route definitions).
 pub fn router(state: RestState) -> Router {
-    let cors = cors(&state.cors_origins);
-    let stream: Router = Router::new()
-        .route("/v1/events", get(events::stream))
+    let (router, api) = routes(state.clone()).split_for_parts();
+    let api = Arc::new(api);
+    let router = router.route(
+        "/openapi.json",
+        get(move || {
+            let api = api.clone();
+            async move { axum::Json(api.as_ref().clone()) }
+        }),
+    );
+    // Outside the auth layer: a browser's preflight carries no credentials.
+    match cors(&state.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// The routes with their OpenAPI descriptions.
+fn routes(state: RestState) -> OpenApiRouter {
+    use utoipa::OpenApi;
+    use utoipa_axum::routes;
+    // The upload enforces `bulk_import.max_upload_bytes` itself as the file streams
+    // to disk (413 UPLOAD_TOO_LARGE); axum's 2 MiB default would refuse any real file.
+    let upload = OpenApiRouter::new()
+        .routes(routes!(imports::upload))
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    let stream = OpenApiRouter::new()
+        .routes(routes!(events::stream))
         .with_state(state.clone());
-    let routes = Router::new()
-        .route("/v1/exports/events-url", get(events::export_events_url))
-        .route(
-            "/batch-import/import/entities/events-url",
-            get(events::import_events_url),
-        )
-        .route("/v1/exports", get(exports_v1::list).post(exports_v1::create))
-        .route("/v1/exports/{id}", axum::routing::delete(exports_v1::delete))
-        .route("/v1/exports/{id}/download", get(exports_v1::download))
-        // The upload enforces `bulk_import.max_upload_bytes` itself as the file
-        // streams to disk (413 UPLOAD_TOO_LARGE); axum's 2 MiB default would refuse
-        // any real file.
-        .route(
-            "/batch-import/import/entities",
-            axum::routing::post(imports::upload).layer(axum::extract::DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/entities/export/jobs",
-            axum::routing::post(entity_exports::create),
-        )
-        .route(
-            "/api/v1/analytics/exports",
-            axum::routing::post(analytics_exports::create),
-        )
-        .route("/entities/export/jobs/{jobId}", get(entity_exports::get))
-        .route(
-            "/entities/export/jobs/{jobId}/download",
-            get(entity_exports::download),
-        )
-        .route("/batch-import/import/entities/{jobId}", get(imports::get))
-        .route(
-            "/batch-import/import/entities/{jobId}/errors",
-            get(imports::errors),
-        )
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(exports_v1::list, exports_v1::create))
+        .routes(routes!(exports_v1::delete))
+        .routes(routes!(exports_v1::download))
+        .routes(routes!(events::export_events_url))
+        .routes(routes!(events::import_events_url))
+        .routes(routes!(entity_exports::create))
+        .routes(routes!(entity_exports::get))
+        .routes(routes!(entity_exports::download))
+        .routes(routes!(analytics_exports::create))
+        .merge(upload)
+        .routes(routes!(imports::get))
+        .routes(routes!(imports::errors))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
         ))
         .with_state(state)
-        .merge(stream);
-    // Outside the auth layer: a browser's preflight carries no credentials.
-    match cors {
-        Some(cors) => routes.layer(cors),
-        None => routes,
-    }
+        .merge(stream)
 }
 
 #[cfg(test)]

@@ -288,6 +288,15 @@ async fn every_rest_route_refuses_a_missing_key_a_bad_key_and_a_missing_permissi
                 "MISSING_PERMISSION",
             ),
             (vec![format!("x-api-key: {no_export}")], 403, "MISSING_PERMISSION"),
+            // Two different keys: refused, never one of them silently preferred.
+            (
+                vec![
+                    format!("Authorization: Bearer {}", app.key),
+                    format!("x-api-key: {no_export}"),
+                ],
+                401,
+                "UNAUTHORIZED",
+            ),
         ];
         for (headers, status, code) in cases {
             let mut args = vec!["-X".to_string(), method.to_string()];
@@ -861,4 +870,48 @@ async fn rest_calls_share_the_organizations_rate_limit_with_grpc() {
     let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
     app.stop().await;
+}
+
+/// The OpenAPI document is served without a key, says 3.1, and describes exactly
+/// the routes of the permission table (plus the events stream, whose signed URL is
+/// its credential), each keyed route with its security and every answer described.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_rest_route_and_no_other() {
+    let app = TestApp::start_with(Backend::Sqlite, |_| {}, crate::support::Workers::None).await;
+    let answer = curl(&[&format!("{}/openapi.json", base(&app))]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let doc = answer.json();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let mut described = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let keyed = operation["security"].as_array().is_some_and(|s| !s.is_empty());
+            assert_eq!(keyed, path != "/v1/events", "security of {method} {path}");
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                assert!(
+                    response["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{method} {path} {status} has no description"
+                );
+            }
+            described.push((method.to_ascii_uppercase(), path.clone()));
+        }
+    }
+    let mut served: Vec<(String, String)> = ferry::rest::ROUTES
+        .iter()
+        .map(|(method, path, _)| (method.to_string(), path.to_string()))
+        .chain([("GET".to_string(), "/v1/events".to_string())])
+        .collect();
+    described.sort();
+    served.sort();
+    assert_eq!(described, served);
+    for scheme in ["api_key", "bearer", "token"] {
+        assert!(
+            doc["components"]["securitySchemes"][scheme].is_object(),
+            "{scheme} is not described"
+        );
+    }
 }
