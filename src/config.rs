@@ -203,6 +203,11 @@ pub struct StorageConfig {
     /// Empty: credentials from the standard AWS chain.
     pub s3_access_key_id: String,
     pub s3_secret_access_key: String,
+    /// Server-side encryption asked for on every object ferry writes: `AES256`
+    /// (S3-managed keys) or `aws:kms`; empty: the bucket's default.
+    pub s3_sse: String,
+    /// The KMS key of `aws:kms` (id, alias or ARN); empty: the account's default key.
+    pub s3_kms_key_id: String,
 }
 
 impl Default for StorageConfig {
@@ -218,6 +223,8 @@ impl Default for StorageConfig {
             s3_force_path_style: false,
             s3_access_key_id: String::new(),
             s3_secret_access_key: String::new(),
+            s3_sse: String::new(),
+            s3_kms_key_id: String::new(),
         }
     }
 }
@@ -546,6 +553,16 @@ impl Config {
             "storage.s3_bucket",
             self.storage.backend != StorageBackend::S3 || !self.storage.s3_bucket.is_empty(),
             "is required when storage.backend is `s3`",
+        )?;
+        check(
+            "storage.s3_sse",
+            ["", "AES256", "aws:kms"].contains(&self.storage.s3_sse.as_str()),
+            "must be `AES256`, `aws:kms` or empty (the bucket's default)",
+        )?;
+        check(
+            "storage.s3_kms_key_id",
+            self.storage.s3_kms_key_id.is_empty() || self.storage.s3_sse == "aws:kms",
+            "needs storage.s3_sse = aws:kms",
         )?;
         check(
             "mail.system_sender",

@@ -1,5 +1,7 @@
 //! Secrets on disk (the bootstrap key, the URL signing key): files only their owner
-//! can read.
+//! can read. The server commands go further and make every file they create so
+//! ([`restrict_new_files`]): the data folder holds KYC data (the database, export
+//! files, uploads, e-mails in the mail drop).
 
 use std::io::Write;
 use std::path::Path;
@@ -22,4 +24,14 @@ pub fn write(path: &Path, contents: &str) -> std::io::Result<()> {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
     file.write_all(contents.as_bytes())
+}
+
+/// Sets the process's umask to 077, so every file the server creates from here on
+/// (the SQLite database and its WAL, stored export and import files, temp files,
+/// the mail drop) is mode 0600 and every folder 0700, whoever the files' readers
+/// would otherwise have been. Not for client commands: their downloads belong to
+/// the person running them, under that person's umask.
+pub fn restrict_new_files() {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }

@@ -56,8 +56,9 @@ pub fn secret_matches(stored_hash: &str, secret: &str) -> bool {
     presented.as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 
-/// Creates a key for an organization; returns the row and the one-time token.
-/// `allowed_organizations` lets a service key act for other organizations (`*`: all).
+/// Creates a key for an organization that never expires; returns the row and the
+/// one-time token. `allowed_organizations` lets a service key act for other
+/// organizations (`*`: all).
 pub async fn create(
     db: &Db,
     organization_id: &str,
@@ -65,6 +66,44 @@ pub async fn create(
     permissions: &[Permission],
     allowed_organizations: &[String],
 ) -> Result<(ApiKeyRow, String), DbError> {
+    create_expiring(
+        db,
+        organization_id,
+        name,
+        permissions,
+        allowed_organizations,
+        None,
+    )
+    .await
+}
+
+/// [`create`] with an expiry (epoch milliseconds; `None`: never).
+pub async fn create_expiring(
+    db: &Db,
+    organization_id: &str,
+    name: &str,
+    permissions: &[Permission],
+    allowed_organizations: &[String],
+    expires_at: Option<i64>,
+) -> Result<(ApiKeyRow, String), DbError> {
+    let (row, token) = new_row(
+        organization_id,
+        name,
+        permissions,
+        allowed_organizations,
+        expires_at,
+    );
+    api_keys::insert(&mut db.conn().await?, &row).await?;
+    Ok((row, token))
+}
+
+fn new_row(
+    organization_id: &str,
+    name: &str,
+    permissions: &[Permission],
+    allowed_organizations: &[String],
+    expires_at: Option<i64>,
+) -> (ApiKeyRow, String) {
     let key = NewKey::generate();
     let row = ApiKeyRow {
         id: key.id.clone(),
@@ -77,15 +116,64 @@ pub async fn create(
         created_at: now_ms(),
         revoked_at: None,
         last_used_at: None,
+        expires_at,
     };
-    api_keys::insert(&mut db.conn().await?, &row).await?;
-    Ok((row, key.token()))
+    (row, key.token())
+}
+
+/// Replaces a key: the successor has the same organization, name, permissions,
+/// other organizations and lifetime (an expiring key's successor expires as long
+/// after its creation as the old one did), and the old key keeps working for
+/// `grace` so the clients that hold it can move over. One transaction: either both
+/// happen or neither. `None` when no active key has this id.
+pub async fn rotate(
+    db: &Db,
+    id: &str,
+    grace: std::time::Duration,
+) -> Result<Option<(ApiKeyRow, String)>, DbError> {
+    let now = now_ms();
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let until = now.saturating_add(grace_ms);
+    let id = id.to_string();
+    let rotated = db
+        .transaction(move |conn| {
+            Box::pin(async move {
+                let Some(old) = api_keys::find(conn, &id).await? else {
+                    return Ok::<_, DbError>(None);
+                };
+                let active =
+                    old.revoked_at.is_none_or(|at| at > now) && old.expires_at.is_none_or(|at| at > now);
+                if !active {
+                    return Ok(None);
+                }
+                let lifetime = old.expires_at.map(|at| at - old.created_at);
+                let (row, token) = new_row(
+                    &old.organization_id,
+                    &old.name,
+                    &permissions_of(&old),
+                    &serde_json::from_str::<Vec<String>>(&old.allowed_organizations).unwrap_or_default(),
+                    lifetime.map(|l| now.saturating_add(l)),
+                );
+                api_keys::insert(conn, &row).await?;
+                api_keys::revoke(conn, &old.id, until).await?;
+                Ok(Some((row, token, old.id)))
+            })
+        })
+        .await?;
+    let Some((row, token, old_id)) = rotated else {
+        return Ok(None);
+    };
+    // Replicas drop the old key's cached row, so they see its end of grace.
+    let mut conn = db.conn().await?;
+    notify::key_changed(db, &mut conn, &old_id).await;
+    Ok(Some((row, token)))
 }
 
 /// Revokes a key; every replica stops accepting it within the auth cache's bound
 /// (at once on PostgreSQL). Returns false when no active key has this id.
 pub async fn revoke(db: &Db, id: &str) -> Result<bool, DbError> {
     let mut conn = db.conn().await?;
+    // A key in a rotation's grace period is still active: revoking ends it now.
     if api_keys::revoke(&mut conn, id, now_ms()).await? == 0 {
         return Ok(false);
     }

@@ -32,6 +32,8 @@ pub enum AuthError {
     UnknownKey,
     #[error("this API key was revoked")]
     RevokedKey,
+    #[error("this API key has expired: ask for a new one")]
+    ExpiredKey,
     #[error("`x-organization-id` is not a valid organization id")]
     InvalidOrganizationHeader,
     #[error("this API key may not act for organization {0}")]
@@ -89,6 +91,10 @@ impl Authenticator {
         let now = now_ms();
         if key.revoked_at.is_some_and(|at| at <= now) {
             return Err(AuthError::RevokedKey);
+        }
+        // Against the clock on every call, so a cached key expires on time too.
+        if key.expires_at.is_some_and(|at| at <= now) {
+            return Err(AuthError::ExpiredKey);
         }
         let organization_id = match headers.get("x-organization-id") {
             None => key.organization_id.clone(),

@@ -79,10 +79,24 @@ pub enum KeyCommand {
         /// Another organization this service key may act for (repeatable; `*` for any).
         #[arg(long = "allow-org")]
         allow_orgs: Vec<String>,
+        /// The key stops working this long after now (`90d`, `12h`, `30m`); default: never.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
     },
+    /// The organization's keys: state, expiry, last use and other organizations.
     List {
         #[arg(long)]
         org: String,
+    },
+    /// Replace a key: a successor with the same permissions (printed once), while the
+    /// old key keeps working for the grace period.
+    Rotate {
+        /// The key id (the part after `ferry_`).
+        #[arg(long)]
+        key: String,
+        /// How long the old key keeps working (`24h`, `7d`, `0s`).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
     },
     Revoke {
         /// The key id (the part after `ferry_`).
@@ -233,6 +247,7 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
             name,
             permissions,
             allow_orgs,
+            expires_in,
         } => {
             orgs::find(db, &org).await?;
             let permissions = if permissions.is_empty() {
@@ -243,23 +258,50 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
                     .map(|p| Permission::parse(p).with_context(|| format!("unknown permission `{p}`")))
                     .collect::<anyhow::Result<Vec<_>>>()?
             };
-            let (row, token) = keys::create(db, &org, &name, &permissions, &allow_orgs).await?;
-            println!("key {} created for organization {}", row.id, row.organization_id);
+            let expires_at = match expires_in {
+                None => None,
+                Some(d) if d.is_zero() => bail!("--expires-in must be longer than 0s"),
+                Some(d) => Some(now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+            };
+            let (row, token) =
+                keys::create_expiring(db, &org, &name, &permissions, &allow_orgs, expires_at).await?;
+            println!(
+                "key {} created for organization {}{}",
+                row.id,
+                row.organization_id,
+                row.expires_at
+                    .map(|at| format!(", expires {}", when(at)))
+                    .unwrap_or_default()
+            );
             println!("{token}");
             eprintln!("(the key is shown once; store it now)");
         }
         KeyCommand::List { org } => {
+            let now = now_ms();
             for row in api_keys::list_for_org(&mut db.conn().await?, &org).await? {
-                let state = if row.revoked_at.is_some() {
-                    "revoked"
-                } else {
-                    "active"
-                };
                 println!(
-                    "{}  {:<16} {:<8} permissions={}",
-                    row.id, row.name, state, row.permissions
+                    "{}  {:<16} {:<8} expires={} last_used={} allow_org={} permissions={}",
+                    row.id,
+                    row.name,
+                    key_state(&row, now),
+                    row.expires_at.map(when).unwrap_or_else(|| "never".into()),
+                    row.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+                    row.allowed_organizations,
+                    row.permissions
                 );
             }
+        }
+        KeyCommand::Rotate { key, grace } => {
+            let Some((row, token)) = keys::rotate(db, &key, grace).await? else {
+                bail!("no active key `{key}`");
+            };
+            println!(
+                "key {} replaces key {key}, which keeps working for {}",
+                row.id,
+                humantime::format_duration(grace)
+            );
+            println!("{token}");
+            eprintln!("(the key is shown once; store it now)");
         }
         KeyCommand::Revoke { key } => {
             if !keys::revoke(db, &key).await? {
@@ -269,6 +311,21 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A moment as ISO 8601 UTC.
+fn when(ms: i64) -> String {
+    crate::api::convert::timestamp(ms).to_string()
+}
+
+/// active, expired, revoked, or `grace` (rotated, still working until revoked_at).
+fn key_state(row: &api_keys::ApiKeyRow, now: i64) -> &'static str {
+    match (row.revoked_at, row.expires_at) {
+        (Some(at), _) if at <= now => "revoked",
+        (_, Some(at)) if at <= now => "expired",
+        (Some(_), _) => "grace",
+        _ => "active",
+    }
 }
 
 /// A lower-case domain name of letters, digits, `-` and dots.

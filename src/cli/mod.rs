@@ -170,6 +170,7 @@ pub async fn main(cli: Cli) -> std::process::ExitCode {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::private_file::restrict_new_files();
     let config = cli.load_config()?;
     init_logging(&config);
     for (variable, closest) in crate::config::unknown_env(std::env::vars()) {

@@ -20,8 +20,12 @@ pub struct ApiKeyRow {
     /// JSON array of other organizations a service key may act for (`"*"`: any).
     pub allowed_organizations: String,
     pub created_at: i64,
+    /// When a key stops working by itself, or (a future time) when a rotated key's
+    /// grace period ends.
     pub revoked_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// When the key expires (`--expires-in`); `None`: never.
+    pub expires_at: Option<i64>,
 }
 
 pub async fn insert(conn: &mut Conn, row: &ApiKeyRow) -> QueryResult<()> {
@@ -56,13 +60,18 @@ pub async fn list_for_org(conn: &mut Conn, organization_id: &str) -> QueryResult
     })
 }
 
-/// Revokes a key; returns 0 when it is unknown or already revoked.
-pub async fn revoke(conn: &mut Conn, id: &str, now: i64) -> QueryResult<usize> {
+/// Revokes a key at `at` (now, or the end of a rotation's grace period); returns 0
+/// when it is unknown or already revoked by then.
+pub async fn revoke(conn: &mut Conn, id: &str, at: i64) -> QueryResult<usize> {
     with_conn!(conn, |c| {
-        diesel::update(api_keys::table.find(id).filter(api_keys::revoked_at.is_null()))
-            .set(api_keys::revoked_at.eq(now))
-            .execute(c)
-            .await
+        diesel::update(
+            api_keys::table
+                .find(id)
+                .filter(api_keys::revoked_at.is_null().or(api_keys::revoked_at.gt(at))),
+        )
+        .set(api_keys::revoked_at.eq(at))
+        .execute(c)
+        .await
     })
 }
 

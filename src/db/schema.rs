@@ -23,6 +23,7 @@ diesel::table! {
         created_at -> BigInt,
         revoked_at -> Nullable<BigInt>,
         last_used_at -> Nullable<BigInt>,
+        expires_at -> Nullable<BigInt>,
     }
 }
 

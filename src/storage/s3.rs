@@ -9,7 +9,7 @@ use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use tokio::io::AsyncReadExt;
 
 use super::{Download, StorageError};
@@ -23,6 +23,11 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    /// `storage.s3_sse`, asked for on every object written (`None`: the bucket's
+    /// default encryption).
+    sse: Option<ServerSideEncryption>,
+    /// `storage.s3_kms_key_id` (with `aws:kms`).
+    kms_key_id: Option<String>,
 }
 
 fn s3_error(err: impl std::fmt::Display) -> StorageError {
@@ -125,6 +130,8 @@ impl S3Store {
             client: Client::from_conf(s3_config),
             bucket: config.s3_bucket.clone(),
             prefix: config.s3_prefix.trim_matches('/').to_string(),
+            sse: (!config.s3_sse.is_empty()).then(|| ServerSideEncryption::from(config.s3_sse.as_str())),
+            kms_key_id: (!config.s3_kms_key_id.is_empty()).then(|| config.s3_kms_key_id.clone()),
         })
     }
 
@@ -150,6 +157,8 @@ impl S3Store {
             .put_object()
             .bucket(&self.bucket)
             .key(&probe)
+            .set_server_side_encryption(self.sse.clone())
+            .set_ssekms_key_id(self.kms_key_id.clone())
             .body(ByteStream::from_static(b"ferry start-up check"))
             .send()
             .await
@@ -174,6 +183,8 @@ impl S3Store {
                 .bucket(&self.bucket)
                 .key(&object)
                 .content_type(content_type)
+                .set_server_side_encryption(self.sse.clone())
+                .set_ssekms_key_id(self.kms_key_id.clone())
                 .body(body)
                 .send()
                 .await
@@ -186,6 +197,8 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(&object)
             .content_type(content_type)
+            .set_server_side_encryption(self.sse.clone())
+            .set_ssekms_key_id(self.kms_key_id.clone())
             .send()
             .await
             .map_err(|e| classify(&self.bucket, e))?;

@@ -16,7 +16,17 @@ on_both_backends!(
     a_method_without_a_permission_entry_is_denied,
     a_valid_key_reaches_the_service,
     a_service_key_may_act_for_the_organizations_it_names,
+    a_key_expires_on_time_even_while_the_cache_holds_it,
 );
+
+/// The `cause` of an authentication refusal (ErrorInfo metadata).
+fn cause(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .and_then(|i| i.metadata.get("cause").cloned())
+        .unwrap_or_default()
+}
 
 /// Every rpc path of the ferry services, read from the descriptor set.
 fn contract_methods() -> Vec<String> {
@@ -58,6 +68,16 @@ async fn every_method_refuses_callers_without_valid_credentials_or_permission(ba
     api_keys::revoke(&mut app.db().conn().await.unwrap(), &revoked_row.id, now_ms())
         .await
         .unwrap();
+    let (_, expired) = keys::create_expiring(
+        app.db(),
+        &app.org_id,
+        "expired",
+        &Permission::ALL,
+        &[],
+        Some(now_ms() - 1),
+    )
+    .await
+    .unwrap();
     let unknown = keys::NewKey::generate().token();
     // One key per permission, holding every permission but that one.
     let mut lacking = Vec::new();
@@ -87,6 +107,13 @@ async fn every_method_refuses_callers_without_valid_credentials_or_permission(ba
             (
                 "revoked key",
                 Some(&revoked),
+                &app.org_id,
+                Code::Unauthenticated,
+                "UNAUTHORIZED",
+            ),
+            (
+                "expired key",
+                Some(&expired),
                 &app.org_id,
                 Code::Unauthenticated,
                 "UNAUTHORIZED",
@@ -192,5 +219,37 @@ async fn a_service_key_may_act_for_the_organizations_it_names(backend: Backend) 
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
+    app.stop().await;
+}
+
+async fn a_key_expires_on_time_even_while_the_cache_holds_it(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let lifetime = 1_500;
+    let (_, key) = keys::create_expiring(
+        app.db(),
+        &app.org_id,
+        "short-lived",
+        &Permission::ALL,
+        &[],
+        Some(now_ms() + lifetime),
+    )
+    .await
+    .unwrap();
+    let mut client = EntityServiceClient::new(app.channel.clone());
+    // Used (and so cached) while valid…
+    client
+        .list_entities(with_auth(ListEntitiesRequest::default(), &key, &app.org_id))
+        .await
+        .unwrap();
+    // …and refused once its time is up, well inside the cache's lifetime.
+    tokio::time::sleep(std::time::Duration::from_millis(lifetime as u64 + 100)).await;
+    let status = client
+        .list_entities(with_auth(ListEntitiesRequest::default(), &key, &app.org_id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "UNAUTHORIZED");
+    assert_eq!(cause(&status), "expired_key");
+    assert!(status.message().contains("expired"), "{}", status.message());
     app.stop().await;
 }

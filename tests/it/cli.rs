@@ -13,6 +13,7 @@ on_both_backends!(
     admin_commands_create_an_organization_and_a_key_that_works_until_revoked,
     a_misspelt_setting_variable_is_reported_with_the_closest_name,
     with_json_logs_every_line_is_json_and_the_bootstrap_key_stays_in_its_file,
+    a_rotated_key_works_beside_its_successor_until_the_grace_period_ends,
 );
 
 fn ferry(db: &TestDb, args: &[&str]) -> (bool, String, String) {
@@ -316,4 +317,212 @@ fn serve_on_a_taken_port_stops_before_creating_anything() {
         "{err}"
     );
     assert!(!data_dir.exists(), "serve created its data folder before failing");
+}
+
+async fn a_rotated_key_works_beside_its_successor_until_the_grace_period_ends(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (ok, _, err) = ferry(&db, &["migrate"]);
+    assert!(ok, "{err}");
+    let (_, out, _) = ferry(&db, &["admin", "org", "create", "--name", "acme"]);
+    let org = out.split_whitespace().next().unwrap().to_string();
+    let create = |expires: &str| {
+        let (ok, out, err) = ferry(
+            &db,
+            &[
+                "admin",
+                "key",
+                "create",
+                "--org",
+                &org,
+                "--name",
+                "svc",
+                "--expires-in",
+                expires,
+            ],
+        );
+        (ok, out, err)
+    };
+    let (ok, _, err) = create("soon");
+    assert!(!ok && err.contains("--expires-in"), "{err}");
+    let (ok, out, err) = create("90d");
+    assert!(ok, "{err}");
+    assert!(out.lines().next().unwrap().contains(", expires 20"), "{out}");
+    let old = out.lines().nth(1).unwrap().trim().to_string();
+    let old_id = old.split('_').nth(1).unwrap().to_string();
+
+    let (ok, out, err) = ferry(
+        &db,
+        &["admin", "key", "rotate", "--key", &old_id, "--grace", "6s"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("replaces key {old_id}")), "{out}");
+    let new = out.lines().nth(1).unwrap().trim().to_string();
+    assert!(new.starts_with("ferry_") && new != old, "{out}");
+    let new_id = new.split('_').nth(1).unwrap().to_string();
+
+    // The list shows both: the old one in its grace period, the new one with the
+    // same 90-day lifetime, neither used yet.
+    let (ok, out, err) = ferry(&db, &["admin", "key", "list", "--org", &org]);
+    assert!(ok, "{err}");
+    let line = |id: &str| out.lines().find(|l| l.starts_with(id)).unwrap().to_string();
+    assert!(line(&old_id).contains(" grace "), "{out}");
+    assert!(line(&new_id).contains(" active "), "{out}");
+    for id in [&old_id, &new_id] {
+        assert!(
+            line(id).contains("last_used=never") && line(id).contains("allow_org=[]"),
+            "{out}"
+        );
+        assert!(!line(id).contains("expires=never"), "{out}");
+    }
+
+    let app = ferry::server::App::open(test_config(&db)).await.unwrap();
+    let running = ferry::server::start(app, ferry::jobs::Registry::new())
+        .await
+        .unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = EntityServiceClient::new(channel);
+    for key in [&old, &new] {
+        client
+            .list_entities(with_auth(ListEntitiesRequest::default(), key, &org))
+            .await
+            .unwrap();
+    }
+    // After the grace period (plus the auth cache's bound) only the successor works.
+    let status = until_refused(Duration::from_secs(12), || {
+        let mut client = client.clone();
+        let request = with_auth(ListEntitiesRequest::default(), &old, &org);
+        async move { client.list_entities(request).await }
+    })
+    .await;
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    client
+        .list_entities(with_auth(ListEntitiesRequest::default(), &new, &org))
+        .await
+        .unwrap();
+    // A key past its grace period cannot be rotated again.
+    let (ok, _, err) = ferry(&db, &["admin", "key", "rotate", "--key", &old_id]);
+    assert!(!ok && err.contains("no active key"), "{err}");
+    running.stop().await;
+}
+
+/// `ferry serve` writes every file of its data folder for its owner only — the
+/// SQLite database, the stored export, the e-mail in the mail drop, the uploaded
+/// import — whatever the umask it was started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_the_server_writes_is_its_owners_only() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 022 && exec {} --data-dir {} --set log.format=json serve --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0",
+            env!("CARGO_BIN_EXE_ferry"),
+            data.path().display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("ferry is serving") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let banner = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let banner: serde_json::Value = serde_json::from_str(&banner).unwrap();
+    let http = banner["fields"]["http"]
+        .as_str()
+        .or(banner["fields"]["http_addr"].as_str())
+        .unwrap_or_else(|| panic!("no http_addr in {banner}"))
+        .to_string();
+    let key = std::fs::read_to_string(data.path().join("bootstrap-key")).unwrap();
+    let auth = format!("x-api-key: {}", key.trim());
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-f"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let export = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"recipientEmails": ["ops@acme.test"], "format": "csv"}"#,
+        &format!("http://{http}/entities/export/jobs"),
+    ]);
+    let job = export["jobId"].as_str().unwrap().to_string();
+    let csv = data.path().join("upload.csv");
+    std::fs::write(
+        &csv,
+        "tax_id,type,country_code,suggested_name\n20123456786,company,AR,Acme Argentina SA\n",
+    )
+    .unwrap();
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "-F",
+        &format!("file=@{}", csv.display()),
+        "-F",
+        "country=AR",
+        &format!("http://{http}/batch-import/import/entities"),
+    ]);
+    std::fs::remove_file(&csv).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = curl(&["-H", &auth, &format!("http://{http}/entities/export/jobs/{job}")]);
+        let sent = status["recipients"][0]["status"] == "sent";
+        if status["status"] == "completed" && sent {
+            break;
+        }
+        assert_ne!(status["status"], "failed", "{status}");
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut seen = Vec::new();
+    let mut folders = vec![data.path().to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let entry = entry.unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                assert_eq!(mode, 0o700, "{}", path.display());
+                folders.push(path);
+            } else {
+                assert_eq!(mode, 0o600, "{}", path.display());
+                seen.push(path.display().to_string());
+            }
+        }
+    }
+    for expected in ["ferry.db", ".eml", ".csv", "bootstrap-key", "signing-key"] {
+        assert!(
+            seen.iter().any(|p| p.contains(expected)),
+            "no {expected} among {seen:?}"
+        );
+    }
 }

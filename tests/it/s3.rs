@@ -1,6 +1,7 @@
 //! Exports stored in S3: a real S3 protocol server (s3s + s3s-fs, which verifies
 //! SigV4) on loopback, presigned GET URLs fetched over plain HTTP.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry::proto::{
@@ -23,17 +24,38 @@ const BUCKET: &str = "ferry-exports";
 
 /// An S3 server on 127.0.0.1:0 with one bucket; stops with the returned dir.
 pub async fn start_s3() -> (String, tempfile::TempDir) {
+    let (endpoint, dir, _) = start_recording_s3().await;
+    (endpoint, dir)
+}
+
+/// Every request an S3 server received: method, path and query, headers.
+type Received = Arc<Mutex<Vec<(http::Method, String, http::HeaderMap)>>>;
+
+/// [`start_s3`] that also keeps every request it receives.
+async fn start_recording_s3() -> (String, tempfile::TempDir, Received) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join(BUCKET)).unwrap();
     let fs = s3s_fs::FileSystem::new(dir.path()).unwrap();
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
     builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-    let service = builder.build();
+    let s3 = builder.build();
+    let received = Received::default();
+    let log = received.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let service = service.clone();
+            let (s3, log) = (s3.clone(), log.clone());
+            let service =
+                hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    log.lock().unwrap().push((
+                        request.method().clone(),
+                        request.uri().to_string(),
+                        request.headers().clone(),
+                    ));
+                    let s3 = s3.clone();
+                    async move { hyper::service::Service::call(&s3, request).await }
+                });
             tokio::spawn(async move {
                 let builder =
                     hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -43,7 +65,7 @@ pub async fn start_s3() -> (String, tempfile::TempDir) {
             });
         }
     });
-    (format!("http://{addr}"), dir)
+    (format!("http://{addr}"), dir, received)
 }
 
 fn use_s3(config: &mut ferry::config::Config, endpoint: &str) {
@@ -281,4 +303,75 @@ async fn serve_with_a_missing_bucket_stops_at_start_naming_the_setting() {
         !data.path().join("bootstrap-key").exists(),
         "bootstrapped before the check"
     );
+}
+
+/// With `storage.s3_sse` every object ferry writes asks S3 to encrypt it — the
+/// start-up probe, a small file (PutObject) and a large one (CreateMultipartUpload)
+/// — naming the KMS key with `aws:kms`; without the setting no request asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_are_written_with_the_configured_server_side_encryption() {
+    ferry::client::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.csv");
+    std::fs::write(&small, "a,b\n1,2\n").unwrap();
+    let large = dir.path().join("large.bin");
+    std::fs::write(&large, vec![7u8; 8 * 1024 * 1024 + 1]).unwrap();
+    for (sse, kms_key) in [
+        ("aws:kms", "arn:aws:kms:us-east-1:111122223333:key/ferry-test"),
+        ("AES256", ""),
+        ("", ""),
+    ] {
+        let (endpoint, _s3_dir, received) = start_recording_s3().await;
+        let mut config = ferry::config::Config::default();
+        use_s3(&mut config, &endpoint);
+        config.storage.s3_sse = sse.into();
+        config.storage.s3_kms_key_id = kms_key.into();
+        config.validate().unwrap();
+        let storage = Storage::from_config(&config).await.unwrap();
+        storage.check_writable().await.unwrap();
+        for (key, path) in [
+            ("exports/o/j/small.csv", &small),
+            ("exports/o/j/large.bin", &large),
+        ] {
+            storage.put_file(key, path, "text/csv").await.unwrap();
+        }
+        let received = received.lock().unwrap().clone();
+        // PutObject is a PUT without `partNumber`; CreateMultipartUpload a POST `?uploads`.
+        let creations: Vec<_> = received
+            .iter()
+            .filter(|(method, uri, _)| {
+                (method == http::Method::PUT && !uri.contains("partNumber="))
+                    || (method == http::Method::POST && uri.contains("uploads"))
+            })
+            .collect();
+        assert_eq!(creations.len(), 3, "{sse}: {received:?}");
+        for (method, uri, headers) in creations {
+            let asked = headers
+                .get("x-amz-server-side-encryption")
+                .map(|v| v.to_str().unwrap().to_string());
+            let key = headers
+                .get("x-amz-server-side-encryption-aws-kms-key-id")
+                .map(|v| v.to_str().unwrap().to_string());
+            let expected_sse = (!sse.is_empty()).then(|| sse.to_string());
+            let expected_key = (!kms_key.is_empty()).then(|| kms_key.to_string());
+            assert_eq!(asked, expected_sse, "{method} {uri}");
+            assert_eq!(key, expected_key, "{method} {uri}");
+        }
+    }
+}
+
+/// A KMS key without `aws:kms`, or an encryption S3 does not know, stops the server
+/// at start naming the setting.
+#[test]
+fn an_unknown_encryption_or_a_kms_key_without_kms_is_refused_at_start() {
+    for (sse, kms_key, setting) in [
+        ("aes256", "", "storage.s3_sse"),
+        ("AES256", "alias/ferry", "storage.s3_kms_key_id"),
+    ] {
+        let mut config = ferry::config::Config::default();
+        config.storage.s3_sse = sse.into();
+        config.storage.s3_kms_key_id = kms_key.into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains(setting), "{sse} {kms_key}: {err}");
+    }
 }
