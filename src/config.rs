@@ -127,12 +127,31 @@ pub struct AuthConfig {
     /// database: the bound on how late a revocation or a plan change is seen on
     /// SQLite (PostgreSQL replicas hear changes at once through `NOTIFY`).
     pub cache_ttl_millis: u64,
+    /// The identity provider's JWKS: a file path or an HTTP(S) URL; empty: no
+    /// tokens, API keys only.
+    pub jwt_jwks: String,
+    /// The `iss` tokens must carry; empty: not checked.
+    pub jwt_issuer: String,
+    /// The `aud` tokens must carry.
+    pub jwt_audience: String,
+    /// The claim holding the organization id.
+    pub jwt_org_claim: String,
+    /// The claim holding the permissions: a list, or a space-separated scope string.
+    pub jwt_permissions_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub jwt_leeway_secs: u64,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             cache_ttl_millis: 5_000,
+            jwt_jwks: String::new(),
+            jwt_issuer: String::new(),
+            jwt_audience: "ferry".into(),
+            jwt_org_claim: "org_id".into(),
+            jwt_permissions_claim: "permissions".into(),
+            jwt_leeway_secs: 30,
         }
     }
 }
@@ -553,6 +572,16 @@ impl Config {
             "storage.s3_bucket",
             self.storage.backend != StorageBackend::S3 || !self.storage.s3_bucket.is_empty(),
             "is required when storage.backend is `s3`",
+        )?;
+        check(
+            "auth.jwt_leeway_secs",
+            self.auth.jwt_leeway_secs <= 300,
+            "must be at most 300 (a token's clock may be a little off, not minutes)",
+        )?;
+        check(
+            "auth.jwt_audience",
+            self.auth.jwt_jwks.is_empty() || !self.auth.jwt_audience.trim().is_empty(),
+            "is required with auth.jwt_jwks",
         )?;
         check(
             "storage.s3_sse",

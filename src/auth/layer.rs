@@ -34,6 +34,10 @@ pub enum AuthError {
     RevokedKey,
     #[error("this API key has expired: ask for a new one")]
     ExpiredKey,
+    /// An identity-provider token that does not verify; `cause` goes in the
+    /// ErrorInfo metadata (`expired_token`, `wrong_audience`, …).
+    #[error("identity-provider token refused: {detail}")]
+    Token { cause: &'static str, detail: String },
     #[error("`x-organization-id` is not a valid organization id")]
     InvalidOrganizationHeader,
     #[error("this API key may not act for organization {0}")]
@@ -61,6 +65,8 @@ const TOUCH_LEDGER_MAX: usize = 100_000;
 pub struct Authenticator {
     db: Db,
     cache: AuthCache,
+    /// Identity-provider tokens (`auth.jwt_jwks`); `None`: API keys only.
+    jwt: Option<Arc<super::jwt::JwtVerifier>>,
     /// When this process last wrote each key's `last_used_at`.
     touched: Mutex<HashMap<String, i64>>,
 }
@@ -70,8 +76,15 @@ impl Authenticator {
         Authenticator {
             db,
             cache,
+            jwt: None,
             touched: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Accepts identity-provider tokens too.
+    pub fn with_jwt(mut self, jwt: Option<Arc<super::jwt::JwtVerifier>>) -> Authenticator {
+        self.jwt = jwt;
+        self
     }
 
     /// The caller of `method` given its metadata, or why it may not call it. The
@@ -79,6 +92,26 @@ impl Authenticator {
     /// organization and the permission are checked on every call.
     pub async fn authorize(&self, method: &str, headers: &HeaderMap) -> Result<Principal, AuthError> {
         let token = bearer_token(headers)?;
+        if let Some(jwt) = &self.jwt
+            && keys::parse(token).is_none()
+            && super::jwt::looks_like_jwt(token)
+        {
+            let identity = jwt.verify(token).await?;
+            // The token names its organization; a header may only repeat it.
+            let organization_id = match requested_organization(headers)? {
+                Some(asked) if asked != identity.organization_id => {
+                    return Err(AuthError::OrganizationNotAllowed(asked));
+                }
+                _ => identity.organization_id,
+            };
+            let organization = self.organization(organization_id).await?;
+            check_access(method, &identity.permissions)?;
+            return Ok(Principal {
+                key_id: format!("jwt:{}", identity.subject),
+                organization,
+                permissions: identity.permissions,
+            });
+        }
         let (key_id, secret) = keys::parse(token).ok_or(AuthError::MalformedKey)?;
         let key = match self.cache.key(key_id).await {
             Ok(key) => key,
@@ -96,39 +129,27 @@ impl Authenticator {
         if key.expires_at.is_some_and(|at| at <= now) {
             return Err(AuthError::ExpiredKey);
         }
-        let organization_id = match headers.get("x-organization-id") {
-            None => key.organization_id.clone(),
-            Some(value) => value
-                .to_str()
-                .ok()
-                .map(str::trim)
-                .and_then(|v| uuid::Uuid::parse_str(v).ok())
-                // Any case and either form; ids are stored lower-case hyphenated.
-                .map(|id| id.hyphenated().to_string())
-                .ok_or(AuthError::InvalidOrganizationHeader)?,
-        };
+        let organization_id = requested_organization(headers)?.unwrap_or_else(|| key.organization_id.clone());
         if !keys::may_act_for(&key, &organization_id) {
             return Err(AuthError::OrganizationNotAllowed(organization_id));
         }
-        let organization = match self.cache.organization(&organization_id).await {
-            Ok(org) => org,
-            Err(LoadError::NotFound) => return Err(AuthError::OrganizationNotAllowed(organization_id)),
-            Err(LoadError::Unavailable(err)) => return Err(AuthError::Db(DbError::Pool(err))),
-        };
-        let access =
-            required_access(method).ok_or_else(|| AuthError::MethodNotAllowed(method.to_string()))?;
+        let organization = self.organization(organization_id).await?;
         let permissions = keys::permissions_of(&key);
-        if let Access::Needs(permission) = access
-            && !permissions.contains(&permission)
-        {
-            return Err(AuthError::MissingPermission(permission));
-        }
+        check_access(method, &permissions)?;
         self.touch(&key.id, key.last_used_at, now);
         Ok(Principal {
             key_id: key.id.clone(),
-            organization: Organization::clone(&organization),
+            organization,
             permissions,
         })
+    }
+
+    async fn organization(&self, organization_id: String) -> Result<Organization, AuthError> {
+        match self.cache.organization(&organization_id).await {
+            Ok(org) => Ok(Organization::clone(&org)),
+            Err(LoadError::NotFound) => Err(AuthError::OrganizationNotAllowed(organization_id)),
+            Err(LoadError::Unavailable(err)) => Err(AuthError::Db(DbError::Pool(err))),
+        }
     }
 
     /// Records the key's use at most once a minute, on a task of its own: the
@@ -153,6 +174,34 @@ impl Authenticator {
             }
         });
     }
+}
+
+/// `x-organization-id`, normalised; `None` when the call does not name one.
+fn requested_organization(headers: &HeaderMap) -> Result<Option<String>, AuthError> {
+    headers
+        .get("x-organization-id")
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .and_then(|v| uuid::Uuid::parse_str(v).ok())
+                // Any case and either form; ids are stored lower-case hyphenated.
+                .map(|id| id.hyphenated().to_string())
+                .ok_or(AuthError::InvalidOrganizationHeader)
+        })
+        .transpose()
+}
+
+/// Whether `permissions` open `method` (a method missing from the table is refused).
+fn check_access(method: &str, permissions: &[Permission]) -> Result<(), AuthError> {
+    let access = required_access(method).ok_or_else(|| AuthError::MethodNotAllowed(method.to_string()))?;
+    if let Access::Needs(permission) = access
+        && !permissions.contains(&permission)
+    {
+        return Err(AuthError::MissingPermission(permission));
+    }
+    Ok(())
 }
 
 fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {

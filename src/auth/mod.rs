@@ -2,6 +2,7 @@
 //! layer that turns credentials into a [`Principal`] in the request's extensions.
 
 pub mod cache;
+pub mod jwt;
 pub mod keys;
 pub mod layer;
 pub mod permissions;

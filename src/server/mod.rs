@@ -44,6 +44,8 @@ pub struct App {
     pub auth_cache: AuthCache,
     /// This process's temp folder, locked while it lives.
     pub scratch: Arc<Scratch>,
+    /// Identity-provider tokens (`auth.jwt_jwks`), shared by both doors.
+    pub jwt: Option<Arc<crate::auth::jwt::JwtVerifier>>,
 }
 
 impl App {
@@ -75,6 +77,7 @@ impl App {
             .await
             .context("cannot open the file storage")?;
         let mailer = Arc::new(Mailer::from_config(&config).context("cannot set up e-mail")?);
+        let jwt = crate::auth::jwt::JwtVerifier::from_config(&config.auth).await?;
         let temp_root = config.data_dir().join("tmp");
         let (scratch, gone) = Scratch::claim(&temp_root)
             .with_context(|| format!("cannot create a temp folder in {}", temp_root.display()))?;
@@ -98,6 +101,7 @@ impl App {
             metrics,
             auth_cache,
             scratch: Arc::new(scratch),
+            jwt,
         })
     }
 
@@ -300,7 +304,7 @@ async fn serve_grpc(
             api::error::restate,
         ))
         .layer(AuthLayer::new(
-            Authenticator::new(app.db.clone(), app.auth_cache.clone()),
+            Authenticator::new(app.db.clone(), app.auth_cache.clone()).with_jwt(app.jwt.clone()),
             api::error::deny,
         ))
         .layer(admission)
@@ -357,7 +361,7 @@ async fn serve_http(
     admission: admission::AdmissionLayer,
 ) {
     let rest = crate::rest::router(crate::rest::RestState {
-        auth: Arc::new(Authenticator::new(app.db.clone(), app.auth_cache.clone())),
+        auth: Arc::new(Authenticator::new(app.db.clone(), app.auth_cache.clone()).with_jwt(app.jwt.clone())),
         exports: app.exports(),
         imports: app.imports(),
         signer: Arc::new(app.url_signer()),

@@ -151,8 +151,11 @@ async fn upload_with_wait_exits_by_how_the_import_ended_and_errors_are_listed(ba
     let id = json_lines(&queued)[0]["id"].as_str().unwrap().to_string();
     let cancelled = client.run(&["import", "cancel", &id]).await;
     if code(&cancelled) == 0 {
+        // Cancelled (4) — or, when the cancel reached a running import that wrote its
+        // last rows before its next check, completed (0): its rows are in, so it
+        // says so rather than claim a cancel that did not happen.
         let watched = client.run(&["import", "watch", &id]).await;
-        assert_eq!(code(&watched), 4, "{}", stdout(&watched));
+        assert!([4, 0].contains(&code(&watched)), "{}", stdout(&watched));
     } else {
         // It finished before the cancel arrived: that is the only acceptable refusal.
         assert!(

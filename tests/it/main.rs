@@ -15,6 +15,7 @@ mod client;
 mod entities;
 mod exports;
 mod imports;
+mod jwt;
 mod load;
 mod mail;
 mod mappings;
