@@ -14,6 +14,12 @@ pub fn timestamp(ms: i64) -> Timestamp {
     }
 }
 
+/// Epoch milliseconds as RFC 3339 UTC text (`2026-12-04T05:11:27.152Z`), as the REST
+/// door and the admin commands print times.
+pub fn iso(ms: i64) -> String {
+    timestamp(ms).to_string()
+}
+
 pub fn opt_timestamp(ms: Option<i64>) -> Option<Timestamp> {
     ms.map(timestamp)
 }

@@ -270,7 +270,7 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
                 row.id,
                 row.organization_id,
                 row.expires_at
-                    .map(|at| format!(", expires {}", when(at)))
+                    .map(|at| format!(", expires {}", crate::api::convert::iso(at)))
                     .unwrap_or_default()
             );
             println!("{token}");
@@ -284,8 +284,12 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
                     row.id,
                     row.name,
                     key_state(&row, now),
-                    row.expires_at.map(when).unwrap_or_else(|| "never".into()),
-                    row.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+                    row.expires_at
+                        .map(crate::api::convert::iso)
+                        .unwrap_or_else(|| "never".into()),
+                    row.last_used_at
+                        .map(crate::api::convert::iso)
+                        .unwrap_or_else(|| "never".into()),
                     row.allowed_organizations,
                     row.permissions
                 );
@@ -311,11 +315,6 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A moment as ISO 8601 UTC.
-fn when(ms: i64) -> String {
-    crate::api::convert::timestamp(ms).to_string()
 }
 
 /// active, expired, revoked, or `grace` (rotated, still working until revoked_at).

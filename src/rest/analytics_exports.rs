@@ -200,7 +200,7 @@ pub async fn create(
         environment_app_token: organization.id.clone(),
         environment_name: organization.name.clone(),
         links: format!("/v1/exports/{}/download", job.row.id),
-        start_time: crate::api::convert::timestamp(job.row.created_at).to_string(),
+        start_time: crate::api::convert::iso(job.row.created_at),
         job_id: job.row.id.clone(),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())

@@ -370,8 +370,8 @@ pub async fn get(
         row_count: message.row_count,
         recipients,
         error: message.error.map(|e| e.message),
-        created_at: crate::api::convert::timestamp(job.row.created_at).to_string(),
-        updated_at: crate::api::convert::timestamp(job.row.updated_at).to_string(),
+        created_at: crate::api::convert::iso(job.row.created_at),
+        updated_at: crate::api::convert::iso(job.row.updated_at),
     };
     Ok(Json(body).into_response())
 }
@@ -403,7 +403,7 @@ pub async fn download(
         .await
         .map_err(|e| RestError::new(e, &caller.request_id))?;
     let body = DownloadInfo {
-        expires_at: crate::api::convert::timestamp(link.expires_at).to_string(),
+        expires_at: crate::api::convert::iso(link.expires_at),
         url: link.url,
         file_name: link.result.file_name,
         content_type: link.result.content_type,

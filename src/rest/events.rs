@@ -102,7 +102,7 @@ async fn events_url(
     query: Result<Query<UrlQuery>, QueryRejection>,
 ) -> Result<Response, RestError> {
     let fail = |err: ApiError| RestError::new(err, &caller.request_id);
-    let Query(query) = query.map_err(|r| fail(ApiError::invalid(vec![("query".into(), r.body_text())])))?;
+    let Query(query) = query.map_err(|r| fail(super::invalid("query", r.body_text())))?;
     let ids = ids_of(&query.ids).map_err(fail)?.join(",");
     let org = caller.principal.organization_id();
     let expires = now_ms() / 1000 + URL_TTL.as_secs() as i64;
@@ -120,7 +120,7 @@ async fn events_url(
         "{base}/v1/events?kind={}&ids={ids}&org={org}&expires={expires}&sig={sig}",
         kind.as_str()
     );
-    let expires_at = crate::api::convert::timestamp(expires * 1000).to_string();
+    let expires_at = crate::api::convert::iso(expires * 1000);
     Ok(Json(EventsUrl { url, expires_at }).into_response())
 }
 

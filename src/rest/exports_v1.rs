@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use tonic::Code;
 use utoipa::{IntoParams, ToSchema};
 
-use super::RestState;
 use super::auth::Caller;
 use super::error::{ErrorEnvelope, RestError};
+use super::{RestState, invalid};
 use crate::api::error::ApiError;
 use crate::db::jobs::{JobListFilter, JobPage, JobState};
 use crate::export::spec::Export;
@@ -66,10 +66,6 @@ pub struct ExportView {
     updated_at: String,
 }
 
-fn iso(ms: i64) -> String {
-    crate::api::convert::timestamp(ms).to_string()
-}
-
 /// Seed 001's four statuses. An expired export was completed (its download then
 /// answers 410 `EXPORT_EXPIRED`, as seed 004 does); a cancelled one failed.
 fn status(state: JobState) -> &'static str {
@@ -96,16 +92,12 @@ fn view(job: &Job<Export>) -> ExportView {
         id: job.row.id.clone(),
         schema_id,
         status: status(job.row.state),
-        start_date: filter.created_from.map(iso),
-        end_date: filter.created_to.map(iso),
+        start_date: filter.created_from.map(crate::api::convert::iso),
+        end_date: filter.created_to.map(crate::api::convert::iso),
         expand_array,
-        created_at: iso(job.row.created_at),
-        updated_at: iso(job.row.updated_at),
+        created_at: crate::api::convert::iso(job.row.created_at),
+        updated_at: crate::api::convert::iso(job.row.updated_at),
     }
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid(vec![(field.to_string(), message.into())])
 }
 
 fn date(field: &str, text: Option<&str>, violations: &mut Vec<(String, String)>) -> Option<Timestamp> {

@@ -20,17 +20,13 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use utoipa::{IntoParams, ToSchema};
 
-use super::RestState;
 use super::auth::Caller;
 use super::error::{ErrorEnvelope, RestError};
+use super::{RestState, invalid};
 use crate::api::error::ApiError;
 use crate::import::service::{ImportError, TempFile};
 use crate::import::spec::Import;
 use crate::proto;
-
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid(vec![(field.to_string(), message.into())])
-}
 
 fn boolean(field: &str, text: &str) -> Result<bool, ApiError> {
     match text.trim().to_ascii_lowercase().as_str() {
@@ -361,8 +357,8 @@ pub async fn get(
         failed_items: message.failed_items,
         has_error_report: message.has_error_report,
         error: message.error.map(|status| status.message),
-        created_at: crate::api::convert::timestamp(job.row.created_at).to_string(),
-        updated_at: crate::api::convert::timestamp(job.row.updated_at).to_string(),
+        created_at: crate::api::convert::iso(job.row.created_at),
+        updated_at: crate::api::convert::iso(job.row.updated_at),
     };
     Ok(Json(view).into_response())
 }

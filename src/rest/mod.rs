@@ -125,9 +125,14 @@ pub async fn start_export(
         .await?)
 }
 
+/// One field's problem as a 400 naming it.
+pub fn invalid(field: &str, message: impl Into<String>) -> crate::api::error::ApiError {
+    crate::api::error::ApiError::invalid(vec![(field.to_string(), message.into())])
+}
+
 /// A JSON body that did not parse, as a 400 naming it.
 pub fn body_error(rejection: axum::extract::rejection::JsonRejection) -> crate::api::error::ApiError {
-    crate::api::error::ApiError::invalid(vec![("body".into(), rejection.body_text())])
+    invalid("body", rejection.body_text())
 }
 
 /// CORS for the configured origins: browsers may call the REST routes (and read
