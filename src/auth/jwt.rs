@@ -183,9 +183,7 @@ impl JwtVerifier {
     fn identity(&self, claims: &Value) -> Result<TokenIdentity, AuthError> {
         let organization_id = claims[&self.org_claim]
             .as_str()
-            .map(str::trim)
-            .and_then(|v| uuid::Uuid::parse_str(v).ok())
-            .map(|id| id.hyphenated().to_string())
+            .and_then(super::layer::organization_id_of)
             .ok_or_else(|| {
                 refused(
                     "missing_claim",

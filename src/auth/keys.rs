@@ -151,7 +151,7 @@ pub async fn rotate(
                     &old.organization_id,
                     &old.name,
                     &permissions_of(&old),
-                    &serde_json::from_str::<Vec<String>>(&old.allowed_organizations).unwrap_or_default(),
+                    &allowed_organizations_of(&old),
                     lifetime.map(|l| now.saturating_add(l)),
                 );
                 api_keys::insert(conn, &row).await?;
@@ -187,13 +187,19 @@ pub fn permissions_of(row: &ApiKeyRow) -> Vec<Permission> {
     names.iter().filter_map(|n| Permission::parse(n)).collect()
 }
 
+/// The other organizations stored on a key row (`*`: any).
+fn allowed_organizations_of(row: &ApiKeyRow) -> Vec<String> {
+    serde_json::from_str(&row.allowed_organizations).unwrap_or_default()
+}
+
 /// Whether the key may act for `organization_id`.
 pub fn may_act_for(row: &ApiKeyRow, organization_id: &str) -> bool {
     if row.organization_id == organization_id {
         return true;
     }
-    let allowed: Vec<String> = serde_json::from_str(&row.allowed_organizations).unwrap_or_default();
-    allowed.iter().any(|o| o == "*" || o == organization_id)
+    allowed_organizations_of(row)
+        .iter()
+        .any(|o| o == "*" || o == organization_id)
 }
 
 #[cfg(test)]

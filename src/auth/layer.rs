@@ -184,13 +184,18 @@ fn requested_organization(headers: &HeaderMap) -> Result<Option<String>, AuthErr
             value
                 .to_str()
                 .ok()
-                .map(str::trim)
-                .and_then(|v| uuid::Uuid::parse_str(v).ok())
-                // Any case and either form; ids are stored lower-case hyphenated.
-                .map(|id| id.hyphenated().to_string())
+                .and_then(organization_id_of)
                 .ok_or(AuthError::InvalidOrganizationHeader)
         })
         .transpose()
+}
+
+/// An organization id as stored (lower-case, hyphenated) from text in any case and
+/// either UUID form; `None` when it is not one. Headers and token claims alike.
+pub(crate) fn organization_id_of(text: &str) -> Option<String> {
+    uuid::Uuid::parse_str(text.trim())
+        .ok()
+        .map(|id| id.hyphenated().to_string())
 }
 
 /// Whether `permissions` open `method` (a method missing from the table is refused).
