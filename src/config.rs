@@ -56,6 +56,16 @@ pub enum SmtpTls {
     Plain,
 }
 
+/// Whether a client certificate is asked for or required (`server.tls_client_auth`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Verified when sent; connections without one still work (health probes).
+    #[default]
+    Optional,
+    Required,
+}
+
 /// How log lines are written (`log.format`).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -67,7 +77,12 @@ pub enum LogFormat {
 
 /// The settings with a fixed set of values, checked before the settings are built
 /// so that a wrong value names its setting and variable.
-const CHOICES: [(&str, &str, IsChoice); 4] = [
+const CHOICES: [(&str, &str, IsChoice); 5] = [
+    (
+        "server.tls_client_auth",
+        "`optional` or `required`",
+        is::<ClientAuth>,
+    ),
     ("storage.backend", "`local` or `s3`", is::<StorageBackend>),
     ("mail.transport", "`drop` or `smtp`", is::<MailTransport>),
     ("mail.smtp_tls", "`starttls`, `tls` or `plain`", is::<SmtpTls>),
@@ -191,6 +206,22 @@ pub struct ServerConfig {
     /// Callers waiting for a pooled database connection past which new calls are
     /// shed as `OVERLOADED` rather than queued behind the pool's timeout.
     pub max_pool_waiters: u32,
+    /// The listeners' certificate chain (PEM); empty: plaintext. A changed file is
+    /// picked up within a second, without a restart.
+    pub tls_cert: String,
+    /// The certificate's private key (PEM).
+    pub tls_key: String,
+    /// With a certificate, refuse plaintext connections (false: serve both on the
+    /// same ports, for a migration).
+    pub tls_require: bool,
+    /// CA bundle (PEM) client certificates are verified against; empty: none asked.
+    pub tls_client_ca: String,
+    /// `optional` (a client may connect without a certificate: health probes) or
+    /// `required`.
+    pub tls_client_auth: ClientAuth,
+    /// TOML file mapping client-certificate identities (URI or DNS SAN) to service
+    /// principals; empty: certificates authenticate no one by themselves.
+    pub tls_identities: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -368,6 +399,12 @@ impl Default for ServerConfig {
             max_watchers: 20_000,
             max_concurrent_uploads: 64,
             max_pool_waiters: 2_048,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_require: true,
+            tls_client_ca: String::new(),
+            tls_client_auth: ClientAuth::Optional,
+            tls_identities: String::new(),
         }
     }
 }
@@ -442,9 +479,12 @@ impl Default for LogConfig {
 
 /// `FERRY_*` variables that are not settings but are read by name: the client's
 /// connection, the log filter, and the test suite's.
-pub const OTHER_ENV: [&str; 7] = [
+pub const OTHER_ENV: [&str; 10] = [
     "FERRY_URL",
     "FERRY_API_KEY",
+    "FERRY_CA_CERT",
+    "FERRY_CLIENT_CERT",
+    "FERRY_CLIENT_KEY",
     "FERRY_ORG",
     "FERRY_PROFILE",
     "FERRY_LOG",
@@ -572,6 +612,21 @@ impl Config {
             "storage.s3_bucket",
             self.storage.backend != StorageBackend::S3 || !self.storage.s3_bucket.is_empty(),
             "is required when storage.backend is `s3`",
+        )?;
+        check(
+            "server.tls_key",
+            self.server.tls_cert.is_empty() == self.server.tls_key.is_empty(),
+            "server.tls_cert and server.tls_key go together",
+        )?;
+        check(
+            "server.tls_client_ca",
+            self.server.tls_client_ca.is_empty() || !self.server.tls_cert.is_empty(),
+            "needs server.tls_cert (client certificates are asked for during the TLS handshake)",
+        )?;
+        check(
+            "server.tls_identities",
+            self.server.tls_identities.is_empty() || !self.server.tls_client_ca.is_empty(),
+            "needs server.tls_client_ca (only verified certificates are mapped)",
         )?;
         check(
             "auth.jwt_leeway_secs",

@@ -18,3 +18,15 @@ impl RequestId {
             .unwrap_or_default()
     }
 }
+
+/// The connection a request came over, as the listener accepted it: tonic puts it
+/// in every gRPC request's extensions, axum in `ConnectInfo` for REST.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    pub remote: Option<std::net::SocketAddr>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The client certificate, verified against `server.tls_client_ca`; `None` when
+    /// the client sent none.
+    pub certificate: Option<std::sync::Arc<crate::auth::certificates::ClientCertificate>>,
+}

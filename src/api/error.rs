@@ -306,6 +306,7 @@ impl From<AuthError> for ApiError {
             AuthError::UnknownKey => unauthenticated("unknown_key", &err),
             AuthError::RevokedKey => unauthenticated("revoked_key", &err),
             AuthError::ExpiredKey => unauthenticated("expired_key", &err),
+            AuthError::UnmappedCertificate(_) => unauthenticated("unmapped_certificate", &err),
             AuthError::Token { cause, .. } => unauthenticated(cause, &err),
             AuthError::InvalidOrganizationHeader => ApiError::invalid(vec![(
                 "x-organization-id".into(),

@@ -12,6 +12,7 @@ use tower::{Layer, Service};
 
 use super::Principal;
 use super::cache::{AuthCache, LoadError};
+use super::certificates::{ClientCertificate, IdentityMap};
 use super::keys;
 use super::permissions::{Access, Permission, is_public, required_access};
 use crate::db::api_keys;
@@ -38,6 +39,12 @@ pub enum AuthError {
     /// ErrorInfo metadata (`expired_token`, `wrong_audience`, …).
     #[error("identity-provider token refused: {detail}")]
     Token { cause: &'static str, detail: String },
+    /// A client certificate without a bearer credential whose identity is not in
+    /// `server.tls_identities`.
+    #[error(
+        "no service is mapped to the client certificate `{0}` (server.tls_identities): send an API key or a token"
+    )]
+    UnmappedCertificate(String),
     #[error("`x-organization-id` is not a valid organization id")]
     InvalidOrganizationHeader,
     #[error("this API key may not act for organization {0}")]
@@ -67,6 +74,8 @@ pub struct Authenticator {
     cache: AuthCache,
     /// Identity-provider tokens (`auth.jwt_jwks`); `None`: API keys only.
     jwt: Option<Arc<super::jwt::JwtVerifier>>,
+    /// Client-certificate identities -> service principals (`server.tls_identities`).
+    identities: Arc<IdentityMap>,
     /// When this process last wrote each key's `last_used_at`.
     touched: Mutex<HashMap<String, i64>>,
 }
@@ -77,6 +86,7 @@ impl Authenticator {
             db,
             cache,
             jwt: None,
+            identities: Arc::default(),
             touched: Mutex::new(HashMap::new()),
         }
     }
@@ -87,10 +97,27 @@ impl Authenticator {
         self
     }
 
-    /// The caller of `method` given its metadata, or why it may not call it. The
-    /// key and organization come from the cache; the secret, revocation, the
-    /// organization and the permission are checked on every call.
-    pub async fn authorize(&self, method: &str, headers: &HeaderMap) -> Result<Principal, AuthError> {
+    /// Accepts client certificates mapped to service principals.
+    pub fn with_identities(mut self, identities: Arc<IdentityMap>) -> Authenticator {
+        self.identities = identities;
+        self
+    }
+
+    /// The caller of `method` given its metadata and the connection's verified
+    /// client certificate, or why it may not call it. A bearer credential decides
+    /// who calls when there is one (the certificate then only had to be valid);
+    /// without one, the certificate's mapped service does. The key and
+    /// organization come from the cache; the secret, revocation, the organization
+    /// and the permission are checked on every call.
+    pub async fn authorize(
+        &self,
+        method: &str,
+        headers: &HeaderMap,
+        certificate: Option<&ClientCertificate>,
+    ) -> Result<Principal, AuthError> {
+        if let (None, Some(certificate)) = (headers.get(http::header::AUTHORIZATION), certificate) {
+            return self.authorize_service(method, headers, certificate).await;
+        }
         let token = bearer_token(headers)?;
         if let Some(jwt) = &self.jwt
             && keys::parse(token).is_none()
@@ -141,6 +168,33 @@ impl Authenticator {
             key_id: key.id.clone(),
             organization,
             permissions,
+        })
+    }
+
+    /// A call carrying only a client certificate: its mapped service principal.
+    async fn authorize_service(
+        &self,
+        method: &str,
+        headers: &HeaderMap,
+        certificate: &ClientCertificate,
+    ) -> Result<Principal, AuthError> {
+        let service = self
+            .identities
+            .principal_for(certificate)
+            .ok_or_else(|| AuthError::UnmappedCertificate(certificate.display_name().to_string()))?;
+        let organization_id = match requested_organization(headers)? {
+            Some(asked) if !service.organizations.contains(&asked) => {
+                return Err(AuthError::OrganizationNotAllowed(asked));
+            }
+            Some(asked) => asked,
+            None => service.organizations.first().cloned().unwrap_or_default(),
+        };
+        let organization = self.organization(organization_id).await?;
+        check_access(method, &service.permissions)?;
+        Ok(Principal {
+            key_id: format!("cert:{}", service.identity),
+            organization,
+            permissions: service.permissions.clone(),
         })
     }
 
@@ -287,7 +341,14 @@ where
             if is_public(&path) {
                 return inner.call(request).await;
             }
-            match auth.authorize(&path, request.headers()).await {
+            let certificate = request
+                .extensions()
+                .get::<crate::request::Peer>()
+                .and_then(|peer| peer.certificate.clone());
+            match auth
+                .authorize(&path, request.headers(), certificate.as_deref())
+                .await
+            {
                 Ok(principal) => {
                     request.extensions_mut().insert(principal);
                     inner.call(request).await

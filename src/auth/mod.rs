@@ -2,6 +2,7 @@
 //! layer that turns credentials into a [`Principal`] in the request's extensions.
 
 pub mod cache;
+pub mod certificates;
 pub mod jwt;
 pub mod keys;
 pub mod layer;

@@ -7,6 +7,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::session::ClientTls;
 use super::{ClientError, progress};
 
 /// What the server says the file is.
@@ -27,9 +28,14 @@ pub struct Downloaded {
 
 /// Streams `url` into `dest` through `dest.part`, renamed only once size and hash
 /// match: a failed or tampered download never leaves a file that looks complete.
-pub async fn to_file(url: &str, dest: &Path, expected: &Expected) -> Result<Downloaded, ClientError> {
+pub async fn to_file(
+    tls: &ClientTls,
+    url: &str,
+    dest: &Path,
+    expected: &Expected,
+) -> Result<Downloaded, ClientError> {
     let partial = partial_path(dest);
-    let result = write(url, &partial, expected).await;
+    let result = write(&tls.http_client()?, url, &partial, expected).await;
     let (size, sha256) = match result {
         Ok(done) => done,
         Err(err) => {
@@ -56,8 +62,15 @@ fn partial_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
-async fn write(url: &str, partial: &Path, expected: &Expected) -> Result<(u64, String), ClientError> {
-    let response = reqwest::get(url)
+async fn write(
+    http: &reqwest::Client,
+    url: &str,
+    partial: &Path,
+    expected: &Expected,
+) -> Result<(u64, String), ClientError> {
+    let response = http
+        .get(url)
+        .send()
         .await
         .map_err(|err| ClientError::Download(err.to_string()))?;
     let status = response.status();

@@ -276,7 +276,7 @@ async fn download(session: &Session, id: String, out: Option<PathBuf>) -> Result
         size: u64::try_from(link.size_bytes).ok(),
         sha256: link.sha256.clone(),
     };
-    let saved = download::to_file(&link.url, &dest, &expected).await?;
+    let saved = download::to_file(&session.tls, &link.url, &dest, &expected).await?;
     match session.output {
         Output::Json => println!(
             "{}",

@@ -385,7 +385,7 @@ async fn report(session: &Session, import_id: String, out: Option<PathBuf>) -> R
         size: u64::try_from(link.size_bytes).ok().filter(|size| *size > 0),
         sha256: String::new(),
     };
-    let saved = download::to_file(&link.url, &dest, &expected).await?;
+    let saved = download::to_file(&session.tls, &link.url, &dest, &expected).await?;
     announce_saved(session, &saved.path, saved.size, link.row_count);
     Ok(Exit::Ok)
 }

@@ -42,6 +42,29 @@ pub struct ClientArgs {
         hide_env_values = true
     )]
     pub api_key: Option<String>,
+    /// CA bundle (PEM) the server's certificate is checked against on `https://`;
+    /// default: the public web roots.
+    #[arg(long, global = true, env = "FERRY_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; a server that maps it to a service
+    /// needs no API key.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
     /// Organization to act for (a key may act for several); default: the key's own.
     #[arg(long, global = true, env = "FERRY_ORG", value_name = "ORG_ID")]
     pub org: Option<String>,

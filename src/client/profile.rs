@@ -26,6 +26,13 @@ pub struct Profile {
     pub api_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
+    /// `--ca-cert`, `--client-cert`, `--client-key` (paths).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -78,8 +85,19 @@ pub async fn login(args: &ClientArgs) -> Result<Exit, ClientError> {
         args.profile.clone(),
         Profile {
             server: Some(normalise_server(&target.server)?),
-            api_key: Some(target.api_key),
+            api_key: target.api_key,
             org: target.org,
+            ca_cert: target.tls.ca_cert.as_ref().map(|p| p.display().to_string()),
+            client_cert: target
+                .tls
+                .identity
+                .as_ref()
+                .map(|(cert, _)| cert.display().to_string()),
+            client_key: target
+                .tls
+                .identity
+                .as_ref()
+                .map(|(_, key)| key.display().to_string()),
         },
     );
     if let Some(folder) = path.parent() {

@@ -1,9 +1,10 @@
 //! One connection to a ferry server with the caller's credentials.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
 use super::output::Output;
@@ -23,8 +24,69 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 #[derive(Debug, Clone)]
 pub struct Target {
     pub server: String,
-    pub api_key: String,
+    /// `None` only with a client certificate (the server maps it to a service).
+    pub api_key: Option<String>,
     pub org: Option<String>,
+    pub tls: ClientTls,
+}
+
+/// The client's side of TLS: whom to trust and what certificate to show. Used for
+/// the gRPC channel and the downloads alike.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// CA bundle (PEM); `None`: the public web roots.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl ClientTls {
+    fn read(path: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
+        std::fs::read(path).map_err(ClientError::io(format!(
+            "cannot read the {what} {}",
+            path.display()
+        )))
+    }
+
+    /// The gRPC channel's TLS settings.
+    fn channel_config(&self) -> Result<ClientTlsConfig, ClientError> {
+        let mut config = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(ca) = &self.ca_cert {
+            config = config.ca_certificate(Certificate::from_pem(ClientTls::read(
+                ca,
+                "CA bundle (--ca-cert)",
+            )?));
+        }
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(
+                ClientTls::read(cert, "client certificate (--client-cert)")?,
+                ClientTls::read(key, "client key (--client-key)")?,
+            ));
+        }
+        Ok(config)
+    }
+
+    /// An HTTP client for download links that trusts and shows the same.
+    pub fn http_client(&self) -> Result<reqwest::Client, ClientError> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &self.ca_cert {
+            for cert in reqwest::Certificate::from_pem_bundle(&ClientTls::read(ca, "CA bundle (--ca-cert)")?)
+                .map_err(|err| ClientError::Input(format!("--ca-cert {}: {err}", ca.display())))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some((cert, key)) = &self.identity {
+            let mut pem = ClientTls::read(cert, "client certificate (--client-cert)")?;
+            pem.extend(ClientTls::read(key, "client key (--client-key)")?);
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|err| ClientError::Input(format!("--client-cert/--client-key: {err}")))?;
+            builder = builder.identity(identity);
+        }
+        builder
+            .build()
+            .map_err(|err| ClientError::Download(source_chain(&err)))
+    }
 }
 
 impl Target {
@@ -32,26 +94,47 @@ impl Target {
     /// local default server. A key is required: every ferry call needs one.
     pub fn resolve(args: &ClientArgs, profile: Option<Profile>) -> Result<Target, ClientError> {
         let profile = profile.unwrap_or_default();
-        let api_key = args.api_key.clone().or(profile.api_key).ok_or_else(|| {
-            ClientError::Input(
-                "no API key: pass --api-key, set FERRY_API_KEY, or save one with `ferry login`".into(),
-            )
-        })?;
+        let identity = match (&args.client_cert, &args.client_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => profile
+                .client_cert
+                .zip(profile.client_key)
+                .map(|(cert, key)| (PathBuf::from(cert), PathBuf::from(key))),
+        };
+        let api_key = args.api_key.clone().or(profile.api_key);
+        if api_key.is_none() && identity.is_none() {
+            return Err(ClientError::Input(
+                "no API key: pass --api-key, set FERRY_API_KEY, save one with `ferry login`, \
+                 or show a client certificate the server maps to a service (--client-cert, --client-key)"
+                    .into(),
+            ));
+        }
+        let server = normalise_server(
+            args.server
+                .as_deref()
+                .or(profile.server.as_deref())
+                .unwrap_or(DEFAULT_SERVER),
+        )?;
+        let tls = ClientTls {
+            ca_cert: args.ca_cert.clone().or(profile.ca_cert.map(PathBuf::from)),
+            identity,
+        };
+        if server.starts_with("http://") && (tls.ca_cert.is_some() || tls.identity.is_some()) {
+            return Err(ClientError::Input(format!(
+                "--server {server} is plaintext: use https:// with --ca-cert, --client-cert and --client-key"
+            )));
+        }
         Ok(Target {
-            server: normalise_server(
-                args.server
-                    .as_deref()
-                    .or(profile.server.as_deref())
-                    .unwrap_or(DEFAULT_SERVER),
-            )?,
+            server,
             api_key,
             org: args.org.clone().or(profile.org),
+            tls,
         })
     }
 }
 
-/// `host:port` means plaintext HTTP/2 to it; a scheme other than http is refused
-/// here rather than failing obscurely in the transport.
+/// `host:port` means plaintext HTTP/2 to it, `https://` TLS; another scheme is
+/// refused here rather than failing obscurely in the transport.
 pub fn normalise_server(server: &str) -> Result<String, ClientError> {
     let server = server.trim().trim_end_matches('/');
     if server.is_empty() {
@@ -59,19 +142,21 @@ pub fn normalise_server(server: &str) -> Result<String, ClientError> {
     }
     match server.split_once("://") {
         None => Ok(format!("http://{server}")),
-        Some(("http", _)) => Ok(server.to_string()),
+        Some(("http" | "https", _)) => Ok(server.to_string()),
         Some((scheme, _)) => Err(ClientError::Input(format!(
-            "--server {server}: this client speaks plaintext gRPC (http://); `{scheme}` is not supported"
+            "--server {server}: this client speaks gRPC over http:// or https://; `{scheme}` is not supported"
         ))),
     }
 }
 
 pub struct Session {
     channel: Channel,
-    key: MetadataValue<Ascii>,
+    key: Option<MetadataValue<Ascii>>,
     org: Option<MetadataValue<Ascii>>,
     pub output: Output,
     pub server: String,
+    /// For the downloads: the same trust and certificate as the channel.
+    pub tls: ClientTls,
 }
 
 impl Session {
@@ -84,9 +169,12 @@ impl Session {
     }
 
     pub async fn connect(target: Target, output: Output) -> Result<Session, ClientError> {
-        let key = format!("Bearer {}", target.api_key.trim())
-            .parse()
-            .map_err(|_| ClientError::Input("the API key has characters a header cannot carry".into()))?;
+        let key = match &target.api_key {
+            Some(key) => Some(format!("Bearer {}", key.trim()).parse().map_err(|_| {
+                ClientError::Input("the API key has characters a header cannot carry".into())
+            })?),
+            None => None,
+        };
         let org = match &target.org {
             Some(org) => Some(
                 org.trim()
@@ -99,8 +187,14 @@ impl Session {
             server: target.server.clone(),
             cause,
         };
-        let channel = Endpoint::from_shared(target.server.clone())
-            .map_err(|err| unreachable(err.to_string()))?
+        let mut endpoint =
+            Endpoint::from_shared(target.server.clone()).map_err(|err| unreachable(err.to_string()))?;
+        if target.server.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(target.tls.channel_config()?)
+                .map_err(|err| unreachable(source_chain(&err)))?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .connect()
@@ -112,6 +206,7 @@ impl Session {
             org,
             output,
             server: target.server,
+            tls: target.tls,
         })
     }
 
@@ -119,7 +214,9 @@ impl Session {
     pub fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         let metadata = request.metadata_mut();
-        metadata.insert("authorization", self.key.clone());
+        if let Some(key) = &self.key {
+            metadata.insert("authorization", key.clone());
+        }
         if let Some(org) = &self.org {
             metadata.insert("x-organization-id", org.clone());
         }
@@ -173,12 +270,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bare_address_is_plaintext_and_other_schemes_are_refused() {
+    fn a_bare_address_is_plaintext_https_is_tls_and_other_schemes_are_refused() {
         assert_eq!(
             normalise_server("localhost:50051").unwrap(),
             "http://localhost:50051"
         );
         assert_eq!(normalise_server("http://h:1/").unwrap(), "http://h:1");
+        assert_eq!(normalise_server("https://h:1").unwrap(), "https://h:1");
         assert!(normalise_server("ftp://h:1").is_err());
         assert!(normalise_server(" ").is_err());
     }

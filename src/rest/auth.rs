@@ -3,7 +3,7 @@
 //! `X-Organization-ID` — checked by the same [`Authenticator`] as gRPC calls, for
 //! the gRPC method the route stands for.
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use super::RestState;
 use super::error::RestError;
 use crate::api::error::ApiError;
+use crate::auth::certificates::ClientCertificate;
 use crate::auth::{AuthError, Principal};
+use crate::request::Peer;
 
 /// Who is calling, and the request id their answer carries.
 #[derive(Debug, Clone)]
@@ -62,8 +64,9 @@ async fn authenticate(
     state: &RestState,
     method: &str,
     credentials: Result<HeaderMap, AuthError>,
+    certificate: Option<&ClientCertificate>,
 ) -> Result<crate::auth::Principal, AuthError> {
-    state.auth.authorize(method, &credentials?).await
+    state.auth.authorize(method, &credentials?, certificate).await
 }
 
 /// The route layer: finds the route's gRPC method (none: refused), authenticates,
@@ -78,11 +81,22 @@ pub async fn authorize(State(state): State<RestState>, mut request: Request, nex
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     let style = super::error::style_of(&route);
+    let certificate = request
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .and_then(|ConnectInfo(peer)| peer.certificate.clone());
     let mut response = match super::method_of(request.method().as_str(), &route) {
         None => RestError::new(AuthError::MethodNotAllowed(route), &request_id)
             .styled(style)
             .into_response(),
-        Some(method) => match authenticate(&state, method, credentials(request.headers())).await {
+        Some(method) => match authenticate(
+            &state,
+            method,
+            credentials(request.headers()),
+            certificate.as_deref(),
+        )
+        .await
+        {
             Ok(principal) => match state.admission.admit(method, &principal) {
                 Ok(slot) => {
                     request.extensions_mut().insert(Caller {

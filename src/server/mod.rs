@@ -5,6 +5,7 @@ pub mod admission;
 pub mod bootstrap;
 pub mod http;
 pub mod observe;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,11 +14,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 use crate::api;
 use crate::auth::cache::AuthCache;
+use crate::auth::certificates::IdentityMap;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Config;
 use crate::db::{Db, migrate};
@@ -28,6 +30,7 @@ use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::notifications::{EmailJob, Notices};
 use crate::proto;
+use crate::request::Peer;
 use crate::scratch::Scratch;
 use crate::storage::Storage;
 
@@ -46,6 +49,8 @@ pub struct App {
     pub scratch: Arc<Scratch>,
     /// Identity-provider tokens (`auth.jwt_jwks`), shared by both doors.
     pub jwt: Option<Arc<crate::auth::jwt::JwtVerifier>>,
+    /// Client-certificate identities -> services (`server.tls_identities`).
+    pub identities: Arc<IdentityMap>,
 }
 
 impl App {
@@ -78,6 +83,10 @@ impl App {
             .context("cannot open the file storage")?;
         let mailer = Arc::new(Mailer::from_config(&config).context("cannot set up e-mail")?);
         let jwt = crate::auth::jwt::JwtVerifier::from_config(&config.auth).await?;
+        let identities = match config.server.tls_identities.as_str() {
+            "" => IdentityMap::default(),
+            path => IdentityMap::load(std::path::Path::new(path))?,
+        };
         let temp_root = config.data_dir().join("tmp");
         let (scratch, gone) = Scratch::claim(&temp_root)
             .with_context(|| format!("cannot create a temp folder in {}", temp_root.display()))?;
@@ -102,6 +111,7 @@ impl App {
             auth_cache,
             scratch: Arc::new(scratch),
             jwt,
+            identities: Arc::new(identities),
         })
     }
 
@@ -109,6 +119,13 @@ impl App {
     /// folder, which the next start removes if the process dies.
     pub fn temp_dir(&self) -> std::path::PathBuf {
         self.scratch.path().to_path_buf()
+    }
+
+    /// Who calls, for both doors: API keys, tokens, client certificates.
+    pub fn authenticator(&self) -> Authenticator {
+        Authenticator::new(self.db.clone(), self.auth_cache.clone())
+            .with_jwt(self.jwt.clone())
+            .with_identities(self.identities.clone())
     }
 
     pub fn exports(&self) -> Exports {
@@ -205,12 +222,20 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
     })?;
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;
+    let tls = tls::Tls::from_config(&app.config.server).context("cannot set up TLS (server.tls_*)")?;
+    let (grpc_transport, http_transport) = match &tls {
+        Some(tls) => (tls.transport(tls::GRPC_ALPN)?, tls.transport(tls::HTTP_ALPN)?),
+        None => (tls::Transport::plaintext(), tls::Transport::plaintext()),
+    };
     // Local download links point at the port actually bound unless a public URL is set.
     if let Storage::Local(store) = &app.storage
         && app.config.server.public_url.is_empty()
     {
-        store.set_base_url(&format!("http://{http_addr}"));
+        let scheme = if http_transport.is_tls() { "https" } else { "http" };
+        store.set_base_url(&format!("{scheme}://{http_addr}"));
     }
+    let grpc = tls::accept(grpc, grpc_transport, shutdown.clone());
+    let http = tls::HttpIncoming::new(tls::accept(http, http_transport, shutdown.clone()), http_addr);
 
     app.queue.events().start(shutdown.clone());
     // Serve once the auth cache hears other replicas' changes; bounded, so a
@@ -252,7 +277,7 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
 /// Builds the gRPC server; the returned future serves until `shutdown`.
 async fn serve_grpc(
     app: App,
-    listener: TcpListener,
+    incoming: tokio::sync::mpsc::Receiver<tls::Accepted>,
     shutdown: CancellationToken,
     admission: admission::AdmissionLayer,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
@@ -303,10 +328,7 @@ async fn serve_grpc(
             app.metrics.clone(),
             api::error::restate,
         ))
-        .layer(AuthLayer::new(
-            Authenticator::new(app.db.clone(), app.auth_cache.clone()).with_jwt(app.jwt.clone()),
-            api::error::deny,
-        ))
+        .layer(AuthLayer::new(app.authenticator(), api::error::deny))
         .layer(admission)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -337,10 +359,9 @@ async fn serve_grpc(
                 .set_not_serving::<EntityServiceServer<api::entity::EntityApi>>()
                 .await;
         };
-        // TCP_NODELAY: without it a small response waits for the client's delayed
-        // ACK (Nagle), about 40 ms per call on loopback; this capped a GetExport
-        // loop at ~1,450 calls/s with the CPUs mostly idle.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // The acceptor sets TCP_NODELAY: without it a GetExport loop was capped at
+        // ~1,450 calls/s by delayed ACKs with the CPUs mostly idle.
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>);
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(serve);
         tokio::select! {
@@ -356,12 +377,12 @@ async fn serve_grpc(
 
 async fn serve_http(
     app: App,
-    listener: TcpListener,
+    listener: tls::HttpIncoming,
     shutdown: CancellationToken,
     admission: admission::AdmissionLayer,
 ) {
     let rest = crate::rest::router(crate::rest::RestState {
-        auth: Arc::new(Authenticator::new(app.db.clone(), app.auth_cache.clone()).with_jwt(app.jwt.clone())),
+        auth: Arc::new(app.authenticator()),
         exports: app.exports(),
         imports: app.imports(),
         signer: Arc::new(app.url_signer()),
@@ -375,7 +396,8 @@ async fn serve_http(
         storage: app.storage.clone(),
     })
     .merge(rest);
-    let served = axum::serve(listener, router)
+    // The peer (its client certificate) reaches the REST auth as `ConnectInfo`.
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
     if let Err(err) = served {

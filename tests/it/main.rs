@@ -7,6 +7,7 @@
     reason = "a failed test setup should panic"
 )]
 
+mod pki;
 mod support;
 
 mod auth;
@@ -52,3 +53,4 @@ pub fn entities_fixture(org: &str, n: i64) -> ferry::db::entities::EntityRow {
         updated_at: 1_700_000_000_000 + n,
     }
 }
+mod tls;

@@ -162,11 +162,18 @@ impl TestApp {
             Workers::Custom(handlers) => handlers,
         };
         let running = server::start(app.clone(), handlers).await.expect("start server");
-        let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        // A TLS server's tests make their own channels (they hold the CA).
+        let channel = if app.config.server.tls_cert.is_empty() {
+            Channel::from_shared(format!("http://{}", running.grpc_addr))
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect")
+        } else {
+            Channel::from_shared(format!("http://{}", running.grpc_addr))
+                .expect("uri")
+                .connect_lazy()
+        };
         TestApp {
             app,
             running: Some(running),
