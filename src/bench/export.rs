@@ -129,8 +129,7 @@ async fn export_once(
 
 /// PostgreSQL's own CSV unload of the same rows and columns, read and discarded.
 async fn copy_out(url: &str, organization_id: &str) -> anyhow::Result<(Duration, u64)> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let client = crate::db::postgres::client(url, "bench export").await?;
     let started = Instant::now();
     let query = format!(
         "COPY (SELECT id, entity_type, tax_id, country, name, gender, external_id, email, phone, \

@@ -47,8 +47,7 @@ pub async fn load(db: &Db, organization_id: &str, rows: u64) -> anyhow::Result<(
 }
 
 async fn copy_in(url: &str, organization_id: &str, rows: u64) -> anyhow::Result<()> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let client = crate::db::postgres::client(url, "bench seed").await?;
     let sink = client
         .copy_in(
             "COPY entities (id, organization_id, entity_type, tax_id, country, name, external_id, email, \

@@ -10,7 +10,7 @@ use diesel::pg::{Pg, PgMetadataLookup, PgQueryBuilder, PgTypeMetadata};
 use diesel::query_builder::bind_collector::RawBytesBindCollector;
 use diesel::query_builder::{QueryBuilder, QueryFragment};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, NoTls, Row, RowStream};
+use tokio_postgres::{Client, Row, RowStream};
 
 use super::entities::{self, ENTITY_COLUMN_TYPES, EntityFilter, EntityView};
 
@@ -20,6 +20,8 @@ pub enum ReadError {
     Build(#[from] diesel::result::Error),
     #[error("reading entities failed: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    #[error("cannot connect for the export: {0}")]
+    Connect(#[from] crate::db::postgres::ConnectError),
     #[error("{0}")]
     Schema(String),
 }
@@ -31,12 +33,7 @@ pub struct ExportReader {
 
 impl ExportReader {
     pub async fn connect(url: &str) -> Result<ExportReader, ReadError> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::warn!(error = %err, "export connection closed");
-            }
-        });
+        let client = crate::db::postgres::client(url, "export").await?;
         Ok(ExportReader { client })
     }
 

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use diesel::sql_types::{Bool, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use tokio_util::sync::CancellationToken;
 
 use super::Conn;
@@ -54,7 +54,7 @@ pub async fn hold(url: &str, owner: &str, stop: CancellationToken, held: impl Fn
 }
 
 async fn hold_once(url: &str, owner: &str, held: &impl Fn()) -> Result<(), String> {
-    let mut conn = AsyncPgConnection::establish(url)
+    let mut conn = crate::db::postgres::establish(url)
         .await
         .map_err(|e| e.to_string())?;
     diesel::sql_query(format!("SELECT pg_advisory_lock({KEY_SQL})"))

@@ -20,18 +20,24 @@ const MIGRATION_LOCK_KEY: i64 = 0x6665_7272_7900;
 /// dedicated connection rather than a pooled one.
 pub async fn run(db: &Db) -> Result<Vec<String>, DbError> {
     let url = db.url().to_string();
-    let backend = db.backend();
-    tokio::task::spawn_blocking(move || match backend {
-        Backend::Postgres => run_postgres(&url),
-        Backend::Sqlite => run_sqlite(sqlite_path(&url)),
-    })
-    .await
-    .map_err(|e| DbError::Migration(e.to_string()))?
+    match db.backend() {
+        Backend::Postgres => {
+            // Opened here (over TLS as the URL says), driven by this runtime.
+            let conn = super::postgres::establish(&url)
+                .await
+                .map_err(|e| DbError::Connect(e.to_string()))?;
+            tokio::task::spawn_blocking(move || run_postgres(conn))
+                .await
+                .map_err(|e| DbError::Migration(e.to_string()))?
+        }
+        Backend::Sqlite => tokio::task::spawn_blocking(move || run_sqlite(sqlite_path(&url)))
+            .await
+            .map_err(|e| DbError::Migration(e.to_string()))?,
+    }
 }
 
-fn run_postgres(url: &str) -> Result<Vec<String>, DbError> {
-    let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(url)
-        .map_err(|e| DbError::Connect(e.to_string()))?;
+fn run_postgres(conn: AsyncPgConnection) -> Result<Vec<String>, DbError> {
+    let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
     conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
     let applied = apply(&mut conn, PG_MIGRATIONS);
     conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;

@@ -17,6 +17,7 @@ pub mod mappings;
 pub mod migrate;
 pub mod notify;
 pub mod organizations;
+pub mod postgres;
 pub mod schema;
 pub mod usage;
 
@@ -254,7 +255,10 @@ impl Db {
     /// file path (an optional `sqlite://` prefix is stripped).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
         let pool = if is_postgres_url(url) {
-            let manager = PgManager::new(url);
+            // Every pooled connection opens over TLS as the URL's sslmode says.
+            let mut config = ManagerConfig::<AsyncPgConnection>::default();
+            config.custom_setup = Box::new(|url| postgres::establish(url).boxed());
+            let manager = PgManager::new_with_config(url, config);
             Pool::Pg(build_pool(manager, max_connections).await?)
         } else {
             let path = sqlite_path(url).to_string();
@@ -306,7 +310,7 @@ impl Db {
     /// connections while its progress writes check out another.
     pub async fn dedicated(&self) -> Result<Conn, DbError> {
         match &self.pool {
-            Pool::Pg(_) => AsyncPgConnection::establish(&self.url)
+            Pool::Pg(_) => postgres::establish(&self.url)
                 .await
                 .map(|c| Conn::Pg(Handle::Dedicated(Box::new(c))))
                 .map_err(|e| DbError::Connect(e.to_string())),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +88,7 @@ async fn listen_once(
     heard: &impl Fn(&str),
     listening: &impl Fn(),
 ) -> Result<(), String> {
-    let mut conn = AsyncPgConnection::establish(url)
+    let mut conn = crate::db::postgres::establish(url)
         .await
         .map_err(|e| e.to_string())?;
     diesel::sql_query(format!("LISTEN {channel}"))

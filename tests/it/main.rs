@@ -53,4 +53,5 @@ pub fn entities_fixture(org: &str, n: i64) -> ferry::db::entities::EntityRow {
         updated_at: 1_700_000_000_000 + n,
     }
 }
+mod postgres_tls;
 mod tls;

@@ -45,9 +45,14 @@ impl TestCa {
 
     /// A server certificate for 127.0.0.1, ::1 and localhost in `dir/<name>.pem|.key`.
     pub fn server(&self, dir: &Path, name: &str) -> Pair {
-        let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()])
-            .expect("params");
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        self.server_for(dir, name, &["localhost", "127.0.0.1", "::1"])
+    }
+
+    /// A server certificate for exactly `names` (DNS names or IP addresses).
+    pub fn server_for(&self, dir: &Path, name: &str, names: &[&str]) -> Pair {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, &names[0]);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.issue(params, dir, name)
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::pin::pin;
 
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, Transaction};
 
 use super::{BatchEnd, CHECKPOINT};
 use crate::db::entities::{
@@ -22,13 +22,8 @@ pub struct CopyWriter {
 }
 
 impl CopyWriter {
-    pub async fn connect(url: &str) -> Result<CopyWriter, tokio_postgres::Error> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::warn!(error = %err, "import connection closed");
-            }
-        });
+    pub async fn connect(url: &str) -> Result<CopyWriter, crate::db::postgres::ConnectError> {
+        let client = crate::db::postgres::client(url, "import").await?;
         client
             .batch_execute(
                 "CREATE TEMP TABLE import_stage (LIKE entities INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
