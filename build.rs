@@ -16,6 +16,8 @@ const PROTOS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // The embedded migrations: a new one must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("ferry_descriptor.bin"), fds.encode_to_vec())?;

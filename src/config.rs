@@ -112,6 +112,21 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub http: HttpConfig,
+    pub audit: AuditConfig,
+}
+
+/// The audit trail (`ferry admin audit`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Days an audit event is kept; 0: forever.
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { retention_days: 365 }
+    }
 }
 
 /// The REST door on the HTTP listener.

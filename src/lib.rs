@@ -1,6 +1,7 @@
 //! ferry: bulk export and import jobs over an organization's entities, served over gRPC.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod calendar;

@@ -19,6 +19,11 @@ impl RequestId {
     }
 }
 
+/// The gRPC method a call names (`/ferry.v1.ExportService/CreateExport`), put in
+/// its extensions by the observe layer (tonic's own handlers do not see the path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodPath(pub String);
+
 /// The connection a request came over, as the listener accepted it: tonic puts it
 /// in every gRPC request's extensions, axum in `ConnectInfo` for REST.
 #[derive(Debug, Clone, Default)]

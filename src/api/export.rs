@@ -34,6 +34,11 @@ impl ExportApi {
         );
         ExportApi { exports, jobs }
     }
+
+    /// Where refused calls are recorded.
+    fn db(&self) -> &crate::db::Db {
+        self.exports.queue().db()
+    }
 }
 
 /// Exports as messages, with their recipients' delivery states read alongside.
@@ -252,15 +257,20 @@ impl ExportService for ExportApi {
         &self,
         request: Request<proto::CreateExportRequest>,
     ) -> Result<Response<proto::Export>, Status> {
-        Call::serve(request, |call, req| async move {
-            let spec = spec_of(&req)?;
-            let request_id = Some(req.request_id.trim().to_string()).filter(|r| !r.is_empty());
-            let job = self
-                .exports
-                .create(&call.principal.organization, spec, request_id)
-                .await?;
-            self.jobs.render(&job).await
-        })
+        Call::serve_audited(
+            request,
+            self.db(),
+            |_| String::new(),
+            |call, req| async move {
+                let spec = spec_of(&req)?;
+                let request_id = Some(req.request_id.trim().to_string()).filter(|r| !r.is_empty());
+                let job = self
+                    .exports
+                    .create(&call.principal.organization, spec, request_id, Some(call.actor()))
+                    .await?;
+                self.jobs.render(&job).await
+            },
+        )
         .await
     }
 
@@ -304,9 +314,17 @@ impl ExportService for ExportApi {
         &self,
         request: Request<proto::DeleteExportRequest>,
     ) -> Result<Response<()>, Status> {
-        Call::serve(request, |call, req| async move {
-            Ok(self.exports.delete(call.org(), req.id.trim()).await?)
-        })
+        Call::serve_audited(
+            request,
+            self.db(),
+            |r| r.id.trim().to_string(),
+            |call, req| async move {
+                Ok(self
+                    .exports
+                    .delete(call.org(), req.id.trim(), &call.actor())
+                    .await?)
+            },
+        )
         .await
     }
 
@@ -314,18 +332,26 @@ impl ExportService for ExportApi {
         &self,
         request: Request<proto::GetExportDownloadRequest>,
     ) -> Result<Response<proto::ExportDownload>, Status> {
-        Call::serve(request, |call, req| async move {
-            let link = self.exports.download(call.org(), req.id.trim()).await?;
-            Ok(proto::ExportDownload {
-                url: link.url,
-                expire_time: Some(timestamp(link.expires_at)),
-                file_name: link.result.file_name,
-                content_type: link.result.content_type,
-                size_bytes: link.result.size as i64,
-                sha256: link.result.sha256,
-                row_count: link.result.row_count as i64,
-            })
-        })
+        Call::serve_audited(
+            request,
+            self.db(),
+            |r| r.id.trim().to_string(),
+            |call, req| async move {
+                let link = self
+                    .exports
+                    .download(call.org(), req.id.trim(), &call.actor())
+                    .await?;
+                Ok(proto::ExportDownload {
+                    url: link.url,
+                    expire_time: Some(timestamp(link.expires_at)),
+                    file_name: link.result.file_name,
+                    content_type: link.result.content_type,
+                    size_bytes: link.result.size as i64,
+                    sha256: link.result.sha256,
+                    row_count: link.result.row_count as i64,
+                })
+            },
+        )
         .await
     }
 }

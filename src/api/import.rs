@@ -30,6 +30,11 @@ impl ImportApi {
         let jobs = JobResource::new(imports.queue().clone(), ImportView);
         ImportApi { imports, jobs }
     }
+
+    /// Where refused calls are recorded.
+    fn db(&self) -> &crate::db::Db {
+        self.imports.queue().db()
+    }
 }
 
 /// Imports as messages.
@@ -199,32 +204,41 @@ impl ImportService for ImportApi {
         &self,
         request: Request<Streaming<proto::UploadImportRequest>>,
     ) -> Result<Response<proto::Import>, Status> {
-        Call::serve(request, |call, mut stream| async move {
-            let first =
-                stream
-                    .message()
-                    .await
-                    .map_err(|status| match super::error::oversized_limit(&status) {
+        Call::serve_audited(
+            request,
+            self.db(),
+            |_| String::new(),
+            |call, mut stream| async move {
+                let first = stream.message().await.map_err(|status| {
+                    match super::error::oversized_limit(&status) {
                         Some(limit) => super::error::message_too_large(&limit),
                         None => ImportError::Interrupted(status.message().to_string()).into(),
-                    })?;
-            let Some(proto::UploadImportRequest {
-                payload: Some(proto::upload_import_request::Payload::Options(options)),
-            }) = first
-            else {
-                return Err(ApiError::invalid(vec![(
-                    "options".into(),
-                    "the first message must carry the import options".into(),
-                )]));
-            };
-            let req = request_of(&options)?;
-            let request_id = Some(options.request_id.trim().to_string()).filter(|r| !r.is_empty());
-            let job = self
-                .imports
-                .upload(&call.principal.organization, req, request_id, chunks(stream))
-                .await?;
-            Ok(import_message(&job))
-        })
+                    }
+                })?;
+                let Some(proto::UploadImportRequest {
+                    payload: Some(proto::upload_import_request::Payload::Options(options)),
+                }) = first
+                else {
+                    return Err(ApiError::invalid(vec![(
+                        "options".into(),
+                        "the first message must carry the import options".into(),
+                    )]));
+                };
+                let req = request_of(&options)?;
+                let request_id = Some(options.request_id.trim().to_string()).filter(|r| !r.is_empty());
+                let job = self
+                    .imports
+                    .upload(
+                        &call.principal.organization,
+                        req,
+                        request_id,
+                        chunks(stream),
+                        Some(call.actor()),
+                    )
+                    .await?;
+                Ok(import_message(&job))
+            },
+        )
         .await
     }
 
@@ -275,16 +289,24 @@ impl ImportService for ImportApi {
         &self,
         request: Request<proto::GetImportErrorReportRequest>,
     ) -> Result<Response<proto::ImportErrorReport>, Status> {
-        Call::serve(request, |call, req| async move {
-            let link = self.imports.report(call.org(), req.import_id.trim()).await?;
-            Ok(proto::ImportErrorReport {
-                url: link.url,
-                expire_time: Some(timestamp(link.expires_at)),
-                file_name: link.file_name,
-                size_bytes: link.result.report_size as i64,
-                row_count: link.result.report_rows,
-            })
-        })
+        Call::serve_audited(
+            request,
+            self.db(),
+            |r| r.import_id.trim().to_string(),
+            |call, req| async move {
+                let link = self
+                    .imports
+                    .report(call.org(), req.import_id.trim(), &call.actor())
+                    .await?;
+                Ok(proto::ImportErrorReport {
+                    url: link.url,
+                    expire_time: Some(timestamp(link.expires_at)),
+                    file_name: link.file_name,
+                    size_bytes: link.result.report_size as i64,
+                    row_count: link.result.report_rows,
+                })
+            },
+        )
         .await
     }
 }

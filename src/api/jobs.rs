@@ -308,13 +308,18 @@ impl<R: Render> JobResource<R> {
     /// The Cancel call: a queued job never runs; a running one stops at its next
     /// check.
     pub async fn cancel(&self, request: Request<impl NamesJob>) -> Result<Response<R::Message>, Status> {
-        Call::serve(request, |call, req| async move {
-            let job = self
-                .queue
-                .cancel::<R::Kind>(call.org(), req.job_id().trim())
-                .await?;
-            self.render(&job).await
-        })
+        Call::serve_audited(
+            request,
+            self.queue.db(),
+            |r| r.job_id().trim().to_string(),
+            |call, req| async move {
+                let job = self
+                    .queue
+                    .cancel::<R::Kind>(call.org(), req.job_id().trim(), Some(&call.actor()))
+                    .await?;
+                self.render(&job).await
+            },
+        )
         .await
     }
 

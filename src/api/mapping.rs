@@ -7,8 +7,9 @@ use tonic::{Request, Response, Status};
 use super::convert::timestamp;
 use super::error::ApiError;
 use super::{Call, page};
+use crate::audit;
 use crate::db::mappings::{self, MappingRow};
-use crate::db::{Db, new_id, now_ms};
+use crate::db::{Db, DbError, new_id, now_ms};
 use crate::import::mapping;
 use crate::proto::{self, mapping_service_server::MappingService};
 
@@ -72,7 +73,16 @@ impl MappingApi {
             created_at: now,
             updated_at: now,
         };
-        mappings::insert(&mut self.db.conn().await?, &row).await?;
+        // The mapping and its audit record, together or not at all.
+        let (saved, actor) = (row.clone(), call.actor());
+        self.db
+            .transaction(move |conn| {
+                Box::pin(async move {
+                    mappings::insert(conn, &saved).await.map_err(DbError::from)?;
+                    actor.record(conn, &saved.id, audit::OK).await
+                })
+            })
+            .await?;
         Ok(message(row))
     }
 
@@ -109,7 +119,13 @@ impl MappingService for MappingApi {
         &self,
         request: Request<proto::CreateMappingRequest>,
     ) -> Result<Response<proto::Mapping>, Status> {
-        Call::serve(request, |call, req| async move { self.create(&call, req).await }).await
+        Call::serve_audited(
+            request,
+            &self.db,
+            |_| String::new(),
+            |call, req| async move { self.create(&call, req).await },
+        )
+        .await
     }
 
     async fn get_mapping(
@@ -137,13 +153,33 @@ impl MappingService for MappingApi {
         &self,
         request: Request<proto::DeleteMappingRequest>,
     ) -> Result<Response<()>, Status> {
-        Call::serve(request, |call, req| async move {
-            let mut conn = self.db.conn().await?;
-            match mappings::delete(&mut conn, call.org(), req.id.trim()).await? {
-                true => Ok(()),
-                false => Err(ApiError::not_found("mapping")),
-            }
-        })
+        Call::serve_audited(
+            request,
+            &self.db,
+            |r| r.id.trim().to_string(),
+            |call, req| async move {
+                let (organization, id, actor) =
+                    (call.org().to_string(), req.id.trim().to_string(), call.actor());
+                let deleted = self
+                    .db
+                    .transaction(move |conn| {
+                        Box::pin(async move {
+                            let deleted = mappings::delete(conn, &organization, &id)
+                                .await
+                                .map_err(DbError::from)?;
+                            if deleted {
+                                actor.record(conn, &id, audit::OK).await?;
+                            }
+                            Ok::<_, DbError>(deleted)
+                        })
+                    })
+                    .await?;
+                match deleted {
+                    true => Ok(()),
+                    false => Err(ApiError::not_found("mapping")),
+                }
+            },
+        )
         .await
     }
 }

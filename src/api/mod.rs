@@ -15,14 +15,19 @@ pub mod page_token;
 
 use tonic::{Request, Status};
 
+use crate::audit::{Actor, Door};
 use crate::auth::Principal;
-use crate::request::RequestId;
+use crate::db::Db;
+use crate::request::{MethodPath, RequestId};
 use error::ApiError;
 
-/// What a handler knows about its call: who, and the request id for errors.
+/// What a handler knows about its call: who, which method, and the request id for
+/// errors.
 pub struct Call {
     pub principal: Principal,
     pub request_id: String,
+    /// `/ferry.v1.ExportService/CreateExport`.
+    pub method: String,
 }
 
 impl Call {
@@ -34,10 +39,16 @@ impl Call {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
+        let method = request
+            .extensions()
+            .get::<MethodPath>()
+            .map(|m| m.0.clone())
+            .unwrap_or_default();
         match request.extensions().get::<Principal>() {
             Some(principal) => Ok(Call {
                 principal: principal.clone(),
                 request_id,
+                method,
             }),
             None => Err(ApiError::new(
                 tonic::Code::Unauthenticated,
@@ -50,6 +61,51 @@ impl Call {
 
     pub fn org(&self) -> &str {
         self.principal.organization_id()
+    }
+
+    /// The caller as the audit trail names it.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            principal: self.principal.key_id.clone(),
+            organization_id: self.org().to_string(),
+            door: Door::Grpc,
+            method: self.method.clone(),
+            request_id: self.request_id.clone(),
+        }
+    }
+
+    /// Like [`Call::serve`], for a method of the audit trail: a refusal is recorded
+    /// with its code, naming `target` (the job or mapping the request named). The
+    /// domain records success itself, in the change's transaction.
+    pub async fn serve_audited<T, R, F, Fut>(
+        request: Request<T>,
+        db: &Db,
+        target: fn(&T) -> String,
+        handle: F,
+    ) -> Result<tonic::Response<R>, Status>
+    where
+        F: FnOnce(Call, T) -> Fut,
+        Fut: std::future::Future<Output = Result<R, ApiError>>,
+    {
+        let call = Call::of(&request)?;
+        let actor = call.actor();
+        let message = request.into_inner();
+        let target = target(&message);
+        match handle(call, message).await {
+            Ok(response) => Ok(tonic::Response::new(response)),
+            Err(err) => {
+                let status = err.into_status(&actor.request_id);
+                actor
+                    .record_refusal(
+                        db,
+                        &target,
+                        crate::proto::code_name(status.code()),
+                        status.message(),
+                    )
+                    .await;
+                Err(status)
+            }
+        }
     }
 
     /// Runs a unary handler: reads the call, hands it the message, and maps any

@@ -109,7 +109,7 @@ async fn export_once(
     })
     .map_err(|v| anyhow::anyhow!("invalid bench export: {v:?}"))?;
     let started = crate::db::now_ms();
-    let job = app.exports().create(org, spec, None).await?;
+    let job = app.exports().create(org, spec, None, None).await?;
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let job = app.queue.get::<Export>(org.id.as_str(), job.id()).await?;

@@ -4,6 +4,7 @@
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
+use crate::audit::{self, Actor, Door};
 use crate::auth::{Permission, keys};
 use crate::db::email::{self, EmailDomainRow, EmailSenderRow};
 use crate::db::enrichments::{self, EnrichmentGroupRow, EnrichmentRow};
@@ -27,6 +28,22 @@ pub enum AdminCommand {
     Usage {
         #[arg(long)]
         org: String,
+    },
+    /// The organization's audit trail, oldest first: who changed what, and which
+    /// links were handed out.
+    Audit {
+        #[arg(long)]
+        org: String,
+        /// From when: a duration back from now (`24h`, `7d`) or a time
+        /// (`2026-12-01T00:00:00Z`); default: everything kept.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// One JSON object per line instead of columns.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -180,7 +197,98 @@ pub async fn run(app: &App, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Sender(c) => sender(app, c).await,
         AdminCommand::Enrichment(c) => enrichment(app, c).await,
         AdminCommand::Usage { org } => usage_report(app, &org).await,
+        AdminCommand::Audit {
+            org,
+            since,
+            limit,
+            json,
+        } => audit_report(app, &org, since.as_deref(), limit, json).await,
     }
+}
+
+/// Records an admin change right after it committed (the admin commands write
+/// through the same functions the server uses, which know no caller); a record
+/// that cannot be written fails the command, so the operator sees it.
+async fn recorded(
+    app: &App,
+    organization_id: &str,
+    command: &str,
+    target: &str,
+    detail: &str,
+) -> anyhow::Result<()> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let actor = Actor {
+        principal: format!("admin:{user}"),
+        organization_id: organization_id.to_string(),
+        door: Door::Admin,
+        method: format!("admin {command}"),
+        request_id: new_id(),
+    };
+    actor
+        .record_now(&app.db, target, audit::OK, detail)
+        .await
+        .context("the change was made but could not be recorded in the audit trail")
+}
+
+/// `--since`: a duration back from now, or a time.
+fn parse_since(text: &str) -> anyhow::Result<i64> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(now_ms().saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)));
+    }
+    let at = humantime::parse_rfc3339_weak(text).with_context(|| {
+        format!("--since `{text}`: give a duration (`24h`) or a time (`2026-12-01T00:00:00Z`)")
+    })?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    Ok(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+async fn audit_report(
+    app: &App,
+    org: &str,
+    since: Option<&str>,
+    limit: u32,
+    json: bool,
+) -> anyhow::Result<()> {
+    let since = since.map(parse_since).transpose()?.unwrap_or(0);
+    for row in audit::list(&app.db, org, since, i64::from(limit.max(1))).await? {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": row.id,
+                    "time": crate::api::convert::iso(row.at),
+                    "organizationId": row.organization_id,
+                    "principal": row.principal,
+                    "door": row.door,
+                    "method": row.method,
+                    "targetId": row.target_id,
+                    "requestId": row.request_id,
+                    "outcome": row.outcome,
+                    "detail": row.detail,
+                })
+            );
+        } else {
+            println!(
+                "{}  {:<5} {:<28} {:<48} target={} outcome={} request={}{}",
+                crate::api::convert::iso(row.at),
+                row.door,
+                row.principal,
+                row.method,
+                row.target_id,
+                row.outcome,
+                row.request_id,
+                if row.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {}", row.detail)
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 fn parse_plan(text: &str) -> anyhow::Result<Plan> {
@@ -210,7 +318,7 @@ fn print_org(org: &orgs::Organization) {
 
 async fn org(app: &App, command: OrgCommand) -> anyhow::Result<()> {
     let db = &app.db;
-    let org = match command {
+    let (org, change, detail) = match command {
         OrgCommand::Create { name, plan, features } => {
             if name.trim().is_empty() {
                 bail!("--name must not be empty");
@@ -219,7 +327,8 @@ async fn org(app: &App, command: OrgCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|f| parse_feature(f))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            orgs::create(db, name.trim(), parse_plan(&plan)?, &features).await?
+            let org = orgs::create(db, name.trim(), parse_plan(&plan)?, &features).await?;
+            (org, "org create", format!("name={} plan={plan}", name.trim()))
         }
         OrgCommand::List => {
             for org in orgs::list(db).await? {
@@ -227,14 +336,23 @@ async fn org(app: &App, command: OrgCommand) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        OrgCommand::SetPlan { org, plan } => orgs::set_plan(db, &org, parse_plan(&plan)?).await?,
-        OrgCommand::EnableFeature { org, feature } => {
-            orgs::set_feature(db, &org, parse_feature(&feature)?, true).await?
-        }
-        OrgCommand::DisableFeature { org, feature } => {
-            orgs::set_feature(db, &org, parse_feature(&feature)?, false).await?
-        }
+        OrgCommand::SetPlan { org, plan } => (
+            orgs::set_plan(db, &org, parse_plan(&plan)?).await?,
+            "org set-plan",
+            format!("plan={plan}"),
+        ),
+        OrgCommand::EnableFeature { org, feature } => (
+            orgs::set_feature(db, &org, parse_feature(&feature)?, true).await?,
+            "org enable-feature",
+            format!("feature={feature}"),
+        ),
+        OrgCommand::DisableFeature { org, feature } => (
+            orgs::set_feature(db, &org, parse_feature(&feature)?, false).await?,
+            "org disable-feature",
+            format!("feature={feature}"),
+        ),
     };
+    recorded(app, &org.id, change, &org.id, &detail).await?;
     print_org(&org);
     Ok(())
 }
@@ -265,6 +383,17 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
             };
             let (row, token) =
                 keys::create_expiring(db, &org, &name, &permissions, &allow_orgs, expires_at).await?;
+            recorded(
+                app,
+                &org,
+                "key create",
+                &row.id,
+                &format!(
+                    "name={name} permissions={} allow_org={}",
+                    row.permissions, row.allowed_organizations
+                ),
+            )
+            .await?;
             println!(
                 "key {} created for organization {}{}",
                 row.id,
@@ -299,6 +428,8 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
             let Some((row, token)) = keys::rotate(db, &key, grace).await? else {
                 bail!("no active key `{key}`");
             };
+            let detail = format!("replaces {key}, grace {}", humantime::format_duration(grace));
+            recorded(app, &row.organization_id, "key rotate", &row.id, &detail).await?;
             println!(
                 "key {} replaces key {key}, which keeps working for {}",
                 row.id,
@@ -308,9 +439,13 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
             eprintln!("(the key is shown once; store it now)");
         }
         KeyCommand::Revoke { key } => {
+            let owner = api_keys::find(&mut db.conn().await?, &key)
+                .await?
+                .map(|row| row.organization_id);
             if !keys::revoke(db, &key).await? {
                 bail!("no active key `{key}`");
             }
+            recorded(app, &owner.unwrap_or_default(), "key revoke", &key, "").await?;
             println!("key {key} revoked");
         }
     }
@@ -357,6 +492,7 @@ async fn domain(app: &App, command: DomainCommand) -> anyhow::Result<()> {
                 verified_at: None,
             };
             email::insert_domain(&mut db.conn().await?, &row).await?;
+            recorded(app, &row.organization_id, "domain add", &row.domain, "").await?;
             println!(
                 "domain {} added (unverified); verification token {}",
                 row.domain, row.verification_token
@@ -367,6 +503,7 @@ async fn domain(app: &App, command: DomainCommand) -> anyhow::Result<()> {
             if email::verify_domain(&mut db.conn().await?, &org, &domain, now_ms()).await? == 0 {
                 bail!("organization {org} has no domain {domain}");
             }
+            recorded(app, &org, "domain verify", &domain, "").await?;
             println!("domain {domain} verified");
         }
         DomainCommand::List { org } => {
@@ -408,6 +545,7 @@ async fn sender(app: &App, command: SenderCommand) -> anyhow::Result<()> {
                 created_at: now_ms(),
             };
             email::insert_sender(&mut db.conn().await?, &row).await?;
+            recorded(app, &row.organization_id, "sender add", &row.id, "").await?;
             println!("sender {} added: {}", row.id, row.email);
         }
         SenderCommand::List { org } => {
@@ -444,6 +582,7 @@ async fn enrichment(app: &App, command: EnrichmentCommand) -> anyhow::Result<()>
                 created_at: now_ms(),
             };
             enrichments::upsert(&mut db.conn().await?, &row).await?;
+            recorded(app, &row.organization_id, "enrichment add", &row.code, "").await?;
             println!(
                 "enrichment {} ({}) {}",
                 row.code,
@@ -468,6 +607,14 @@ async fn enrichment(app: &App, command: EnrichmentCommand) -> anyhow::Result<()>
                 created_at: now_ms(),
             };
             enrichments::upsert_group(&mut db.conn().await?, &row).await?;
+            recorded(
+                app,
+                &row.organization_id,
+                "enrichment group",
+                &row.slug,
+                &row.codes,
+            )
+            .await?;
             println!("group {} = {}", row.slug, row.codes);
         }
         EnrichmentCommand::List { org } => {

@@ -184,7 +184,7 @@ impl ErrorReport {
             request_id: String::new(),
         };
         if let ClientError::Call(status) = err {
-            report.code = code_name(status.code()).to_string();
+            report.code = crate::proto::code_name(status.code()).to_string();
             let details = status.get_error_details();
             if let Some(info) = details.error_info() {
                 report.reason = info.reason.clone();
@@ -242,30 +242,6 @@ impl ErrorReport {
             lines.push(format!("  request id: {}", self.request_id));
         }
         lines.join("\n")
-    }
-}
-
-/// The canonical upper-case name (`NOT_FOUND`), as grpcurl and the docs write it.
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

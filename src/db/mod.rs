@@ -3,6 +3,7 @@
 //! type-checked against both.
 
 pub mod api_keys;
+pub mod audit;
 pub mod email;
 pub mod email_deliveries;
 pub mod enrichments;

@@ -181,7 +181,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    audit_events (id) {
+        id -> Text,
+        at -> BigInt,
+        organization_id -> Text,
+        principal -> Text,
+        door -> Text,
+        method -> Text,
+        target_id -> Text,
+        request_id -> Text,
+        outcome -> Text,
+        detail -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    audit_events,
     email_deliveries,
     queue_turns,
     import_errors,

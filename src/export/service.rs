@@ -2,6 +2,7 @@
 //! cancel are the queue's): create (with conflict and quota checks), delete, and
 //! sign downloads.
 
+use crate::audit::Actor;
 use std::time::Duration;
 
 use super::delivery::{self, DeliveryError};
@@ -73,11 +74,13 @@ impl Exports {
     /// Queues an export. The same `request_id` within 24 h returns the first export;
     /// an identical export still active is `InProgress`; more active exports than the
     /// limit is `TooManyActive`.
+    /// A new export is recorded as `actor`'s in the transaction that queues it.
     pub async fn create(
         &self,
         org: &Organization,
         mut spec: ExportSpec,
         request_id: Option<String>,
+        actor: Option<Actor>,
     ) -> Result<Job<Export>, ExportError> {
         let organization_id = org.id.as_str();
         if let Some(requested) = &spec.delivery {
@@ -104,7 +107,7 @@ impl Exports {
         let job_id = job.id.clone().unwrap_or_default();
         let outcome = self
             .queue
-            .enqueue_guarded(job, move |conn| {
+            .enqueue_guarded(job, actor, move |conn| {
                 Box::pin(async move {
                     if let Some(active) = Queue::active_duplicate::<Export>(conn, &org, &dedupe_key).await? {
                         return Err(ExportError::InProgress { job_id: active.id });
@@ -132,8 +135,9 @@ impl Exports {
     }
 
     /// Removes the job and its file; a queued or running job is cancelled first.
-    pub async fn delete(&self, organization_id: &str, id: &str) -> Result<(), ExportError> {
-        match self.queue.cancel::<Export>(organization_id, id).await {
+    /// Recorded once, as a delete, with the job's removal.
+    pub async fn delete(&self, organization_id: &str, id: &str, actor: &Actor) -> Result<(), ExportError> {
+        match self.queue.cancel::<Export>(organization_id, id, None).await {
             Ok(_) | Err(QueueError::AlreadyFinished { .. }) => {}
             Err(err) => return Err(err.into()),
         }
@@ -141,7 +145,11 @@ impl Exports {
         if let Some(result) = &job.output {
             self.storage.delete(&result.object_key).await?;
         }
-        if !self.queue.delete::<Export>(organization_id, id).await? {
+        if !self
+            .queue
+            .delete::<Export>(organization_id, id, Some(actor))
+            .await?
+        {
             return Err(QueueError::NotFound { kind: super::KIND }.into());
         }
         Ok(())
@@ -155,8 +163,14 @@ impl Exports {
             .map_err(DbError::from)?)
     }
 
-    /// A URL signed now, valid for the configured TTL.
-    pub async fn download(&self, organization_id: &str, id: &str) -> Result<DownloadLink, ExportError> {
+    /// A URL signed now, valid for the configured TTL, recorded as handed to
+    /// `actor` before it is (no record, no link).
+    pub async fn download(
+        &self,
+        organization_id: &str,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<DownloadLink, ExportError> {
         let job = self.queue.get::<Export>(organization_id, id).await?;
         let now = now_ms();
         let state = job.row.state;
@@ -173,6 +187,9 @@ impl Exports {
             ttl,
         };
         let url = self.storage.download_url(&result.object_key, &download).await?;
+        actor
+            .record_now(self.queue.db(), id, crate::audit::OK, "")
+            .await?;
         Ok(DownloadLink {
             url,
             expires_at: now + ttl.as_millis() as i64,

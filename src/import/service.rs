@@ -3,6 +3,7 @@
 //! limit, checked by pre-flight, stored, queued), page through an import's problems
 //! and sign its error report.
 
+use crate::audit::Actor;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +118,7 @@ impl Imports {
         request: ImportRequest,
         request_id: Option<String>,
         chunks: S,
+        actor: Option<Actor>,
     ) -> Result<Job<Import>, ImportError>
     where
         S: Stream<Item = Result<Vec<u8>, ImportError>> + Send + Unpin,
@@ -186,7 +188,8 @@ impl Imports {
         let org_id = org.id.clone();
         tokio::spawn(async move {
             let _temp = temp;
-            this.store_and_queue(&org_id, spec, request_id, &path).await
+            this.store_and_queue(&org_id, spec, request_id, &path, actor)
+                .await
         })
         .await
         .map_err(|e| ImportError::Interrupted(e.to_string()))?
@@ -247,6 +250,7 @@ impl Imports {
         mut spec: ImportSpec,
         request_id: Option<String>,
         path: &std::path::Path,
+        actor: Option<Actor>,
     ) -> Result<Job<Import>, ImportError> {
         let id = crate::db::new_id();
         spec.object_key = format!(
@@ -266,7 +270,7 @@ impl Imports {
         let org = organization_id.to_string();
         let queued = self
             .queue
-            .enqueue_guarded(job, move |conn| {
+            .enqueue_guarded(job, actor, move |conn| {
                 Box::pin(async move {
                     if Queue::count_active::<Import>(conn, &org).await? >= i64::from(limit) {
                         return Err(ImportError::TooManyActive { limit });
@@ -308,8 +312,14 @@ impl Imports {
         Ok((rows, total))
     }
 
-    /// A URL to the failed rows, signed now.
-    pub async fn report(&self, organization_id: &str, id: &str) -> Result<ReportLink, ImportError> {
+    /// A URL to the failed rows, signed now, recorded as handed to `actor` before
+    /// it is.
+    pub async fn report(
+        &self,
+        organization_id: &str,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<ReportLink, ImportError> {
         let job = self.queue.get::<Import>(organization_id, id).await?;
         let result = job.output.clone().unwrap_or_default();
         let Some(key) = result.report_key.clone() else {
@@ -328,6 +338,9 @@ impl Imports {
             ttl,
         };
         let url = self.storage.download_url(&key, &download).await?;
+        actor
+            .record_now(self.queue.db(), id, crate::audit::OK, "")
+            .await?;
         Ok(ReportLink {
             url,
             expires_at: now_ms() + ttl.as_millis() as i64,

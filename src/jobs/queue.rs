@@ -8,6 +8,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::events::Latest;
 use super::{Job, JobEvents, JobKind};
+use crate::audit::{self, Actor};
 use crate::config::JobsConfig;
 use crate::db::jobs::{self, JobPage, JobRow, JobState};
 use crate::db::{Conn, Db, DbError, new_id, now_ms};
@@ -152,13 +153,22 @@ impl Queue {
     /// Queues a job, or returns the job created with the same `request_id` in the last
     /// 24 hours.
     pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
-        self.enqueue_guarded(job, |_| Box::pin(async { Ok(()) })).await
+        self.enqueue_guarded(job, None, |_| Box::pin(async { Ok(()) }))
+            .await
     }
 
     /// Like [`Queue::enqueue`], with `guard` run first in the same transaction, while
     /// the organization's creations of this kind are serialised (an advisory lock on
     /// PostgreSQL, the write lock on SQLite): conflict and quota checks cannot race.
-    pub async fn enqueue_guarded<E, G>(&self, job: NewJob, guard: G) -> Result<Enqueued, E>
+    /// A new job is recorded in the audit trail as `actor`'s, in the same
+    /// transaction (a retry answered with the first job changes nothing and records
+    /// nothing).
+    pub async fn enqueue_guarded<E, G>(
+        &self,
+        job: NewJob,
+        actor: Option<Actor>,
+        guard: G,
+    ) -> Result<Enqueued, E>
     where
         E: From<QueueError> + From<DbError> + Send + 'static,
         G: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<(), E>> + Send + 'static,
@@ -190,6 +200,9 @@ impl Queue {
                     guard(conn).await?;
                     let row = new_row(job, max_attempts, now);
                     jobs::insert(conn, &row).await.map_err(QueueError::from)?;
+                    if let Some(actor) = &actor {
+                        actor.record(conn, &row.id, audit::OK).await?;
+                    }
                     Ok::<_, E>(Enqueued::Created(row))
                 })
             })
@@ -232,20 +245,46 @@ impl Queue {
         }
     }
 
-    /// Removes an ended job of the organization; `false` when there was none.
-    pub async fn delete<K: JobKind>(&self, organization_id: &str, id: &str) -> Result<bool, QueueError> {
-        let mut conn = self.db.conn().await?;
-        if !jobs::delete(&mut conn, organization_id, id).await? {
-            return Ok(false);
+    /// Removes an ended job of the organization, recorded as `actor`'s in the same
+    /// transaction; `false` when there was none.
+    pub async fn delete<K: JobKind>(
+        &self,
+        organization_id: &str,
+        id: &str,
+        actor: Option<&Actor>,
+    ) -> Result<bool, QueueError> {
+        let (organization, job, actor) = (organization_id.to_string(), id.to_string(), actor.cloned());
+        let deleted = self
+            .db
+            .transaction(move |conn| {
+                Box::pin(async move {
+                    if !jobs::delete(conn, &organization, &job).await? {
+                        return Ok::<_, QueueError>(false);
+                    }
+                    if let Some(actor) = &actor {
+                        actor.record(conn, &job, audit::OK).await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .await?;
+        if deleted {
+            let mut conn = self.db.conn().await?;
+            self.events.publish(&mut conn, id).await;
         }
-        self.events.publish(&mut conn, id).await;
-        Ok(true)
+        Ok(deleted)
     }
 
     /// Cancels a queued job at once; a running job is flagged and its worker stops it
     /// within a heartbeat (at once when this process runs it). A job that already
-    /// ended is `AlreadyFinished`.
-    pub async fn cancel<K: JobKind>(&self, organization_id: &str, id: &str) -> Result<Job<K>, QueueError> {
+    /// ended is `AlreadyFinished`. The cancel is recorded as `actor`'s in the same
+    /// transaction.
+    pub async fn cancel<K: JobKind>(
+        &self,
+        organization_id: &str,
+        id: &str,
+        actor: Option<&Actor>,
+    ) -> Result<Job<K>, QueueError> {
         let job = self.get_row(organization_id, K::KIND, id).await?;
         if job.is_terminal() {
             return Err(QueueError::AlreadyFinished {
@@ -256,17 +295,29 @@ impl Queue {
         // Run here: it stops at its next check whatever the write below waits for
         // (on SQLite, the job's own batch holds the write lock).
         self.events.stop_local(id, super::context::StopReason::Cancelled);
+        let (organization, job, actor) = (organization_id.to_string(), id.to_string(), actor.cloned());
+        let row = self
+            .db
+            .transaction(move |conn| {
+                Box::pin(async move {
+                    let row = jobs::request_cancel(conn, &organization, &job, now_ms())
+                        .await?
+                        .ok_or(QueueError::NotFound { kind: K::KIND })?;
+                    if matches!(row.state, JobState::Completed | JobState::Failed) {
+                        // It ended between the read and the cancel.
+                        return Err(QueueError::AlreadyFinished {
+                            kind: K::KIND,
+                            state: row.state,
+                        });
+                    }
+                    if let Some(actor) = &actor {
+                        actor.record(conn, &job, audit::OK).await?;
+                    }
+                    Ok(row)
+                })
+            })
+            .await?;
         let mut conn = self.db.conn().await?;
-        let row = jobs::request_cancel(&mut conn, organization_id, id, now_ms())
-            .await?
-            .ok_or(QueueError::NotFound { kind: K::KIND })?;
-        if matches!(row.state, JobState::Completed | JobState::Failed) {
-            // It ended between the read and the cancel.
-            return Err(QueueError::AlreadyFinished {
-                kind: K::KIND,
-                state: row.state,
-            });
-        }
         self.events.publish(&mut conn, id).await;
         Ok(Job::decode(row)?)
     }

@@ -3,6 +3,7 @@
 //! sends twice: a recipient left `sending` by a dead worker is marked failed, not
 //! resent.
 
+use crate::audit::{self, Actor, Door};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,6 +105,21 @@ impl EmailJob {
                 ctx.check()?;
             }
             let message_id = Mailer::new_message_id();
+            // A link handed to a recipient is in the audit trail before it leaves
+            // (and before the ledger says `sending`, so a failed record is retried).
+            if notice.link.is_some() {
+                let actor = Actor {
+                    principal: "system:mail".into(),
+                    organization_id: ended.organization_id.clone(),
+                    door: Door::Email,
+                    method: format!("email:{}", ended.kind),
+                    request_id: message_id.clone(),
+                };
+                actor
+                    .record_now(ctx.db(), &ended.id, audit::OK, &format!("link to {recipient}"))
+                    .await
+                    .map_err(|e| JobError::Transient(e.to_string()))?;
+            }
             ledger
                 .set(recipient, email_deliveries::SENDING, Some(&message_id), None)
                 .await?;

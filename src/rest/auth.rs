@@ -3,7 +3,8 @@
 //! `X-Organization-ID` — checked by the same [`Authenticator`] as gRPC calls, for
 //! the gRPC method the route stands for.
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::RequestExt;
+use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::RestState;
 use super::error::RestError;
 use crate::api::error::ApiError;
+use crate::audit::{Actor, Door};
 use crate::auth::certificates::ClientCertificate;
 use crate::auth::{AuthError, Principal};
 use crate::request::Peer;
@@ -20,6 +22,21 @@ use crate::request::Peer;
 pub struct Caller {
     pub principal: Principal,
     pub request_id: String,
+    /// The route called (`DELETE /v1/exports/{id}`), as the audit trail names it.
+    pub route: String,
+}
+
+impl Caller {
+    /// The caller as the audit trail names it.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            principal: self.principal.key_id.clone(),
+            organization_id: self.principal.organization_id().to_string(),
+            door: Door::Rest,
+            method: self.route.clone(),
+            request_id: self.request_id.clone(),
+        }
+    }
 }
 
 /// The credentials rewritten as the authenticator reads them (`authorization:
@@ -99,12 +116,36 @@ pub async fn authorize(State(state): State<RestState>, mut request: Request, nex
         {
             Ok(principal) => match state.admission.admit(method, &principal) {
                 Ok(slot) => {
-                    request.extensions_mut().insert(Caller {
+                    let caller = Caller {
                         principal,
                         request_id: request_id.clone(),
-                    });
+                        route: format!("{} {route}", request.method()),
+                    };
+                    // The object the path names, for a refusal's record.
+                    let target = request
+                        .extract_parts::<RawPathParams>()
+                        .await
+                        .ok()
+                        .and_then(|params| params.iter().next().map(|(_, value)| value.trim().to_string()))
+                        .unwrap_or_default();
+                    request.extensions_mut().insert(caller.clone());
                     let response = next.run(request).await;
                     drop(slot);
+                    // Successes are recorded by the domain, in the change's transaction.
+                    let status = response.status();
+                    if crate::audit::is_audited(method)
+                        && (status.is_client_error() || status.is_server_error())
+                    {
+                        caller
+                            .actor()
+                            .record_refusal(
+                                state.exports.queue().db(),
+                                &target,
+                                &format!("HTTP {}", status.as_u16()),
+                                status.canonical_reason().unwrap_or_default(),
+                            )
+                            .await;
+                    }
                     response
                 }
                 Err(refused) => {

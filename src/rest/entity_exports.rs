@@ -399,7 +399,7 @@ pub async fn download(
 ) -> Result<Response, RestError> {
     let link = state
         .exports
-        .download(caller.principal.organization_id(), id.trim())
+        .download(caller.principal.organization_id(), id.trim(), &caller.actor())
         .await
         .map_err(|e| RestError::new(e, &caller.request_id))?;
     let body = DownloadInfo {

@@ -407,7 +407,7 @@ pub async fn delete(
 ) -> Result<Response, RestError> {
     state
         .exports
-        .delete(caller.principal.organization_id(), id.trim())
+        .delete(caller.principal.organization_id(), id.trim(), &caller.actor())
         .await
         .map_err(|e| RestError::new(e, &caller.request_id))?;
     let message = Message {
@@ -454,7 +454,7 @@ pub async fn download(
 ) -> Result<Response, RestError> {
     let link = state
         .exports
-        .download(caller.principal.organization_id(), id.trim())
+        .download(caller.principal.organization_id(), id.trim(), &caller.actor())
         .await
         .map_err(|e| RestError::new(e, &caller.request_id))?;
     let body = Json(DownloadUrl {

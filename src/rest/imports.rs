@@ -278,7 +278,13 @@ pub async fn upload(
             .map_err(|e| ImportError::Storage(e.into()))
     });
     let job = imports
-        .upload(&caller.principal.organization, request, None, Box::pin(chunks))
+        .upload(
+            &caller.principal.organization,
+            request,
+            None,
+            Box::pin(chunks),
+            Some(caller.actor()),
+        )
         .await
         .map_err(|e| fail(e.into()))?;
     let accepted = Accepted {

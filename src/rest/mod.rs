@@ -121,7 +121,7 @@ pub async fn start_export(
     let spec = crate::api::export::spec_of(request)?;
     Ok(state
         .exports
-        .create(&caller.principal.organization, spec, None)
+        .create(&caller.principal.organization, spec, None, Some(caller.actor()))
         .await?)
 }
 

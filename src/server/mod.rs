@@ -265,6 +265,11 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
         Duration::from_millis(app.config.jobs.poll_millis.max(1000)),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(crate::audit::keep_for(
+        app.db.clone(),
+        Duration::from_secs(app.config.audit.retention_days.saturating_mul(24 * 3600)),
+        shutdown.clone(),
+    )));
     tracing::info!(grpc = %grpc_addr, http = %http_addr, "ferry is serving");
     Ok(Running {
         grpc_addr,

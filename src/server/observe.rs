@@ -11,7 +11,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
-use crate::request::RequestId;
+use crate::request::{MethodPath, RequestId};
 
 const HEADER: &str = "x-request-id";
 
@@ -98,6 +98,7 @@ where
         let request_id = request_id_of(request.headers());
         let method = request.uri().path().to_string();
         request.extensions_mut().insert(RequestId(request_id.clone()));
+        request.extensions_mut().insert(MethodPath(method.clone()));
         let span = tracing::info_span!("grpc", request_id = %request_id, method = %method);
         Box::pin(
             async move {

@@ -269,6 +269,19 @@ async fn an_export_is_mailed_to_each_recipient_in_their_language_with_a_link_to_
             );
         }
     }
+    // Every link mailed is in the audit trail, naming its recipient and message.
+    let trail = ferry::audit::list(app.db(), &app.org_id, 0, 1000).await.unwrap();
+    let mailed: Vec<_> = trail.iter().filter(|e| e.door == "email").collect();
+    assert_eq!(mailed.len(), expected_messages, "{trail:?}");
+    for event in &mailed {
+        assert_eq!(event.principal, "system:mail");
+        assert_eq!(event.method, "email:export");
+        assert!(
+            event.detail.starts_with("link to ") && event.detail.contains("@example.com"),
+            "{event:?}"
+        );
+        assert!(!event.request_id.is_empty());
+    }
     // Billing: one unit per recipient after deduplication, once per export.
     let events = usage::list_for_org(&mut app.db().conn().await.unwrap(), &app.org_id)
         .await

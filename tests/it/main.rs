@@ -10,6 +10,7 @@
 mod pki;
 mod support;
 
+mod audit;
 mod auth;
 mod cli;
 mod client;

@@ -257,7 +257,7 @@ async fn a_running_job_sees_its_cancellation(backend: Backend) {
     let (stop, handles) = start_workers(&queue, &probe, 1);
     wait_for_state(&app, &id, JobState::Running).await;
     let asked = std::time::Instant::now();
-    let flagged = queue.cancel::<Probe>(&app.org_id, &id).await.unwrap();
+    let flagged = queue.cancel::<Probe>(&app.org_id, &id, None).await.unwrap();
     // Flagged for its worker, or (run here, stopped at once) already ended.
     assert!(
         flagged.row.cancel_requested || flagged.row.state == JobState::Cancelled,
@@ -273,7 +273,7 @@ async fn a_running_job_sees_its_cancellation(backend: Backend) {
     assert!(row.finished_at.is_some());
     // Cancelling a finished job is refused.
     assert!(matches!(
-        queue.cancel::<Probe>(&app.org_id, &id).await,
+        queue.cancel::<Probe>(&app.org_id, &id, None).await,
         Err(ferry::jobs::QueueError::AlreadyFinished { .. })
     ));
     stop_workers(stop, handles).await;
@@ -284,7 +284,7 @@ async fn a_queued_job_that_is_cancelled_never_runs(backend: Backend) {
     let app = TestApp::start(backend).await;
     let queue = app.app.queue.clone();
     let id = queue.enqueue(job(&app.org_id, "ok")).await.unwrap().into_row().id;
-    let row = queue.cancel::<Probe>(&app.org_id, &id).await.unwrap();
+    let row = queue.cancel::<Probe>(&app.org_id, &id, None).await.unwrap();
     assert_eq!(row.row.state, JobState::Cancelled);
     let probe = Arc::new(Probe::default());
     let (stop, handles) = start_workers(&queue, &probe, 1);
@@ -294,7 +294,7 @@ async fn a_queued_job_that_is_cancelled_never_runs(backend: Backend) {
     // Another organization cannot see or cancel it.
     let (other, _) = app.other_org().await;
     assert!(matches!(
-        queue.cancel::<Probe>(&other, &id).await,
+        queue.cancel::<Probe>(&other, &id, None).await,
         Err(ferry::jobs::QueueError::NotFound { .. })
     ));
     app.stop().await;

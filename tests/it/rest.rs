@@ -11,59 +11,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::on_both_backends;
-use crate::support::{Backend, TestApp};
+use crate::support::{Answer, Backend, TestApp, curl};
 
 on_both_backends!(
     seed_001_exports_are_created_listed_downloaded_by_redirect_and_deleted,
     rest_errors_use_the_seed_envelope_and_the_status_table,
     every_rest_route_refuses_a_missing_key_a_bad_key_and_a_missing_permission,
 );
-
-/// One curl call: status, headers (lower-case names), body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-async fn curl(args: &[&str]) -> Answer {
-    let output = tokio::process::Command::new("curl")
-        .args(["-s", "-i"])
-        .args(args)
-        .output()
-        .await
-        .expect("curl");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {text}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
 
 fn base(app: &TestApp) -> String {
     let addr: SocketAddr = app.http_addr();
