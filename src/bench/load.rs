@@ -11,7 +11,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use super::per_second;
 use crate::auth::{Permission, keys};
@@ -38,6 +38,37 @@ pub struct Options {
     pub watchers_per_connection: usize,
     /// Jobs queued at once for the pickup gap.
     pub queued_jobs: usize,
+    /// The CA of `server.tls_cert` when the server speaks TLS (the bench's client
+    /// then dials it as `localhost`).
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
+/// Where the bench's client dials: the server's address, over TLS when it has a
+/// certificate.
+struct Dial {
+    url: String,
+    tls: Option<ClientTlsConfig>,
+}
+
+impl Dial {
+    fn of(app: &App, addr: std::net::SocketAddr, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Dial> {
+        if app.config.server.tls_cert.is_empty() {
+            return Ok(Dial {
+                url: format!("http://{addr}"),
+                tls: None,
+            });
+        }
+        let ca = ca_cert.ok_or_else(|| anyhow::anyhow!("the server has a certificate: pass --ca-cert"))?;
+        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", ca.display()))?;
+        Ok(Dial {
+            url: format!("https://{addr}"),
+            tls: Some(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(pem))
+                    .domain_name("localhost"),
+            ),
+        })
+    }
 }
 
 /// Connections the unary calls are spread over.
@@ -86,8 +117,9 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
 
     // No worker in the server: the bench starts its own where it needs one.
     let running = server::start(app.clone(), crate::jobs::Registry::new()).await?;
-    let url = format!("http://{}", running.grpc_addr);
-    let channels = connect(&url, CALL_CONNECTIONS).await?;
+    let dial = Dial::of(&app, running.grpc_addr, options.ca_cert.as_deref())?;
+    println!("client: {}", if dial.tls.is_some() { "TLS" } else { "plaintext" });
+    let channels = connect(&dial, CALL_CONNECTIONS).await?;
     let export_id = ExportServiceClient::new(channels[0].clone())
         .create_export(caller.request(CreateExportRequest::default()))
         .await?
@@ -121,16 +153,20 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
         per_second(calls as f64, elapsed)
     );
 
-    watchers(&app, &url, &caller, &export_id, &options).await?;
+    watchers(&app, &dial, &caller, &export_id, &options).await?;
     pickup(&app, &org.id, options.queued_jobs).await?;
     running.stop().await;
     Ok(())
 }
 
-async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+async fn connect(dial: &Dial, n: usize) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(n);
     for _ in 0..n {
-        channels.push(Channel::from_shared(url.to_string())?.connect().await?);
+        let mut endpoint = Channel::from_shared(dial.url.clone())?;
+        if let Some(tls) = &dial.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        channels.push(endpoint.connect().await?);
     }
     Ok(channels)
 }
@@ -250,7 +286,7 @@ async fn sustain(channels: &[Channel], caller: &Caller, export_id: &str, secs: u
 /// times each watcher's terminal message against the job's `end_time`.
 async fn watchers(
     app: &App,
-    url: &str,
+    dial: &Dial,
     caller: &Caller,
     export_id: &str,
     options: &Options,
@@ -261,7 +297,7 @@ async fn watchers(
         "\n== {} watchers of one export over {connections} connections ({per_connection} streams each)",
         options.watchers
     );
-    let channels = connect(url, connections).await?;
+    let channels = connect(dial, connections).await?;
     let rss_before = rss_mib();
     let mut opening = JoinSet::new();
     for i in 0..options.watchers {

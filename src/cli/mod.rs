@@ -243,6 +243,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 watchers,
                 watchers_per_connection,
                 queued_jobs,
+                // With `server.tls_cert` set, the client's global `--ca-cert`.
+                ca_cert: cli.client.ca_cert.clone(),
             };
             crate::bench::load::run(app, options).await
         }
