@@ -112,7 +112,7 @@ async fn events_url(
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
-        format!("http://{host}")
+        format!("{}://{host}", state.scheme)
     } else {
         state.public_url.clone()
     };

@@ -105,6 +105,9 @@ pub struct RestState {
     pub signer: Arc<UrlSigner>,
     /// `server.public_url`: the base of the events URLs ("" → the request's Host).
     pub public_url: String,
+    /// `https` when the HTTP listener speaks TLS, else `http`: the scheme of the
+    /// events URLs built from the request's Host.
+    pub scheme: &'static str,
     /// `http.cors_origins`.
     pub cors_origins: Vec<String>,
     /// The gRPC server's admission (slots, per-organization rate), shared.

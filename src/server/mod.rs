@@ -227,12 +227,12 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
         Some(tls) => (tls.transport(tls::GRPC_ALPN)?, tls.transport(tls::HTTP_ALPN)?),
         None => (tls::Transport::plaintext(), tls::Transport::plaintext()),
     };
+    let http_scheme = if http_transport.is_tls() { "https" } else { "http" };
     // Local download links point at the port actually bound unless a public URL is set.
     if let Storage::Local(store) = &app.storage
         && app.config.server.public_url.is_empty()
     {
-        let scheme = if http_transport.is_tls() { "https" } else { "http" };
-        store.set_base_url(&format!("{scheme}://{http_addr}"));
+        store.set_base_url(&format!("{http_scheme}://{http_addr}"));
     }
     let grpc = tls::accept(grpc, grpc_transport, shutdown.clone());
     let http = tls::HttpIncoming::new(tls::accept(http, http_transport, shutdown.clone()), http_addr);
@@ -251,6 +251,7 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
     tasks.push(tokio::spawn(serve_http(
         app.clone(),
         http,
+        http_scheme,
         shutdown.clone(),
         admission,
     )));
@@ -383,6 +384,7 @@ async fn serve_grpc(
 async fn serve_http(
     app: App,
     listener: tls::HttpIncoming,
+    scheme: &'static str,
     shutdown: CancellationToken,
     admission: admission::AdmissionLayer,
 ) {
@@ -392,6 +394,7 @@ async fn serve_http(
         imports: app.imports(),
         signer: Arc::new(app.url_signer()),
         public_url: app.config.server.public_url.trim_end_matches('/').to_string(),
+        scheme,
         cors_origins: app.config.http.origins(),
         admission,
     });

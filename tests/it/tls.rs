@@ -237,6 +237,14 @@ async fn a_mapped_client_certificate_is_a_service_and_a_bearer_credential_outran
     assert_eq!(status, 200, "{body}");
     let (status, body) = curl(&["--cacert", ca, &url]);
     assert_eq!(status, 401, "{body}");
+    // Links the REST door builds from the request's Host say https.
+    let events = format!(
+        "https://127.0.0.1:{}/v1/exports/events-url?ids=0190d7a4-5a1c-7cc0-9d3e-2f1b5c6a7e80",
+        app.http_addr().port()
+    );
+    let (status, body) = curl(&["--cacert", ca, "--cert", cert, "--key", key, &events]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"url\":\"https://127.0.0.1:"), "{body}");
     app.stop().await;
 }
 
