@@ -64,7 +64,7 @@ pub struct Actor {
     pub organization_id: String,
     pub door: Door,
     /// The gRPC method, the REST route (`DELETE /v1/exports/{id}`), the e-mail
-    /// (`email:export_ready`) or the admin command (`admin key create`).
+    /// (`email:export`) or the admin command (`admin key create`).
     pub method: String,
     pub request_id: String,
 }

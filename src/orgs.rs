@@ -4,7 +4,10 @@ use std::fmt;
 
 use crate::config::{Config, PlansConfig};
 use crate::db::organizations::{self, OrganizationRow};
-use crate::db::{Db, DbError, new_id, notify, now_ms};
+use futures::future::BoxFuture;
+
+use crate::audit::{self, Actor};
+use crate::db::{Conn, Db, DbError, new_id, notify, now_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
@@ -133,7 +136,15 @@ impl From<diesel::result::Error> for OrgError {
     }
 }
 
-pub async fn create(db: &Db, name: &str, plan: Plan, features: &[Feature]) -> Result<Organization, OrgError> {
+/// Creates an organization; with an `actor`, recorded in the audit trail in the
+/// same transaction.
+pub async fn create(
+    db: &Db,
+    name: &str,
+    plan: Plan,
+    features: &[Feature],
+    actor: Option<&Actor>,
+) -> Result<Organization, OrgError> {
     let now = now_ms();
     let row = OrganizationRow {
         id: new_id(),
@@ -143,7 +154,21 @@ pub async fn create(db: &Db, name: &str, plan: Plan, features: &[Feature]) -> Re
         created_at: now,
         updated_at: now,
     };
-    organizations::insert(&mut db.conn().await?, &row).await?;
+    let (saved, actor) = (row.clone(), actor.cloned());
+    let detail = format!("name={name} plan={}", plan.as_str());
+    db.transaction(move |conn| {
+        Box::pin(async move {
+            organizations::insert(conn, &saved).await?;
+            if let Some(actor) = &actor {
+                actor
+                    .for_organization(&saved.id)
+                    .record_detailed(conn, &saved.id, audit::OK, &detail)
+                    .await?;
+            }
+            Ok::<_, OrgError>(())
+        })
+    })
+    .await?;
     Ok(Organization::from_row(row))
 }
 
@@ -159,34 +184,78 @@ pub async fn list(db: &Db) -> Result<Vec<Organization>, OrgError> {
     Ok(rows.into_iter().map(Organization::from_row).collect())
 }
 
-pub async fn set_plan(db: &Db, id: &str, plan: Plan) -> Result<Organization, OrgError> {
-    {
-        let mut conn = db.conn().await?;
-        if organizations::set_plan(&mut conn, id, plan.as_str(), now_ms()).await? == 0 {
-            return Err(OrgError::NotFound(id.to_string()));
-        }
-        notify::organization_changed(db, &mut conn, id).await;
-    }
-    find(db, id).await
+/// Changes the plan; with an `actor`, recorded in the same transaction.
+pub async fn set_plan(
+    db: &Db,
+    id: &str,
+    plan: Plan,
+    actor: Option<&Actor>,
+) -> Result<Organization, OrgError> {
+    let detail = format!("plan={}", plan.as_str());
+    let plan = plan.as_str();
+    change(db, id, actor, detail, move |conn, id| {
+        Box::pin(async move { Ok(organizations::set_plan(conn, &id, plan, now_ms()).await?) })
+    })
+    .await
 }
 
-/// Turns a feature on or off; returns the organization after the change.
+/// Turns a feature on or off; returns the organization after the change. With an
+/// `actor`, recorded in the same transaction.
 pub async fn set_feature(
     db: &Db,
     id: &str,
     feature: Feature,
     enabled: bool,
+    actor: Option<&Actor>,
 ) -> Result<Organization, OrgError> {
     let org = find(db, id).await?;
     let mut features: Vec<Feature> = org.features.into_iter().filter(|f| *f != feature).collect();
     if enabled {
         features.push(feature);
     }
-    {
-        let mut conn = db.conn().await?;
-        organizations::set_features(&mut conn, id, &features_json(&features), now_ms()).await?;
-        notify::organization_changed(db, &mut conn, id).await;
-    }
+    let json = features_json(&features);
+    let detail = format!(
+        "feature={} {}",
+        feature.as_str(),
+        if enabled { "on" } else { "off" }
+    );
+    change(db, id, actor, detail, move |conn, id| {
+        Box::pin(async move { Ok(organizations::set_features(conn, &id, &json, now_ms()).await?) })
+    })
+    .await
+}
+
+/// One change to an organization's row (`update` answers the rows it touched) and
+/// its audit record in one transaction; replicas hear of it after the commit.
+async fn change<F>(
+    db: &Db,
+    id: &str,
+    actor: Option<&Actor>,
+    detail: String,
+    update: F,
+) -> Result<Organization, OrgError>
+where
+    F: for<'c> FnOnce(&'c mut Conn, String) -> BoxFuture<'c, Result<usize, OrgError>> + Send + 'static,
+{
+    let (organization, actor) = (id.to_string(), actor.cloned());
+    db.transaction(move |conn| {
+        Box::pin(async move {
+            if update(conn, organization.clone()).await? == 0 {
+                return Err(OrgError::NotFound(organization));
+            }
+            if let Some(actor) = &actor {
+                actor
+                    .for_organization(&organization)
+                    .record_detailed(conn, &organization, audit::OK, &detail)
+                    .await?;
+            }
+            Ok(())
+        })
+    })
+    .await?;
+    let mut conn = db.conn().await?;
+    notify::organization_changed(db, &mut conn, id).await;
+    drop(conn);
     find(db, id).await
 }
 

@@ -6,6 +6,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::audit::{self, Actor};
 use crate::db::api_keys::{self, ApiKeyRow};
 use crate::db::{Db, DbError, notify, now_ms};
 
@@ -73,11 +74,13 @@ pub async fn create(
         permissions,
         allowed_organizations,
         None,
+        None,
     )
     .await
 }
 
-/// [`create`] with an expiry (epoch milliseconds; `None`: never).
+/// [`create`] with an expiry (epoch milliseconds; `None`: never); with an `actor`,
+/// recorded in the audit trail in the same transaction.
 pub async fn create_expiring(
     db: &Db,
     organization_id: &str,
@@ -85,6 +88,7 @@ pub async fn create_expiring(
     permissions: &[Permission],
     allowed_organizations: &[String],
     expires_at: Option<i64>,
+    actor: Option<&Actor>,
 ) -> Result<(ApiKeyRow, String), DbError> {
     let (row, token) = new_row(
         organization_id,
@@ -93,7 +97,24 @@ pub async fn create_expiring(
         allowed_organizations,
         expires_at,
     );
-    api_keys::insert(&mut db.conn().await?, &row).await?;
+    let (saved, actor) = (row.clone(), actor.cloned());
+    db.transaction(move |conn| {
+        Box::pin(async move {
+            api_keys::insert(conn, &saved).await?;
+            if let Some(actor) = &actor {
+                let detail = format!(
+                    "name={} permissions={} allow_org={}",
+                    saved.name, saved.permissions, saved.allowed_organizations
+                );
+                actor
+                    .for_organization(&saved.organization_id)
+                    .record_detailed(conn, &saved.id, audit::OK, &detail)
+                    .await?;
+            }
+            Ok::<_, DbError>(())
+        })
+    })
+    .await?;
     Ok((row, token))
 }
 
@@ -125,12 +146,15 @@ fn new_row(
 /// other organizations and lifetime (an expiring key's successor expires as long
 /// after its creation as the old one did), and the old key keeps working for
 /// `grace` so the clients that hold it can move over. One transaction: either both
-/// happen or neither. `None` when no active key has this id.
+/// happen (and the `actor`'s audit record) or neither. `None` when no active key
+/// has this id.
 pub async fn rotate(
     db: &Db,
     id: &str,
     grace: std::time::Duration,
+    actor: Option<&Actor>,
 ) -> Result<Option<(ApiKeyRow, String)>, DbError> {
+    let actor = actor.cloned();
     let now = now_ms();
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
     let until = now.saturating_add(grace_ms);
@@ -156,6 +180,13 @@ pub async fn rotate(
                 );
                 api_keys::insert(conn, &row).await?;
                 api_keys::revoke(conn, &old.id, until).await?;
+                if let Some(actor) = &actor {
+                    let detail = format!("replaces {}, grace {}", old.id, humantime::format_duration(grace));
+                    actor
+                        .for_organization(&old.organization_id)
+                        .record_detailed(conn, &row.id, audit::OK, &detail)
+                        .await?;
+                }
                 Ok(Some((row, token, old.id)))
             })
         })
@@ -169,16 +200,36 @@ pub async fn rotate(
     Ok(Some((row, token)))
 }
 
-/// Revokes a key; every replica stops accepting it within the auth cache's bound
-/// (at once on PostgreSQL). Returns false when no active key has this id.
-pub async fn revoke(db: &Db, id: &str) -> Result<bool, DbError> {
-    let mut conn = db.conn().await?;
-    // A key in a rotation's grace period is still active: revoking ends it now.
-    if api_keys::revoke(&mut conn, id, now_ms()).await? == 0 {
-        return Ok(false);
+/// Revokes a key (with the `actor`'s audit record in the same transaction); every
+/// replica stops accepting it within the auth cache's bound (at once on
+/// PostgreSQL). Returns false when no active key has this id.
+pub async fn revoke(db: &Db, id: &str, actor: Option<&Actor>) -> Result<bool, DbError> {
+    let (key, actor) = (id.to_string(), actor.cloned());
+    let revoked = db
+        .transaction(move |conn| {
+            Box::pin(async move {
+                let Some(row) = api_keys::find(conn, &key).await? else {
+                    return Ok::<_, DbError>(false);
+                };
+                // A key in a rotation's grace period is still active: revoking ends it now.
+                if api_keys::revoke(conn, &key, now_ms()).await? == 0 {
+                    return Ok(false);
+                }
+                if let Some(actor) = &actor {
+                    actor
+                        .for_organization(&row.organization_id)
+                        .record(conn, &key, audit::OK)
+                        .await?;
+                }
+                Ok(true)
+            })
+        })
+        .await?;
+    if revoked {
+        let mut conn = db.conn().await?;
+        notify::key_changed(db, &mut conn, id).await;
     }
-    notify::key_changed(db, &mut conn, id).await;
-    Ok(true)
+    Ok(revoked)
 }
 
 /// The permissions stored on a key row (unknown names are ignored).

@@ -25,7 +25,7 @@ pub struct Options {
 }
 
 pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
-    let org = orgs::create(&app.db, "bench", Plan::Enterprise, &Feature::ALL).await?;
+    let org = orgs::create(&app.db, "bench", Plan::Enterprise, &Feature::ALL, None).await?;
     println!("seeding {} entities on {:?} …", options.rows, app.db.backend());
     let started = Instant::now();
     super::seed::load(&app.db, &org.id, options.rows).await?;

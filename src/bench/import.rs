@@ -74,7 +74,7 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
     config.server.grpc_addr = "127.0.0.1:0".into();
     config.server.http_addr = "127.0.0.1:0".into();
     let app = App { config, ..app };
-    let org = orgs::create(&app.db, "bench-import", Plan::Enterprise, &Feature::ALL).await?;
+    let org = orgs::create(&app.db, "bench-import", Plan::Enterprise, &Feature::ALL, None).await?;
     let (_, key) = crate::auth::keys::create(&app.db, &org.id, "bench", &Permission::ALL, &[]).await?;
     let handlers = app.job_kinds();
     let running = crate::server::start(app.clone(), handlers).await?;
@@ -154,7 +154,7 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
 /// staging table, one `INSERT … SELECT` into `entities` (uuid ids, the same JSON
 /// attributes), staging dropped. Timed from psql's start to its exit.
 async fn psql_path(app: &App, rows: u64) -> anyhow::Result<Duration> {
-    let org = orgs::create(&app.db, "bench-psql", Plan::Enterprise, &Feature::ALL).await?;
+    let org = orgs::create(&app.db, "bench-psql", Plan::Enterprise, &Feature::ALL, None).await?;
     let path = std::env::temp_dir().join(format!("ferry-bench-{}.csv", org.id));
     {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);

@@ -101,7 +101,7 @@ impl Caller {
 }
 
 pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
-    let org = orgs::create(&app.db, "bench-load", Plan::Enterprise, &Feature::ALL).await?;
+    let org = orgs::create(&app.db, "bench-load", Plan::Enterprise, &Feature::ALL, None).await?;
     let (_, key) = keys::create(&app.db, &org.id, "bench", &Permission::ALL, &[]).await?;
     let caller = Caller {
         key,

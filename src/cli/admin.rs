@@ -4,11 +4,13 @@
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
+use futures::future::BoxFuture;
+
 use crate::audit::{self, Actor, Door};
 use crate::auth::{Permission, keys};
 use crate::db::email::{self, EmailDomainRow, EmailSenderRow};
 use crate::db::enrichments::{self, EnrichmentGroupRow, EnrichmentRow};
-use crate::db::{api_keys, new_id, now_ms, usage};
+use crate::db::{Conn, api_keys, new_id, now_ms, usage};
 use crate::orgs::{self, Feature, Plan};
 use crate::server::App;
 
@@ -206,28 +208,43 @@ pub async fn run(app: &App, command: AdminCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Records an admin change right after it committed (the admin commands write
-/// through the same functions the server uses, which know no caller); a record
-/// that cannot be written fails the command, so the operator sees it.
-async fn recorded(
+/// The operator as the audit trail names them (`admin:<user>`), for `command`;
+/// the domain functions file the record under the organization they change.
+fn operator(command: &str) -> Actor {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    Actor {
+        principal: format!("admin:{user}"),
+        organization_id: String::new(),
+        door: Door::Admin,
+        method: format!("admin {command}"),
+        request_id: new_id(),
+    }
+}
+
+/// Runs `change` and its audit record (as the operator's, for `organization_id`)
+/// in one transaction: either both are written or neither.
+async fn audited<F>(
     app: &App,
     organization_id: &str,
     command: &str,
     target: &str,
     detail: &str,
-) -> anyhow::Result<()> {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let actor = Actor {
-        principal: format!("admin:{user}"),
-        organization_id: organization_id.to_string(),
-        door: Door::Admin,
-        method: format!("admin {command}"),
-        request_id: new_id(),
-    };
-    actor
-        .record_now(&app.db, target, audit::OK, detail)
+    change: F,
+) -> anyhow::Result<()>
+where
+    F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, anyhow::Result<()>> + Send + 'static,
+{
+    let actor = operator(command).for_organization(organization_id);
+    let (target, detail) = (target.to_string(), detail.to_string());
+    app.db
+        .transaction(move |conn| {
+            Box::pin(async move {
+                change(conn).await?;
+                actor.record_detailed(conn, &target, audit::OK, &detail).await?;
+                Ok::<_, anyhow::Error>(())
+            })
+        })
         .await
-        .context("the change was made but could not be recorded in the audit trail")
 }
 
 /// `--since`: a duration back from now, or a time.
@@ -318,7 +335,7 @@ fn print_org(org: &orgs::Organization) {
 
 async fn org(app: &App, command: OrgCommand) -> anyhow::Result<()> {
     let db = &app.db;
-    let (org, change, detail) = match command {
+    let org = match command {
         OrgCommand::Create { name, plan, features } => {
             if name.trim().is_empty() {
                 bail!("--name must not be empty");
@@ -327,8 +344,14 @@ async fn org(app: &App, command: OrgCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|f| parse_feature(f))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let org = orgs::create(db, name.trim(), parse_plan(&plan)?, &features).await?;
-            (org, "org create", format!("name={} plan={plan}", name.trim()))
+            orgs::create(
+                db,
+                name.trim(),
+                parse_plan(&plan)?,
+                &features,
+                Some(&operator("org create")),
+            )
+            .await?
         }
         OrgCommand::List => {
             for org in orgs::list(db).await? {
@@ -336,23 +359,18 @@ async fn org(app: &App, command: OrgCommand) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        OrgCommand::SetPlan { org, plan } => (
-            orgs::set_plan(db, &org, parse_plan(&plan)?).await?,
-            "org set-plan",
-            format!("plan={plan}"),
-        ),
-        OrgCommand::EnableFeature { org, feature } => (
-            orgs::set_feature(db, &org, parse_feature(&feature)?, true).await?,
-            "org enable-feature",
-            format!("feature={feature}"),
-        ),
-        OrgCommand::DisableFeature { org, feature } => (
-            orgs::set_feature(db, &org, parse_feature(&feature)?, false).await?,
-            "org disable-feature",
-            format!("feature={feature}"),
-        ),
+        OrgCommand::SetPlan { org, plan } => {
+            orgs::set_plan(db, &org, parse_plan(&plan)?, Some(&operator("org set-plan"))).await?
+        }
+        OrgCommand::EnableFeature { org, feature } => {
+            let by = operator("org enable-feature");
+            orgs::set_feature(db, &org, parse_feature(&feature)?, true, Some(&by)).await?
+        }
+        OrgCommand::DisableFeature { org, feature } => {
+            let by = operator("org disable-feature");
+            orgs::set_feature(db, &org, parse_feature(&feature)?, false, Some(&by)).await?
+        }
     };
-    recorded(app, &org.id, change, &org.id, &detail).await?;
     print_org(&org);
     Ok(())
 }
@@ -381,19 +399,10 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
                 Some(d) if d.is_zero() => bail!("--expires-in must be longer than 0s"),
                 Some(d) => Some(now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
             };
+            let by = operator("key create");
             let (row, token) =
-                keys::create_expiring(db, &org, &name, &permissions, &allow_orgs, expires_at).await?;
-            recorded(
-                app,
-                &org,
-                "key create",
-                &row.id,
-                &format!(
-                    "name={name} permissions={} allow_org={}",
-                    row.permissions, row.allowed_organizations
-                ),
-            )
-            .await?;
+                keys::create_expiring(db, &org, &name, &permissions, &allow_orgs, expires_at, Some(&by))
+                    .await?;
             println!(
                 "key {} created for organization {}{}",
                 row.id,
@@ -425,11 +434,10 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
             }
         }
         KeyCommand::Rotate { key, grace } => {
-            let Some((row, token)) = keys::rotate(db, &key, grace).await? else {
+            let Some((row, token)) = keys::rotate(db, &key, grace, Some(&operator("key rotate"))).await?
+            else {
                 bail!("no active key `{key}`");
             };
-            let detail = format!("replaces {key}, grace {}", humantime::format_duration(grace));
-            recorded(app, &row.organization_id, "key rotate", &row.id, &detail).await?;
             println!(
                 "key {} replaces key {key}, which keeps working for {}",
                 row.id,
@@ -439,13 +447,9 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
             eprintln!("(the key is shown once; store it now)");
         }
         KeyCommand::Revoke { key } => {
-            let owner = api_keys::find(&mut db.conn().await?, &key)
-                .await?
-                .map(|row| row.organization_id);
-            if !keys::revoke(db, &key).await? {
+            if !keys::revoke(db, &key, Some(&operator("key revoke"))).await? {
                 bail!("no active key `{key}`");
             }
-            recorded(app, &owner.unwrap_or_default(), "key revoke", &key, "").await?;
             println!("key {key} revoked");
         }
     }
@@ -491,8 +495,16 @@ async fn domain(app: &App, command: DomainCommand) -> anyhow::Result<()> {
                 created_at: now_ms(),
                 verified_at: None,
             };
-            email::insert_domain(&mut db.conn().await?, &row).await?;
-            recorded(app, &row.organization_id, "domain add", &row.domain, "").await?;
+            let saved = row.clone();
+            audited(
+                app,
+                &row.organization_id,
+                "domain add",
+                &row.domain,
+                "",
+                move |conn| Box::pin(async move { Ok(email::insert_domain(conn, &saved).await?) }),
+            )
+            .await?;
             println!(
                 "domain {} added (unverified); verification token {}",
                 row.domain, row.verification_token
@@ -500,10 +512,16 @@ async fn domain(app: &App, command: DomainCommand) -> anyhow::Result<()> {
         }
         DomainCommand::Verify { org, domain } => {
             let domain = normalize_domain(&domain)?;
-            if email::verify_domain(&mut db.conn().await?, &org, &domain, now_ms()).await? == 0 {
-                bail!("organization {org} has no domain {domain}");
-            }
-            recorded(app, &org, "domain verify", &domain, "").await?;
+            let (owner, name) = (org.clone(), domain.clone());
+            audited(app, &org, "domain verify", &domain, "", move |conn| {
+                Box::pin(async move {
+                    if email::verify_domain(conn, &owner, &name, now_ms()).await? == 0 {
+                        bail!("organization {owner} has no domain {name}");
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
             println!("domain {domain} verified");
         }
         DomainCommand::List { org } => {
@@ -544,8 +562,16 @@ async fn sender(app: &App, command: SenderCommand) -> anyhow::Result<()> {
                 display_name: name,
                 created_at: now_ms(),
             };
-            email::insert_sender(&mut db.conn().await?, &row).await?;
-            recorded(app, &row.organization_id, "sender add", &row.id, "").await?;
+            let saved = row.clone();
+            audited(
+                app,
+                &row.organization_id,
+                "sender add",
+                &row.id,
+                &row.email,
+                move |conn| Box::pin(async move { Ok(email::insert_sender(conn, &saved).await?) }),
+            )
+            .await?;
             println!("sender {} added: {}", row.id, row.email);
         }
         SenderCommand::List { org } => {
@@ -581,8 +607,16 @@ async fn enrichment(app: &App, command: EnrichmentCommand) -> anyhow::Result<()>
                 active: !inactive,
                 created_at: now_ms(),
             };
-            enrichments::upsert(&mut db.conn().await?, &row).await?;
-            recorded(app, &row.organization_id, "enrichment add", &row.code, "").await?;
+            let saved = row.clone();
+            audited(
+                app,
+                &row.organization_id,
+                "enrichment set",
+                &row.code,
+                &row.entity_type,
+                move |conn| Box::pin(async move { Ok(enrichments::upsert(conn, &saved).await?) }),
+            )
+            .await?;
             println!(
                 "enrichment {} ({}) {}",
                 row.code,
@@ -606,13 +640,14 @@ async fn enrichment(app: &App, command: EnrichmentCommand) -> anyhow::Result<()>
                 codes: serde_json::Value::from(codes).to_string(),
                 created_at: now_ms(),
             };
-            enrichments::upsert_group(&mut db.conn().await?, &row).await?;
-            recorded(
+            let saved = row.clone();
+            audited(
                 app,
                 &row.organization_id,
                 "enrichment group",
                 &row.slug,
                 &row.codes,
+                move |conn| Box::pin(async move { Ok(enrichments::upsert_group(conn, &saved).await?) }),
             )
             .await?;
             println!("group {} = {}", row.slug, row.codes);

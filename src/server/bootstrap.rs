@@ -21,7 +21,7 @@ pub async fn run_if_empty(db: &Db, data_dir: &Path) -> anyhow::Result<Option<Boo
     if organizations::count(&mut db.conn().await?).await? > 0 {
         return Ok(None);
     }
-    let org = orgs::create(db, "default", Plan::Enterprise, &Feature::ALL).await?;
+    let org = orgs::create(db, "default", Plan::Enterprise, &Feature::ALL, None).await?;
     let (_, token) = keys::create(db, &org.id, "bootstrap", &Permission::ALL, &[]).await?;
     let key_file = data_dir.join("bootstrap-key");
     crate::private_file::write(&key_file, &format!("{token}\n"))?;

@@ -75,6 +75,7 @@ async fn every_method_refuses_callers_without_valid_credentials_or_permission(ba
         &Permission::ALL,
         &[],
         Some(now_ms() - 1),
+        None,
     )
     .await
     .unwrap();
@@ -232,6 +233,7 @@ async fn a_key_expires_on_time_even_while_the_cache_holds_it(backend: Backend) {
         &Permission::ALL,
         &[],
         Some(now_ms() + lifetime),
+        None,
     )
     .await
     .unwrap();

@@ -581,4 +581,24 @@ async fn admin_changes_are_in_the_audit_trail_that_admin_audit_lists(backend: Ba
     assert!(ok && out.is_empty(), "{out}");
     let (ok, _, err) = ferry(&db, &["admin", "audit", "--org", &org, "--since", "yesterday"]);
     assert!(!ok && err.contains("--since"), "{err}");
+
+    // No record, no change: with the trail's table gone, creating a key fails and
+    // leaves no key behind.
+    let rename = |sql: &'static str| async {
+        let pool = ferry::db::Db::connect(&db.url, 1).await.unwrap();
+        let mut conn = pool.conn().await.unwrap();
+        match &mut conn {
+            ferry::db::Conn::Pg(c) => diesel_async::SimpleAsyncConnection::batch_execute(&mut **c, sql).await,
+            ferry::db::Conn::Sqlite(c) => {
+                diesel_async::SimpleAsyncConnection::batch_execute(&mut **c, sql).await
+            }
+        }
+        .unwrap();
+    };
+    rename("ALTER TABLE audit_events RENAME TO audit_events_away").await;
+    let (ok, _, err) = ferry(&db, &["admin", "key", "create", "--org", &org, "--name", "ghost"]);
+    rename("ALTER TABLE audit_events_away RENAME TO audit_events").await;
+    assert!(!ok, "a key was created without its audit record: {err}");
+    let (_, keys, _) = ferry(&db, &["admin", "key", "list", "--org", &org]);
+    assert!(!keys.contains("ghost"), "{keys}");
 }

@@ -483,7 +483,7 @@ async fn uploads_over_the_size_limit_or_without_the_feature_are_refused(backend:
         (Code::ResourceExhausted, "UPLOAD_TOO_LARGE")
     );
     // An organization without the feature.
-    let org = ferry::orgs::create(app.db(), "nofeature", ferry::orgs::Plan::Enterprise, &[])
+    let org = ferry::orgs::create(app.db(), "nofeature", ferry::orgs::Plan::Enterprise, &[], None)
         .await
         .unwrap();
     let (_, key) = ferry::auth::keys::create(

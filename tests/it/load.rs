@@ -330,7 +330,7 @@ async fn a_revoked_key_is_refused_by_every_replica_within_the_bound(backend: Bac
 
     // Revoked by another process (its own connection pool, as `ferry admin` is).
     let admin = Db::connect(&app.db.url, 1).await.unwrap();
-    assert!(keys::revoke(&admin, &row.id).await.unwrap());
+    assert!(keys::revoke(&admin, &row.id, None).await.unwrap());
 
     let bound = Duration::from_millis(ttl_millis.min(1_000)) + Duration::from_secs(4);
     for channel in [app.channel.clone(), replica_channel.clone()] {

@@ -412,7 +412,7 @@ async fn delivery_rules_are_checked_before_the_export_is_queued(backend: Backend
         .unwrap();
 
     // Feature off: PERMISSION_DENIED.
-    orgs::set_feature(app.db(), &app.org_id, Feature::GlobalSenderEmail, false)
+    orgs::set_feature(app.db(), &app.org_id, Feature::GlobalSenderEmail, false, None)
         .await
         .unwrap();
     let status = client

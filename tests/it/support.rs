@@ -150,7 +150,7 @@ impl TestApp {
         let mut config = test_config(&db);
         adjust(&mut config);
         let app = App::open(config).await.expect("open app");
-        let org = orgs::create(&app.db, "acme", Plan::Enterprise, &Feature::ALL)
+        let org = orgs::create(&app.db, "acme", Plan::Enterprise, &Feature::ALL, None)
             .await
             .expect("org");
         let (_, key) = keys::create(&app.db, &org.id, "test", &Permission::ALL, &[])
@@ -204,7 +204,7 @@ impl TestApp {
 
     /// A new organization on `plan` with every feature: (its id, an all-permission key).
     pub async fn org_with_key(&self, name: &str, plan: Plan) -> (String, String) {
-        let org = orgs::create(self.db(), name, plan, &Feature::ALL)
+        let org = orgs::create(self.db(), name, plan, &Feature::ALL, None)
             .await
             .expect("org");
         let (_, key) = keys::create(self.db(), &org.id, "other", &Permission::ALL, &[])
