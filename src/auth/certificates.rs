@@ -11,8 +11,9 @@
 //! ```
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
@@ -113,6 +114,79 @@ impl IdentityMap {
 
     pub fn is_empty(&self) -> bool {
         self.by_identity.is_empty()
+    }
+}
+
+/// How often the mapping file's modification time is looked at.
+const RELOAD_CHECK: Duration = Duration::from_secs(1);
+
+/// The mapping of `server.tls_identities`, re-read when the file changes (a new
+/// service is let in without a restart); a changed file that does not parse is
+/// logged and the previous mapping kept.
+#[derive(Debug, Default)]
+pub struct Identities {
+    path: Option<PathBuf>,
+    state: Mutex<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    stamp: Option<SystemTime>,
+    checked: Instant,
+    map: Arc<IdentityMap>,
+}
+
+impl Default for Loaded {
+    fn default() -> Self {
+        Loaded {
+            stamp: None,
+            checked: Instant::now(),
+            map: Arc::default(),
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Identities {
+    /// Reads the file now: a mistake stops the start, naming the identity.
+    pub fn load(path: &Path) -> Result<Identities, IdentityMapError> {
+        let stamp = modified(path);
+        let map = IdentityMap::load(path)?;
+        Ok(Identities {
+            path: Some(path.to_path_buf()),
+            state: Mutex::new(Loaded {
+                stamp,
+                checked: Instant::now(),
+                map: Arc::new(map),
+            }),
+        })
+    }
+
+    /// The mapping as the file says now (looked at once a second at most).
+    pub fn current(&self) -> Arc<IdentityMap> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(path) = &self.path
+            && state.checked.elapsed() >= RELOAD_CHECK
+        {
+            state.checked = Instant::now();
+            let now = modified(path);
+            if now != state.stamp {
+                match IdentityMap::load(path) {
+                    Ok(map) => {
+                        tracing::info!(identities = map.len(), "server.tls_identities reloaded");
+                        state.map = Arc::new(map);
+                        state.stamp = now;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the changed server.tls_identities cannot be used; keeping the previous mapping");
+                    }
+                }
+            }
+        }
+        state.map.clone()
     }
 }
 

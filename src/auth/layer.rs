@@ -12,7 +12,7 @@ use tower::{Layer, Service};
 
 use super::Principal;
 use super::cache::{AuthCache, LoadError};
-use super::certificates::{ClientCertificate, IdentityMap};
+use super::certificates::{ClientCertificate, Identities};
 use super::keys;
 use super::permissions::{Access, Permission, is_public, required_access};
 use crate::db::api_keys;
@@ -75,7 +75,7 @@ pub struct Authenticator {
     /// Identity-provider tokens (`auth.jwt_jwks`); `None`: API keys only.
     jwt: Option<Arc<super::jwt::JwtVerifier>>,
     /// Client-certificate identities -> service principals (`server.tls_identities`).
-    identities: Arc<IdentityMap>,
+    identities: Arc<Identities>,
     /// When this process last wrote each key's `last_used_at`.
     touched: Mutex<HashMap<String, i64>>,
 }
@@ -98,7 +98,7 @@ impl Authenticator {
     }
 
     /// Accepts client certificates mapped to service principals.
-    pub fn with_identities(mut self, identities: Arc<IdentityMap>) -> Authenticator {
+    pub fn with_identities(mut self, identities: Arc<Identities>) -> Authenticator {
         self.identities = identities;
         self
     }
@@ -180,6 +180,7 @@ impl Authenticator {
     ) -> Result<Principal, AuthError> {
         let service = self
             .identities
+            .current()
             .principal_for(certificate)
             .ok_or_else(|| AuthError::UnmappedCertificate(certificate.display_name().to_string()))?;
         let organization_id = match requested_organization(headers)? {

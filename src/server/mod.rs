@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::auth::cache::AuthCache;
-use crate::auth::certificates::IdentityMap;
+use crate::auth::certificates::Identities;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Config;
 use crate::db::{Db, migrate};
@@ -49,8 +49,9 @@ pub struct App {
     pub scratch: Arc<Scratch>,
     /// Identity-provider tokens (`auth.jwt_jwks`), shared by both doors.
     pub jwt: Option<Arc<crate::auth::jwt::JwtVerifier>>,
-    /// Client-certificate identities -> services (`server.tls_identities`).
-    pub identities: Arc<IdentityMap>,
+    /// Client-certificate identities -> services (`server.tls_identities`),
+    /// re-read when the file changes.
+    pub identities: Arc<Identities>,
 }
 
 impl App {
@@ -84,8 +85,8 @@ impl App {
         let mailer = Arc::new(Mailer::from_config(&config).context("cannot set up e-mail")?);
         let jwt = crate::auth::jwt::JwtVerifier::from_config(&config.auth).await?;
         let identities = match config.server.tls_identities.as_str() {
-            "" => IdentityMap::default(),
-            path => IdentityMap::load(std::path::Path::new(path))?,
+            "" => Identities::default(),
+            path => Identities::load(std::path::Path::new(path))?,
         };
         let temp_root = config.data_dir().join("tmp");
         let (scratch, gone) = Scratch::claim(&temp_root)

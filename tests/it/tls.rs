@@ -222,6 +222,25 @@ async fn a_mapped_client_certificate_is_a_service_and_a_bearer_credential_outran
         whoami(unmapped, Some(&app.key), None).await.is_ok(),
         "a valid certificate with a key"
     );
+    // A service added to the mapping file is let in without a restart.
+    let mut text = std::fs::read_to_string(&map).unwrap();
+    text.push_str(&format!(
+        "\n[[identity]]\nname = \"spiffe://acme.test/ns/other/sa/x\"\norganizations = [\"{}\"]\n",
+        app.org_id
+    ));
+    std::fs::write(&map, text).unwrap();
+    let mut admitted = None;
+    for _ in 0..50 {
+        let fresh = channel(addr, &world.ca.pem, Some(&stranger)).await.unwrap();
+        if let Ok(caller) = whoami(fresh, None, None).await {
+            admitted = Some(caller);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let admitted = admitted.expect("the new mapping was not picked up within 10 s");
+    assert_eq!(admitted.key_id, "cert:spiffe://acme.test/ns/other/sa/x");
+    assert!(admitted.permissions.is_empty());
     // No certificate (client_auth optional) and no key: missing credentials.
     let anonymous = channel(addr, &world.ca.pem, None).await.unwrap();
     assert_eq!(
