@@ -165,9 +165,7 @@ pub async fn rotate(
                 let Some(old) = api_keys::find(conn, &id).await? else {
                     return Ok::<_, DbError>(None);
                 };
-                let active =
-                    old.revoked_at.is_none_or(|at| at > now) && old.expires_at.is_none_or(|at| at > now);
-                if !active {
+                if !state_of(&old, now).works() {
                     return Ok(None);
                 }
                 let lifetime = old.expires_at.map(|at| at - old.created_at);
@@ -230,6 +228,42 @@ pub async fn revoke(db: &Db, id: &str, actor: Option<&Actor>) -> Result<bool, Db
         notify::key_changed(db, &mut conn, id).await;
     }
     Ok(revoked)
+}
+
+/// Where a key stands at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    Active,
+    /// Rotated: still working until its `revoked_at`.
+    Grace,
+    Expired,
+    Revoked,
+}
+
+impl KeyState {
+    pub fn works(self) -> bool {
+        matches!(self, KeyState::Active | KeyState::Grace)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Grace => "grace",
+            KeyState::Expired => "expired",
+            KeyState::Revoked => "revoked",
+        }
+    }
+}
+
+/// The one reading of a key's `revoked_at` and `expires_at` against the clock:
+/// for the auth layer, rotation and `key list` alike.
+pub fn state_of(row: &ApiKeyRow, now: i64) -> KeyState {
+    match (row.revoked_at, row.expires_at) {
+        (Some(at), _) if at <= now => KeyState::Revoked,
+        (_, Some(at)) if at <= now => KeyState::Expired,
+        (Some(_), _) => KeyState::Grace,
+        _ => KeyState::Active,
+    }
 }
 
 /// The permissions stored on a key row (unknown names are ignored).

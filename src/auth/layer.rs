@@ -149,12 +149,11 @@ impl Authenticator {
             return Err(AuthError::UnknownKey);
         }
         let now = now_ms();
-        if key.revoked_at.is_some_and(|at| at <= now) {
-            return Err(AuthError::RevokedKey);
-        }
         // Against the clock on every call, so a cached key expires on time too.
-        if key.expires_at.is_some_and(|at| at <= now) {
-            return Err(AuthError::ExpiredKey);
+        match keys::state_of(&key, now) {
+            keys::KeyState::Revoked => return Err(AuthError::RevokedKey),
+            keys::KeyState::Expired => return Err(AuthError::ExpiredKey),
+            keys::KeyState::Active | keys::KeyState::Grace => {}
         }
         let organization_id = requested_organization(headers)?.unwrap_or_else(|| key.organization_id.clone());
         if !keys::may_act_for(&key, &organization_id) {

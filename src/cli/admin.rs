@@ -421,7 +421,7 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
                     "{}  {:<16} {:<8} expires={} last_used={} allow_org={} permissions={}",
                     row.id,
                     row.name,
-                    key_state(&row, now),
+                    keys::state_of(&row, now).as_str(),
                     row.expires_at
                         .map(crate::api::convert::iso)
                         .unwrap_or_else(|| "never".into()),
@@ -454,16 +454,6 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// active, expired, revoked, or `grace` (rotated, still working until revoked_at).
-fn key_state(row: &api_keys::ApiKeyRow, now: i64) -> &'static str {
-    match (row.revoked_at, row.expires_at) {
-        (Some(at), _) if at <= now => "revoked",
-        (_, Some(at)) if at <= now => "expired",
-        (Some(_), _) => "grace",
-        _ => "active",
-    }
 }
 
 /// A lower-case domain name of letters, digits, `-` and dots.
