@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Principal;
 use crate::db::audit::{self as rows, AuditRow};
 use crate::db::{Conn, Db, DbError, now_ms};
 
@@ -70,6 +71,17 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// An authenticated caller of `method` through `door`.
+    pub fn of(principal: &Principal, door: Door, method: &str, request_id: &str) -> Actor {
+        Actor {
+            principal: principal.key_id.clone(),
+            organization_id: principal.organization_id().to_string(),
+            door,
+            method: method.to_string(),
+            request_id: request_id.to_string(),
+        }
+    }
+
     /// The same caller acting for another organization (admin commands act on many).
     pub fn for_organization(&self, organization_id: &str) -> Actor {
         Actor {

@@ -21,6 +21,7 @@ pub mod notifications;
 pub mod orgs;
 pub mod private_file;
 pub mod proto;
+pub mod reload;
 pub mod request;
 pub mod rest;
 pub mod scratch;

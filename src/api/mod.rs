@@ -65,13 +65,7 @@ impl Call {
 
     /// The caller as the audit trail names it.
     pub fn actor(&self) -> Actor {
-        Actor {
-            principal: self.principal.key_id.clone(),
-            organization_id: self.org().to_string(),
-            door: Door::Grpc,
-            method: self.method.clone(),
-            request_id: self.request_id.clone(),
-        }
+        Actor::of(&self.principal, Door::Grpc, &self.method, &self.request_id)
     }
 
     /// Like [`Call::serve`], for a method of the audit trail: a refusal is recorded

@@ -11,14 +11,14 @@
 //! ```
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::Permission;
 use super::layer::organization_id_of;
+use crate::reload::Reloading;
 
 /// What the listener learnt from a verified client certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,76 +117,24 @@ impl IdentityMap {
     }
 }
 
-/// How often the mapping file's modification time is looked at.
-const RELOAD_CHECK: Duration = Duration::from_secs(1);
-
 /// The mapping of `server.tls_identities`, re-read when the file changes (a new
-/// service is let in without a restart); a changed file that does not parse is
-/// logged and the previous mapping kept.
+/// service is let in without a restart; a broken edit keeps the previous mapping).
+/// Empty when no file is configured.
 #[derive(Debug, Default)]
-pub struct Identities {
-    path: Option<PathBuf>,
-    state: Mutex<Loaded>,
-}
-
-#[derive(Debug)]
-struct Loaded {
-    stamp: Option<SystemTime>,
-    checked: Instant,
-    map: Arc<IdentityMap>,
-}
-
-impl Default for Loaded {
-    fn default() -> Self {
-        Loaded {
-            stamp: None,
-            checked: Instant::now(),
-            map: Arc::default(),
-        }
-    }
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
+pub struct Identities(Option<Reloading<IdentityMap>>);
 
 impl Identities {
     /// Reads the file now: a mistake stops the start, naming the identity.
-    pub fn load(path: &Path) -> Result<Identities, IdentityMapError> {
-        let stamp = modified(path);
-        let map = IdentityMap::load(path)?;
-        Ok(Identities {
-            path: Some(path.to_path_buf()),
-            state: Mutex::new(Loaded {
-                stamp,
-                checked: Instant::now(),
-                map: Arc::new(map),
-            }),
-        })
+    pub fn load(path: &Path) -> anyhow::Result<Identities> {
+        let map = Reloading::load("server.tls_identities", vec![path.to_path_buf()], |paths| {
+            Ok(IdentityMap::load(&paths[0])?)
+        })?;
+        Ok(Identities(Some(map)))
     }
 
-    /// The mapping as the file says now (looked at once a second at most).
+    /// The mapping as the file says now.
     pub fn current(&self) -> Arc<IdentityMap> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(path) = &self.path
-            && state.checked.elapsed() >= RELOAD_CHECK
-        {
-            state.checked = Instant::now();
-            let now = modified(path);
-            if now != state.stamp {
-                match IdentityMap::load(path) {
-                    Ok(map) => {
-                        tracing::info!(identities = map.len(), "server.tls_identities reloaded");
-                        state.map = Arc::new(map);
-                        state.stamp = now;
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "the changed server.tls_identities cannot be used; keeping the previous mapping");
-                    }
-                }
-            }
-        }
-        state.map.clone()
+        self.0.as_ref().map(Reloading::current).unwrap_or_default()
     }
 }
 

@@ -29,13 +29,7 @@ pub struct Caller {
 impl Caller {
     /// The caller as the audit trail names it.
     pub fn actor(&self) -> Actor {
-        Actor {
-            principal: self.principal.key_id.clone(),
-            organization_id: self.principal.organization_id().to_string(),
-            door: Door::Rest,
-            method: self.route.clone(),
-            request_id: self.request_id.clone(),
-        }
+        Actor::of(&self.principal, Door::Rest, &self.route, &self.request_id)
     }
 }
 
@@ -121,21 +115,22 @@ pub async fn authorize(State(state): State<RestState>, mut request: Request, nex
                         request_id: request_id.clone(),
                         route: format!("{} {route}", request.method()),
                     };
-                    // The object the path names, for a refusal's record.
-                    let target = request
-                        .extract_parts::<RawPathParams>()
-                        .await
-                        .ok()
-                        .and_then(|params| params.iter().next().map(|(_, value)| value.trim().to_string()))
-                        .unwrap_or_default();
+                    // The object the path names, for a refusal's record (audited
+                    // routes only: the rest never need it).
+                    let audited = crate::audit::is_audited(method);
+                    let mut target = String::new();
+                    if audited
+                        && let Ok(params) = request.extract_parts::<RawPathParams>().await
+                        && let Some((_, value)) = params.iter().next()
+                    {
+                        target = value.trim().to_string();
+                    }
                     request.extensions_mut().insert(caller.clone());
                     let response = next.run(request).await;
                     drop(slot);
                     // Successes are recorded by the domain, in the change's transaction.
                     let status = response.status();
-                    if crate::audit::is_audited(method)
-                        && (status.is_client_error() || status.is_server_error())
-                    {
+                    if audited && (status.is_client_error() || status.is_server_error()) {
                         caller
                             .actor()
                             .record_refusal(

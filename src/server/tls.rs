@@ -7,11 +7,11 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use rustls::RootCertStore;
@@ -30,13 +30,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::certificates::ClientCertificate;
 use crate::config::{ClientAuth, ServerConfig};
+use crate::reload::Reloading;
 use crate::request::Peer;
 
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often the certificate files' modification times are looked at.
-const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
 /// Accepted connections waiting for the server to take them.
 const BACKLOG: usize = 256;
@@ -65,7 +63,6 @@ impl Tls {
         let certificate = Arc::new(ReloadingCert::load(
             Path::new(&server.tls_cert),
             Path::new(&server.tls_key),
-            provider.clone(),
         )?);
         let verifier = if server.tls_client_ca.is_empty() {
             None
@@ -234,76 +231,26 @@ fn certified_key(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::
     })
 }
 
-/// The files' modification times: a change to either is a new certificate.
-type Stamp = (Option<SystemTime>, Option<SystemTime>);
-
-fn stamp(cert: &Path, key: &Path) -> Stamp {
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    (modified(cert), modified(key))
-}
-
 /// The server certificate, re-read when its files change (a renewal by
-/// cert-manager or certbot needs no restart). A changed pair that does not load —
-/// half-written, or a key that does not fit — is logged and the previous one kept.
+/// cert-manager or certbot needs no restart; a half-written pair or a key that does
+/// not fit keeps the previous one).
 #[derive(Debug)]
-struct ReloadingCert {
-    cert: PathBuf,
-    key: PathBuf,
-    provider: Arc<CryptoProvider>,
-    state: Mutex<Loaded>,
-}
-
-#[derive(Debug)]
-struct Loaded {
-    stamp: Stamp,
-    checked: Instant,
-    key: Arc<CertifiedKey>,
-}
+struct ReloadingCert(Reloading<CertifiedKey>);
 
 impl ReloadingCert {
-    fn load(cert: &Path, key: &Path, provider: Arc<CryptoProvider>) -> anyhow::Result<ReloadingCert> {
-        let stamp = stamp(cert, key);
-        let loaded = certified_key(cert, key, &provider)?;
-        Ok(ReloadingCert {
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-            provider,
-            state: Mutex::new(Loaded {
-                stamp,
-                checked: Instant::now(),
-                key: Arc::new(loaded),
-            }),
-        })
-    }
-
-    fn current(&self) -> Arc<CertifiedKey> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.checked.elapsed() >= RELOAD_CHECK {
-            state.checked = Instant::now();
-            let now = stamp(&self.cert, &self.key);
-            if now != state.stamp {
-                match certified_key(&self.cert, &self.key, &self.provider) {
-                    Ok(key) => {
-                        state.key = Arc::new(key);
-                        state.stamp = now;
-                        tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
-                    }
-                    Err(err) => {
-                        tracing::warn!(
-                            error = format!("{err:#}"),
-                            "the changed TLS certificate cannot be used; serving the previous one"
-                        );
-                    }
-                }
-            }
-        }
-        state.key.clone()
+    fn load(cert: &Path, key: &Path) -> anyhow::Result<ReloadingCert> {
+        let paths = vec![cert.to_path_buf(), key.to_path_buf()];
+        Ok(ReloadingCert(Reloading::load(
+            "TLS certificate",
+            paths,
+            |paths| certified_key(&paths[0], &paths[1], &rustls::crypto::ring::default_provider()),
+        )?))
     }
 }
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+        Some(self.0.current())
     }
 }
 
