@@ -149,7 +149,7 @@ pub async fn list(db: &Db, organization_id: &str, since: i64, limit: i64) -> Res
 
 /// Drops events older than `retention`; how many went.
 pub async fn purge(db: &Db, retention: Duration) -> Result<usize, DbError> {
-    let before = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let before = now_ms().saturating_sub(crate::db::millis(retention));
     let mut conn = db.conn().await?;
     Ok(rows::delete_before(&mut conn, before).await?)
 }

@@ -156,7 +156,7 @@ pub async fn rotate(
 ) -> Result<Option<(ApiKeyRow, String)>, DbError> {
     let actor = actor.cloned();
     let now = now_ms();
-    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let grace_ms = crate::db::millis(grace);
     let until = now.saturating_add(grace_ms);
     let id = id.to_string();
     let rotated = db

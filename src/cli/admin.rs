@@ -250,16 +250,15 @@ where
 /// `--since`: a duration back from now, or a time.
 fn parse_since(text: &str) -> anyhow::Result<i64> {
     if let Ok(ago) = humantime::parse_duration(text) {
-        return Ok(now_ms().saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)));
+        return Ok(now_ms().saturating_sub(crate::db::millis(ago)));
     }
     let at = humantime::parse_rfc3339_weak(text).with_context(|| {
         format!("--since `{text}`: give a duration (`24h`) or a time (`2026-12-01T00:00:00Z`)")
     })?;
-    let ms = at
+    Ok(at
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
-    Ok(i64::try_from(ms).unwrap_or(i64::MAX))
+        .map(crate::db::millis)
+        .unwrap_or_default())
 }
 
 async fn audit_report(
@@ -397,7 +396,7 @@ async fn key(app: &App, command: KeyCommand) -> anyhow::Result<()> {
             let expires_at = match expires_in {
                 None => None,
                 Some(d) if d.is_zero() => bail!("--expires-in must be longer than 0s"),
-                Some(d) => Some(now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+                Some(d) => Some(now_ms().saturating_add(crate::db::millis(d))),
             };
             let by = operator("key create");
             let (row, token) =

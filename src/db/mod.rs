@@ -459,6 +459,12 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A duration in the tables' millisecond unit, saturating (an absurd setting or
+/// flag stays a large number rather than wrapping).
+pub fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// A new time-ordered id (UUIDv7, text form).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
