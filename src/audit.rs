@@ -147,11 +147,21 @@ pub async fn list(db: &Db, organization_id: &str, since: i64, limit: i64) -> Res
     Ok(rows::list(&mut conn, organization_id, since, limit).await?)
 }
 
-/// Drops events older than `retention`; how many went.
+/// Events removed per statement by [`purge`].
+pub const PURGE_BATCH: i64 = 5_000;
+
+/// Drops events older than `retention`, [`PURGE_BATCH`] at a time, each batch its
+/// own statement on a connection taken for it; how many went.
 pub async fn purge(db: &Db, retention: Duration) -> Result<usize, DbError> {
     let before = now_ms().saturating_sub(crate::db::millis(retention));
-    let mut conn = db.conn().await?;
-    Ok(rows::delete_before(&mut conn, before).await?)
+    let mut removed = 0;
+    loop {
+        let gone = rows::delete_before(&mut db.conn().await?, before, PURGE_BATCH).await?;
+        removed += gone;
+        if (gone as i64) < PURGE_BATCH {
+            return Ok(removed);
+        }
+    }
 }
 
 /// Purges once an hour (and at start) until `stop`; `retention` zero keeps

@@ -310,6 +310,10 @@ pub struct JobsConfig {
     /// First retry delay; doubled per attempt up to `retry_max_secs`.
     pub retry_base_millis: u64,
     pub retry_max_secs: u64,
+    /// Days an ended job (with its import errors and stored files) is kept after
+    /// it ended; 0: forever. A completed export is kept until its file expires
+    /// (`exports.retention_days`) and then this long.
+    pub retention_days: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -443,6 +447,7 @@ impl Default for JobsConfig {
             max_attempts: 3,
             retry_base_millis: 1000,
             retry_max_secs: 300,
+            retention_days: 90,
         }
     }
 }

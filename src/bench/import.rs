@@ -89,26 +89,7 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
         app.db.backend()
     );
     reset_peak_rss();
-    let started = Instant::now();
-    let mut request = tonic::Request::new(messages(options.rows));
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse()?);
-    let queued = client.upload_import(request).await?.into_inner();
-    let uploaded = started.elapsed();
-    let done = loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut get = tonic::Request::new(proto::GetImportRequest {
-            id: queued.id.clone(),
-        });
-        get.metadata_mut()
-            .insert("authorization", format!("Bearer {key}").parse()?);
-        let import = client.get_import(get).await?.into_inner();
-        if import.end_time.is_some() {
-            break import;
-        }
-    };
-    let elapsed = started.elapsed();
+    let (done, uploaded, elapsed) = upload_and_wait(&mut client, &key, options.rows).await?;
     running.stop().await;
     if done.state != proto::JobState::Completed as i32 {
         anyhow::bail!("the import ended {:?}: {:?}", done.state, done.error);
@@ -148,6 +129,34 @@ pub async fn run(app: App, options: Options) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Uploads `rows` synthetic rows as the key's organization and polls until the
+/// import ends: the import, the upload's time and the time to its end.
+pub async fn upload_and_wait(
+    client: &mut ImportServiceClient<Channel>,
+    key: &str,
+    rows: u64,
+) -> anyhow::Result<(proto::Import, Duration, Duration)> {
+    let started = Instant::now();
+    let mut request = tonic::Request::new(messages(rows));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse()?);
+    let queued = client.upload_import(request).await?.into_inner();
+    let uploaded = started.elapsed();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut get = tonic::Request::new(proto::GetImportRequest {
+            id: queued.id.clone(),
+        });
+        get.metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse()?);
+        let import = client.get_import(get).await?.into_inner();
+        if import.end_time.is_some() {
+            return Ok((import, uploaded, started.elapsed()));
+        }
+    }
 }
 
 /// The same rows for a second organization through `psql`: `\copy` into an unlogged

@@ -6,6 +6,7 @@ pub mod export;
 pub mod import;
 pub mod load;
 pub mod seed;
+pub mod shared;
 
 use std::time::Duration;
 

@@ -56,10 +56,21 @@ pub async fn list(
     })
 }
 
-/// Removes events older than `before`; how many went.
-pub async fn delete_before(conn: &mut Conn, before: i64) -> QueryResult<usize> {
+/// Removes up to `limit` of the oldest events older than `before`; how many went.
+/// The purge calls it until it removes fewer, so no statement holds the table long.
+pub async fn delete_before(conn: &mut Conn, before: i64, limit: i64) -> QueryResult<usize> {
     with_conn!(conn, |c| {
-        diesel::delete(audit_events::table.filter(audit_events::at.lt(before)))
+        let due: Vec<String> = audit_events::table
+            .filter(audit_events::at.lt(before))
+            .order(audit_events::at.asc())
+            .select(audit_events::id)
+            .limit(limit)
+            .load(c)
+            .await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        diesel::delete(audit_events::table.filter(audit_events::id.eq_any(&due)))
             .execute(c)
             .await
     })

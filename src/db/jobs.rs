@@ -122,6 +122,23 @@ pub struct JobRow {
     pub expires_at: Option<i64>,
 }
 
+/// `state` is queued or running, written as the `jobs_active` partial index's own
+/// predicate: a bound state list hides it from SQLite's planner and from a generic
+/// PostgreSQL plan, and the query falls back to every job of the organization.
+fn is_active() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    diesel::dsl::sql("jobs.state IN ('queued', 'running')")
+}
+
+/// `state` is completed, as the `jobs_expiring` partial index's predicate.
+fn is_completed() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    diesel::dsl::sql("jobs.state = 'completed'")
+}
+
+/// `state` is one a job never leaves, as the `jobs_ended` partial index's predicate.
+fn has_ended() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    diesel::dsl::sql("jobs.state IN ('completed', 'failed', 'cancelled', 'expired')")
+}
+
 impl JobRow {
     pub fn is_terminal(&self) -> bool {
         self.state.is_terminal()
@@ -202,7 +219,7 @@ pub async fn find_active_duplicate(
             .filter(jobs::organization_id.eq(organization_id))
             .filter(jobs::kind.eq(kind))
             .filter(jobs::dedupe_key.eq(dedupe_key))
-            .filter(jobs::state.eq_any([JobState::Queued, JobState::Running]))
+            .filter(is_active())
             .select(JobRow::as_select())
             .first(c)
             .await
@@ -216,7 +233,7 @@ pub async fn count_active(conn: &mut Conn, organization_id: &str, kind: &str) ->
         jobs::table
             .filter(jobs::organization_id.eq(organization_id))
             .filter(jobs::kind.eq(kind))
-            .filter(jobs::state.eq_any([JobState::Queued, JobState::Running]))
+            .filter(is_active())
             .count()
             .get_result(c)
             .await
@@ -620,7 +637,7 @@ pub async fn due_for_expiry(conn: &mut Conn, kind: &str, now: i64, limit: i64) -
     with_conn!(conn, |c| {
         jobs::table
             .filter(jobs::kind.eq(kind))
-            .filter(jobs::state.eq(JobState::Completed))
+            .filter(is_completed())
             .filter(jobs::expires_at.lt(now))
             .order(jobs::expires_at)
             .limit(limit)
@@ -639,6 +656,55 @@ pub async fn mark_expired(conn: &mut Conn, id: &str, now: i64) -> QueryResult<us
                 jobs::updated_at.eq(now),
                 jobs::version.eq(jobs::version + 1),
             ))
+            .execute(c)
+            .await
+    })
+}
+
+/// Up to `limit` jobs that ended before `before`, after `(finished_at, id)` (where
+/// the previous batch stopped), in that order; completed jobs whose output has an
+/// expiry wait for it (the export janitor turns them EXPIRED first).
+pub async fn ended_before(
+    conn: &mut Conn,
+    before: i64,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> QueryResult<Vec<JobRow>> {
+    with_conn!(conn, |c| {
+        let mut q = jobs::table
+            .filter(has_ended())
+            .filter(jobs::finished_at.lt(before))
+            .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                "NOT (jobs.state = 'completed' AND jobs.expires_at IS NOT NULL)",
+            ))
+            .into_boxed();
+        if let Some((finished_at, id)) = after {
+            q = q.filter(super::after_cursor!(
+                "jobs.finished_at",
+                "jobs.id",
+                false,
+                diesel::sql_types::BigInt,
+                finished_at,
+                id
+            ));
+        }
+        q.order((jobs::finished_at.asc(), jobs::id.asc()))
+            .limit(limit)
+            .select(JobRow::as_select())
+            .load(c)
+            .await
+    })
+}
+
+/// Deletes these ended jobs with their e-mail ledger (import errors go by the
+/// foreign key), in one transaction of the caller's; returns how many went.
+pub async fn delete_ended(conn: &mut Conn, ids: &[String]) -> QueryResult<usize> {
+    use super::schema::email_deliveries;
+    with_conn!(conn, |c| {
+        diesel::delete(email_deliveries::table.filter(email_deliveries::job_id.eq_any(ids)))
+            .execute(c)
+            .await?;
+        diesel::delete(jobs::table.filter(jobs::id.eq_any(ids)).filter(has_ended()))
             .execute(c)
             .await
     })

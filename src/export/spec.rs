@@ -48,6 +48,10 @@ impl crate::jobs::JobKind for Export {
     const KIND: &'static str = super::KIND;
     type Spec = ExportSpec;
     type Output = ExportResult;
+
+    fn stored_files(job: &crate::jobs::Job<Export>) -> Vec<String> {
+        job.output.iter().map(|o| o.object_key.clone()).collect()
+    }
 }
 
 /// What a completed export leaves on its job.

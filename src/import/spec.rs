@@ -57,6 +57,15 @@ impl crate::jobs::JobKind for Import {
     const KIND: &'static str = super::KIND;
     type Spec = ImportSpec;
     type Output = ImportResult;
+
+    /// The upload and the error report.
+    fn stored_files(job: &crate::jobs::Job<Import>) -> Vec<String> {
+        let report = job.output.as_ref().and_then(|o| o.report_key.clone());
+        std::iter::once(job.spec.object_key.clone())
+            .filter(|key| !key.is_empty())
+            .chain(report)
+            .collect()
+    }
 }
 
 /// Counters kept on the job while it runs and after it ends.

@@ -39,6 +39,15 @@ pub trait JobKind: Send + Sync + 'static {
             rows_total: None,
         })
     }
+
+    /// The stored files a job of this kind owns (its upload, its output): removed
+    /// with the job when it passes `jobs.retention_days`.
+    fn stored_files(_job: &Job<Self>) -> Vec<String>
+    where
+        Self: Sized,
+    {
+        Vec::new()
+    }
 }
 
 /// A stored job whose payload or result this build cannot read.
@@ -121,6 +130,7 @@ pub trait RunJob: Send + Sync + 'static {
 trait Runnable: Send + Sync {
     fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>>;
     fn on_failure(&self, row: &JobRow) -> Option<NewJob>;
+    fn stored_files(&self, row: &JobRow) -> Result<Vec<String>, Undecodable>;
 }
 
 struct Typed<R>(Arc<R>);
@@ -153,6 +163,11 @@ impl<R: RunJob> Runnable for Typed<R> {
         let job = Job::<R::Kind>::decode(row.clone()).ok()?;
         self.0.on_failure(&job)
     }
+
+    fn stored_files(&self, row: &JobRow) -> Result<Vec<String>, Undecodable> {
+        let job = Job::<R::Kind>::decode(row.clone())?;
+        Ok(R::Kind::stored_files(&job))
+    }
 }
 
 /// The job kinds a worker runs, by name.
@@ -183,5 +198,10 @@ impl Registry {
 
     pub(crate) fn on_failure(&self, row: &JobRow) -> Option<NewJob> {
         self.runners.get(row.kind.as_str())?.on_failure(row)
+    }
+
+    /// The stored files of a job; `None` for a kind this build does not run.
+    pub(crate) fn stored_files(&self, row: &JobRow) -> Option<Result<Vec<String>, Undecodable>> {
+        Some(self.runners.get(row.kind.as_str())?.stored_files(row))
     }
 }

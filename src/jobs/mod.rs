@@ -5,6 +5,7 @@ pub mod context;
 pub mod events;
 pub mod kind;
 pub mod queue;
+pub mod retention;
 pub mod worker;
 
 pub use crate::db::jobs::JobState;

@@ -267,6 +267,13 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
         Duration::from_millis(app.config.jobs.poll_millis.max(1000)),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(crate::jobs::retention::keep_for(
+        app.db.clone(),
+        app.storage.clone(),
+        app.job_kinds(),
+        Duration::from_secs(app.config.jobs.retention_days.saturating_mul(24 * 3600)),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(crate::audit::keep_for(
         app.db.clone(),
         Duration::from_secs(app.config.audit.retention_days.saturating_mul(24 * 3600)),

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use diesel_async::SimpleAsyncConnection;
 use ferry::db::audit::AuditRow;
 use ferry::proto::export_service_client::ExportServiceClient;
 use ferry::proto::import_service_client::ImportServiceClient;
@@ -286,12 +285,7 @@ async fn rest_changes_the_302_download_and_refusals_are_recorded_with_their_rout
 
 async fn a_change_whose_audit_record_cannot_be_written_is_not_made(backend: Backend) {
     let app = TestApp::start(backend).await;
-    app.db()
-        .conn()
-        .await
-        .unwrap()
-        .batch_execute_any("ALTER TABLE audit_events RENAME TO audit_events_away")
-        .await;
+    crate::support::execute(app.db(), "ALTER TABLE audit_events RENAME TO audit_events_away").await;
     let refused = ExportServiceClient::new(app.channel.clone())
         .create_export(app.request(CreateExportRequest::default()))
         .await
@@ -306,12 +300,7 @@ async fn a_change_whose_audit_record_cannot_be_written_is_not_made(backend: Back
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Internal, "{refused:?}");
-    app.db()
-        .conn()
-        .await
-        .unwrap()
-        .batch_execute_any("ALTER TABLE audit_events_away RENAME TO audit_events")
-        .await;
+    crate::support::execute(app.db(), "ALTER TABLE audit_events_away RENAME TO audit_events").await;
     // Neither change happened.
     let listed = ExportServiceClient::new(app.channel.clone())
         .list_exports(app.request(ListExportsRequest::default()))
@@ -359,18 +348,4 @@ async fn events_past_their_retention_are_removed(backend: Backend) {
     let kept: Vec<String> = trail(&app).await.into_iter().map(|e| e.id).collect();
     assert_eq!(kept, vec!["recent".to_string()]);
     app.stop().await;
-}
-
-/// DDL on either backend's connection.
-trait ExecuteAny {
-    async fn batch_execute_any(&mut self, sql: &str);
-}
-
-impl ExecuteAny for ferry::db::Conn {
-    async fn batch_execute_any(&mut self, sql: &str) {
-        match self {
-            ferry::db::Conn::Pg(c) => (**c).batch_execute(sql).await.unwrap(),
-            ferry::db::Conn::Sqlite(c) => (**c).batch_execute(sql).await.unwrap(),
-        }
-    }
 }

@@ -586,14 +586,7 @@ async fn admin_changes_are_in_the_audit_trail_that_admin_audit_lists(backend: Ba
     // leaves no key behind.
     let rename = |sql: &'static str| async {
         let pool = ferry::db::Db::connect(&db.url, 1).await.unwrap();
-        let mut conn = pool.conn().await.unwrap();
-        match &mut conn {
-            ferry::db::Conn::Pg(c) => diesel_async::SimpleAsyncConnection::batch_execute(&mut **c, sql).await,
-            ferry::db::Conn::Sqlite(c) => {
-                diesel_async::SimpleAsyncConnection::batch_execute(&mut **c, sql).await
-            }
-        }
-        .unwrap();
+        crate::support::execute(&pool, sql).await;
     };
     rename("ALTER TABLE audit_events RENAME TO audit_events_away").await;
     let (ok, _, err) = ferry(&db, &["admin", "key", "create", "--org", &org, "--name", "ghost"]);

@@ -90,6 +90,17 @@ async fn fresh_schema() -> String {
     format!("{base}{separator}options=-csearch_path%3D{schema}")
 }
 
+/// Runs SQL statements (DDL, or an update no query function makes) on either
+/// backend.
+pub async fn execute(db: &Db, sql: &str) {
+    let mut conn = db.conn().await.expect("a connection");
+    match &mut conn {
+        ferry::db::Conn::Pg(c) => diesel_async::SimpleAsyncConnection::batch_execute(&mut **c, sql).await,
+        ferry::db::Conn::Sqlite(c) => diesel_async::SimpleAsyncConnection::batch_execute(&mut **c, sql).await,
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 /// Settings of a test server: ephemeral ports, quick job timings.
 pub fn test_config(db: &TestDb) -> Config {
     let mut config = Config::default();

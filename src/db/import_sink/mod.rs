@@ -9,7 +9,7 @@
 //! - SQLite ([`sqlite`]): one transaction per batch on a dedicated connection,
 //!   row by row with cached statements, on a blocking thread.
 
-mod pg_writer;
+pub mod pg_writer;
 mod postgres;
 mod sqlite;
 mod sqlite_writer;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::pin::pin;
 
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, Statement, Transaction};
 
 use super::{BatchEnd, CHECKPOINT};
 use crate::db::entities::{
@@ -19,17 +19,75 @@ use crate::db::import_errors::ImportErrorRow;
 /// A dedicated connection for one import run.
 pub struct CopyWriter {
     client: Client,
+    /// [`stored_lookup`], prepared once for the run.
+    lookup: Statement,
+}
+
+/// The session of an import's connection. Every statement it runs is planned
+/// without looking at its values (a generic plan): the values an import binds are
+/// those of an organization the statistics may not know yet (a new customer's first
+/// import into a database other organizations filled). A plan built for such a
+/// value believes the organization has about one row and may probe
+/// `(organization_id, updated_at, id)` and filter, which turns every batch's lookup
+/// into a scan of everything the import wrote so far (18 s for a 2,000-key batch
+/// after 25,000 rows, beside 1M analyzed rows of another organization). The generic
+/// plan prices `organization_id = $1` at the average organization's size, so the
+/// unique `(organization_id, country, tax_id)` index, which pins one row per key,
+/// always wins; it took 10 ms for the same batch. `tests/it/plans.rs` holds it.
+pub const SESSION: &str = "SET plan_cache_mode = force_generic_plan; \
+    CREATE TEMP TABLE import_stage (LIKE entities INCLUDING DEFAULTS) ON COMMIT DELETE ROWS";
+
+/// The stored entities of one country among a batch's tax IDs: one scan of the
+/// unique index with the batch's keys (`$1` organization, `$2` country, `$3` tax
+/// IDs), planned generically (see [`SESSION`]).
+pub fn stored_lookup() -> String {
+    format!(
+        "SELECT {ENTITY_COLUMNS} FROM entities \
+         WHERE organization_id = $1 AND country = $2 AND tax_id = ANY($3::text[])"
+    )
 }
 
 impl CopyWriter {
     pub async fn connect(url: &str) -> Result<CopyWriter, crate::db::postgres::ConnectError> {
         let client = crate::db::postgres::client(url, "import").await?;
-        client
-            .batch_execute(
-                "CREATE TEMP TABLE import_stage (LIKE entities INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-            )
+        client.batch_execute(SESSION).await?;
+        let lookup = client.prepare(&stored_lookup()).await?;
+        Ok(CopyWriter { client, lookup })
+    }
+
+    /// The plan the run's key lookup gets for these values, as `EXPLAIN` prints it
+    /// (for the plan test and `ferry bench shared`).
+    pub async fn explain_lookup(
+        &self,
+        organization_id: &str,
+        country: &str,
+        tax_ids: &[String],
+    ) -> Result<String, tokio_postgres::Error> {
+        self.client
+            .batch_execute(&format!("PREPARE ferry_explain_lookup AS {}", stored_lookup()))
             .await?;
-        Ok(CopyWriter { client })
+        // EXPLAIN EXECUTE takes no bound parameters: the values go in as literals.
+        let literal = |text: &str| format!("'{}'", text.replace('\'', "''"));
+        let keys = tax_ids.iter().map(|k| literal(k)).collect::<Vec<_>>().join(",");
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "EXPLAIN EXECUTE ferry_explain_lookup({}, {}, ARRAY[{keys}]::text[])",
+                    literal(organization_id),
+                    literal(country)
+                ),
+                &[],
+            )
+            .await;
+        self.client
+            .batch_execute("DEALLOCATE ferry_explain_lookup")
+            .await?;
+        let lines = rows?
+            .iter()
+            .map(|row| row.try_get::<_, String>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(lines.join("\n"))
     }
 
     async fn begin(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
@@ -43,8 +101,8 @@ impl CopyWriter {
 }
 
 impl CopyWriter {
-    /// The stored entities of `country` among `tax_ids`, by (country, tax ID); read
-    /// outside the batch's transaction (see [`stored`]).
+    /// The stored entities of `country` among `tax_ids`, by (country, tax ID),
+    /// through the prepared [`stored_lookup`]; read outside the batch's transaction.
     pub async fn stored(
         &self,
         organization_id: &str,
@@ -52,14 +110,22 @@ impl CopyWriter {
         tax_ids: &[String],
         into: &mut HashMap<(String, String), EntityRow>,
     ) -> Result<(), tokio_postgres::Error> {
-        stored(&self.client, organization_id, country, tax_ids, into).await
+        for row in self
+            .client
+            .query(&self.lookup, &[&organization_id, &country, &tax_ids])
+            .await?
+        {
+            let entity = EntityRow::from_pg(&row)?;
+            into.insert((entity.country.clone(), entity.tax_id.clone()), entity);
+        }
+        Ok(())
     }
 
     /// Writes one batch and its checkpoint in one transaction and commits it. The
     /// checkpoint waits for `previous` (the batch before committed: `true`); `false`
     /// when that batch failed or the checkpoint did not apply (lease lost): then
     /// nothing is written.
-    pub async fn write_batch(
+    pub(crate) async fn write_batch(
         &mut self,
         rows: &[EntityView<'_>],
         problems: &[ImportErrorRow],
@@ -75,35 +141,6 @@ impl CopyWriter {
         tx.commit().await?;
         Ok(true)
     }
-}
-
-/// The stored entities of `country` among `tax_ids`, by (country, tax ID).
-async fn stored(
-    client: &Client,
-    organization_id: &str,
-    country: &str,
-    tax_ids: &[String],
-    into: &mut HashMap<(String, String), EntityRow>,
-) -> Result<(), tokio_postgres::Error> {
-    // One probe of the unique index per key, whatever the statistics say. The plain
-    // `tax_id = ANY($3)` is planned from statistics taken before this import grew the
-    // organization: PostgreSQL then reads the organization's whole country range and
-    // filters it (92 ms instead of 7 ms for 2,000 keys among 300,000 rows, growing
-    // with every batch). `LIMIT 1` keeps the lateral subquery from being flattened
-    // into a hash join over that same range.
-    let query = format!(
-        "SELECT e.* FROM unnest($3::text[]) AS k(tax_id) CROSS JOIN LATERAL \
-         (SELECT {ENTITY_COLUMNS} FROM entities WHERE organization_id = $1 AND country = $2 \
-         AND tax_id = k.tax_id LIMIT 1) e"
-    );
-    for row in client
-        .query(&query, &[&organization_id, &country, &tax_ids])
-        .await?
-    {
-        let entity = EntityRow::from_pg(&row)?;
-        into.insert((entity.country.clone(), entity.tax_id.clone()), entity);
-    }
-    Ok(())
 }
 
 /// Writes the batch and its checkpoint; returns `false` when the lease was lost

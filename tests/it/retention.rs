@@ -1,0 +1,210 @@
+//! Data growth is bounded: ended jobs past `jobs.retention_days` go with their
+//! import errors, e-mail ledger and stored files; a completed export waits for its
+//! file to expire first.
+
+use std::time::Duration;
+
+use ferry::proto::{
+    CreateExportRequest, GetExportRequest, GetImportRequest, ImportOptions, JobState, UploadImportRequest,
+    export_service_client::ExportServiceClient, import_service_client::ImportServiceClient,
+    upload_import_request::Payload,
+};
+use tonic::Code;
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestApp, execute};
+
+on_both_backends!(an_ended_job_past_its_retention_goes_with_its_errors_and_files);
+
+const DAY: i64 = 24 * 3600 * 1000;
+
+/// Imports `csv` (AR) and polls until the import ends.
+async fn import(app: &TestApp, csv: &str) -> ferry::proto::Import {
+    let messages = vec![
+        UploadImportRequest {
+            payload: Some(Payload::Options(ImportOptions {
+                country: "AR".into(),
+                ..Default::default()
+            })),
+        },
+        UploadImportRequest {
+            payload: Some(Payload::Chunk(csv.as_bytes().to_vec())),
+        },
+    ];
+    let mut client = ImportServiceClient::new(app.channel.clone());
+    let queued = client
+        .upload_import(app.request(tokio_stream::iter(messages)))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..600 {
+        let now = client
+            .get_import(app.request(GetImportRequest {
+                id: queued.id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        if now.end_time.is_some() {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the import did not end within 30 s");
+}
+
+async fn export(app: &TestApp) -> ferry::proto::Export {
+    let mut client = ExportServiceClient::new(app.channel.clone());
+    let created = client
+        .create_export(app.request(CreateExportRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..600 {
+        let now = client
+            .get_export(app.request(GetExportRequest {
+                id: created.id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        if now.end_time.is_some() {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the export did not end within 30 s");
+}
+
+/// The files stored under `folder/<org>/<job id>/`.
+fn files_of(app: &TestApp, folder: &str, id: &str) -> Vec<String> {
+    let dir = app
+        .db
+        .data_dir()
+        .join("files")
+        .join(folder)
+        .join(&app.org_id)
+        .join(id);
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn an_ended_job_past_its_retention_goes_with_its_errors_and_files(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let done = import(
+        &app,
+        "tax_id,type,name\n20-12345678-6,pf,Ana\n20-12345678-5,pf,Bad Digit\n",
+    )
+    .await;
+    assert_eq!(
+        (done.state, done.failed_items, done.has_error_report),
+        (JobState::Completed as i32, 1, true)
+    );
+    let mut upload_and_report = files_of(&app, "imports", &done.id);
+    upload_and_report.sort();
+    assert_eq!(upload_and_report, ["errors.csv", "upload.csv"]);
+    let exported = export(&app).await;
+    assert_eq!(exported.state, JobState::Completed as i32);
+    assert_eq!(files_of(&app, "exports", &exported.id).len(), 1);
+    let recent = import(&app, "tax_id,type,name\n20-12345678-6,pf,Ana María\n").await;
+
+    // Both jobs of the first two ended 100 days ago; the retention is 90 days.
+    execute(
+        app.db(),
+        &format!(
+            "UPDATE jobs SET finished_at = finished_at - {} WHERE id IN ('{}', '{}')",
+            100 * DAY,
+            done.id,
+            exported.id
+        ),
+    )
+    .await;
+    let kinds = app.app.job_kinds();
+    let before = ferry::db::now_ms() - 90 * DAY;
+    let removed = ferry::jobs::retention::purge(app.db(), &app.app.storage, &kinds, before)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "only the old import goes");
+    let gone = ImportServiceClient::new(app.channel.clone())
+        .get_import(app.request(GetImportRequest { id: done.id.clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    let mut conn = app.db().conn().await.unwrap();
+    assert_eq!(
+        ferry::db::import_errors::count(&mut conn, &done.id)
+            .await
+            .unwrap(),
+        0
+    );
+    drop(conn);
+    assert!(files_of(&app, "imports", &done.id).is_empty());
+    // The recent import and the export whose file has not expired stay.
+    assert_eq!(files_of(&app, "imports", &recent.id).len(), 1);
+    assert_eq!(files_of(&app, "exports", &exported.id).len(), 1);
+
+    // Once the janitor expired the export's file, the next pass removes the job.
+    execute(
+        app.db(),
+        &format!("UPDATE jobs SET expires_at = 1 WHERE id = '{}'", exported.id),
+    )
+    .await;
+    ferry::export::janitor::expire_once(&app.app.queue, &app.app.storage)
+        .await
+        .unwrap();
+    let removed = ferry::jobs::retention::purge(app.db(), &app.app.storage, &kinds, before)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let gone = ExportServiceClient::new(app.channel.clone())
+        .get_export(app.request(GetExportRequest {
+            id: exported.id.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert!(files_of(&app, "exports", &exported.id).is_empty());
+    app.stop().await;
+}
+
+/// More ended jobs than one batch: every one past the retention goes, in several
+/// short transactions, and none younger.
+async fn jobs_past_their_retention_go_in_batches(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let model = import(&app, "tax_id,type,name\n20-12345678-6,pf,Ana\n").await;
+    let old = ferry::db::now_ms() - 100 * DAY;
+    let batch = ferry::jobs::retention::BATCH;
+    let copies = 2 * batch + 7;
+    execute(
+        app.db(),
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {copies}) \
+             INSERT INTO jobs (id, organization_id, kind, state, payload, result, search_text, attempts, \
+             max_attempts, run_after, rows_done, bytes_done, version, cancel_requested, created_at, \
+             finished_at, updated_at) \
+             SELECT 'old-' || n.i, organization_id, kind, 'failed', payload, result, '', 1, 3, 0, 0, 0, 0, \
+             false, {old}, {old} + n.i, {old} + n.i FROM jobs, n WHERE jobs.id = '{}'",
+            model.id
+        ),
+    )
+    .await;
+    let before = ferry::db::now_ms() - 90 * DAY;
+    let kinds = app.app.job_kinds();
+    let removed = ferry::jobs::retention::purge(app.db(), &app.app.storage, &kinds, before)
+        .await
+        .unwrap();
+    assert_eq!(removed as i64, copies);
+    // The model itself ended now: kept.
+    ImportServiceClient::new(app.channel.clone())
+        .get_import(app.request(GetImportRequest { id: model.id }))
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+on_both_backends!(jobs_past_their_retention_go_in_batches);
