@@ -62,7 +62,7 @@ impl EntityApi {
 
         let mut conn = self.db.conn().await?;
         let mut rows = entities::list(&mut conn, call.org(), &filter, order, after, limit + 1).await?;
-        let total = entities::count(&mut conn, call.org(), &filter).await?;
+        let total = entities::count_for_listing(&mut conn, call.org(), &filter).await?;
         let next_page_token = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last()

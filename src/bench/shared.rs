@@ -33,6 +33,8 @@ pub struct Options {
     pub import_rows: u64,
     /// Timed repetitions of each call (the median is printed).
     pub repeat: usize,
+    /// Concurrent callers of the big organization's listings.
+    pub callers: usize,
 }
 
 /// Name prefix of the filled organizations; a database holding them is reused.
@@ -61,10 +63,10 @@ pub async fn run(config: Config, options: Options) -> anyhow::Result<()> {
     let empty_url = recreate_sibling(&shared_url, "_empty").await?;
     let shared = open(&config, &shared_url, options.import_rows).await?;
     let empty = open(&config, &empty_url, options.import_rows).await?;
-    if filled_organizations(&shared.db).await? < options.organizations as i64 {
-        fill(&shared.db, &options).await?;
-    } else {
+    if filled(&shared.db).await? {
         println!("reusing the filled database (organizations named {FILLED}*)");
+    } else {
+        fill(&shared.db, &options).await?;
     }
     let mut sides = Vec::new();
     for (name, app) in [("empty", empty), ("shared", shared)] {
@@ -144,10 +146,231 @@ pub async fn run(config: Config, options: Options) -> anyhow::Result<()> {
             shared.as_secs_f64() / empty.as_secs_f64().max(1e-9)
         );
     }
+    if let Some(shared) = sides.get(1) {
+        big_organization(shared, options.callers, options.repeat).await?;
+        purge_beside_an_import(shared, options.import_rows).await?;
+    }
     for side in sides {
         side.running.stop().await;
     }
     Ok(())
+}
+
+/// The filters of the big organization's table: (name, filter).
+fn big_filters() -> Vec<(&'static str, proto::EntityFilter)> {
+    use proto::EntityFilter;
+    let attribute = |path: &str, value: &str| EntityFilter {
+        attributes: vec![proto::AttributeEquals {
+            path: path.into(),
+            value: value.into(),
+        }],
+        ..Default::default()
+    };
+    let search = |term: &str| EntityFilter {
+        search: term.into(),
+        ..Default::default()
+    };
+    vec![
+        ("no filter", EntityFilter::default()),
+        (
+            "country MX",
+            EntityFilter {
+                countries: vec!["MX".into()],
+                ..Default::default()
+            },
+        ),
+        (
+            "type company",
+            EntityFilter {
+                types: vec![proto::EntityType::Company as i32],
+                ..Default::default()
+            },
+        ),
+        (
+            "status inactive",
+            EntityFilter {
+                statuses: vec![proto::EntityStatus::Inactive as i32],
+                ..Default::default()
+            },
+        ),
+        (
+            "is_client",
+            EntityFilter {
+                is_client: Some(true),
+                ..Default::default()
+            },
+        ),
+        (
+            "one tax ID",
+            EntityFilter {
+                tax_ids: vec!["00000424242".into()],
+                ..Default::default()
+            },
+        ),
+        (
+            "one external ID",
+            EntityFilter {
+                external_ids: vec!["ext-424242".into()],
+                ..Default::default()
+            },
+        ),
+        ("attribute tier=tier3 (20%)", attribute("tier", "tier3")),
+        ("attribute score=42 (1%)", attribute("score", "42")),
+        ("search \"424242\" (2 rows)", search("424242")),
+        ("search \"hooli\" (12.5%)", search("hooli")),
+        (
+            "created in 10 minutes (60,000)",
+            EntityFilter {
+                created: Some(proto::TimeRange {
+                    start: Some(prost_types::Timestamp {
+                        seconds: 1_700_010_000,
+                        nanos: 0,
+                    }),
+                    end: Some(prost_types::Timestamp {
+                        seconds: 1_700_010_600,
+                        nanos: 0,
+                    }),
+                }),
+                ..Default::default()
+            },
+        ),
+    ]
+}
+
+/// The biggest filled organization's first page (with its total) under each
+/// filter, from `callers` concurrent callers, `rounds` calls each: p50 and p95;
+/// then how soon an export with the filter streams its first rows.
+async fn big_organization(shared: &Side, callers: usize, rounds: usize) -> anyhow::Result<()> {
+    let client = crate::db::postgres::client(shared.app.db.url(), "bench shared").await?;
+    let row = client
+        .query_one(
+            "SELECT id, (SELECT count(*) FROM entities e WHERE e.organization_id = o.id) \
+             FROM organizations o WHERE name = $1",
+            &[&format!("{FILLED}0")],
+        )
+        .await?;
+    let (organization_id, size): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+    let (_, key) =
+        crate::auth::keys::create(&shared.app.db, &organization_id, "bench", &Permission::ALL, &[]).await?;
+    let big = Caller {
+        channel: shared.channel.clone(),
+        key,
+    };
+    println!();
+    println!(
+        "the biggest organization ({size} entities): first page of 100 and its total, {callers} concurrent callers × {rounds}"
+    );
+    println!(
+        "{:<30} {:>10} {:>9} {:>9} {:>9}  {:>14}",
+        "ListEntities filter", "total", "p50 ms", "p95 ms", "max ms", "export starts"
+    );
+    for (name, filter) in big_filters() {
+        let calls = (0..callers).map(|_| {
+            let (big, filter) = (&big, filter.clone());
+            async move {
+                let mut times = Vec::with_capacity(rounds);
+                let mut total = 0;
+                for _ in 0..rounds {
+                    let started = Instant::now();
+                    let page = EntityServiceClient::new(big.channel.clone())
+                        .list_entities(big.request(proto::ListEntitiesRequest {
+                            filter: Some(filter.clone()),
+                            page_size: 100,
+                            ..Default::default()
+                        })?)
+                        .await?
+                        .into_inner();
+                    times.push(started.elapsed());
+                    total = page.total_size;
+                }
+                Ok::<_, anyhow::Error>((times, total))
+            }
+        });
+        let results = futures::future::try_join_all(calls).await?;
+        let total = results.first().map(|(_, t)| *t).unwrap_or_default();
+        let mut times: Vec<Duration> = results.into_iter().flat_map(|(t, _)| t).collect();
+        times.sort();
+        let at = |q: f64| {
+            times
+                .get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        let streams = export_start(&big, filter).await?;
+        println!(
+            "{:<30} {:>10} {:>9.1} {:>9.1} {:>9.1}  {:>11.0} ms",
+            name,
+            total,
+            at(0.5).as_secs_f64() * 1e3,
+            at(0.95).as_secs_f64() * 1e3,
+            times.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            streams.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
+/// The audit trail's purge of every filled event (about one per filled job) while
+/// the new organization imports again: the import's speed beside the purge, and
+/// the purge's own time. Last, as it empties the filled trail.
+async fn purge_beside_an_import(shared: &Side, rows: u64) -> anyhow::Result<()> {
+    let mut client = ImportServiceClient::new(shared.channel.clone());
+    let started = Instant::now();
+    let import = super::import::upload_and_wait(&mut client, &shared.key, rows);
+    let db = shared.app.db.clone();
+    let purge = async move {
+        // Let the import start writing first.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let gone = crate::audit::purge(&db, Duration::from_secs(24 * 3600)).await?;
+        Ok::<_, anyhow::Error>((gone, started.elapsed()))
+    };
+    let (imported, purged) = tokio::join!(import, purge);
+    let (done, _, elapsed) = imported?;
+    let (gone, purge_time) = purged?;
+    println!();
+    println!(
+        "purge of {gone} audit events in {:.1} s ({:.0}/s) beside a {}-row import: {:.0} rows/s ({:.2} s, {:?})",
+        purge_time.as_secs_f64(),
+        super::per_second(gone as f64, purge_time),
+        rows,
+        super::per_second(done.processed_items as f64, elapsed),
+        started.elapsed().as_secs_f64(),
+        proto::JobState::try_from(done.state).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// How long after CreateExport the export reports its first rows written (or its
+/// end); the export is cancelled then.
+async fn export_start(side: &Caller, filter: proto::EntityFilter) -> anyhow::Result<Duration> {
+    let mut client = ExportServiceClient::new(side.channel.clone());
+    let started = Instant::now();
+    let export = client
+        .create_export(side.request(proto::CreateExportRequest {
+            filter: Some(filter),
+            format: proto::ExportFormat::Csv as i32,
+            ..Default::default()
+        })?)
+        .await?
+        .into_inner();
+    loop {
+        let now = client
+            .get_export(side.request(proto::GetExportRequest {
+                id: export.id.clone(),
+            })?)
+            .await?
+            .into_inner();
+        let rows = now.progress.map(|p| p.rows_done).unwrap_or_default();
+        if rows > 0 || now.end_time.is_some() || started.elapsed() > Duration::from_secs(60) {
+            let elapsed = started.elapsed();
+            let _ = client
+                .cancel_export(side.request(proto::CancelExportRequest { id: export.id })?)
+                .await;
+            return Ok(elapsed);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The median of `times` (the upper one of an even count).
@@ -165,10 +388,13 @@ async fn recreate_sibling(url: &str, suffix: &str) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("the database URL names no database"))?;
     let sibling = format!("{name}{suffix}");
     let client = crate::db::postgres::client(url, "bench shared").await?;
+    // Two statements: one query string would make them one transaction, which
+    // neither may run in.
     client
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{sibling}\" WITH (FORCE); CREATE DATABASE \"{sibling}\""
-        ))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{sibling}\" WITH (FORCE)"))
+        .await?;
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{sibling}\""))
         .await?;
     Ok(match query {
         "" => format!("{server}/{sibling}"),
@@ -184,31 +410,36 @@ async fn open(config: &Config, url: &str, import_rows: u64) -> anyhow::Result<Ap
     config.bulk_import.max_items = 0;
     config.server.grpc_addr = "127.0.0.1:0".into();
     config.server.http_addr = "127.0.0.1:0".into();
+    // The filled jobs and audit events ended in 2023: the servers' own hourly
+    // purges would remove them at start. The purge is measured on its own.
+    config.jobs.retention_days = 0;
+    config.audit.retention_days = 0;
     App::open(config).await
 }
 
-async fn filled_organizations(db: &Db) -> anyhow::Result<i64> {
+/// Whether an earlier run filled the database to its last step.
+async fn filled(db: &Db) -> anyhow::Result<bool> {
     let client = crate::db::postgres::client(db.url(), "bench shared").await?;
-    let row = client
-        .query_one(
-            "SELECT count(*) FROM organizations WHERE name LIKE $1",
-            &[&format!("{FILLED}%")],
-        )
+    let done = client
+        .query("SELECT 1 FROM audit_events WHERE id = md5('a1')::uuid::text", &[])
         .await?;
-    Ok(row.try_get(0)?)
+    Ok(!done.is_empty())
 }
 
 /// Fills the shared database server-side (`generate_series`): organizations, their
 /// entities (one organization holding `big` of them), finished jobs, import errors
-/// and audit events, then ANALYZE, as autovacuum leaves a database at rest.
+/// and audit events, then VACUUM ANALYZE, as autovacuum leaves a database at rest.
 async fn fill(db: &Db, o: &Options) -> anyhow::Result<()> {
     anyhow::ensure!(o.organizations >= 2, "--organizations must be at least 2");
     let client = crate::db::postgres::client(db.url(), "bench shared").await?;
     let org = |g: &str| format!("md5('org' || ({g}))::uuid::text");
     let others = o.organizations - 1;
+    // (what, a row that exists once the step ran, the step): a run that stopped
+    // half-way resumes with the first step not done.
     let steps = [
         (
             "organizations",
+            format!("SELECT 1 FROM organizations WHERE name = '{FILLED}0'"),
             format!(
                 "INSERT INTO organizations (id, name, plan, features, created_at, updated_at) \
                  SELECT {}, '{FILLED}' || g, 'enterprise', '[]', 0, 0 FROM generate_series(0, {}) g",
@@ -218,6 +449,7 @@ async fn fill(db: &Db, o: &Options) -> anyhow::Result<()> {
         ),
         (
             "entities",
+            "SELECT 1 FROM entities WHERE id = md5('e1')::uuid::text".to_string(),
             format!(
                 "INSERT INTO entities (id, organization_id, entity_type, tax_id, country, name, external_id, \
                  email, status, is_client, attributes, entity_data, created_at, updated_at) \
@@ -242,6 +474,7 @@ async fn fill(db: &Db, o: &Options) -> anyhow::Result<()> {
         ),
         (
             "jobs",
+            "SELECT 1 FROM jobs WHERE id = md5('j1')::uuid::text".to_string(),
             // Finished long ago; completed exports' files expire far in the
             // future, so the janitor has nothing to do but look.
             format!(
@@ -253,13 +486,14 @@ async fn fill(db: &Db, o: &Options) -> anyhow::Result<()> {
                  CASE WHEN g % 20 = 0 THEN 'failed' WHEN g % 6 = 0 THEN 'expired' ELSE 'completed' END, \
                  '{{}}', 'file-' || g || '.csv', 1, 3, t, 100, 100, t, t, t + 1000, t + 1000, \
                  CASE WHEN g % 2 = 0 THEN t + 3153600000000 END \
-                 FROM (SELECT g, 1700000000000 + g * 30000 AS t FROM generate_series(1, {}) g) s",
+                 FROM (SELECT g, 1700000000000 + g::bigint * 30000 AS t FROM generate_series(1, {}) g) s",
                 org(&format!("g % {}", o.organizations)),
                 o.jobs
             ),
         ),
         (
             "import errors",
+            "SELECT 1 FROM import_errors WHERE job_id = md5('j1')::uuid::text".to_string(),
             format!(
                 "INSERT INTO import_errors (job_id, line, seq, severity, column_name, code, message, \
                  raw_value, raw_record) \
@@ -272,23 +506,32 @@ async fn fill(db: &Db, o: &Options) -> anyhow::Result<()> {
         ),
         (
             "audit events",
+            "SELECT 1 FROM audit_events WHERE id = md5('a1')::uuid::text".to_string(),
             format!(
                 "INSERT INTO audit_events (id, at, organization_id, principal, door, method, target_id, \
                  request_id, outcome) \
-                 SELECT md5('a' || g)::uuid::text, 1700000000000 + g * 30000, {}, 'key:bench', 'grpc', \
+                 SELECT md5('a' || g)::uuid::text, 1700000000000 + g::bigint * 30000, {}, 'key:bench', 'grpc', \
                  '/ferry.v1.ExportService/CreateExport', md5('j' || g)::uuid::text, md5('r' || g), 'OK' \
                  FROM generate_series(1, {}) g",
                 org(&format!("g % {}", o.organizations)),
                 o.jobs
             ),
         ),
-        ("statistics", "ANALYZE".to_string()),
     ];
-    for (what, sql) in steps {
+    for (what, done, sql) in steps {
+        if !client.query(&done, &[]).await?.is_empty() {
+            continue;
+        }
         let started = Instant::now();
         client.batch_execute(&sql).await?;
         println!("filled {what} in {:.1} s", started.elapsed().as_secs_f64());
     }
+    let started = Instant::now();
+    client.batch_execute("VACUUM ANALYZE").await?;
+    println!(
+        "vacuumed and analyzed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -320,10 +563,26 @@ impl Side {
     }
 
     fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+        Caller::request_as(&self.key, message)
+    }
+}
+
+/// A key of another organization on a side's server.
+struct Caller {
+    channel: Channel,
+    key: String,
+}
+
+impl Caller {
+    fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+        Caller::request_as(&self.key, message)
+    }
+
+    fn request_as<T>(key: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
         let mut request = tonic::Request::new(message);
         request
             .metadata_mut()
-            .insert("authorization", format!("Bearer {}", self.key).parse()?);
+            .insert("authorization", format!("Bearer {key}").parse()?);
         Ok(request)
     }
 }
@@ -509,8 +768,8 @@ fn calls() -> Vec<(&'static str, Call)> {
             }
             .boxed()
         }),
-        ("REST GET /v1/exports", |s| {
-            rest_get(s, "/v1/exports?pageSize=100".into()).boxed()
+        ("REST GET /v1/exports?limit=100", |s| {
+            rest_get(s, "/v1/exports?limit=100".into()).boxed()
         }),
         ("REST GET …/entities/{jobId}/errors", |s| {
             rest_get(s, format!("/batch-import/import/entities/{}/errors", s.import_id)).boxed()

@@ -110,6 +110,9 @@ pub enum BenchCommand {
         /// Timed repetitions of each call; the median is printed.
         #[arg(long, default_value_t = 7)]
         repeat: usize,
+        /// Concurrent callers of the biggest organization's listings.
+        #[arg(long, default_value_t = 20)]
+        callers: usize,
     },
     /// Serve in process and measure concurrent calls, watchers and job pickup.
     Load {
@@ -291,6 +294,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             errors,
             import_rows,
             repeat,
+            callers,
         }) => {
             let options = crate::bench::shared::Options {
                 entities,
@@ -300,6 +304,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 errors,
                 import_rows,
                 repeat,
+                callers,
             };
             crate::bench::shared::run(config, options).await
         }

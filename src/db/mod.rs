@@ -9,6 +9,7 @@ pub mod email_deliveries;
 pub mod enrichments;
 pub mod entities;
 pub mod entity_source;
+pub mod explain;
 pub mod export_rows;
 pub mod import_errors;
 pub mod import_sink;

@@ -115,6 +115,7 @@ impl ImportJob {
         }
         self.write_all(ctx, &upload, &mut position).await?;
         ctx.check()?;
+        refresh_statistics_after(ctx.db(), &position.counters);
         if position.counters.failed > 0 {
             let (key, size, rows) = report::store(ctx, &self.storage, &upload.layout, report_path).await?;
             position.counters.report_key = Some(key);
@@ -263,4 +264,17 @@ async fn catalogue(db: &Db, organization_id: &str) -> Result<Catalogue, JobError
         catalogue.groups.insert(group.slug, codes);
     }
     Ok(catalogue)
+}
+
+/// New rows after which an import refreshes the planner's statistics of
+/// `entities` (PostgreSQL).
+const ROWS_WORTH_NEW_STATISTICS: i64 = 10_000;
+
+/// After a big import, ANALYZE in the background (the job's end does not wait):
+/// plans and listing estimates then know the organization's new rows.
+fn refresh_statistics_after(db: &Db, counters: &ImportResult) {
+    if db.backend() == crate::db::Backend::Postgres && counters.created >= ROWS_WORTH_NEW_STATISTICS {
+        let url = db.url().to_string();
+        tokio::spawn(async move { crate::db::entities::refresh_statistics(&url).await });
+    }
 }

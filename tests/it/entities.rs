@@ -16,7 +16,91 @@ on_both_backends!(
     entity_of_another_organization_is_not_found,
     bad_filters_and_tokens_are_invalid_arguments,
     a_filter_over_the_value_limit_is_refused_at_the_call_on_both_backends,
+    a_total_is_exact_up_to_a_thousand_and_estimated_above,
 );
+
+/// 10,050 entities of the organization: every 7th with `{"score": 42}` (a JSON
+/// number), every 11th with `{"score": "42"}` (text), the rest `{}`.
+async fn seed_many(app: &TestApp) {
+    crate::support::execute(
+        app.db(),
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10050) \
+             INSERT INTO entities (id, organization_id, entity_type, tax_id, country, name, external_id, status, \
+             is_client, attributes, entity_data, skip_rules_execution, created_at, updated_at) \
+             SELECT 'many-' || i, '{org}', 'person', 'T' || i, CASE WHEN i <= 50 THEN 'UY' ELSE 'AR' END, \
+             'Person ' || i, 'x-' || i, 'active', false, \
+             CASE WHEN i % 7 = 0 THEN '{{\"score\":42}}' WHEN i % 11 = 0 THEN '{{\"score\":\"42\"}}' ELSE '{{}}' END, \
+             '{{}}', false, 1700000000000 + i, 1700000000000 + i FROM n",
+            org = app.org_id
+        ),
+    )
+    .await;
+    if app.db().backend() == ferry::db::Backend::Postgres {
+        crate::support::execute(app.db(), "ANALYZE entities").await;
+    }
+}
+
+async fn a_total_is_exact_up_to_a_thousand_and_estimated_above(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    seed_many(&app).await;
+    let total = |filter: EntityFilter| {
+        let mut client = EntityServiceClient::new(app.channel.clone());
+        let request = app.request(ListEntitiesRequest {
+            filter: Some(filter),
+            page_size: 100,
+            ..Default::default()
+        });
+        async move { client.list_entities(request).await.unwrap().into_inner() }
+    };
+    let all = total(EntityFilter::default()).await;
+    assert_eq!(all.entities.len(), 100);
+    match backend {
+        // The planner's estimate, from the statistics ANALYZE just took.
+        Backend::Postgres => assert!((10_001..=11_000).contains(&all.total_size), "{}", all.total_size),
+        Backend::Sqlite => assert_eq!(all.total_size, 10_050),
+    }
+    let few = total(EntityFilter {
+        countries: vec!["UY".into()],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(few.total_size, 50);
+    // A number and a text that read "42" both match; on PostgreSQL through the
+    // attributes index, with the same answer.
+    let score = total(EntityFilter {
+        attributes: vec![AttributeEquals {
+            path: "score".into(),
+            value: "42".into(),
+        }],
+        ..Default::default()
+    })
+    .await;
+    let expected = (1..=10_050).filter(|i| i % 7 == 0 || i % 11 == 0).count() as i32;
+    match backend {
+        Backend::Postgres => assert!(score.total_size > 1_000, "{}", score.total_size),
+        Backend::Sqlite => assert_eq!(score.total_size, expected),
+    }
+    let uy_score = total(EntityFilter {
+        countries: vec!["UY".into()],
+        attributes: vec![AttributeEquals {
+            path: "score".into(),
+            value: "42".into(),
+        }],
+        ..Default::default()
+    })
+    .await;
+    let expected = (1..=50).filter(|i| i % 7 == 0 || i % 11 == 0).count() as i32;
+    assert_eq!(uy_score.total_size, expected);
+    let search = total(EntityFilter {
+        search: "person 1004".into(),
+        ..Default::default()
+    })
+    .await;
+    let names: Vec<&str> = search.entities.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(search.total_size, 11, "{names:?}");
+    app.stop().await;
+}
 
 async fn a_filter_over_the_value_limit_is_refused_at_the_call_on_both_backends(backend: Backend) {
     let app = TestApp::start(backend).await;

@@ -1044,7 +1044,12 @@ async fn a_nul_byte_in_a_cell_fails_that_row_and_the_others_import(backend: Back
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.total_size, 3_000);
+    assert_eq!(listed.entities.len(), 1);
+    match backend {
+        // Above 1,000 matches the total is PostgreSQL's estimate.
+        Backend::Postgres => assert!(listed.total_size > 1_000, "{}", listed.total_size),
+        Backend::Sqlite => assert_eq!(listed.total_size, 3_000),
+    }
     app.stop().await;
 }
 

@@ -11,13 +11,7 @@ use crate::support::{Backend, TestDb, postgres_url};
 /// statistics were taken, 5,000 of `org-b` (all in MX): the state in which a plan
 /// built for `org-b`'s values believes it has about one row.
 async fn shared_database() -> (TestDb, tokio_postgres::Client) {
-    let db = TestDb::new(Backend::Postgres).await;
-    ferry::db::migrate::run(&ferry::db::Db::connect(&db.url, 2).await.expect("connect"))
-        .await
-        .expect("migrate");
-    let client = ferry::db::postgres::client(&db.url, "plan test")
-        .await
-        .expect("connect");
+    let (db, client) = migrated_database().await;
     client
         .batch_execute(
             "INSERT INTO organizations (id, name, plan, features, created_at, updated_at) \
@@ -27,7 +21,7 @@ async fn shared_database() -> (TestDb, tokio_postgres::Client) {
              SELECT md5('a' || g), 'org-a', 'person', lpad(g::text, 11, '0'), \
              (ARRAY['AR','BR','CL','MX','UY'])[g % 5 + 1], 'Entity ' || g, 'active', '{}', '{}', \
              1700000000000 + g, 1700000000000 + g FROM generate_series(1, 50000) g; \
-             ANALYZE; \
+             ANALYZE entities; \
              INSERT INTO entities (id, organization_id, entity_type, tax_id, country, name, status, \
              attributes, entity_data, created_at, updated_at) \
              SELECT md5('b' || g), 'org-b', 'person', 'BENCH' || lpad(g::text, 9, '0'), 'MX', \
@@ -36,6 +30,18 @@ async fn shared_database() -> (TestDb, tokio_postgres::Client) {
         )
         .await
         .expect("fill");
+    (db, client)
+}
+
+/// A fresh PostgreSQL schema with ferry's tables, and a connection to it.
+async fn migrated_database() -> (TestDb, tokio_postgres::Client) {
+    let db = TestDb::new(Backend::Postgres).await;
+    ferry::db::migrate::run(&ferry::db::Db::connect(&db.url, 2).await.expect("connect"))
+        .await
+        .expect("migrate");
+    let client = ferry::db::postgres::client(&db.url, "plan test")
+        .await
+        .expect("connect");
     (db, client)
 }
 
@@ -56,8 +62,8 @@ async fn an_import_into_a_new_organization_looks_its_keys_up_in_the_unique_index
         return;
     }
     let (db, client) = shared_database().await;
-    // The trap is set: planned for these values, the lookup walks the
-    // organization's `(organization_id, updated_at, id)` range and filters it,
+    // The trap is set: planned for these values, the lookup walks one of the
+    // organization's ranges (`updated_at`, `external_id`, …) and filters it,
     // which makes an import quadratic.
     let custom = explain(
         &client,
@@ -65,7 +71,10 @@ async fn an_import_into_a_new_organization_looks_its_keys_up_in_the_unique_index
          AND tax_id = ANY('{BENCH000000001,BENCH000000002,BENCH000009999}')",
     )
     .await;
-    assert!(custom.contains("entities_org_updated"), "{custom}");
+    assert!(
+        custom.contains("Index Cond: (organization_id = 'org-b'::text)") && custom.contains("Filter"),
+        "{custom}"
+    );
 
     let writer = CopyWriter::connect(&db.url).await.expect("import connection");
     let keys: Vec<String> = (1..=2000).map(|i| format!("BENCH{i:09}")).collect();
@@ -73,15 +82,62 @@ async fn an_import_into_a_new_organization_looks_its_keys_up_in_the_unique_index
         .explain_lookup("org-b", "MX", &keys)
         .await
         .expect("explain");
+    assert_probes_each_key(&plan);
+}
+
+/// The lookup probes one key per index descent: the unique key, or
+/// `(organization_id, tax_id)` with the country checked on the one row found;
+/// never an organization-wide range.
+fn assert_probes_each_key(plan: &str) {
+    let probes = [
+        (
+            "Index Scan using entities_organization_id_country_tax_id_key",
+            "Index Cond: ((organization_id = $1) AND (country = $2) AND (tax_id = k.tax_id))",
+        ),
+        (
+            "Index Scan using entities_org_tax_id",
+            "Index Cond: ((organization_id = $1) AND (tax_id = k.tax_id))",
+        ),
+    ];
     assert!(
-        plan.contains("Index Scan using entities_organization_id_country_tax_id_key"),
+        probes
+            .iter()
+            .any(|(scan, condition)| plan.contains(scan) && plan.contains(condition)),
         "{plan}"
     );
     assert!(
-        plan.contains("Index Cond: ((organization_id = $1) AND (country = $2) AND (tax_id = ANY ($3)))"),
+        !plan.contains("entities_org_updated") && !plan.contains("entities_org_created"),
         "{plan}"
     );
-    assert!(!plan.contains("Filter"), "{plan}");
+}
+
+/// A fresh database, never analyzed, after the first batch of an import: the
+/// lookup of the next batch probes the unique index too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_into_an_empty_database_looks_its_keys_up_in_the_unique_index() {
+    if postgres_url().is_none() {
+        return;
+    }
+    let (db, client) = migrated_database().await;
+    client
+        .batch_execute(
+            "INSERT INTO organizations (id, name, plan, features, created_at, updated_at) \
+             VALUES ('org-b', 'B', 'enterprise', '[]', 0, 0); \
+             INSERT INTO entities (id, organization_id, entity_type, tax_id, country, name, status, \
+             attributes, entity_data, created_at, updated_at) \
+             SELECT md5('b' || g), 'org-b', 'person', 'BENCH' || lpad(g::text, 9, '0'), 'MX', \
+             'Entity ' || g, 'active', '{}', '{}', 1800000000000 + g, 1800000000000 + g \
+             FROM generate_series(1, 2000) g;",
+        )
+        .await
+        .expect("fill");
+    let writer = CopyWriter::connect(&db.url).await.expect("import connection");
+    let keys: Vec<String> = (2001..=4000).map(|i| format!("BENCH{i:09}")).collect();
+    let plan = writer
+        .explain_lookup("org-b", "MX", &keys)
+        .await
+        .expect("explain");
+    assert_probes_each_key(&plan);
 }
 
 /// Scans of `table` and of each of its indexes, from PostgreSQL's statistics.
@@ -158,6 +214,8 @@ async fn scanned_by(
     panic!("no scan of {table} was reported: {seq_before} {before:?} -> {seq} {after:?}");
 }
 
+const COMMON_TERM: &str = "a search every row matches";
+
 /// The queue's, the janitor's and the purges' queries beside 20,000 ended jobs of
 /// another organization (and as many audit events), analyzed: each probes its
 /// partial index and none reads the table through.
@@ -179,7 +237,7 @@ async fn the_queue_and_the_janitor_probe_their_indexes_beside_many_ended_jobs() 
              INSERT INTO audit_events (id, at, organization_id, principal, door, method, target_id, request_id, outcome) \
              SELECT 'a' || g, 1700000000000 + g, 'org-a', 'key:x', 'grpc', 'M', 'j' || g, 'r' || g, 'OK' \
              FROM generate_series(1, 20000) g; \
-             ANALYZE",
+             ANALYZE jobs, audit_events",
         )
         .await
         .expect("fill");
@@ -270,8 +328,61 @@ async fn the_queue_and_the_janitor_probe_their_indexes_beside_many_ended_jobs() 
             }),
         ),
     ];
+    let listing = |filter: ferry::db::entities::EntityFilter| -> Query {
+        Box::new(move |c| {
+            async move {
+                let order = ferry::db::entities::EntityOrder {
+                    key: ferry::db::entities::SortKey::CreatedAt,
+                    descending: true,
+                };
+                ferry::db::entities::list(c, "org-a", &filter, order, None, 101)
+                    .await
+                    .unwrap();
+                ferry::db::entities::count_for_listing(c, "org-a", &filter)
+                    .await
+                    .unwrap();
+            }
+            .boxed()
+        })
+    };
+    let mut cases = cases;
+    cases.push((
+        "a search in the big organization",
+        "entities",
+        &["entities_search"],
+        listing(ferry::db::entities::EntityFilter {
+            search: Some("entity 4242".into()),
+            ..Default::default()
+        }),
+    ));
+    // A term every row holds: walking the organization's creation order finds a
+    // page at once, where the trigram bitmap would have to be read whole.
+    cases.push((
+        COMMON_TERM,
+        "entities",
+        &["entities_org_created"],
+        listing(ferry::db::entities::EntityFilter {
+            search: Some("entity".into()),
+            ..Default::default()
+        }),
+    ));
+    cases.push((
+        "an attribute in the big organization",
+        "entities",
+        &["entities_attributes"],
+        listing(ferry::db::entities::EntityFilter {
+            attributes: vec![(vec!["tier".into()], "gold".into())],
+            ..Default::default()
+        }),
+    ));
     for (what, table, indexes, query) in cases {
         let (sequential, used) = scanned_by(&pool, &client, table, query).await;
+        if what == COMMON_TERM {
+            // Whichever way the planner walks the organization (its creation
+            // order, or the table up to the count's limit), never the bitmap.
+            assert!(!used.iter().any(|u| u == "entities_search"), "{what}: {used:?}");
+            continue;
+        }
         assert!(!sequential, "{what}: read {table} sequentially");
         assert!(
             !used.is_empty() && used.iter().all(|u| indexes.contains(&u.as_str())),

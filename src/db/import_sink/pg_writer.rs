@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::pin::pin;
 
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::{Client, Statement, Transaction};
+use tokio_postgres::{Client, Transaction};
 
 use super::{BatchEnd, CHECKPOINT};
 use crate::db::entities::{
@@ -19,31 +19,38 @@ use crate::db::import_errors::ImportErrorRow;
 /// A dedicated connection for one import run.
 pub struct CopyWriter {
     client: Client,
-    /// [`stored_lookup`], prepared once for the run.
-    lookup: Statement,
 }
 
-/// The session of an import's connection. Every statement it runs is planned
-/// without looking at its values (a generic plan): the values an import binds are
-/// those of an organization the statistics may not know yet (a new customer's first
+/// The session of an import's connection. Its statements are planned without
+/// looking at their values (a generic plan): the values an import binds are those
+/// of an organization the statistics may not know yet (a new customer's first
 /// import into a database other organizations filled). A plan built for such a
-/// value believes the organization has about one row and may probe
-/// `(organization_id, updated_at, id)` and filter, which turns every batch's lookup
-/// into a scan of everything the import wrote so far (18 s for a 2,000-key batch
-/// after 25,000 rows, beside 1M analyzed rows of another organization). The generic
-/// plan prices `organization_id = $1` at the average organization's size, so the
-/// unique `(organization_id, country, tax_id)` index, which pins one row per key,
-/// always wins; it took 10 ms for the same batch. `tests/it/plans.rs` holds it.
+/// value believes the organization has about one row and probes
+/// `(organization_id, updated_at, id)`, filtering the rest, which turns every
+/// batch's lookup into a scan of everything the import wrote so far (18 s for a
+/// 2,000-key batch after 25,000 rows, beside 1M analyzed rows of another
+/// organization). The generic plan prices `organization_id = $1` at the average
+/// organization's size, so the unique `(organization_id, country, tax_id)` index,
+/// which pins one row per key, wins (10 ms for the same batch).
+/// `tests/it/plans.rs` holds it.
 pub const SESSION: &str = "SET plan_cache_mode = force_generic_plan; \
     CREATE TEMP TABLE import_stage (LIKE entities INCLUDING DEFAULTS) ON COMMIT DELETE ROWS";
 
-/// The stored entities of one country among a batch's tax IDs: one scan of the
-/// unique index with the batch's keys (`$1` organization, `$2` country, `$3` tax
-/// IDs), planned generically (see [`SESSION`]).
+/// The stored entities of one country among a batch's tax IDs (`$1` organization,
+/// `$2` country, `$3` tax IDs): one probe of the unique index per key. Planned
+/// generically (see [`SESSION`]) and prepared anew for every batch: a generic plan
+/// is made once per prepared statement, and one made while the table was still
+/// empty (a fresh database) ties every index at one row and may keep walking the
+/// organization's `updated_at` range for the whole import (773 rows/s measured);
+/// from the first batch's rows on, the unique index wins. `LIMIT 1` keeps the
+/// lateral subquery from being flattened into a hash join over the
+/// organization's range, and each key's equality an index condition (with
+/// `tax_id = ANY($3)` a generic plan may filter the country's range instead).
 pub fn stored_lookup() -> String {
     format!(
-        "SELECT {ENTITY_COLUMNS} FROM entities \
-         WHERE organization_id = $1 AND country = $2 AND tax_id = ANY($3::text[])"
+        "SELECT e.* FROM unnest($3::text[]) AS k(tax_id) CROSS JOIN LATERAL \
+         (SELECT {ENTITY_COLUMNS} FROM entities WHERE organization_id = $1 AND country = $2 \
+         AND tax_id = k.tax_id LIMIT 1) e"
     )
 }
 
@@ -51,8 +58,7 @@ impl CopyWriter {
     pub async fn connect(url: &str) -> Result<CopyWriter, crate::db::postgres::ConnectError> {
         let client = crate::db::postgres::client(url, "import").await?;
         client.batch_execute(SESSION).await?;
-        let lookup = client.prepare(&stored_lookup()).await?;
-        Ok(CopyWriter { client, lookup })
+        Ok(CopyWriter { client })
     }
 
     /// The plan the run's key lookup gets for these values, as `EXPLAIN` prints it
@@ -102,7 +108,7 @@ impl CopyWriter {
 
 impl CopyWriter {
     /// The stored entities of `country` among `tax_ids`, by (country, tax ID),
-    /// through the prepared [`stored_lookup`]; read outside the batch's transaction.
+    /// through [`stored_lookup`]; read outside the batch's transaction.
     pub async fn stored(
         &self,
         organization_id: &str,
@@ -110,9 +116,10 @@ impl CopyWriter {
         tax_ids: &[String],
         into: &mut HashMap<(String, String), EntityRow>,
     ) -> Result<(), tokio_postgres::Error> {
+        let lookup = self.client.prepare(&stored_lookup()).await?;
         for row in self
             .client
-            .query(&self.lookup, &[&organization_id, &country, &tax_ids])
+            .query(&lookup, &[&organization_id, &country, &tax_ids])
             .await?
         {
             let entity = EntityRow::from_pg(&row)?;
