@@ -139,8 +139,8 @@ impl ExportJob {
             EntitySource::open(ctx.db(), organization_id, &spec.filter, self.batch_rows as usize)
                 .await
                 .map_err(read_error)?;
-        let total = source.total();
-        ctx.progress(0, Some(total), 0, true).await?;
+        let total = source.total_rows();
+        ctx.progress(0, source.total(), 0, true).await?;
         let options = WriterOptions::of(spec);
         let columns = spec.columns.clone();
         if writer::reads_records(spec.format) && spec.expand_array.is_none() {
@@ -167,7 +167,7 @@ impl ExportJob {
         ctx: &'a JobContext,
         spec: &'a ExportSpec,
         temp: &Path,
-        total: i64,
+        total: tokio::sync::watch::Receiver<Option<i64>>,
         write: impl FnOnce(
             &mut mpsc::Receiver<Vec<R>>,
             &Path,
@@ -251,7 +251,8 @@ struct Feed<'a, R> {
     spec: &'a ExportSpec,
     sender: mpsc::Sender<Vec<R>>,
     bytes: Arc<AtomicU64>,
-    total: i64,
+    /// The source's count, once known.
+    total: tokio::sync::watch::Receiver<Option<i64>>,
     done: i64,
     pause: std::time::Duration,
 }
@@ -282,9 +283,8 @@ impl<R> Feed<'_, R> {
             return Ok(false);
         }
         let bytes = self.bytes.load(Ordering::Relaxed) as i64;
-        self.ctx
-            .progress(self.done, Some(self.total.max(self.done)), bytes, false)
-            .await?;
+        let total = (*self.total.borrow()).map(|total| total.max(self.done));
+        self.ctx.progress(self.done, total, bytes, false).await?;
         if !self.pause.is_zero() {
             tokio::select! {
                 _ = self.ctx.stopped() => {}
