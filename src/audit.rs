@@ -170,15 +170,12 @@ pub async fn keep_for(db: Db, retention: Duration, stop: CancellationToken) {
     if retention.is_zero() {
         return;
     }
-    loop {
+    crate::hourly::until_stopped(stop, || async {
         match purge(&db, retention).await {
             Ok(0) => {}
             Ok(gone) => tracing::info!(events = gone, "audit events past their retention removed"),
             Err(err) => tracing::warn!(error = %err, "cannot purge old audit events"),
         }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-        }
-    }
+    })
+    .await;
 }

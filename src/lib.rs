@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod export;
 pub mod formula_guard;
 pub mod hostile;
+pub mod hourly;
 pub mod import;
 pub mod jobs;
 pub mod mail;

@@ -61,8 +61,8 @@ impl EntityApi {
         let after: Option<(CursorValue, String)> = page::decode(&req.page_token, &fingerprint)?;
 
         let mut conn = self.db.conn().await?;
-        let mut rows = entities::list(&mut conn, call.org(), &filter, order, after, limit + 1).await?;
-        let total = entities::count_for_listing(&mut conn, call.org(), &filter).await?;
+        let (mut rows, total) =
+            entities::list_with_total(&mut conn, call.org(), &filter, order, after, limit + 1).await?;
         let next_page_token = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last()

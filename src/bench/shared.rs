@@ -19,21 +19,30 @@ use crate::proto::{
 };
 use crate::server::{App, Running};
 
+#[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Entities of the other organizations in the shared database.
+    /// Entities of the other organizations.
+    #[arg(long, default_value_t = 5_000_000)]
     pub entities: u64,
+    #[arg(long, default_value_t = 500)]
     pub organizations: u64,
-    /// Of `entities`, how many belong to the biggest organization.
+    /// Of those entities, how many the biggest organization holds.
+    #[arg(long, default_value_t = 2_000_000)]
     pub big: u64,
-    /// Finished jobs of the other organizations.
+    /// Finished jobs of the other organizations (and as many audit events).
+    #[arg(long, default_value_t = 1_000_000)]
     pub jobs: u64,
     /// Import error rows of those jobs.
+    #[arg(long, default_value_t = 1_000_000)]
     pub errors: u64,
     /// Rows of the new organization's first import.
+    #[arg(long, default_value_t = 100_000)]
     pub import_rows: u64,
-    /// Timed repetitions of each call (the median is printed).
+    /// Timed repetitions of each call; the median is printed.
+    #[arg(long, default_value_t = 7)]
     pub repeat: usize,
-    /// Concurrent callers of the big organization's listings.
+    /// Concurrent callers of the biggest organization's listings.
+    #[arg(long, default_value_t = 20)]
     pub callers: usize,
 }
 

@@ -89,31 +89,7 @@ pub enum BenchCommand {
     /// janitor passes on an empty database and on a shared one filled with other
     /// organizations' analyzed rows, side by side (`<database>_empty` is recreated;
     /// a database already filled is reused).
-    Shared {
-        /// Entities of the other organizations.
-        #[arg(long, default_value_t = 5_000_000)]
-        entities: u64,
-        #[arg(long, default_value_t = 500)]
-        organizations: u64,
-        /// Of those entities, how many the biggest organization holds.
-        #[arg(long, default_value_t = 2_000_000)]
-        big: u64,
-        /// Finished jobs of the other organizations (and as many audit events).
-        #[arg(long, default_value_t = 1_000_000)]
-        jobs: u64,
-        /// Import error rows of those jobs.
-        #[arg(long, default_value_t = 1_000_000)]
-        errors: u64,
-        /// Rows of the new organization's first import.
-        #[arg(long, default_value_t = 100_000)]
-        import_rows: u64,
-        /// Timed repetitions of each call; the median is printed.
-        #[arg(long, default_value_t = 7)]
-        repeat: usize,
-        /// Concurrent callers of the biggest organization's listings.
-        #[arg(long, default_value_t = 20)]
-        callers: usize,
-    },
+    Shared(crate::bench::shared::Options),
     /// Serve in process and measure concurrent calls, watchers and job pickup.
     Load {
         /// Entities seeded for the organization.
@@ -286,28 +262,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench(BenchCommand::Shared {
-            entities,
-            organizations,
-            big,
-            jobs,
-            errors,
-            import_rows,
-            repeat,
-            callers,
-        }) => {
-            let options = crate::bench::shared::Options {
-                entities,
-                organizations,
-                big,
-                jobs,
-                errors,
-                import_rows,
-                repeat,
-                callers,
-            };
-            crate::bench::shared::run(config, options).await
-        }
+        Command::Bench(BenchCommand::Shared(options)) => crate::bench::shared::run(config, options).await,
         Command::Bench(BenchCommand::Import { rows }) => {
             let app = App::open(config).await?;
             crate::bench::import::run(app, crate::bench::import::Options { rows }).await

@@ -502,6 +502,34 @@ pub async fn list(
     limit: i64,
 ) -> QueryResult<Vec<EntityRow>> {
     let supersets = supersets_pay(conn, filter).await?;
+    page(conn, organization_id, filter, supersets, order, after, limit).await
+}
+
+/// A listing's page and its `total_size` ([`count_for_listing`]), with the index
+/// supersets decided once for both.
+pub async fn list_with_total(
+    conn: &mut Conn,
+    organization_id: &str,
+    filter: &EntityFilter,
+    order: EntityOrder,
+    after: Option<(CursorValue, String)>,
+    limit: i64,
+) -> QueryResult<(Vec<EntityRow>, i64)> {
+    let supersets = supersets_pay(conn, filter).await?;
+    let rows = page(conn, organization_id, filter, supersets, order, after, limit).await?;
+    let total = total_of(conn, organization_id, filter, supersets).await?;
+    Ok((rows, total))
+}
+
+async fn page(
+    conn: &mut Conn,
+    organization_id: &str,
+    filter: &EntityFilter,
+    supersets: bool,
+    order: EntityOrder,
+    after: Option<(CursorValue, String)>,
+    limit: i64,
+) -> QueryResult<Vec<EntityRow>> {
     with_conn!(conn, |c, backend| {
         let q = apply_filter!(
             entities::table.into_boxed(),
@@ -590,6 +618,15 @@ pub async fn count_for_listing(
     filter: &EntityFilter,
 ) -> QueryResult<i64> {
     let supersets = supersets_pay(conn, filter).await?;
+    total_of(conn, organization_id, filter, supersets).await
+}
+
+async fn total_of(
+    conn: &mut Conn,
+    organization_id: &str,
+    filter: &EntityFilter,
+    supersets: bool,
+) -> QueryResult<i64> {
     let seen = with_conn!(conn, |c, backend| {
         apply_filter!(
             entities::table

@@ -83,16 +83,13 @@ pub async fn keep_for(
     if retention.is_zero() {
         return;
     }
-    loop {
+    crate::hourly::until_stopped(stop, || async {
         let before = now_ms().saturating_sub(crate::db::millis(retention));
         match purge(&db, &storage, &kinds, before).await {
             Ok(0) => {}
             Ok(gone) => tracing::info!(jobs = gone, "ended jobs past their retention removed"),
             Err(err) => tracing::warn!(error = %err, "cannot purge ended jobs"),
         }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-        }
-    }
+    })
+    .await;
 }
