@@ -18,7 +18,23 @@ on_both_backends!(an_ended_job_past_its_retention_goes_with_its_errors_and_files
 
 const DAY: i64 = 24 * 3600 * 1000;
 
-/// Imports `csv` (AR) and polls until the import ends.
+/// Polls `get` every 50 ms until `ended` says so (at most 30 s).
+async fn until_ended<T, F, Fut>(what: &str, mut get: F, ended: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    for _ in 0..600 {
+        let now = get().await;
+        if ended(&now) {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the {what} did not end within 30 s");
+}
+
+/// Imports `csv` (AR) and waits for the import's end.
 async fn import(app: &TestApp, csv: &str) -> ferry::proto::Import {
     let messages = vec![
         UploadImportRequest {
@@ -31,49 +47,40 @@ async fn import(app: &TestApp, csv: &str) -> ferry::proto::Import {
             payload: Some(Payload::Chunk(csv.as_bytes().to_vec())),
         },
     ];
-    let mut client = ImportServiceClient::new(app.channel.clone());
+    let client = ImportServiceClient::new(app.channel.clone());
     let queued = client
+        .clone()
         .upload_import(app.request(tokio_stream::iter(messages)))
         .await
         .unwrap()
         .into_inner();
-    for _ in 0..600 {
-        let now = client
-            .get_import(app.request(GetImportRequest {
-                id: queued.id.clone(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        if now.end_time.is_some() {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the import did not end within 30 s");
+    let get = || {
+        let mut client = client.clone();
+        let request = app.request(GetImportRequest {
+            id: queued.id.clone(),
+        });
+        async move { client.get_import(request).await.unwrap().into_inner() }
+    };
+    until_ended("import", get, |i| i.end_time.is_some()).await
 }
 
+/// Exports every entity as CSV and waits for the export's end.
 async fn export(app: &TestApp) -> ferry::proto::Export {
-    let mut client = ExportServiceClient::new(app.channel.clone());
+    let client = ExportServiceClient::new(app.channel.clone());
     let created = client
+        .clone()
         .create_export(app.request(CreateExportRequest::default()))
         .await
         .unwrap()
         .into_inner();
-    for _ in 0..600 {
-        let now = client
-            .get_export(app.request(GetExportRequest {
-                id: created.id.clone(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        if now.end_time.is_some() {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the export did not end within 30 s");
+    let get = || {
+        let mut client = client.clone();
+        let request = app.request(GetExportRequest {
+            id: created.id.clone(),
+        });
+        async move { client.get_export(request).await.unwrap().into_inner() }
+    };
+    until_ended("export", get, |e| e.end_time.is_some()).await
 }
 
 /// The files stored under `folder/<org>/<job id>/`.
