@@ -41,6 +41,8 @@ pub const OK: &str = "OK";
 pub enum Door {
     Grpc,
     Rest,
+    /// The bulk imports hub's pages (`/hub`).
+    Hub,
     Email,
     Admin,
 }
@@ -50,6 +52,7 @@ impl Door {
         match self {
             Door::Grpc => "grpc",
             Door::Rest => "rest",
+            Door::Hub => "hub",
             Door::Email => "email",
             Door::Admin => "admin",
         }

@@ -113,6 +113,26 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub http: HttpConfig,
     pub audit: AuditConfig,
+    pub hub: HubConfig,
+}
+
+/// The bulk imports hub (`/hub` on the HTTP listener).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// Minutes a signed-in session may go unused before it ends.
+    pub session_idle_minutes: u64,
+    /// Sessions open at once in one process; the longest idle ends to make room.
+    pub max_sessions: u32,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            session_idle_minutes: 30,
+            max_sessions: 10_000,
+        }
+    }
 }
 
 /// The audit trail (`ferry admin audit`).
@@ -682,6 +702,16 @@ impl Config {
             "must be between 60 seconds and 7 days",
         )?;
         check("jobs.workers", self.jobs.workers >= 1, "must be at least 1")?;
+        check(
+            "hub.session_idle_minutes",
+            (1..=7 * 24 * 60).contains(&self.hub.session_idle_minutes),
+            "must be between 1 minute and 7 days",
+        )?;
+        check(
+            "hub.max_sessions",
+            self.hub.max_sessions >= 1,
+            "must be at least 1",
+        )?;
         check(
             "jobs.max_attempts",
             self.jobs.max_attempts >= 1,

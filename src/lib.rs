@@ -14,6 +14,7 @@ pub mod export;
 pub mod formula_guard;
 pub mod hostile;
 pub mod hourly;
+pub mod hub;
 pub mod import;
 pub mod jobs;
 pub mod mail;

@@ -326,6 +326,10 @@ impl From<AuthError> for ApiError {
                 ApiError::new(Code::PermissionDenied, "MISSING_PERMISSION", err.to_string())
                     .with_metadata("permission", permission.as_str())
             }
+            AuthError::SessionEnded => unauthenticated("session_ended", &err),
+            AuthError::CsrfTokenInvalid => {
+                ApiError::new(Code::PermissionDenied, "CSRF_TOKEN_INVALID", err.to_string())
+            }
             AuthError::Db(db) => db.into(),
         }
     }

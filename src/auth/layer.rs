@@ -53,8 +53,26 @@ pub enum AuthError {
     MethodNotAllowed(String),
     #[error("this API key lacks the permission `{0}`")]
     MissingPermission(Permission),
+    /// A hub session cookie that names no open session (signed out, idle too long,
+    /// or the server restarted).
+    #[error("your hub session has ended: sign in again")]
+    SessionEnded,
+    /// A hub session's state-changing request without its CSRF token.
+    #[error("this request must carry the page's CSRF token (`x-csrf-token`): reload the page")]
+    CsrfTokenInvalid,
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+impl AuthError {
+    /// Whether the credential itself no longer works (rather than this one call
+    /// being refused): a hub session acting with it must end.
+    pub fn ends_sessions(&self) -> bool {
+        matches!(
+            self,
+            AuthError::UnknownKey | AuthError::RevokedKey | AuthError::ExpiredKey | AuthError::Token { .. }
+        )
+    }
 }
 
 impl From<diesel::result::Error> for AuthError {

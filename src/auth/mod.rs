@@ -7,6 +7,7 @@ pub mod jwt;
 pub mod keys;
 pub mod layer;
 pub mod permissions;
+pub mod sessions;
 
 pub use layer::{AuthError, AuthLayer, Authenticator};
 pub use permissions::Permission;

@@ -19,6 +19,7 @@ pub mod service;
 pub mod spec;
 pub mod table;
 pub mod tax_id;
+pub mod template;
 
 /// The `kind` of import jobs.
 pub const KIND: &str = "import";

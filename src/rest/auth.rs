@@ -5,7 +5,7 @@
 
 use axum::RequestExt;
 use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -14,6 +14,7 @@ use super::error::RestError;
 use crate::api::error::ApiError;
 use crate::audit::{Actor, Door};
 use crate::auth::certificates::ClientCertificate;
+use crate::auth::sessions;
 use crate::auth::{AuthError, Principal};
 use crate::request::Peer;
 
@@ -71,13 +72,53 @@ fn credentials(headers: &HeaderMap) -> Result<HeaderMap, AuthError> {
     Ok(out)
 }
 
+/// A request's credentials: its own headers, or, when it carries neither
+/// `authorization` nor `x-api-key`, those of the hub session its cookie names (see
+/// [`crate::auth::sessions`]). A session's state-changing request must carry the
+/// session's CSRF token, so another site cannot make a signed-in browser act.
+fn credentials_of(
+    state: &RestState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> (Result<HeaderMap, AuthError>, Option<String>) {
+    let session = if headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key") {
+        None
+    } else {
+        sessions::cookie_of(headers)
+    };
+    let Some(id) = session else {
+        return (credentials(headers), None);
+    };
+    let Some(session) = state.sessions.touch(&id) else {
+        return (Err(AuthError::SessionEnded), None);
+    };
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        let sent = headers
+            .get(sessions::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !session.csrf_matches(sent) {
+            return (Err(AuthError::CsrfTokenInvalid), Some(id));
+        }
+    }
+    (Ok(session.credentials()), Some(id))
+}
+
+/// Checks `method`'s credentials; a hub session whose key no longer works (revoked,
+/// expired, unknown) is ended, so the page asks to sign in again.
 async fn authenticate(
     state: &RestState,
     method: &str,
-    credentials: Result<HeaderMap, AuthError>,
+    (credentials, session): (Result<HeaderMap, AuthError>, Option<String>),
     certificate: Option<&ClientCertificate>,
 ) -> Result<crate::auth::Principal, AuthError> {
-    state.auth.authorize(method, &credentials?, certificate).await
+    let result = state.auth.authorize(method, &credentials?, certificate).await;
+    if let (Err(err), Some(id)) = (&result, session)
+        && err.ends_sessions()
+    {
+        state.sessions.end(&id);
+    }
+    result
 }
 
 /// The route layer: finds the route's gRPC method (none: refused), authenticates,
@@ -103,7 +144,7 @@ pub async fn authorize(State(state): State<RestState>, mut request: Request, nex
         Some(method) => match authenticate(
             &state,
             method,
-            credentials(request.headers()),
+            credentials_of(&state, request.method(), request.headers()),
             certificate.as_deref(),
         )
         .await

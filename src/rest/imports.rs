@@ -78,6 +78,7 @@ fn apply(options: &mut proto::ImportOptions, name: &str, value: &str) -> Result<
         "riskMatrixCompanyId" => options.risk_matrix_company_id = text,
         "skipRulesExecution" => options.skip_rules_execution = boolean(name, &text)?,
         "stopOnFirstError" => options.stop_on_first_error = boolean(name, &text)?,
+        "validateOnly" => options.validate_only = boolean(name, &text)?,
         "autoExecuteIntegrations" => options.auto_execute_integrations = Some(selection(name, &text)?),
         "autoExecuteIntegrationsShareholders" => {
             options.auto_execute_integrations_shareholders = Some(selection(name, &text)?)
@@ -117,6 +118,44 @@ fn apply(options: &mut proto::ImportOptions, name: &str, value: &str) -> Result<
         other => return Err(invalid(other, "not a field of this form")),
     }
     Ok(())
+}
+
+/// The form field a gRPC options path stands for (`options.depth` → `depth`,
+/// `options.import_mode` → `entityImportMode`); other paths as they are.
+fn form_field(path: &str) -> String {
+    match path.strip_prefix("options.") {
+        Some("import_mode") => "entityImportMode".into(),
+        Some("file_name" | "size_bytes") => "file".into(),
+        Some(snake) => {
+            let mut camel = String::with_capacity(snake.len());
+            let mut upper = false;
+            for c in snake.chars() {
+                match c {
+                    '_' => upper = true,
+                    c if upper => {
+                        camel.extend(c.to_uppercase());
+                        upper = false;
+                    }
+                    c => camel.push(c),
+                }
+            }
+            camel
+        }
+        None => path.to_string(),
+    }
+}
+
+/// The seed's form names the fields its clients sent (`depth`), not the paths of
+/// the gRPC options that the shared checks report (`options.depth`).
+fn in_form_terms(mut error: ApiError) -> ApiError {
+    for (field, _) in error.violations.iter_mut() {
+        let named = form_field(field);
+        if named != *field {
+            error.message = error.message.replace(field.as_str(), &named);
+            *field = named;
+        }
+    }
+    error
 }
 
 /// Streams the file part to `path`, refusing more than `limit` bytes.
@@ -165,6 +204,10 @@ pub struct ImportForm {
     skip_rules_execution: Option<String>,
     #[schema(pattern = "^\\s*(true|false|TRUE|FALSE|True|False|1|0)\\s*$")]
     stop_on_first_error: Option<String>,
+    /// A dry run (ferry's addition): every row is checked and counted as created,
+    /// updated, unchanged or failed, and nothing is written.
+    #[schema(pattern = "^\\s*(true|false|TRUE|FALSE|True|False|1|0)\\s*$")]
+    validate_only: Option<String>,
     /// `{"executeAllActiveEnrichments", "enrichments", "enrichmentGroupRefs", "excludeEnrichments"}` (JSON).
     auto_execute_integrations: Option<String>,
     /// The same for shareholders.
@@ -229,7 +272,7 @@ pub async fn upload(
     Extension(caller): Extension<Caller>,
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, RestError> {
-    let fail = |err: ApiError| RestError::new(err, &caller.request_id);
+    let fail = |err: ApiError| RestError::new(in_form_terms(err), &caller.request_id);
     let mut form = form.map_err(|rejection| fail(invalid("form", rejection.body_text())))?;
     let imports = &state.imports;
     let temp = TempFile(
@@ -309,6 +352,8 @@ pub struct ImportView {
     #[schema(value_type = String)]
     import_mode: &'static str,
     file_name: String,
+    /// A dry run (`validateOnly`): the counters say what the import would do.
+    validate_only: bool,
     total_items: i64,
     processed_items: i64,
     created_items: i64,
@@ -322,6 +367,27 @@ pub struct ImportView {
     error: Option<String>,
     created_at: String,
     updated_at: String,
+}
+
+fn view(job: &crate::jobs::Job<Import>) -> ImportView {
+    let message = crate::api::import::import_message(job);
+    ImportView {
+        status: job.row.state.as_str(),
+        import_mode: mode_name(message.import_mode),
+        job_id: message.id,
+        file_name: message.file_name,
+        validate_only: message.options.as_ref().is_some_and(|o| o.validate_only),
+        total_items: message.total_items,
+        processed_items: message.processed_items,
+        created_items: message.created_items,
+        updated_items: message.updated_items,
+        unchanged_items: message.unchanged_items,
+        failed_items: message.failed_items,
+        has_error_report: message.has_error_report,
+        error: message.error.map(|status| status.message),
+        created_at: crate::api::convert::iso(job.row.created_at),
+        updated_at: crate::api::convert::iso(job.row.updated_at),
+    }
 }
 
 /// `GET /batch-import/import/entities/{jobId}`: state (queued, running, completed,
@@ -349,24 +415,102 @@ pub async fn get(
         .get::<Import>(caller.principal.organization_id(), id.trim())
         .await
         .map_err(|e| RestError::new(ImportError::from(e), &caller.request_id))?;
-    let message = crate::api::import::import_message(&job);
-    let view = ImportView {
-        status: job.row.state.as_str(),
-        import_mode: mode_name(message.import_mode),
-        job_id: message.id,
-        file_name: message.file_name,
-        total_items: message.total_items,
-        processed_items: message.processed_items,
-        created_items: message.created_items,
-        updated_items: message.updated_items,
-        unchanged_items: message.unchanged_items,
-        failed_items: message.failed_items,
-        has_error_report: message.has_error_report,
-        error: message.error.map(|status| status.message),
-        created_at: crate::api::convert::iso(job.row.created_at),
-        updated_at: crate::api::convert::iso(job.row.updated_at),
+    Ok(Json(view(&job)).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TemplateQuery {
+    /// `automatic` (default, as the hub's) or `manual`.
+    #[param(pattern = "^(manual|automatic)$")]
+    mode: Option<String>,
+    /// `csv` (default) or `xlsx`.
+    #[param(pattern = "^(csv|xlsx)$")]
+    format: Option<String>,
+}
+
+/// `GET /batch-import/import/entities/template?mode=automatic&format=csv`: the
+/// platform template of an import mode, with demo tax IDs drawn anew (valid for
+/// their country) so it imports unchanged.
+#[utoipa::path(
+    get,
+    path = "/batch-import/import/entities/template",
+    tag = "seed 003: imports",
+    params(TemplateQuery),
+    responses(
+        (status = 200, description = "The template file (ferry's addition to seed 003)", content_type = "text/csv"),
+        (status = 400, description = "A bad mode or format", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
+pub async fn template(
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<TemplateQuery>, QueryRejection>,
+) -> Result<Response, RestError> {
+    use crate::import::row::Mode;
+    use crate::import::template::{self, Format};
+    let fail = |err: ApiError| RestError::new(err, &caller.request_id);
+    let Query(query) = query.map_err(|r| fail(invalid("query", r.body_text())))?;
+    let mode = match query.mode.as_deref().unwrap_or("automatic") {
+        "automatic" => Mode::Automatic,
+        "manual" => Mode::Manual,
+        other => return Err(fail(invalid("mode", format!("`{other}`: manual or automatic")))),
     };
-    Ok(Json(view).into_response())
+    let format = match query.format.as_deref().unwrap_or("csv") {
+        "csv" => Format::Csv,
+        "xlsx" => Format::Xlsx,
+        other => return Err(fail(invalid("format", format!("`{other}`: csv or xlsx")))),
+    };
+    let bytes = template::render(mode, format)
+        .map_err(|e| fail(ApiError::new(tonic::Code::Internal, "INTERNAL", e.to_string())))?;
+    let disposition = format!("attachment; filename=\"{}\"", template::file_name(mode, format));
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                format.content_type().to_string(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+            (axum::http::header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// `POST /batch-import/import/entities/{jobId}/cancel`: a queued import never runs;
+/// a running one stops at its next batch (rows already written stay).
+#[utoipa::path(
+    post,
+    path = "/batch-import/import/entities/{jobId}/cancel",
+    tag = "seed 003: imports",
+    params(("jobId" = String, Path, description = "The import's id")),
+    responses(
+        (status = 200, description = "Cancelled (ferry's addition): the import as it is now", body = ImportView),
+        (status = 404, description = "Unknown, or another organization's", body = ErrorEnvelope),
+        (status = 409, description = "`ALREADY_FINISHED`: it had already ended", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
+pub async fn cancel(
+    State(state): State<RestState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, RestError> {
+    let job = state
+        .imports
+        .queue()
+        .cancel::<Import>(
+            caller.principal.organization_id(),
+            id.trim(),
+            Some(&caller.actor()),
+        )
+        .await
+        .map_err(|e| RestError::new(ImportError::from(e), &caller.request_id))?;
+    Ok(Json(view(&job)).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -468,4 +612,24 @@ pub struct RowError {
     code: String,
     message: String,
     raw_value: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_paths_are_named_as_the_seed_form_names_them() {
+        assert_eq!(form_field("options.depth"), "depth");
+        assert_eq!(form_field("options.risk_matrix_person_id"), "riskMatrixPersonId");
+        assert_eq!(form_field("options.import_mode"), "entityImportMode");
+        assert_eq!(form_field("options.size_bytes"), "file");
+        assert_eq!(form_field("line 2"), "line 2");
+        let error = in_form_terms(ApiError::invalid(vec![(
+            "options.depth".into(),
+            "must be from 0 to 5".into(),
+        )]));
+        assert_eq!(error.violations[0].0, "depth");
+        assert_eq!(error.message, "invalid depth: must be from 0 to 5");
+    }
 }

@@ -83,6 +83,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     (
         "GET",
+        "/batch-import/import/entities/template",
+        "/ferry.v1.ImportService/UploadImport",
+    ),
+    (
+        "POST",
+        "/batch-import/import/entities/{jobId}/cancel",
+        "/ferry.v1.ImportService/CancelImport",
+    ),
+    (
+        "GET",
         "/batch-import/import/entities/{jobId}/errors",
         "/ferry.v1.ImportService/ListImportErrors",
     ),
@@ -112,6 +122,9 @@ pub struct RestState {
     pub cors_origins: Vec<String>,
     /// The gRPC server's admission (slots, per-organization rate), shared.
     pub admission: crate::server::admission::AdmissionLayer,
+    /// The hub's sign-in sessions: a session cookie is a credential here too, so
+    /// the hub's pages call these routes under the same permission table.
+    pub sessions: Arc<crate::auth::sessions::Sessions>,
 }
 
 /// Queues an export for a REST caller: the seed's body, already read into the gRPC
@@ -213,6 +226,8 @@ fn routes(state: RestState) -> OpenApiRouter {
         .merge(upload)
         .routes(routes!(imports::get))
         .routes(routes!(imports::errors))
+        .routes(routes!(imports::cancel))
+        .routes(routes!(imports::template))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,

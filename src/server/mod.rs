@@ -396,7 +396,12 @@ async fn serve_http(
     shutdown: CancellationToken,
     admission: admission::AdmissionLayer,
 ) {
-    let rest = crate::rest::router(crate::rest::RestState {
+    let hub_config = &app.config.hub;
+    let sessions = Arc::new(crate::auth::sessions::Sessions::new(
+        std::time::Duration::from_secs(hub_config.session_idle_minutes * 60),
+        hub_config.max_sessions as usize,
+    ));
+    let rest_state = crate::rest::RestState {
         auth: Arc::new(app.authenticator()),
         exports: app.exports(),
         imports: app.imports(),
@@ -405,13 +410,24 @@ async fn serve_http(
         scheme,
         cors_origins: app.config.http.origins(),
         admission,
-    });
-    let router = http::router(http::HttpState {
+        sessions,
+    };
+    let mut router = http::router(http::HttpState {
         db: app.db.clone(),
         metrics: app.metrics.clone(),
         storage: app.storage.clone(),
     })
-    .merge(rest);
+    .merge(crate::rest::router(rest_state.clone()));
+    match crate::hub::templates::Templates::new() {
+        Ok(templates) => {
+            router = router.merge(crate::hub::router(crate::hub::HubState {
+                rest: rest_state,
+                secure: scheme == "https",
+                templates: Arc::new(templates),
+            }))
+        }
+        Err(err) => tracing::error!(error = %err, "the hub's templates do not compile; /hub is not served"),
+    }
     // The peer (its client certificate) reaches the REST auth as `ConnectInfo`.
     let served = axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -438,6 +438,10 @@ async fn seed_003_refusals_name_the_problem_in_the_envelope(backend: Backend) {
             &["country=AR", r#"autoExecuteIntegrations={"checks":[]}"#][..],
         ),
         ("eventType", &["country=AR", "eventType=click"][..]),
+        // The shared checks' violations, in the form's own names.
+        ("depth", &["country=AR", "depth=9"][..]),
+        ("attributes", &["country=AR", "attributes=nope"][..]),
+        ("country", &["country=ZZZ"][..]),
     ] {
         let refused = post(bad).await;
         assert_eq!(refused.status, 400, "{field}: {}", refused.body);

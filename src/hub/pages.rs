@@ -1,0 +1,496 @@
+//! The hub's pages: sign in and out, the imports list with its upload form, and one
+//! import's page. Each page authorises its person for the gRPC method it stands for
+//! (the one permission table), reads through the domain services and renders a
+//! template; what a page does is a REST call made by `hub.js` with the session.
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+
+use super::HubState;
+use super::security::same_origin;
+use crate::api::error::ApiError;
+use crate::audit::{Actor, Door};
+use crate::auth::permissions::{Access, required_access};
+use crate::auth::sessions::{self, Session};
+use crate::auth::{AuthError, Principal};
+use crate::db::jobs::{JobListFilter, JobPage};
+use crate::import::service::ImportError;
+use crate::import::spec::Import;
+use crate::jobs::Job;
+
+const WHO_AM_I: &str = "/ferry.v1.AccountService/WhoAmI";
+const LIST_IMPORTS: &str = "/ferry.v1.ImportService/ListImports";
+const GET_IMPORT: &str = "/ferry.v1.ImportService/GetImport";
+const UPLOAD_IMPORT: &str = "/ferry.v1.ImportService/UploadImport";
+const CANCEL_IMPORT: &str = "/ferry.v1.ImportService/CancelImport";
+const LIST_ERRORS: &str = "/ferry.v1.ImportService/ListImportErrors";
+const ERROR_REPORT: &str = "/ferry.v1.ImportService/GetImportErrorReport";
+const LIST_EXPORTS: &str = "/ferry.v1.ExportService/ListExports";
+
+/// Imports listed on the imports page (the most recent first).
+const LISTED: i64 = 50;
+/// Failed rows shown per page of an import.
+const ERRORS_PER_PAGE: i64 = 50;
+
+/// A signed-in person on a page they may see.
+struct Visitor {
+    principal: Principal,
+    session: Session,
+    request_id: String,
+}
+
+impl Visitor {
+    fn actor(&self, route: &str) -> Actor {
+        Actor::of(&self.principal, Door::Hub, route, &self.request_id)
+    }
+
+    /// Whether this person's key may call `method` (the gRPC permission table).
+    fn may(&self, method: &str) -> bool {
+        may(&self.principal, method)
+    }
+
+    /// What every page's frame shows: the organization, the pages the key may use,
+    /// and the CSRF token forms send back.
+    fn frame(&self) -> Frame {
+        Frame {
+            organization: self.principal.organization.name.clone(),
+            imports: self.may(LIST_IMPORTS),
+            exports: self.may(LIST_EXPORTS),
+            csrf: self.session.csrf.clone(),
+        }
+    }
+}
+
+fn may(principal: &Principal, method: &str) -> bool {
+    match required_access(method) {
+        Some(Access::AnyCredential) => true,
+        Some(Access::Needs(permission)) => principal.permissions.contains(&permission),
+        None => false,
+    }
+}
+
+#[derive(Serialize)]
+struct Frame {
+    organization: String,
+    imports: bool,
+    exports: bool,
+    csrf: String,
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+/// Back to the sign-in page, the session cookie removed; `why` is said there.
+fn to_sign_in(state: &HubState, why: Option<&str>) -> Response {
+    let target = match why {
+        Some(why) => format!("/hub?ended={why}"),
+        None => "/hub".to_string(),
+    };
+    let mut response = Redirect::to(&target).into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, sessions::clear_cookie(state.secure));
+    response
+}
+
+/// The page for a refusal or a failure, inside the frame when the person is known.
+fn refused(state: &HubState, frame: Option<Frame>, error: ApiError) -> Response {
+    let status = crate::rest::error::status_of(&error);
+    if status.is_server_error() {
+        tracing::error!(reason = %error.reason, message = %error.message, "hub page failed");
+    }
+    let body = state.templates.render(
+        "refused.html",
+        &context! { title => "Not available", frame, reason => error.reason, message => error.message },
+    );
+    html(status, body)
+}
+
+/// The person signed in with this request's cookie, allowed `method`; otherwise
+/// the answer to give instead (the sign-in page, or a refusal naming the missing
+/// permission). The key is checked anew on every page, so a revoked key's session
+/// ends within the auth cache's bound.
+async fn visitor(state: &HubState, headers: &HeaderMap, method: &str) -> Result<Visitor, Response> {
+    let Some(id) = sessions::cookie_of(headers) else {
+        return Err(to_sign_in(state, None));
+    };
+    let Some(session) = state.rest.sessions.touch(&id) else {
+        return Err(to_sign_in(state, Some("idle")));
+    };
+    let request_id = crate::server::observe::request_id_of(headers);
+    let auth = &state.rest.auth;
+    match auth.authorize(method, &session.credentials(), None).await {
+        Ok(principal) => {
+            let visitor = Visitor {
+                principal,
+                session,
+                request_id,
+            };
+            match state.rest.admission.admit(method, &visitor.principal) {
+                // Pages are short reads: the slot is held for the admission's check
+                // (rate and overload), not for the render.
+                Ok(_slot) => Ok(visitor),
+                Err(refusal) => Err(refused(state, Some(visitor.frame()), refusal.into())),
+            }
+        }
+        Err(err) if err.ends_sessions() => {
+            state.rest.sessions.end(&id);
+            Err(to_sign_in(state, Some("key")))
+        }
+        Err(err @ AuthError::MissingPermission(_)) => {
+            let frame = match auth.authorize(WHO_AM_I, &session.credentials(), None).await {
+                Ok(principal) => Some(
+                    Visitor {
+                        principal,
+                        session,
+                        request_id,
+                    }
+                    .frame(),
+                ),
+                Err(_) => None,
+            };
+            Err(refused(state, frame, err.into()))
+        }
+        Err(err) => Err(refused(state, None, err.into())),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct HomeQuery {
+    ended: Option<String>,
+}
+
+/// `GET /hub`: the sign-in page, or the imports page for a signed-in person.
+pub async fn home(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Query(query): Query<HomeQuery>,
+) -> Response {
+    let signed_in = sessions::cookie_of(&headers).is_some_and(|id| state.rest.sessions.touch(&id).is_some());
+    if signed_in {
+        return Redirect::to("/hub/imports").into_response();
+    }
+    let notice = match query.ended.as_deref() {
+        Some("idle") => "Your session ended after a time without use. Sign in again.",
+        Some("key") => "Your key no longer works (revoked or expired). Sign in with a valid key.",
+        Some("out") => "You are signed out.",
+        _ => "",
+    };
+    sign_in_page(&state, StatusCode::OK, notice, "", "")
+}
+
+fn sign_in_page(
+    state: &HubState,
+    status: StatusCode,
+    notice: &str,
+    error: &str,
+    organization: &str,
+) -> Response {
+    let body = state.templates.render(
+        "sign_in.html",
+        &context! { title => "Sign in", notice, error, organization },
+    );
+    html(status, body)
+}
+
+#[derive(Deserialize)]
+pub struct SignInForm {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    organization: String,
+}
+
+/// `POST /hub/sign-in`: checks the key (or token) as any call would, then opens a
+/// session; the key stays on the server.
+pub async fn sign_in(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let organization = form.organization.trim().to_string();
+    if !same_origin(&headers) {
+        return sign_in_page(
+            &state,
+            StatusCode::FORBIDDEN,
+            "",
+            "This sign-in did not come from this page.",
+            "",
+        );
+    }
+    let key = form.key.trim();
+    if key.is_empty() {
+        return sign_in_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "",
+            "Enter your API key.",
+            &organization,
+        );
+    }
+    let credential = format!("Bearer {key}");
+    let mut credentials = HeaderMap::new();
+    match HeaderValue::from_str(&credential) {
+        Ok(value) => credentials.insert(header::AUTHORIZATION, value),
+        Err(_) => {
+            return sign_in_page(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                "",
+                "That is not an API key.",
+                &organization,
+            );
+        }
+    };
+    if !organization.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&organization)
+    {
+        credentials.insert("x-organization-id", value);
+    }
+    match state.rest.auth.authorize(WHO_AM_I, &credentials, None).await {
+        Ok(_) => {
+            let id = state.rest.sessions.open(credential, organization);
+            let mut response = Redirect::to("/hub/imports").into_response();
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, sessions::set_cookie(&id, state.secure));
+            response
+        }
+        Err(err) => {
+            let error = ApiError::from(err);
+            let status = crate::rest::error::status_of(&error);
+            sign_in_page(&state, status, "", &error.message, &organization)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /hub/sign-out`: ends the session (with its token: another site cannot
+/// sign a person out).
+pub async fn sign_out(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some(id) = sessions::cookie_of(&headers)
+        && let Some(session) = state.rest.sessions.touch(&id)
+    {
+        if !same_origin(&headers) || !session.csrf_matches(&form.csrf) {
+            return refused(&state, None, AuthError::CsrfTokenInvalid.into());
+        }
+        state.rest.sessions.end(&id);
+    }
+    to_sign_in(&state, Some("out"))
+}
+
+/// An import as a page row shows it.
+#[derive(Serialize)]
+struct ImportRow {
+    id: String,
+    file_name: String,
+    /// queued, running, completed, failed or cancelled.
+    state: &'static str,
+    active: bool,
+    validate_only: bool,
+    total: i64,
+    processed: i64,
+    percent: i64,
+    created: i64,
+    updated: i64,
+    unchanged: i64,
+    failed: i64,
+    created_at: String,
+    /// `2026-12-07 15:46 UTC`, for people.
+    started: String,
+    error: String,
+}
+
+/// A moment as people read it, to the minute, in UTC.
+fn for_people(iso: &str) -> String {
+    match (iso.get(..10), iso.get(11..16)) {
+        (Some(day), Some(time)) => format!("{day} {time} UTC"),
+        _ => iso.to_string(),
+    }
+}
+
+fn import_row(job: &Job<Import>) -> ImportRow {
+    let message = crate::api::import::import_message(job);
+    let percent = message.progress.as_ref().map(|p| p.percent).unwrap_or_default();
+    ImportRow {
+        id: message.id,
+        file_name: message.file_name,
+        state: job.row.state.as_str(),
+        active: !job.row.is_terminal(),
+        validate_only: message.options.as_ref().is_some_and(|o| o.validate_only),
+        total: message.total_items,
+        processed: message.processed_items,
+        percent: percent.round() as i64,
+        created: message.created_items,
+        updated: message.updated_items,
+        unchanged: message.unchanged_items,
+        failed: message.failed_items,
+        created_at: crate::api::convert::iso(job.row.created_at),
+        started: for_people(&crate::api::convert::iso(job.row.created_at)),
+        error: message.error.map(|status| status.message).unwrap_or_default(),
+    }
+}
+
+/// `GET /hub/imports`: the upload form (for a key that may import) and the
+/// organization's latest imports, updated live.
+pub async fn imports(State(state): State<HubState>, headers: HeaderMap) -> Response {
+    let visitor = match visitor(&state, &headers, LIST_IMPORTS).await {
+        Ok(visitor) => visitor,
+        Err(response) => return response,
+    };
+    let page = JobPage {
+        filter: JobListFilter::default(),
+        by_update_time: false,
+        descending: true,
+        after: None,
+        limit: LISTED,
+        offset: 0,
+    };
+    let org = visitor.principal.organization_id().to_string();
+    let (jobs, total) = match state.rest.imports.queue().list::<Import>(&org, &page).await {
+        Ok(listed) => listed,
+        Err(err) => return refused(&state, Some(visitor.frame()), ImportError::from(err).into()),
+    };
+    let rows: Vec<ImportRow> = jobs.iter().map(import_row).collect();
+    let live: Vec<&str> = rows.iter().filter(|r| r.active).map(|r| r.id.as_str()).collect();
+    let body = state.templates.render(
+        "imports.html",
+        &context! {
+            title => "Imports",
+            frame => visitor.frame(),
+            may_upload => visitor.may(UPLOAD_IMPORT),
+            rows,
+            total,
+            listed => LISTED,
+            live => live.join(","),
+            max_upload_mb => state.rest.imports.max_upload_bytes() / (1024 * 1024),
+        },
+    );
+    html(StatusCode::OK, body)
+}
+
+#[derive(Deserialize)]
+pub struct ErrorsQuery {
+    after: Option<String>,
+}
+
+#[derive(Serialize)]
+struct FailedRow {
+    line: i64,
+    column: String,
+    code: String,
+    message: String,
+    value: String,
+}
+
+/// `GET /hub/imports/{id}`: one import's counters, notices and failed rows, page by
+/// page (`?after=<line>.<seq>`), updated live while it runs.
+pub async fn import(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<ErrorsQuery>,
+) -> Response {
+    let visitor = match visitor(&state, &headers, GET_IMPORT).await {
+        Ok(visitor) => visitor,
+        Err(response) => return response,
+    };
+    let org = visitor.principal.organization_id().to_string();
+    let id = id.trim();
+    let job = match state.rest.imports.queue().get::<Import>(&org, id).await {
+        Ok(job) => job,
+        Err(err) => return refused(&state, Some(visitor.frame()), ImportError::from(err).into()),
+    };
+    let after = query
+        .after
+        .as_deref()
+        .and_then(|text| text.split_once('.'))
+        .and_then(|(line, seq)| Some((line.parse().ok()?, seq.parse().ok()?)));
+    let (mut failed, failed_total) = if visitor.may(LIST_ERRORS) {
+        match state
+            .rest
+            .imports
+            .errors(&org, id, after, ERRORS_PER_PAGE + 1)
+            .await
+        {
+            Ok(page) => page,
+            Err(err) => return refused(&state, Some(visitor.frame()), err.into()),
+        }
+    } else {
+        (Vec::new(), 0)
+    };
+    let next = if failed.len() as i64 > ERRORS_PER_PAGE {
+        failed.truncate(ERRORS_PER_PAGE as usize);
+        failed.last().map(|row| format!("{}.{}", row.line, row.seq))
+    } else {
+        None
+    };
+    let failed: Vec<FailedRow> = failed
+        .into_iter()
+        .map(|row| FailedRow {
+            line: row.line,
+            column: row.column_name,
+            code: row.code,
+            message: row.message,
+            value: row.raw_value,
+        })
+        .collect();
+    let message = crate::api::import::import_message(&job);
+    let notices: Vec<FailedRow> = message
+        .notices
+        .iter()
+        .map(|n| FailedRow {
+            line: n.line,
+            column: n.column.clone(),
+            code: n.code.clone(),
+            message: n.message.clone(),
+            value: String::new(),
+        })
+        .collect();
+    let row = import_row(&job);
+    let body = state.templates.render(
+        "import.html",
+        &context! {
+            title => format!("Import {}", row.file_name),
+            frame => visitor.frame(),
+            job => row,
+            notices,
+            failed,
+            failed_total,
+            next,
+            first_page => after.is_none(),
+            may_cancel => visitor.may(CANCEL_IMPORT),
+            may_report => visitor.may(ERROR_REPORT) && message.has_error_report,
+        },
+    );
+    html(StatusCode::OK, body)
+}
+
+/// `GET /hub/imports/{id}/report`: the error report, through a fresh signed link
+/// (recorded in the audit trail like GetImportErrorReport).
+pub async fn report(State(state): State<HubState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let visitor = match visitor(&state, &headers, ERROR_REPORT).await {
+        Ok(visitor) => visitor,
+        Err(response) => return response,
+    };
+    let org = visitor.principal.organization_id().to_string();
+    let actor = visitor.actor("GET /hub/imports/{id}/report");
+    match state.rest.imports.report(&org, id.trim(), &actor).await {
+        Ok(link) => Redirect::to(&link.url).into_response(),
+        Err(err) => refused(&state, Some(visitor.frame()), err.into()),
+    }
+}

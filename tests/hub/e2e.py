@@ -1,0 +1,304 @@
+"""The bulk imports hub, driven end to end in a real headless Chromium (Debian's
+`chromium`, Playwright for Python pinned to 1.64.1), against a real `ferry serve`.
+
+Run by `tests/it/hub.rs` (both backends), which starts the server, makes the keys,
+and checks afterwards over gRPC what this script saw on the pages. Protocol on
+stdout: `REVOKE` (the driver revokes HUB_REVOCABLE_KEY and answers a line on
+stdin), then `RESULT <json>`. Any failed check raises: the exit status says so.
+
+Every page is checked with axe-core (WCAG 2.1 AA) and photographed at 1280 and
+375 px into HUB_SHOTS.
+"""
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+from playwright.sync_api import expect, sync_playwright
+
+URL = os.environ["HUB_URL"].rstrip("/")
+KEY = os.environ["HUB_KEY"]
+EXPORT_KEY = os.environ["HUB_EXPORT_KEY"]
+REVOCABLE_KEY = os.environ["HUB_REVOCABLE_KEY"]
+SHOTS = pathlib.Path(os.environ["HUB_SHOTS"])
+AXE = pathlib.Path(__file__).parent / "vendor" / "axe-core-4.14.1" / "axe.min.js"
+ROWS = int(os.environ.get("HUB_ROWS", "5000"))
+# Long enough for a 5,000-row import on a busy CI machine.
+JOB_TIMEOUT_MS = 120_000
+
+SHOTS.mkdir(parents=True, exist_ok=True)
+BACKEND = os.environ.get("HUB_BACKEND", "sqlite")
+# What the page may never run: a header and cells that are HTML and script.
+PAYLOAD = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
+
+
+def log(*parts):
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def people_file(folder):
+    """ROWS rows: every tenth fails (an unknown status); one failing cell and one
+    header are HTML with script. The file name is HTML too."""
+    path = pathlib.Path(folder) / "people-<b onclick=alert(1)>5000.csv"
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        out.write('tax_id,type,country_code,suggested_name,status,"%s"\n' % PAYLOAD.replace('"', '""'))
+        for i in range(ROWS):
+            status = "active" if i % 10 != 9 else "not-a-status"
+            if i == 9:
+                status = PAYLOAD
+            out.write('HUB%06d,person,MX,Person %d,"%s",note %d\n' % (i, i, status.replace('"', '""'), i))
+    return path
+
+
+def axe_check(page, name):
+    """axe-core on the page as it is: no WCAG 2.1 AA violation."""
+    # Evaluated over the DevTools protocol: the page's CSP (no inline script) stays
+    # on, and would refuse a <script> tag.
+    page.evaluate(AXE.read_text(encoding="utf-8") + "\n;undefined")
+    result = page.evaluate(
+        """() => axe.run(document, {runOnly: {type: 'tag',
+             values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}})"""
+    )
+    violations = [
+        {"id": v["id"], "help": v["help"], "nodes": [n["html"][:200] for n in v["nodes"][:3]]}
+        for v in result["violations"]
+    ]
+    assert not violations, "%s: axe-core violations: %s" % (name, json.dumps(violations, indent=1))
+
+
+def shoot(browser, state, path_, name):
+    """The page at 1280 and 375 px wide, signed in as `state` (a storage state)."""
+    for width in (1280, 375):
+        context = browser.new_context(viewport={"width": width, "height": 900}, storage_state=state)
+        page = context.new_page()
+        page.goto(URL + path_)
+        page.wait_for_load_state("networkidle")
+        if width == 375:
+            # Nothing wider than the screen but the tables' own scrolling regions.
+            overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, "%s is %d px wider than a 375 px screen" % (name, overflow)
+        page.screenshot(path=str(SHOTS / ("%s-%s-%d.png" % (BACKEND, name, width))))
+        context.close()
+
+
+def never_ran_script(page):
+    assert page.evaluate("() => window.__pwned === undefined"), "a payload ran as script"
+
+
+def wait_until_ended(page):
+    """On an import's page: the state is shown live and the page reloads at the end."""
+    expect(page.locator('[data-field="state"]').first).to_have_text(
+        re.compile("^(completed|failed|cancelled)$"), timeout=JOB_TIMEOUT_MS
+    )
+    # The page reloads itself once the job ended (to list the failed rows); the
+    # reloaded page follows no job any more.
+    expect(page.locator("[data-live-kind]")).to_have_attribute("data-live-ids", "", timeout=JOB_TIMEOUT_MS)
+    page.wait_for_load_state("networkidle")
+
+
+def counters(page):
+    def number(field):
+        return int(page.locator('[data-field="%s"]' % field).first.inner_text())
+
+    return {name: number(name) for name in ("created", "updated", "unchanged", "failed")}
+
+
+def upload(page, path, *, dry_run=False, fields=None, mode="Manual"):
+    page.goto(URL + "/hub/imports")
+    page.set_input_files("#file", str(path))
+    page.get_by_role("radio", name=re.compile("^%s" % mode)).check()
+    if dry_run:
+        page.get_by_label(re.compile("Validate only")).check()
+    if fields:
+        page.get_by_text("More options").click()
+    for label, value in (fields or {}).items():
+        page.get_by_label(label).fill(value)
+    page.get_by_role("button", name="Upload and import").click()
+
+
+def main():
+    result = {}
+    folder = tempfile.mkdtemp(prefix="ferry-hub-")
+    people = people_file(folder)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        page = context.new_page()
+        script_errors = []
+        page.on("pageerror", lambda error: script_errors.append(str(error)))
+
+        # Sign in: a wrong key is refused on the page, the right one opens the hub.
+        response = page.goto(URL + "/hub")
+        headers = response.headers
+        assert "script-src 'self'" in headers["content-security-policy"], headers
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], headers
+        assert headers["x-frame-options"] == "DENY", headers
+        axe_check(page, "sign-in")
+        page.screenshot(path=str(SHOTS / ("%s-sign-in-1280.png" % BACKEND)))
+        page.get_by_label("API key").fill("fk_not_a_real_key")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert")).to_contain_text("key")
+        page.get_by_label("API key").fill(KEY)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(URL + "/hub/imports")
+        cookie = next(c for c in context.cookies() if c["name"] == "ferry_hub")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+        assert KEY not in page.content(), "the key reached the page"
+        assert page.evaluate("() => document.cookie").find("ferry_hub") < 0, "script can read the session"
+        axe_check(page, "imports (empty)")
+
+        # A bad field is named next to the field, as the REST door names it.
+        upload(page, people, fields={"Shareholder depth": "9"})
+        expect(page.locator("#depth-error")).to_contain_text("0 to 5")
+        expect(page.locator("#depth")).to_have_attribute("aria-invalid", "true")
+        expect(page.locator("#upload-errors")).to_be_focused()
+        axe_check(page, "upload form with errors")
+
+        # Dry run: counts what would happen, writes nothing (the driver checks the
+        # real import still creates every valid row).
+        upload(page, people, dry_run=True)
+        page.wait_for_url(re.compile(r"/hub/imports/[0-9a-f-]+$"), timeout=JOB_TIMEOUT_MS)
+        wait_until_ended(page)
+        dry = counters(page)
+        result["dry_run"] = {"id": page.url.rsplit("/", 1)[1], **dry}
+        assert dry["created"] == ROWS - ROWS // 10 and dry["failed"] == ROWS // 10, dry
+        expect(page.locator("h1")).to_contain_text("dry run")
+
+        # The real import: progress while it runs, the counters at the end.
+        upload(page, people)
+        page.wait_for_url(re.compile(r"/hub/imports/[0-9a-f-]+$"), timeout=JOB_TIMEOUT_MS)
+        import_id = page.url.rsplit("/", 1)[1]
+        import_path = "/hub/imports/" + import_id
+        wait_until_ended(page)
+        expect(page.locator('[data-field="state"]')).to_have_text("completed")
+        done = counters(page)
+        result["import"] = {"id": import_id, **done}
+        assert done["created"] == ROWS - ROWS // 10 and done["failed"] == ROWS // 10, done
+        # The file name, a failed cell and the header are shown as text, never run.
+        expect(page.locator("h1")).to_contain_text("people-<b onclick=alert(1)>5000.csv")
+        expect(page.locator("td.value").first).to_contain_text("<script>")
+        never_ran_script(page)
+        # Failed rows, page by page, in file order: line 11 is the first (header = 1).
+        first_line = page.locator("table.failed tbody tr td").first.inner_text()
+        assert first_line == "11", first_line
+        page.get_by_role("link", name="Next page").click()
+        expect(page.locator("table.failed tbody tr").first).to_be_visible()
+        assert int(page.locator("table.failed tbody tr td").first.inner_text()) > 11
+        page.goto(URL + import_path)
+        axe_check(page, "import")
+        with page.expect_download() as download:
+            page.get_by_role("link", name=re.compile("error report")).click()
+        report = pathlib.Path(download.value.path()).read_text(encoding="utf-8")
+        assert report.count("\n") >= ROWS // 10, report[:300]
+
+        # A template, downloaded and imported unchanged, imports with no failure:
+        # its demo tax IDs are drawn anew and valid for their country.
+        for mode, kind, rows in (("automatic", "csv", 6), ("manual", "xlsx", 8)):
+            page.goto(URL + "/hub/imports")
+            with page.expect_download() as download:
+                page.get_by_role("link", name="%s mode, %s" % (mode.capitalize(), kind.upper())).click()
+            template = pathlib.Path(folder) / download.value.suggested_filename
+            download.value.save_as(template)
+            assert template.name == "bulk-entities-%s.%s" % (mode, kind), template.name
+            upload(page, template, mode=mode.capitalize())
+            page.wait_for_url(re.compile(r"/hub/imports/[0-9a-f-]+$"), timeout=JOB_TIMEOUT_MS)
+            wait_until_ended(page)
+            shown = counters(page)
+            assert shown["failed"] == 0 and shown["created"] == rows, (mode, shown)
+            result["template_" + mode] = {"id": page.url.rsplit("/", 1)[1], **shown}
+
+        page.goto(URL + "/hub/imports")
+        expect(page.locator("td").filter(has_text="people-<b onclick=alert(1)>5000.csv").first).to_be_visible()
+        never_ran_script(page)
+        axe_check(page, "imports")
+        state = context.storage_state()
+        shoot(browser, state, "/hub/imports", "imports")
+        shoot(browser, state, import_path, "import")
+
+        # Without the page's CSRF token a signed-in browser's POST is refused.
+        refused = page.request.post(
+            URL + "/batch-import/import/entities",
+            multipart={"file": {"name": "x.csv", "mimeType": "text/csv", "buffer": b"tax_id,type\n"}},
+        )
+        assert refused.status == 403 and refused.json()["error"]["code"] == "CSRF_TOKEN_INVALID", refused.text()
+        refused = page.request.post(URL + "/hub/sign-out", form={"csrf": "forged"})
+        assert refused.status == 403, refused.status
+
+        # Sign out ends the session: the old cookie no longer opens a page or a route.
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("status")).to_contain_text("signed out")
+        old = browser.new_context()
+        old.add_cookies([cookie])
+        stale = old.new_page()
+        stale.goto(URL + "/hub/imports")
+        expect(stale.get_by_role("button", name="Sign in")).to_be_visible()
+        answer = stale.request.get(URL + "/batch-import/import/entities/" + import_id)
+        assert answer.status == 401, answer.status
+        old.close()
+
+        # Keyboard only: sign in with the export-only key without touching the mouse.
+        keys_only = browser.new_context(viewport={"width": 375, "height": 800})
+        kb = keys_only.new_page()
+        kb.goto(URL + "/hub")
+        for _ in range(10):
+            kb.keyboard.press("Tab")
+            if kb.evaluate("() => document.activeElement && document.activeElement.id") == "key":
+                break
+        kb.keyboard.type(EXPORT_KEY)
+        kb.keyboard.press("Enter")
+        # A key without entities:bulk_import sees no upload, and the route refuses it.
+        expect(kb.get_by_role("alert")).to_contain_text("entities:bulk_import")
+        assert kb.locator("#upload-form").count() == 0
+        axe_check(kb, "refused")
+        kb.screenshot(path=str(SHOTS / ("%s-refused-375.png" % BACKEND)), full_page=True)
+        csrf = kb.locator('meta[name="csrf-token"]').get_attribute("content")
+        answer = kb.request.post(
+            URL + "/batch-import/import/entities",
+            headers={"x-csrf-token": csrf},
+            multipart={"file": {"name": "x.csv", "mimeType": "text/csv", "buffer": b"tax_id,type\n"}},
+        )
+        assert answer.status == 403 and answer.json()["error"]["code"] == "MISSING_PERMISSION", answer.text()
+        keys_only.close()
+
+        # A revoked key's session ends within the auth cache's bound.
+        revocable = browser.new_context()
+        rv = revocable.new_page()
+        rv.goto(URL + "/hub")
+        rv.get_by_label("API key").fill(REVOCABLE_KEY)
+        rv.get_by_role("button", name="Sign in").click()
+        expect(rv).to_have_url(URL + "/hub/imports")
+        print("REVOKE", flush=True)
+        sys.stdin.readline()
+        deadline = time.monotonic() + 10
+        while True:
+            rv.goto(URL + "/hub/imports")
+            if "/hub/imports" not in rv.url:
+                break
+            assert time.monotonic() < deadline, "the revoked key's session still works"
+            time.sleep(0.25)
+        expect(rv.get_by_role("status")).to_contain_text("no longer works")
+        revocable.close()
+        browser.close()
+    assert not script_errors, "script errors on the pages: %s" % script_errors
+    shutil.rmtree(folder, ignore_errors=True)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+//! The bulk imports hub (`/hub`): driven end to end in a real headless Chromium by
+//! `tests/hub/e2e.py` (Playwright) against a real `ferry serve` child on both
+//! backends; what the pages showed is then checked over gRPC and in the database.
+//! Its REST additions (cancel, `validateOnly`, sessions as credentials) are driven
+//! with curl.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use ferry::auth::{Permission, keys};
+use ferry::orgs::{self, Feature, Plan};
+use ferry::proto::{GetImportRequest, import_service_client::ImportServiceClient};
+use ferry::server::App;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestApp, TestDb, curl, test_config, with_auth};
+
+on_both_backends!(
+    a_person_imports_checks_and_follows_a_file_in_a_real_browser,
+    an_import_is_cancelled_over_rest_and_a_second_cancel_is_a_conflict,
+    a_session_cookie_is_a_credential_only_with_its_csrf_token_for_changes,
+);
+
+/// `ferry serve` on free ports: the child and its (gRPC, HTTP) addresses.
+async fn serve(db: &TestDb) -> (tokio::process::Child, String, String) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--data-dir")
+        .arg(db.data_dir())
+        .arg("--database-url")
+        .arg(&db.url)
+        .args(["--set", "log.level=warn", "--set", "server.bootstrap=false"])
+        // Revocations reach the server within a second; jobs start at once.
+        .args([
+            "--set",
+            "auth.cache_ttl_millis=1000",
+            "--set",
+            "jobs.poll_millis=100",
+        ])
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            // `ferry gRPC on 127.0.0.1:1234 , HTTP on 127.0.0.1:5678`
+            if let Some(rest) = line.strip_prefix("ferry gRPC on ") {
+                let (grpc, http) = rest.split_once(", HTTP on ").unwrap();
+                return (grpc.trim().to_string(), http.trim().to_string());
+            }
+        }
+        panic!("ferry serve exited before serving");
+    })
+    .await
+    .expect("ferry serve started within 60 s");
+    // The rest of its output is not needed, but must not fill the pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, started.0, started.1)
+}
+
+async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = App::open(test_config(&db)).await.unwrap();
+    let org = orgs::create(&app.db, "acme", Plan::Enterprise, &Feature::ALL, None)
+        .await
+        .unwrap();
+    let (_, key) = keys::create(&app.db, &org.id, "hub", &Permission::ALL, &[])
+        .await
+        .unwrap();
+    let (_, export_key) = keys::create(
+        &app.db,
+        &org.id,
+        "exports only",
+        &[Permission::EntitiesExport],
+        &[],
+    )
+    .await
+    .unwrap();
+    let (revocable, revocable_key) = keys::create(&app.db, &org.id, "revocable", &Permission::ALL, &[])
+        .await
+        .unwrap();
+    let (_server, grpc, http) = serve(&db).await;
+
+    let backend_name = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let mut browser = tokio::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hub/e2e.py"))
+        .env("HUB_URL", format!("http://{http}"))
+        .env("HUB_KEY", &key)
+        .env("HUB_EXPORT_KEY", &export_key)
+        .env("HUB_REVOCABLE_KEY", &revocable_key)
+        .env("HUB_BACKEND", backend_name)
+        .env(
+            "HUB_SHOTS",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/target/hub-screenshots"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 with Playwright (.ci/run installs it)");
+    let mut stdin = browser.stdin.take().unwrap();
+    let mut out = BufReader::new(browser.stdout.take().unwrap()).lines();
+    let mut result = None;
+    let driven = tokio::time::timeout(Duration::from_secs(600), async {
+        while let Some(line) = out.next_line().await.unwrap() {
+            if line == "REVOKE" {
+                assert!(keys::revoke(&app.db, &revocable.id, None).await.unwrap());
+                stdin.write_all(b"revoked\n").await.unwrap();
+            } else if let Some(json) = line.strip_prefix("RESULT ") {
+                result = Some(serde_json::from_str::<serde_json::Value>(json).unwrap());
+            }
+        }
+    })
+    .await;
+    let output = browser.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(driven.is_ok(), "the browser test ran over 10 minutes: {log}");
+    assert!(output.status.success(), "the browser test failed:\n{log}");
+    let result = result.expect("the browser test's RESULT line");
+
+    // What the pages showed is what gRPC says.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut imports = ImportServiceClient::new(channel);
+    for (name, dry) in [
+        ("import", false),
+        ("dry_run", true),
+        ("template_automatic", false),
+        ("template_manual", false),
+    ] {
+        let shown = &result[name];
+        let id = shown["id"].as_str().unwrap().to_string();
+        let import = imports
+            .get_import(with_auth(GetImportRequest { id }, &key, &org.id))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(shown["created"], import.created_items, "{name}");
+        assert_eq!(shown["updated"], import.updated_items, "{name}");
+        assert_eq!(shown["unchanged"], import.unchanged_items, "{name}");
+        assert_eq!(shown["failed"], import.failed_items, "{name}");
+        assert_eq!(import.options.unwrap().validate_only, dry, "{name}");
+    }
+    // The dry run wrote nothing: the real import after it created every valid row,
+    // and those and the two templates' rows are all the organization has.
+    let stored = ferry::db::entities::count(
+        &mut app.db.conn().await.unwrap(),
+        &org.id,
+        &ferry::db::entities::EntityFilter::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored, 4_500 + 6 + 8);
+}
+
+async fn an_import_is_cancelled_over_rest_and_a_second_cancel_is_a_conflict(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let base = format!("http://{}", app.http_addr());
+    let auth = format!("authorization: Bearer {}", app.key);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("people.csv");
+    std::fs::write(
+        &file,
+        "tax_id,type,country_code,suggested_name\nP1,person,MX,Ana\n",
+    )
+    .unwrap();
+    let url = format!("{base}/batch-import/import/entities");
+    let accepted = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "-F",
+        &format!("file=@{}", file.display()),
+        "-F",
+        "entityImportMode=manual",
+        "-F",
+        "validateOnly=true",
+        &url,
+    ])
+    .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let id = accepted.json()["jobId"].as_str().unwrap().to_string();
+    let status = curl(&["-H", &auth, &format!("{url}/{id}")]).await.json();
+    assert_eq!(status["validateOnly"], true);
+
+    let cancel = format!("{url}/{id}/cancel");
+    let cancelled = curl(&["-X", "POST", "-H", &auth, &cancel]).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.json()["status"], "cancelled");
+    let again = curl(&["-X", "POST", "-H", &auth, &cancel]).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    let (other_org, other_key) = app.other_org().await;
+    let hidden = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("authorization: Bearer {other_key}"),
+        "-H",
+        &format!("x-organization-id: {other_org}"),
+        &cancel,
+    ])
+    .await;
+    assert_eq!(hidden.status, 404, "{}", hidden.body);
+    app.stop().await;
+}
+
+/// Signs in over HTTP as a browser would; the session cookie's value.
+async fn sign_in(base: &str, key: &str) -> String {
+    let answer = curl(&[
+        "-H",
+        &format!("origin: {base}"),
+        "--data-urlencode",
+        &format!("key={key}"),
+        &format!("{base}/hub/sign-in"),
+    ])
+    .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let cookie = answer.header("set-cookie").unwrap().to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let value = cookie.split(';').next().unwrap();
+    value.strip_prefix("ferry_hub=").unwrap().to_string()
+}
+
+async fn a_session_cookie_is_a_credential_only_with_its_csrf_token_for_changes(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let base = format!("http://{}", app.http_addr());
+    // Another site's sign-in form is refused before the key is even looked at.
+    let forged = curl(&[
+        "-H",
+        "origin: https://evil.test",
+        "--data-urlencode",
+        &format!("key={}", app.key),
+        &format!("{base}/hub/sign-in"),
+    ])
+    .await;
+    assert_eq!(forged.status, 403);
+    assert!(forged.header("set-cookie").is_none());
+    let wrong = curl(&[
+        "--data-urlencode",
+        "key=ferry_nope",
+        &format!("{base}/hub/sign-in"),
+    ])
+    .await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+
+    let session = sign_in(&base, &app.key).await;
+    let cookie = format!("cookie: ferry_hub={session}");
+    let page = curl(&["-H", &cookie, &format!("{base}/hub/imports")]).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains(&app.key), "the key reached the page");
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    let csrf = page
+        .body
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+
+    // Reads need only the cookie; a change needs the page's token too.
+    let url = format!("{base}/batch-import/import/entities");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("people.csv");
+    std::fs::write(
+        &file,
+        "tax_id,type,country_code,suggested_name\nP1,person,MX,Ana\n",
+    )
+    .unwrap();
+    let form = format!("file=@{}", file.display());
+    let post = |token: Option<String>| {
+        let (cookie, form, url) = (cookie.clone(), form.clone(), url.clone());
+        async move {
+            let header = format!("x-csrf-token: {}", token.unwrap_or_default());
+            curl(&[
+                "-X",
+                "POST",
+                "-H",
+                &cookie,
+                "-H",
+                &header,
+                "-F",
+                &form,
+                "-F",
+                "entityImportMode=manual",
+                &url,
+            ])
+            .await
+        }
+    };
+    let refused = post(None).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "CSRF_TOKEN_INVALID");
+    let refused = post(Some("forged".into())).await;
+    assert_eq!(refused.json()["error"]["code"], "CSRF_TOKEN_INVALID");
+    let accepted = post(Some(csrf.clone())).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let id = accepted.json()["jobId"].as_str().unwrap().to_string();
+    let read = curl(&["-H", &cookie, &format!("{url}/{id}")]).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+
+    // Sign-out needs the token too, then the cookie opens nothing.
+    let sign_out = format!("{base}/hub/sign-out");
+    let forged = curl(&["-H", &cookie, "-d", "csrf=forged", &sign_out]).await;
+    assert_eq!(forged.status, 403);
+    let out = curl(&["-H", &cookie, "-d", &format!("csrf={csrf}"), &sign_out]).await;
+    assert_eq!(out.status, 303);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    let after = curl(&["-H", &cookie, &format!("{url}/{id}")]).await;
+    assert_eq!(after.status, 401, "{}", after.body);
+    assert_eq!(after.json()["error"]["code"], "UNAUTHORIZED");
+    let page = curl(&["-H", &cookie, &format!("{base}/hub/imports")]).await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.header("location"), Some("/hub?ended=idle"));
+    app.stop().await;
+}
