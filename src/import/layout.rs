@@ -90,6 +90,20 @@ fn platform_name(target: &Target) -> Option<&'static str> {
     }
 }
 
+/// Where one header's values go: through the saved mapping (custom header ->
+/// platform column) first, then the column contract. Returns the name resolved
+/// (the mapping's column, or the header itself) and its target. The import's layout
+/// and the hub's preview both ask this, so they cannot disagree.
+pub fn place<'a>(
+    original: &'a str,
+    column_map: &'a BTreeMap<String, String>,
+) -> (&'a str, Result<Target, HeaderError>) {
+    let mapped = column_map
+        .get(&headers::normalize(original))
+        .map_or(original, String::as_str);
+    (mapped, headers::resolve(mapped))
+}
+
 impl Layout {
     /// Resolves the header row: the saved mapping first (custom header -> platform
     /// column), then aliases and dotted paths. Every problem is listed.
@@ -137,8 +151,7 @@ impl Layout {
                 text
             };
             let normalized = headers::normalize(original);
-            let mapped = column_map.get(&normalized).map_or(original, String::as_str);
-            let target = match headers::resolve(mapped) {
+            let target = match place(original, column_map).1 {
                 Ok(target) => target,
                 Err(err) => {
                     let code = match err {

@@ -11,6 +11,7 @@ pub mod mapping;
 pub mod notice;
 pub mod plan;
 pub mod preflight;
+pub mod preview;
 pub mod reader;
 pub mod report;
 pub mod row;

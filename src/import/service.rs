@@ -4,6 +4,7 @@
 //! and sign its error report.
 
 use crate::audit::Actor;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +110,57 @@ impl Imports {
         self.config.bulk_import.max_upload_bytes
     }
 
+    /// A saved mapping's header -> column map; an unknown id is the caller's error.
+    async fn column_map(
+        &self,
+        organization_id: &str,
+        mapping_id: &str,
+    ) -> Result<BTreeMap<String, String>, ImportError> {
+        let mut conn = self.queue.db().conn().await?;
+        let mapping = mappings::find(&mut conn, organization_id, mapping_id)
+            .await
+            .map_err(DbError::from)?
+            .ok_or_else(|| {
+                ImportError::Invalid(vec![(
+                    "options.mapping_id".into(),
+                    "no saved mapping with this id".into(),
+                )])
+            })?;
+        // A stored mapping this build cannot read is the server's fault (INTERNAL),
+        // not a reason to import with no mapping at all.
+        Ok(serde_json::from_str(&mapping.column_map)
+            .map_err(|e| DbError::Query(diesel::result::Error::DeserializationError(Box::new(e))))?)
+    }
+
+    /// What an import would make of the file at `path` (the beginning of a file
+    /// is enough; see [`super::preview`]), with the saved mapping `mapping_id`.
+    pub async fn preview(
+        &self,
+        organization_id: &str,
+        mapping_id: Option<&str>,
+        format: Format,
+        path: PathBuf,
+    ) -> Result<super::preview::Preview, ImportError> {
+        let column_map = match mapping_id {
+            Some(id) => self.column_map(organization_id, id).await?,
+            None => BTreeMap::new(),
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path).map_err(StorageError::from)?;
+            super::preview::preview(format, std::io::BufReader::new(file), &column_map).map_err(|e| match e {
+                super::table::TableError::Refused(v) => ImportError::Preflight(vec![v]),
+                super::table::TableError::Io(e) => ImportError::Storage(e.into()),
+            })
+        });
+        read.await.map_err(|e| ImportError::Interrupted(e.to_string()))?
+    }
+
+    /// The most bytes an XLSX upload may hold (it is read whole).
+    pub fn max_xlsx_bytes(&self) -> u64 {
+        let limits = &self.config.bulk_import;
+        limits.max_xlsx_bytes.min(limits.max_upload_bytes)
+    }
+
     /// Takes an upload: checks the options, writes the chunks to a temp file (at most
     /// `bulk_import.max_upload_bytes`), runs pre-flight, stores the file and queues
     /// the job. Nothing is left behind when any step fails.
@@ -135,23 +187,9 @@ impl Imports {
         {
             return Ok(job);
         }
-        let mut conn = self.queue.db().conn().await?;
         if let Some(mapping_id) = &spec.mapping_id {
-            let mapping = mappings::find(&mut conn, &org.id, mapping_id)
-                .await
-                .map_err(DbError::from)?
-                .ok_or_else(|| {
-                    ImportError::Invalid(vec![(
-                        "options.mapping_id".into(),
-                        "no saved mapping with this id".into(),
-                    )])
-                })?;
-            // A stored mapping this build cannot read is the server's fault (INTERNAL),
-            // not a reason to import with no mapping at all.
-            spec.column_map = serde_json::from_str(&mapping.column_map)
-                .map_err(|e| DbError::Query(diesel::result::Error::DeserializationError(Box::new(e))))?;
+            spec.column_map = self.column_map(&org.id, mapping_id).await?;
         }
-        drop(conn);
 
         tokio::fs::create_dir_all(self.temp_dir())
             .await

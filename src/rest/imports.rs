@@ -480,6 +480,97 @@ pub async fn template(
         .into_response())
 }
 
+/// The most of a CSV or NDJSON file a preview reads (its first rows are enough).
+pub const PREVIEW_BYTES: u64 = 1024 * 1024;
+
+/// `POST /batch-import/import/entities/preview`: the form's `file` (the beginning
+/// of a CSV or NDJSON file is enough; an XLSX file whole) and `mappingId`; answers
+/// where each header goes, the first rows as the import reads them, and the
+/// header's problems. Nothing is stored.
+#[utoipa::path(
+    post,
+    path = "/batch-import/import/entities/preview",
+    tag = "seed 003: imports",
+    request_body(content = PreviewForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "What an import would make of the file (ferry's addition)", body = crate::import::preview::Preview),
+        (status = 400, description = "A bad field, or a file that is not of its format", body = ErrorEnvelope),
+        (status = 413, description = "`UPLOAD_TOO_LARGE`: more than 1 MiB of CSV or NDJSON, or an XLSX file beyond `bulk_import.max_xlsx_bytes`", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
+pub async fn preview(
+    State(state): State<RestState>,
+    Extension(caller): Extension<Caller>,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<Response, RestError> {
+    use crate::import::table::Format;
+    let fail = |err: ApiError| RestError::new(in_form_terms(err), &caller.request_id);
+    let mut form = form.map_err(|rejection| fail(invalid("form", rejection.body_text())))?;
+    let imports = &state.imports;
+    let temp = TempFile(
+        imports
+            .temp_dir()
+            .join(format!("rest-preview-{}", crate::db::new_id())),
+    );
+    tokio::fs::create_dir_all(imports.temp_dir())
+        .await
+        .map_err(|e| fail(ImportError::Storage(e.into()).into()))?;
+    let (mut format, mut mapping_id) = (None, None);
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| fail(invalid("form", e.body_text())))?
+    {
+        match field.name().unwrap_or_default() {
+            "file" if format.is_none() => {
+                let name = field.file_name().unwrap_or("upload.csv").to_string();
+                let kind = Format::of_file_name(&name);
+                let limit = match kind {
+                    Format::Xlsx => imports.max_xlsx_bytes(),
+                    _ => PREVIEW_BYTES,
+                };
+                save(field, &temp.0, limit).await.map_err(fail)?;
+                format = Some(kind);
+            }
+            "file" => return Err(fail(invalid("file", "one file per request"))),
+            "mappingId" => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|e| fail(invalid("mappingId", e.body_text())))?;
+                mapping_id = Some(text.trim().to_string()).filter(|t| !t.is_empty());
+            }
+            other => return Err(fail(invalid(other, "not a field of this form (file, mappingId)"))),
+        }
+    }
+    let format = format.ok_or_else(|| fail(invalid("file", "is required (the file, or its beginning)")))?;
+    let preview = imports
+        .preview(
+            caller.principal.organization_id(),
+            mapping_id.as_deref(),
+            format,
+            temp.0.clone(),
+        )
+        .await
+        .map_err(|e| fail(e.into()))?;
+    Ok(Json(preview).into_response())
+}
+
+/// The preview's form, for the OpenAPI document.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct PreviewForm {
+    /// The file or, for CSV and NDJSON, its first bytes (at most 1 MiB); its name
+    /// picks the format.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// A saved mapping for custom headers.
+    mapping_id: Option<String>,
+}
+
 /// `POST /batch-import/import/entities/{jobId}/cancel`: a queued import never runs;
 /// a running one stops at its next batch (rows already written stay).
 #[utoipa::path(

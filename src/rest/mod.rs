@@ -82,6 +82,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/ferry.v1.ImportService/GetImport",
     ),
     (
+        "POST",
+        "/batch-import/import/entities/preview",
+        "/ferry.v1.ImportService/UploadImport",
+    ),
+    (
         "GET",
         "/batch-import/import/entities/template",
         "/ferry.v1.ImportService/UploadImport",
@@ -209,6 +214,7 @@ fn routes(state: RestState) -> OpenApiRouter {
     // to disk (413 UPLOAD_TOO_LARGE); axum's 2 MiB default would refuse any real file.
     let upload = OpenApiRouter::new()
         .routes(routes!(imports::upload))
+        .routes(routes!(imports::preview))
         .layer(axum::extract::DefaultBodyLimit::disable());
     let stream = OpenApiRouter::new()
         .routes(routes!(events::stream))

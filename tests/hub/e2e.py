@@ -163,6 +163,19 @@ def main():
         assert page.evaluate("() => document.cookie").find("ferry_hub") < 0, "script can read the session"
         axe_check(page, "imports (empty)")
 
+        # Check before importing: where each header goes and the first rows, as the
+        # import reads them, shown as text (one header is HTML with script).
+        page.set_input_files("#file", str(people))
+        expect(page.locator("#preview-summary")).to_contain_text("the first 10 rows")
+        columns = page.locator("#preview-columns tbody tr")
+        expect(columns).to_have_count(6)
+        expect(columns.nth(0)).to_contain_text("tax_id — platform column")
+        expect(columns.nth(5).locator("td").first).to_have_text(PAYLOAD)
+        expect(page.locator("#preview-rows tbody tr")).to_have_count(10)
+        never_ran_script(page)
+        axe_check(page, "preview")
+        page.locator("#upload-form").screenshot(path=str(SHOTS / ("%s-preview-1280.png" % BACKEND)))
+
         # A bad field is named next to the field, as the REST door names it.
         upload(page, people, fields={"Shareholder depth": "9"})
         expect(page.locator("#depth-error")).to_contain_text("0 to 5")

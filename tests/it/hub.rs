@@ -20,6 +20,7 @@ on_both_backends!(
     a_person_imports_checks_and_follows_a_file_in_a_real_browser,
     an_import_is_cancelled_over_rest_and_a_second_cancel_is_a_conflict,
     a_session_cookie_is_a_credential_only_with_its_csrf_token_for_changes,
+    a_preview_says_where_each_header_goes_and_shows_the_first_rows,
 );
 
 /// `ferry serve` on free ports: the child and its (gRPC, HTTP) addresses.
@@ -336,5 +337,58 @@ async fn a_session_cookie_is_a_credential_only_with_its_csrf_token_for_changes(b
     let page = curl(&["-H", &cookie, &format!("{base}/hub/imports")]).await;
     assert_eq!(page.status, 303);
     assert_eq!(page.header("location"), Some("/hub?ended=idle"));
+    app.stop().await;
+}
+
+async fn a_preview_says_where_each_header_goes_and_shows_the_first_rows(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let url = format!("http://{}/batch-import/import/entities/preview", app.http_addr());
+    let auth = format!("authorization: Bearer {}", app.key);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("people.csv");
+    let mut text = String::from("Tax ID,tipo,country_code,segment_tag,id\n");
+    for i in 0..30 {
+        text.push_str(&format!("T{i},person,MX,retail,x{i}\n"));
+    }
+    std::fs::write(&file, text).unwrap();
+    let form = format!("file=@{}", file.display());
+    let answer = curl(&["-H", &auth, "-F", &form, &url]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let preview = answer.json();
+    let how: Vec<(String, String)> = preview["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["goesTo"].as_str().unwrap().to_string(),
+                c["how"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        // Case and spaces are normalised: `Tax ID` is the platform's `tax_id`.
+        ("tax_id", "platform"),
+        ("type", "alias"),
+        ("country_code", "platform"),
+        ("attributes.segment_tag", "attribute"),
+        ("", "not_imported"),
+    ];
+    assert_eq!(
+        how,
+        expected.map(|(a, b)| (a.to_string(), b.to_string())).to_vec()
+    );
+    assert_eq!(preview["rows"].as_array().unwrap().len(), 10);
+    assert_eq!(preview["rows"][0][0], "T0");
+    assert_eq!(preview["problems"].as_array().unwrap().len(), 0);
+    // Nothing was queued or stored.
+    let listed = curl(&["-H", &auth, &format!("http://{}/v1/exports", app.http_addr())]).await;
+    assert_eq!(listed.status, 200);
+
+    let unknown = curl(&["-H", &auth, "-F", &form, "-F", "mappingId=nope", &url]).await;
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    assert_eq!(unknown.json()["error"]["details"][0]["field"], "mappingId");
+    let stray = curl(&["-H", &auth, "-F", &form, "-F", "country=AR", &url]).await;
+    assert_eq!(stray.status, 400, "{}", stray.body);
     app.stop().await;
 }

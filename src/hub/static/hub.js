@@ -115,6 +115,98 @@
     xhr.send(formData(form, input.files[0]));
   }
 
+  // ---- check before importing ----------------------------------------------
+
+  var HOW = {
+    platform: "platform column",
+    alias: "platform column (alias)",
+    mapping: "platform column (saved mapping)",
+    attribute: "attribute",
+    entity_data: "KYC/KYB data",
+    whole_object: "whole object (JSON)",
+    not_imported: "Not imported"
+  };
+  // The beginning of a CSV or NDJSON file is enough to show its header and first
+  // rows; an XLSX file is a zip and must go whole (the server bounds it).
+  var PREVIEW_BYTES = 256 * 1024;
+
+  function cell(tag, text) {
+    var el = document.createElement(tag);
+    el.textContent = text;
+    return el;
+  }
+
+  function showPreview(answer) {
+    var section = byId("preview");
+    var columns = byId("preview-columns").tBodies[0];
+    var rows = byId("preview-rows");
+    columns.textContent = "";
+    rows.tHead.textContent = "";
+    rows.tBodies[0].textContent = "";
+    var head = document.createElement("tr");
+    answer.columns.forEach(function (c) {
+      var tr = document.createElement("tr");
+      tr.appendChild(cell("td", c.header));
+      var where = c.how === "not_imported" ? HOW.not_imported : c.goesTo + " — " + (HOW[c.how] || c.how);
+      tr.appendChild(cell("td", where));
+      tr.appendChild(cell("td", c.note));
+      if (c.how === "not_imported") { tr.className = "skipped"; }
+      columns.appendChild(tr);
+      var th = cell("th", c.header);
+      th.setAttribute("scope", "col");
+      head.appendChild(th);
+    });
+    rows.tHead.appendChild(head);
+    answer.rows.forEach(function (r) {
+      var tr = document.createElement("tr");
+      r.forEach(function (value) { tr.appendChild(cell("td", value)); });
+      rows.tBodies[0].appendChild(tr);
+    });
+    var problems = byId("preview-problems");
+    problems.textContent = "";
+    if (answer.problems.length) {
+      problems.appendChild(cell("p", "This file would be refused as it is:"));
+      var list = document.createElement("ul");
+      answer.problems.forEach(function (p) { list.appendChild(cell("li", p.field + ": " + p.code + ": " + p.message)); });
+      problems.appendChild(list);
+      problems.hidden = false;
+    } else {
+      problems.hidden = true;
+    }
+    say("preview-summary", answer.columns.length + " columns; the first " + answer.rows.length + " rows are shown.");
+    section.hidden = false;
+  }
+
+  function preview(form) {
+    var input = byId("file");
+    var section = byId("preview");
+    if (!input.files.length) { section.hidden = true; return; }
+    var file = input.files[0];
+    var whole = /\.xlsx$/i.test(file.name);
+    var data = new FormData();
+    data.append("file", whole ? file : file.slice(0, PREVIEW_BYTES), file.name);
+    var mapping = form.elements.namedItem("mappingId");
+    if (mapping && mapping.value.trim()) { data.append("mappingId", mapping.value.trim()); }
+    say("preview-summary", "Reading the file…");
+    fetch("/batch-import/import/entities/preview", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "x-csrf-token": csrf, accept: "application/json" },
+      body: data
+    }).then(function (r) {
+      return r.json().then(function (body) {
+        if (r.ok) { showPreview(body); return; }
+        section.hidden = false;
+        byId("preview-columns").tBodies[0].textContent = "";
+        var problems = byId("preview-problems");
+        problems.textContent = "";
+        problems.appendChild(cell("p", body && body.error ? body.error.message : "The file could not be read (" + r.status + ")."));
+        problems.hidden = false;
+        say("preview-summary", "");
+      });
+    }).catch(function () { say("preview-summary", "The file could not be checked (network)."); });
+  }
+
   function setupUpload() {
     var form = byId("upload-form");
     if (!form) { return; }
@@ -130,9 +222,13 @@
       if (e.dataTransfer && e.dataTransfer.files.length) {
         input.files = e.dataTransfer.files;
         say("upload-status", "Chosen: " + input.files[0].name);
+        preview(form);
       }
     });
     form.addEventListener("submit", function (e) { e.preventDefault(); upload(form); });
+    input.addEventListener("change", function () { preview(form); });
+    var mapping = form.elements.namedItem("mappingId");
+    if (mapping) { mapping.addEventListener("change", function () { preview(form); }); }
   }
 
   // ---- live jobs -----------------------------------------------------------
