@@ -439,7 +439,10 @@ pub struct TemplateQuery {
     tag = "seed 003: imports",
     params(TemplateQuery),
     responses(
-        (status = 200, description = "The template file (ferry's addition to seed 003)", content_type = "text/csv"),
+        (status = 200, description = "The template file (ferry's addition to seed 003)", content(
+            ("text/csv"),
+            ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        )),
         (status = 400, description = "A bad mode or format", body = ErrorEnvelope),
         (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
     ),
