@@ -11,6 +11,7 @@
 //! reaches the page.
 
 pub mod assets;
+pub mod exports;
 pub mod pages;
 pub mod security;
 pub mod templates;
@@ -40,6 +41,8 @@ pub fn router(state: HubState) -> Router {
         .route("/hub/imports", get(pages::imports))
         .route("/hub/imports/{id}", get(pages::import))
         .route("/hub/imports/{id}/report", get(pages::report))
+        .route("/hub/exports", get(exports::exports).post(exports::create))
+        .route("/hub/exports/{id}/download", get(exports::download))
         .route("/hub/static/{name}", get(assets::serve))
         .layer(axum::middleware::from_fn(security::headers))
         .with_state(state)

@@ -29,33 +29,38 @@ const UPLOAD_IMPORT: &str = "/ferry.v1.ImportService/UploadImport";
 const CANCEL_IMPORT: &str = "/ferry.v1.ImportService/CancelImport";
 const LIST_ERRORS: &str = "/ferry.v1.ImportService/ListImportErrors";
 const ERROR_REPORT: &str = "/ferry.v1.ImportService/GetImportErrorReport";
-const LIST_EXPORTS: &str = "/ferry.v1.ExportService/ListExports";
+pub(super) const LIST_EXPORTS: &str = "/ferry.v1.ExportService/ListExports";
 
-/// Imports listed on the imports page (the most recent first).
-const LISTED: i64 = 50;
+/// Jobs listed on the imports and exports pages (the most recent first).
+pub(super) const LISTED: i64 = 50;
 /// Failed rows shown per page of an import.
 const ERRORS_PER_PAGE: i64 = 50;
 
 /// A signed-in person on a page they may see.
-struct Visitor {
-    principal: Principal,
+pub(super) struct Visitor {
+    pub(super) principal: Principal,
     session: Session,
     request_id: String,
 }
 
 impl Visitor {
-    fn actor(&self, route: &str) -> Actor {
+    pub(super) fn actor(&self, route: &str) -> Actor {
         Actor::of(&self.principal, Door::Hub, route, &self.request_id)
     }
 
     /// Whether this person's key may call `method` (the gRPC permission table).
-    fn may(&self, method: &str) -> bool {
+    /// Whether a form sent this session's CSRF token.
+    pub(super) fn csrf_matches(&self, sent: &str) -> bool {
+        self.session.csrf_matches(sent)
+    }
+
+    pub(super) fn may(&self, method: &str) -> bool {
         may(&self.principal, method)
     }
 
     /// What every page's frame shows: the organization, the pages the key may use,
     /// and the CSRF token forms send back.
-    fn frame(&self) -> Frame {
+    pub(super) fn frame(&self) -> Frame {
         Frame {
             organization: self.principal.organization.name.clone(),
             imports: self.may(LIST_IMPORTS),
@@ -74,14 +79,14 @@ fn may(principal: &Principal, method: &str) -> bool {
 }
 
 #[derive(Serialize)]
-struct Frame {
+pub(super) struct Frame {
     organization: String,
     imports: bool,
     exports: bool,
     csrf: String,
 }
 
-fn html(status: StatusCode, body: String) -> Response {
+pub(super) fn html(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
@@ -99,7 +104,7 @@ fn to_sign_in(state: &HubState, why: Option<&str>) -> Response {
 }
 
 /// The page for a refusal or a failure, inside the frame when the person is known.
-fn refused(state: &HubState, frame: Option<Frame>, error: ApiError) -> Response {
+pub(super) fn refused(state: &HubState, frame: Option<Frame>, error: ApiError) -> Response {
     let status = crate::rest::error::status_of(&error);
     if status.is_server_error() {
         tracing::error!(reason = %error.reason, message = %error.message, "hub page failed");
@@ -115,7 +120,11 @@ fn refused(state: &HubState, frame: Option<Frame>, error: ApiError) -> Response 
 /// the answer to give instead (the sign-in page, or a refusal naming the missing
 /// permission). The key is checked anew on every page, so a revoked key's session
 /// ends within the auth cache's bound.
-async fn visitor(state: &HubState, headers: &HeaderMap, method: &str) -> Result<Visitor, Response> {
+pub(super) async fn visitor(
+    state: &HubState,
+    headers: &HeaderMap,
+    method: &str,
+) -> Result<Visitor, Response> {
     let Some(id) = sessions::cookie_of(headers) else {
         return Err(to_sign_in(state, None));
     };
@@ -316,7 +325,7 @@ struct ImportRow {
 }
 
 /// A moment as people read it, to the minute, in UTC.
-fn for_people(iso: &str) -> String {
+pub(super) fn for_people(iso: &str) -> String {
     match (iso.get(..10), iso.get(11..16)) {
         (Some(day), Some(time)) => format!("{day} {time} UTC"),
         _ => iso.to_string(),

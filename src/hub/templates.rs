@@ -10,6 +10,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("sign_in.html", include_str!("templates/sign_in.html")),
     ("imports.html", include_str!("templates/imports.html")),
     ("import.html", include_str!("templates/import.html")),
+    ("exports.html", include_str!("templates/exports.html")),
     ("refused.html", include_str!("templates/refused.html")),
 ];
 

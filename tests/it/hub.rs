@@ -168,6 +168,9 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
     .await
     .unwrap();
     assert_eq!(stored, 4_500 + 6 + 8);
+    // The export downloaded from the hub holds every Mexican person: the file's
+    // 4,500 and the manual template's one.
+    assert_eq!(result["export_rows"], 4_501);
 }
 
 async fn an_import_is_cancelled_over_rest_and_a_second_cancel_is_a_conflict(backend: Backend) {

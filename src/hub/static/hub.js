@@ -247,7 +247,9 @@
     if (stateEl) { stateEl.className = "state state-" + state; }
     var bar = row.querySelector('[data-field="percent"]');
     if (bar && job.progress) { bar.value = Math.round(job.progress.percent || 0); }
-    setField(row, "counts", (job.processedItems || 0) + " / " + (job.totalItems || 0));
+    var progress = job.progress || {};
+    var total = progress.rowsTotal === undefined || progress.rowsTotal === null ? "…" : String(progress.rowsTotal);
+    setField(row, "counts", (progress.rowsDone || 0) + " / " + total);
     setField(row, "created", String(job.createdItems || 0));
     setField(row, "updated", String(job.updatedItems || 0));
     setField(row, "unchanged", String(job.unchangedItems || 0));
