@@ -28,6 +28,10 @@ REVOCABLE_KEY = os.environ["HUB_REVOCABLE_KEY"]
 SHOTS = pathlib.Path(os.environ["HUB_SHOTS"])
 AXE = pathlib.Path(__file__).parent / "vendor" / "axe-core-4.14.1" / "axe.min.js"
 ROWS = int(os.environ.get("HUB_ROWS", "5000"))
+# Jobs on one page at once, each a dry run long enough to update many times.
+LIVE_JOBS = 50
+LIVE_ROWS = 2000
+BLOCKER_ROWS = 50000
 # Long enough for a 5,000-row import on a busy CI machine.
 JOB_TIMEOUT_MS = 120_000
 
@@ -111,6 +115,9 @@ def counters(page):
 def upload(page, path, *, dry_run=False, fields=None, mode="Manual"):
     page.goto(URL + "/hub/imports")
     page.set_input_files("#file", str(path))
+    # The check before importing appears above the form's options: wait for it, so
+    # a click is never aimed at a control that moves.
+    expect(page.locator("#preview-summary")).to_contain_text("rows are shown")
     page.get_by_role("radio", name=re.compile("^%s" % mode)).check()
     if dry_run:
         page.get_by_label(re.compile("Validate only")).check()
@@ -308,6 +315,58 @@ def main():
         )
         assert answer.status == 403 and answer.json()["error"]["code"] == "MISSING_PERMISSION", answer.text()
         keys_only.close()
+
+        # 50 live jobs on one page: every update lands without a long task (none over
+        # 50 ms on the main thread) and without shifting the layout.
+        busy = browser.new_context(viewport={"width": 1280, "height": 900})
+        bp = busy.new_page()
+        bp.goto(URL + "/hub")
+        bp.get_by_label("API key").fill(KEY)
+        bp.get_by_role("button", name="Sign in").click()
+        expect(bp).to_have_url(URL + "/hub/imports")
+        csrf = bp.locator('meta[name="csrf-token"]').get_attribute("content")
+        small = "tax_id,type,country_code,suggested_name\n" + "".join(
+            "LIVE%05d,person,MX,Live %d\n" % (i, i) for i in range(LIVE_ROWS)
+        )
+        # Two long dry runs take both workers first, so the 50 are still queued when
+        # the page loads and all of them run while it watches.
+        blocker = "tax_id,type,country_code,suggested_name\n" + "".join(
+            "BLOCK%06d,person,MX,Block %d\n" % (i, i) for i in range(BLOCKER_ROWS)
+        )
+        for n in range(2):
+            answer = bp.request.post(
+                URL + "/batch-import/import/entities",
+                headers={"x-csrf-token": csrf},
+                multipart={
+                    "file": {"name": "blocker-%d.csv" % n, "mimeType": "text/csv", "buffer": blocker.encode()},
+                    "entityImportMode": "manual",
+                    "validateOnly": "true",
+                },
+            )
+            assert answer.status == 202, answer.text()
+        for n in range(LIVE_JOBS):
+            answer = bp.request.post(
+                URL + "/batch-import/import/entities",
+                headers={"x-csrf-token": csrf},
+                multipart={
+                    "file": {"name": "live-%02d.csv" % n, "mimeType": "text/csv", "buffer": small.encode()},
+                    "entityImportMode": "manual",
+                    "validateOnly": "true",
+                },
+            )
+            assert answer.status == 202, answer.text()
+        bp.add_init_script(path=str(pathlib.Path(__file__).parent / "observe_main_thread.js"))
+        bp.goto(URL + "/hub/imports")
+        followed = len(bp.locator("[data-live-kind]").get_attribute("data-live-ids").split(","))
+        expect(bp.locator('tr[data-job] [data-field="state"]').filter(has_text=re.compile("queued|running"))).to_have_count(
+            0, timeout=JOB_TIMEOUT_MS
+        )
+        seen = bp.evaluate("() => window.__hubObserved")
+        result["live"] = {"followed": followed, **seen}
+        assert followed == LIVE_JOBS, "only %d jobs were still running at load" % followed
+        assert seen["longTasks"] == [], "long tasks on the main thread: %s" % seen["longTasks"]
+        assert seen["layoutShift"] < 0.01, "the layout shifted while jobs updated: %s" % seen["layoutShift"]
+        busy.close()
 
         # A revoked key's session ends within the auth cache's bound.
         revocable = browser.new_context()

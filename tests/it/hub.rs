@@ -31,12 +31,18 @@ async fn serve(db: &TestDb) -> (tokio::process::Child, String, String) {
         .arg("--database-url")
         .arg(&db.url)
         .args(["--set", "log.level=warn", "--set", "server.bootstrap=false"])
-        // Revocations reach the server within a second; jobs start at once.
+        // Revocations reach the server within a second; jobs start at once, and
+        // run long enough (batches of 100 rows) for the page to follow them; 50
+        // imports may be active at once.
         .args([
             "--set",
             "auth.cache_ttl_millis=1000",
             "--set",
             "jobs.poll_millis=100",
+            "--set",
+            "bulk_import.batch_rows=100",
+            "--set",
+            "bulk_import.max_active_per_org=60",
         ])
         .args([
             "serve",
@@ -131,6 +137,9 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
     assert!(driven.is_ok(), "the browser test ran over 10 minutes: {log}");
     assert!(output.status.success(), "the browser test failed:\n{log}");
     let result = result.expect("the browser test's RESULT line");
+    // Seen with `--no-capture`: how many jobs the page followed, its long tasks and
+    // layout shift (docs/benchmarks.md).
+    eprintln!("hub page with live jobs ({backend_name}): {}", result["live"]);
 
     // What the pages showed is what gRPC says.
     let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
