@@ -28,6 +28,9 @@ const GET_IMPORT: &str = "/ferry.v1.ImportService/GetImport";
 const UPLOAD_IMPORT: &str = "/ferry.v1.ImportService/UploadImport";
 const CANCEL_IMPORT: &str = "/ferry.v1.ImportService/CancelImport";
 const LIST_ERRORS: &str = "/ferry.v1.ImportService/ListImportErrors";
+const LIST_MAPPINGS: &str = "/ferry.v1.MappingService/ListMappings";
+/// Saved mappings offered in the upload form (the newest first).
+const MAPPINGS_LISTED: i64 = 100;
 const ERROR_REPORT: &str = "/ferry.v1.ImportService/GetImportErrorReport";
 pub(super) const LIST_EXPORTS: &str = "/ferry.v1.ExportService/ListExports";
 
@@ -376,6 +379,17 @@ pub async fn imports(State(state): State<HubState>, headers: HeaderMap) -> Respo
     };
     let rows: Vec<ImportRow> = jobs.iter().map(import_row).collect();
     let live: Vec<&str> = rows.iter().filter(|r| r.active).map(|r| r.id.as_str()).collect();
+    let mappings: Vec<_> = if visitor.may(LIST_MAPPINGS) {
+        match state.rest.imports.mappings(&org, MAPPINGS_LISTED).await {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|m| context! { id => m.id, name => m.name, kind => m.kind })
+                .collect(),
+            Err(err) => return refused(&state, Some(visitor.frame()), err.into()),
+        }
+    } else {
+        Vec::new()
+    };
     let body = state.templates.render(
         "imports.html",
         &context! {
@@ -386,6 +400,7 @@ pub async fn imports(State(state): State<HubState>, headers: HeaderMap) -> Respo
             total,
             listed => LISTED,
             live => live.join(","),
+            mappings,
             max_upload_mb => state.rest.imports.max_upload_bytes() / (1024 * 1024),
         },
     );

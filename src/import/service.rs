@@ -132,6 +132,19 @@ impl Imports {
             .map_err(|e| DbError::Query(diesel::result::Error::DeserializationError(Box::new(e))))?)
     }
 
+    /// The organization's saved mappings, newest first (at most `limit`), for a
+    /// person to pick one by name.
+    pub async fn mappings(
+        &self,
+        organization_id: &str,
+        limit: i64,
+    ) -> Result<Vec<mappings::MappingRow>, ImportError> {
+        let mut conn = self.queue.db().conn().await?;
+        Ok(mappings::list(&mut conn, organization_id, None, limit)
+            .await
+            .map_err(DbError::from)?)
+    }
+
     /// What an import would make of the file at `path` (the beginning of a file
     /// is enough; see [`super::preview`]), with the saved mapping `mapping_id`.
     pub async fn preview(

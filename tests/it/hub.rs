@@ -32,8 +32,8 @@ async fn serve(db: &TestDb) -> (tokio::process::Child, String, String) {
         .arg(&db.url)
         .args(["--set", "log.level=warn", "--set", "server.bootstrap=false"])
         // Revocations reach the server within a second; jobs start at once, and
-        // run long enough (batches of 100 rows) for the page to follow them; 50
-        // imports may be active at once.
+        // run long enough (batches of 100 rows, one job at a time) for the page to
+        // follow them; 50 imports may be active at once.
         .args([
             "--set",
             "auth.cache_ttl_millis=1000",
@@ -43,6 +43,8 @@ async fn serve(db: &TestDb) -> (tokio::process::Child, String, String) {
             "bulk_import.batch_rows=100",
             "--set",
             "bulk_import.max_active_per_org=60",
+            "--set",
+            "jobs.workers=1",
         ])
         .args([
             "serve",
@@ -95,6 +97,27 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
     let (revocable, revocable_key) = keys::create(&app.db, &org.id, "revocable", &Permission::ALL, &[])
         .await
         .unwrap();
+    // A saved mapping for a custom layout, picked by name in the upload form.
+    let column_map = serde_json::json!({
+        "documento": "tax_id",
+        "tipo_de_entidad": "type",
+        "país": "country_code",
+        "razón_social": "suggested_name",
+    });
+    ferry::db::mappings::insert(
+        &mut app.db.conn().await.unwrap(),
+        &ferry::db::mappings::MappingRow {
+            id: ferry::db::new_id(),
+            organization_id: org.id.clone(),
+            name: "Planilla ventas".into(),
+            kind: "entity_mixed".into(),
+            column_map: column_map.to_string(),
+            created_at: ferry::db::now_ms(),
+            updated_at: ferry::db::now_ms(),
+        },
+    )
+    .await
+    .unwrap();
     let (_server, grpc, http) = serve(&db).await;
 
     let backend_name = match backend {
@@ -153,6 +176,7 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
         ("dry_run", true),
         ("template_automatic", false),
         ("template_manual", false),
+        ("mapped", false),
     ] {
         let shown = &result[name];
         let id = shown["id"].as_str().unwrap().to_string();
@@ -168,7 +192,8 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
         assert_eq!(import.options.unwrap().validate_only, dry, "{name}");
     }
     // The dry run wrote nothing: the real import after it created every valid row,
-    // and those and the two templates' rows are all the organization has.
+    // and those, the two templates' rows and the mapped file's three are all the
+    // organization has.
     let stored = ferry::db::entities::count(
         &mut app.db.conn().await.unwrap(),
         &org.id,
@@ -176,10 +201,10 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
     )
     .await
     .unwrap();
-    assert_eq!(stored, 4_500 + 6 + 8);
+    assert_eq!(stored, 4_500 + 6 + 8 + 3);
     // The export downloaded from the hub holds every Mexican person: the file's
-    // 4,500 and the manual template's one.
-    assert_eq!(result["export_rows"], 4_501);
+    // 4,500, the manual template's one and the mapped file's one.
+    assert_eq!(result["export_rows"], 4_502);
 }
 
 async fn an_import_is_cancelled_over_rest_and_a_second_cancel_is_a_conflict(backend: Backend) {
