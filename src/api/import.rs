@@ -110,6 +110,7 @@ pub fn request_of(options: &proto::ImportOptions) -> Result<ImportRequest, ApiEr
         options_message: STANDARD.encode(options.encode_to_vec()),
         format: format_of(options.format)?,
         validate_only: options.validate_only,
+        fixes_import_id: options.fixes_import_id.trim().to_string(),
     })
 }
 

@@ -41,6 +41,7 @@ pub fn router(state: HubState) -> Router {
         .route("/hub/imports", get(pages::imports))
         .route("/hub/imports/{id}", get(pages::import))
         .route("/hub/imports/{id}/report", get(pages::report))
+        .route("/hub/imports/{id}/fix", get(pages::fix))
         .route("/hub/exports", get(exports::exports).post(exports::create))
         .route("/hub/exports/{id}/download", get(exports::download))
         .route("/hub/static/{name}", get(assets::serve))

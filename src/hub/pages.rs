@@ -324,6 +324,8 @@ struct ImportRow {
     created_at: String,
     /// `2026-12-07 15:46 UTC`, for people.
     started: String,
+    /// The import whose failed rows this one fixes.
+    fixes: String,
     error: String,
 }
 
@@ -353,6 +355,11 @@ fn import_row(job: &Job<Import>) -> ImportRow {
         failed: message.failed_items,
         created_at: crate::api::convert::iso(job.row.created_at),
         started: for_people(&crate::api::convert::iso(job.row.created_at)),
+        fixes: message
+            .options
+            .as_ref()
+            .map(|o| o.fixes_import_id.clone())
+            .unwrap_or_default(),
         error: message.error.map(|status| status.message).unwrap_or_default(),
     }
 }
@@ -499,6 +506,7 @@ pub async fn import(
             first_page => after.is_none(),
             may_cancel => visitor.may(CANCEL_IMPORT),
             may_report => visitor.may(ERROR_REPORT) && message.has_error_report,
+            may_fix => visitor.may(ERROR_REPORT) && visitor.may(UPLOAD_IMPORT) && message.has_error_report,
         },
     );
     html(StatusCode::OK, body)
@@ -517,4 +525,80 @@ pub async fn report(State(state): State<HubState>, headers: HeaderMap, Path(id):
         Ok(link) => Redirect::to(&link.url).into_response(),
         Err(err) => refused(&state, Some(visitor.frame()), err.into()),
     }
+}
+
+/// Failed rows offered for fixing on one page.
+const FIXABLE: usize = 200;
+
+/// `GET /hub/imports/{id}/fix`: the import's failed rows (from its error report)
+/// as editable cells, each problem beside its row; `hub.js` uploads the rows the
+/// person changed as a new import with the first one's options, linked to it
+/// (`fixesImportId`).
+pub async fn fix(State(state): State<HubState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let visitor = match visitor(&state, &headers, ERROR_REPORT).await {
+        Ok(visitor) => visitor,
+        Err(response) => return response,
+    };
+    if !visitor.may(UPLOAD_IMPORT) {
+        let missing = AuthError::MissingPermission(crate::auth::Permission::EntitiesBulkImport);
+        return refused(&state, Some(visitor.frame()), missing.into());
+    }
+    let org = visitor.principal.organization_id().to_string();
+    let id = id.trim();
+    let job = match state.rest.imports.queue().get::<Import>(&org, id).await {
+        Ok(job) => job,
+        Err(err) => return refused(&state, Some(visitor.frame()), ImportError::from(err).into()),
+    };
+    let (columns, rows) = match state.rest.imports.failed_rows(&org, id, FIXABLE).await {
+        Ok(report) => report,
+        Err(err) => return refused(&state, Some(visitor.frame()), err.into()),
+    };
+    let message = crate::api::import::import_message(&job);
+    let options = message.options.unwrap_or_default();
+    // The first import's options, as the REST form names them.
+    let mode = match crate::proto::ImportMode::try_from(options.import_mode) {
+        Ok(crate::proto::ImportMode::Automatic) => "automatic",
+        _ => "manual",
+    };
+    let mut carried = vec![("entityImportMode", mode.to_string())];
+    for (name, value) in [
+        ("country", &options.country),
+        ("mappingId", &options.mapping_id),
+        ("riskMatrixPersonId", &options.risk_matrix_person_id),
+        ("riskMatrixCompanyId", &options.risk_matrix_company_id),
+        ("status", &options.status),
+        ("nationality", &options.nationality),
+        ("attributes", &options.attributes),
+        ("monitoring", &options.monitoring),
+    ] {
+        if !value.is_empty() {
+            carried.push((name, value.clone()));
+        }
+    }
+    if options.skip_rules_execution {
+        carried.push(("skipRulesExecution", "true".into()));
+    }
+    if let Some(depth) = options.depth {
+        carried.push(("depth", depth.to_string()));
+    }
+    let carried: Vec<_> = carried
+        .into_iter()
+        .map(|(name, value)| context! { name, value })
+        .collect();
+    let row = import_row(&job);
+    let body = state.templates.render(
+        "fix.html",
+        &context! {
+            title => format!("Fix the failed rows of {}", row.file_name),
+            current => "imports",
+            frame => visitor.frame(),
+            job => row,
+            columns,
+            rows,
+            carried,
+            fixable => FIXABLE,
+            failed_total => message.failed_items,
+        },
+    );
+    html(StatusCode::OK, body)
 }

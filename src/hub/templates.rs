@@ -11,6 +11,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("imports.html", include_str!("templates/imports.html")),
     ("import.html", include_str!("templates/import.html")),
     ("exports.html", include_str!("templates/exports.html")),
+    ("fix.html", include_str!("templates/fix.html")),
     ("refused.html", include_str!("templates/refused.html")),
 ];
 

@@ -67,6 +67,47 @@ pub struct ReportLink {
     pub result: ImportResult,
 }
 
+/// One failed line of an import, as its error report holds it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FailedRow {
+    /// The line in the uploaded file.
+    pub line: String,
+    /// The cells as uploaded, one per header column.
+    pub cells: Vec<String>,
+    /// The column of the (first) problem, and every problem's message.
+    pub column: String,
+    pub problem: String,
+}
+
+/// An error report's original header and its first `limit` rows.
+fn read_report(path: &std::path::Path, limit: usize) -> Result<(Vec<String>, Vec<FailedRow>), ImportError> {
+    let storage =
+        |e: csv::Error| ImportError::Storage(StorageError::from(std::io::Error::other(e.to_string())));
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .map_err(storage)?;
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(storage)?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let original = header.len().saturating_sub(super::headers::REPORT_COLUMNS.len());
+    let mut rows = Vec::new();
+    for record in reader.records().take(limit) {
+        let record = record.map_err(storage)?;
+        let cell = |i: usize| record.get(i).unwrap_or_default().to_string();
+        rows.push(FailedRow {
+            line: cell(original),
+            cells: (0..original).map(cell).collect(),
+            column: cell(original + 1),
+            problem: cell(original + 3),
+        });
+    }
+    Ok((header[..original].to_vec(), rows))
+}
+
 /// A temp file removed when dropped, whatever ended the upload (an error, or the
 /// client going away, which drops the handler's future).
 pub struct TempFile(pub PathBuf);
@@ -132,6 +173,30 @@ impl Imports {
             .map_err(|e| DbError::Query(diesel::result::Error::DeserializationError(Box::new(e))))?)
     }
 
+    /// The header and the first `limit` rows of an import's error report (one row
+    /// per failed line: its cells as uploaded and its problems), for a person to fix
+    /// them in place and import them again.
+    pub async fn failed_rows(
+        &self,
+        organization_id: &str,
+        id: &str,
+        limit: usize,
+    ) -> Result<(Vec<String>, Vec<FailedRow>), ImportError> {
+        let job = self.queue.get::<Import>(organization_id, id).await?;
+        let Some(key) = job.output.as_ref().and_then(|o| o.report_key.clone()) else {
+            return Err(ImportError::NoReport(
+                "no row failed, or the import is not finished".into(),
+            ));
+        };
+        tokio::fs::create_dir_all(self.temp_dir())
+            .await
+            .map_err(StorageError::from)?;
+        let temp = TempFile(self.temp_dir().join(format!("report-{}", crate::db::new_id())));
+        self.storage.fetch_to_file(&key, &temp.0).await?;
+        let read = tokio::task::spawn_blocking(move || read_report(&temp.0, limit));
+        read.await.map_err(|e| ImportError::Interrupted(e.to_string()))?
+    }
+
     /// The organization's saved mappings, newest first (at most `limit`), for a
     /// person to pick one by name.
     pub async fn mappings(
@@ -191,7 +256,20 @@ impl Imports {
         if !org.has(Feature::BulkAutomaticEntityImport) {
             return Err(ImportError::FeatureDisabled);
         }
+        let fixes = request.fixes_import_id.clone();
         let mut spec = ImportSpec::from_request(request).map_err(ImportError::Invalid)?;
+        if !fixes.is_empty() {
+            match self.queue.get::<Import>(&org.id, &fixes).await {
+                Ok(_) => {}
+                Err(QueueError::NotFound { .. }) => {
+                    return Err(ImportError::Invalid(vec![(
+                        "options.fixes_import_id".into(),
+                        "no import of this organization has this id".into(),
+                    )]));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
         if let Some(request_id) = &request_id
             && let Some(job) = self
                 .queue

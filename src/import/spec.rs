@@ -48,6 +48,8 @@ pub struct ImportRequest {
     pub format: Option<Format>,
     /// Check every row, write no entity.
     pub validate_only: bool,
+    /// The import whose failed rows this one fixes (checked to exist).
+    pub fixes_import_id: String,
 }
 
 /// The import job kind.

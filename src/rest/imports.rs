@@ -79,6 +79,7 @@ fn apply(options: &mut proto::ImportOptions, name: &str, value: &str) -> Result<
         "skipRulesExecution" => options.skip_rules_execution = boolean(name, &text)?,
         "stopOnFirstError" => options.stop_on_first_error = boolean(name, &text)?,
         "validateOnly" => options.validate_only = boolean(name, &text)?,
+        "fixesImportId" => options.fixes_import_id = text,
         "autoExecuteIntegrations" => options.auto_execute_integrations = Some(selection(name, &text)?),
         "autoExecuteIntegrationsShareholders" => {
             options.auto_execute_integrations_shareholders = Some(selection(name, &text)?)
@@ -208,6 +209,8 @@ pub struct ImportForm {
     /// updated, unchanged or failed, and nothing is written.
     #[schema(pattern = "^\\s*(true|false|TRUE|FALSE|True|False|1|0)\\s*$")]
     validate_only: Option<String>,
+    /// The import whose failed rows this file fixes (ferry's addition).
+    fixes_import_id: Option<String>,
     /// `{"executeAllActiveEnrichments", "enrichments", "enrichmentGroupRefs", "excludeEnrichments"}` (JSON).
     auto_execute_integrations: Option<String>,
     /// The same for shareholders.

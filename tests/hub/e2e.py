@@ -227,6 +227,26 @@ def main():
         report = pathlib.Path(download.value.path()).read_text(encoding="utf-8")
         assert report.count("\n") >= ROWS // 10, report[:300]
 
+        # Fix a failed row in the page and import only it, linked to the first.
+        page.goto(URL + import_path)
+        page.get_by_role("link", name=re.compile("^Fix the failed rows")).click()
+        expect(page.locator("h1")).to_contain_text("Fix the failed rows")
+        axe_check(page, "fix")
+        page.screenshot(path=str(SHOTS / ("%s-fix-1280.png" % BACKEND)))
+        cell = page.get_by_label("status, line 11", exact=True)
+        expect(cell).to_have_attribute("aria-invalid", "true")
+        expect(cell).to_have_value(PAYLOAD)
+        cell.fill("active")
+        page.get_by_role("button", name="Import the changed rows").click()
+        page.wait_for_url(re.compile(r"/hub/imports/[0-9a-f-]+$"), timeout=JOB_TIMEOUT_MS)
+        assert page.url.rsplit("/", 1)[1] != import_id
+        wait_until_ended(page)
+        fixed = counters(page)
+        assert fixed["created"] == 1 and fixed["failed"] == 0, fixed
+        expect(page.get_by_role("link", name="an earlier import")).to_have_attribute("href", import_path)
+        result["fixed"] = {"id": page.url.rsplit("/", 1)[1], **fixed}
+        never_ran_script(page)
+
         # A template, downloaded and imported unchanged, imports with no failure:
         # its demo tax IDs are drawn anew and valid for their country.
         for mode, kind, rows in (("automatic", "csv", 6), ("manual", "xlsx", 8)):

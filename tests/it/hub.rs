@@ -177,6 +177,7 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
         ("template_automatic", false),
         ("template_manual", false),
         ("mapped", false),
+        ("fixed", false),
     ] {
         let shown = &result[name];
         let id = shown["id"].as_str().unwrap().to_string();
@@ -189,11 +190,15 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
         assert_eq!(shown["updated"], import.updated_items, "{name}");
         assert_eq!(shown["unchanged"], import.unchanged_items, "{name}");
         assert_eq!(shown["failed"], import.failed_items, "{name}");
-        assert_eq!(import.options.unwrap().validate_only, dry, "{name}");
+        let options = import.options.unwrap();
+        assert_eq!(options.validate_only, dry, "{name}");
+        if name == "fixed" {
+            assert_eq!(options.fixes_import_id, result["import"]["id"].as_str().unwrap());
+        }
     }
     // The dry run wrote nothing: the real import after it created every valid row,
-    // and those, the two templates' rows and the mapped file's three are all the
-    // organization has.
+    // and those, the row fixed in the page, the two templates' rows and the mapped
+    // file's three are all the organization has.
     let stored = ferry::db::entities::count(
         &mut app.db.conn().await.unwrap(),
         &org.id,
@@ -201,10 +206,10 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
     )
     .await
     .unwrap();
-    assert_eq!(stored, 4_500 + 6 + 8 + 3);
+    assert_eq!(stored, 4_500 + 1 + 6 + 8 + 3);
     // The export downloaded from the hub holds every Mexican person: the file's
-    // 4,500, the manual template's one and the mapped file's one.
-    assert_eq!(result["export_rows"], 4_502);
+    // 4,500, the fixed one, the manual template's one and the mapped file's one.
+    assert_eq!(result["export_rows"], 4_503);
 }
 
 async fn an_import_is_cancelled_over_rest_and_a_second_cancel_is_a_conflict(backend: Backend) {

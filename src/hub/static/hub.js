@@ -72,6 +72,12 @@
       showErrors(form, "Choose a file to import first.", [{ field: "file", code: "", message: "no file chosen" }]);
       return;
     }
+    send(form, input.files[0], {});
+  }
+
+  // Uploads `file` with the form's fields (and `extra` ones) to the form's REST
+  // route, with a progress bar; opens the new import's page once it is queued.
+  function send(form, file, extra) {
     var bar = byId("upload-progress");
     var button = byId("upload-button");
     var xhr = new XMLHttpRequest();
@@ -112,7 +118,9 @@
       say("upload-status", "");
       showErrors(form, "The upload was interrupted (network). Try again.", []);
     });
-    xhr.send(formData(form, input.files[0]));
+    var data = formData(form, file);
+    Object.keys(extra).forEach(function (name) { data.append(name, extra[name]); });
+    xhr.send(data);
   }
 
   // ---- check before importing ----------------------------------------------
@@ -312,6 +320,38 @@
     });
   }
 
-  function start() { setupUpload(); setupLive(); setupCancel(); }
+  // ---- fix failed rows --------------------------------------------------------
+
+  function csvCell(text) {
+    return /[",\r\n]|^\s|\s$/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+  }
+
+  // The changed rows as a CSV file under the report's own header, uploaded as a
+  // new import linked to the first.
+  function setupFix() {
+    var form = byId("fix-form");
+    if (!form) { return; }
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      clearErrors(form);
+      var heads = Array.prototype.slice.call(form.querySelectorAll("#fix-table thead th[data-column]"));
+      var lines = [heads.map(function (th) { return csvCell(th.textContent); }).join(",")];
+      form.querySelectorAll("tr[data-fix-row]").forEach(function (tr) {
+        var inputs = Array.prototype.slice.call(tr.querySelectorAll("input"));
+        if (inputs.some(function (i) { return i.value !== i.defaultValue; })) {
+          lines.push(inputs.map(function (i) { return csvCell(i.value); }).join(","));
+        }
+      });
+      if (lines.length === 1) {
+        showErrors(form, "Change at least one cell first: only the rows you change are imported.", []);
+        return;
+      }
+      var fixes = form.getAttribute("data-fixes");
+      var file = new File([lines.join("\r\n") + "\r\n"], "fixes-" + fixes + ".csv", { type: "text/csv" });
+      send(form, file, { fixesImportId: fixes });
+    });
+  }
+
+  function start() { setupUpload(); setupLive(); setupCancel(); setupFix(); }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", start); } else { start(); }
 }());
