@@ -169,6 +169,19 @@ def main():
         assert KEY not in page.content(), "the key reached the page"
         assert page.evaluate("() => document.cookie").find("ferry_hub") < 0, "script can read the session"
         axe_check(page, "imports (empty)")
+        # One page load, stylesheet and script included (a fresh browser: nothing
+        # cached), before any upload.
+        cold = browser.new_context(storage_state=context.storage_state())
+        cold_page = cold.new_page()
+        cold_page.goto(URL + "/hub/imports")
+        cold_page.wait_for_load_state("networkidle")
+        page_bytes = cold_page.evaluate(
+            """() => performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))
+                 .reduce((sum, e) => sum + (e.transferSize || e.encodedBodySize || 0), 0)"""
+        )
+        cold.close()
+        result["page_bytes"] = page_bytes
+        assert 0 < page_bytes < 100_000, "the imports page weighs %d bytes" % page_bytes
 
         # Check before importing: where each header goes and the first rows, as the
         # import reads them, shown as text (one header is HTML with script).

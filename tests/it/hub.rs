@@ -162,7 +162,10 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
     let result = result.expect("the browser test's RESULT line");
     // Seen with `--no-capture`: how many jobs the page followed, its long tasks and
     // layout shift (docs/benchmarks.md).
-    eprintln!("hub page with live jobs ({backend_name}): {}", result["live"]);
+    eprintln!(
+        "hub page with live jobs ({backend_name}): {}; first load {} bytes",
+        result["live"], result["page_bytes"]
+    );
 
     // What the pages showed is what gRPC says.
     let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))

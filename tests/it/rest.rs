@@ -442,7 +442,10 @@ async fn seed_003_refusals_name_the_problem_in_the_envelope(backend: Backend) {
         ("depth", &["country=AR", "depth=9"][..]),
         ("attributes", &["country=AR", "attributes=nope"][..]),
         ("country", &["country=ZZZ"][..]),
-        ("fixesImportId", &["country=AR", "fixesImportId=no-such-import"][..]),
+        (
+            "fixesImportId",
+            &["country=AR", "fixesImportId=no-such-import"][..],
+        ),
     ] {
         let refused = post(bad).await;
         assert_eq!(refused.status, 400, "{field}: {}", refused.body);
