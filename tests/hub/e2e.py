@@ -36,6 +36,9 @@ BLOCKER_ROWS = 100000
 JOB_TIMEOUT_MS = 120_000
 
 SHOTS.mkdir(parents=True, exist_ok=True)
+# CI runs this beside the rest of the suite on two cores: assertions wait longer
+# than Playwright's 5 s before they fail.
+expect.set_options(timeout=20_000)
 BACKEND = os.environ.get("HUB_BACKEND", "sqlite")
 # What the page may never run: a header and cells that are HTML and script.
 PAYLOAD = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
