@@ -11,11 +11,10 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::HubState;
-use super::pages::{LIST_EXPORTS, LISTED, Visitor, for_people, html, refused, visitor};
+use super::pages::{LIST_EXPORTS, LISTED, Visitor, for_people, html, latest, refused, visitor};
 use super::security::same_origin;
 use crate::api::error::ApiError;
 use crate::auth::AuthError;
-use crate::db::jobs::{JobListFilter, JobPage};
 use crate::export::ExportError;
 use crate::export::spec::Export;
 use crate::jobs::Job;
@@ -154,16 +153,8 @@ async fn page(
     form: &ExportForm,
     errors: &[(String, String)],
 ) -> Response {
-    let page = JobPage {
-        filter: JobListFilter::default(),
-        by_update_time: false,
-        descending: true,
-        after: None,
-        limit: LISTED,
-        offset: 0,
-    };
     let org = visitor.principal.organization_id().to_string();
-    let (jobs, total) = match state.rest.exports.queue().list::<Export>(&org, &page).await {
+    let (jobs, total) = match state.rest.exports.queue().list::<Export>(&org, &latest()).await {
         Ok(listed) => listed,
         Err(err) => return refused(state, Some(visitor.frame()), ExportError::from(err).into()),
     };

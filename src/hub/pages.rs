@@ -36,6 +36,18 @@ pub(super) const LIST_EXPORTS: &str = "/ferry.v1.ExportService/ListExports";
 
 /// Jobs listed on the imports and exports pages (the most recent first).
 pub(super) const LISTED: i64 = 50;
+
+/// The page of jobs the imports and exports pages list: the latest [`LISTED`].
+pub(super) fn latest() -> JobPage {
+    JobPage {
+        filter: JobListFilter::default(),
+        by_update_time: false,
+        descending: true,
+        after: None,
+        limit: LISTED,
+        offset: 0,
+    }
+}
 /// Failed rows shown per page of an import.
 const ERRORS_PER_PAGE: i64 = 50;
 
@@ -371,16 +383,8 @@ pub async fn imports(State(state): State<HubState>, headers: HeaderMap) -> Respo
         Ok(visitor) => visitor,
         Err(response) => return response,
     };
-    let page = JobPage {
-        filter: JobListFilter::default(),
-        by_update_time: false,
-        descending: true,
-        after: None,
-        limit: LISTED,
-        offset: 0,
-    };
     let org = visitor.principal.organization_id().to_string();
-    let (jobs, total) = match state.rest.imports.queue().list::<Import>(&org, &page).await {
+    let (jobs, total) = match state.rest.imports.queue().list::<Import>(&org, &latest()).await {
         Ok(listed) => listed,
         Err(err) => return refused(&state, Some(visitor.frame()), ImportError::from(err).into()),
     };

@@ -159,6 +159,18 @@ fn in_form_terms(mut error: ApiError) -> ApiError {
     error
 }
 
+/// A fresh temp file of this process for a form's file part (removed when dropped).
+async fn temp_file(imports: &crate::import::service::Imports, prefix: &str) -> Result<TempFile, ApiError> {
+    tokio::fs::create_dir_all(imports.temp_dir())
+        .await
+        .map_err(|e| ApiError::from(ImportError::Storage(e.into())))?;
+    Ok(TempFile(
+        imports
+            .temp_dir()
+            .join(format!("{prefix}-{}", crate::db::new_id())),
+    ))
+}
+
 /// Streams the file part to `path`, refusing more than `limit` bytes.
 async fn save(mut field: Field<'_>, path: &std::path::Path, limit: u64) -> Result<u64, ApiError> {
     let mut file = tokio::fs::File::create(path)
@@ -278,14 +290,7 @@ pub async fn upload(
     let fail = |err: ApiError| RestError::new(in_form_terms(err), &caller.request_id);
     let mut form = form.map_err(|rejection| fail(invalid("form", rejection.body_text())))?;
     let imports = &state.imports;
-    let temp = TempFile(
-        imports
-            .temp_dir()
-            .join(format!("rest-upload-{}", crate::db::new_id())),
-    );
-    tokio::fs::create_dir_all(imports.temp_dir())
-        .await
-        .map_err(|e| fail(ImportError::Storage(e.into()).into()))?;
+    let temp = temp_file(imports, "rest-upload").await.map_err(fail)?;
     let mut options = proto::ImportOptions::default();
     let mut file: Option<u64> = None;
     while let Some(field) = form
@@ -515,14 +520,7 @@ pub async fn preview(
     let fail = |err: ApiError| RestError::new(in_form_terms(err), &caller.request_id);
     let mut form = form.map_err(|rejection| fail(invalid("form", rejection.body_text())))?;
     let imports = &state.imports;
-    let temp = TempFile(
-        imports
-            .temp_dir()
-            .join(format!("rest-preview-{}", crate::db::new_id())),
-    );
-    tokio::fs::create_dir_all(imports.temp_dir())
-        .await
-        .map_err(|e| fail(ImportError::Storage(e.into()).into()))?;
+    let temp = temp_file(imports, "rest-preview").await.map_err(fail)?;
     let (mut format, mut mapping_id) = (None, None);
     while let Some(field) = form
         .next_field()

@@ -115,6 +115,23 @@ def counters(page):
     return {name: number(name) for name in ("created", "updated", "unchanged", "failed")}
 
 
+def dry_run_of(page, csrf, name, prefix, rows):
+    """Queues a dry run of `rows` persons over REST, as the page's own script would."""
+    text = "tax_id,type,country_code,suggested_name\n" + "".join(
+        "%s%06d,person,MX,%s %d\n" % (prefix, i, prefix, i) for i in range(rows)
+    )
+    answer = page.request.post(
+        URL + "/batch-import/import/entities",
+        headers={"x-csrf-token": csrf},
+        multipart={
+            "file": {"name": name, "mimeType": "text/csv", "buffer": text.encode()},
+            "entityImportMode": "manual",
+            "validateOnly": "true",
+        },
+    )
+    assert answer.status == 202, answer.text()
+
+
 def upload(page, path, *, dry_run=False, fields=None, mode="Manual"):
     page.goto(URL + "/hub/imports")
     page.set_input_files("#file", str(path))
@@ -382,36 +399,12 @@ def main():
         bp.get_by_role("button", name="Sign in").click()
         expect(bp).to_have_url(URL + "/hub/imports")
         csrf = bp.locator('meta[name="csrf-token"]').get_attribute("content")
-        small = "tax_id,type,country_code,suggested_name\n" + "".join(
-            "LIVE%05d,person,MX,Live %d\n" % (i, i) for i in range(LIVE_ROWS)
-        )
         # Two long dry runs go first (the server runs one job at a time), so the 50
         # are still queued when the page loads and run while it watches.
-        blocker = "tax_id,type,country_code,suggested_name\n" + "".join(
-            "BLOCK%06d,person,MX,Block %d\n" % (i, i) for i in range(BLOCKER_ROWS)
-        )
         for n in range(2):
-            answer = bp.request.post(
-                URL + "/batch-import/import/entities",
-                headers={"x-csrf-token": csrf},
-                multipart={
-                    "file": {"name": "blocker-%d.csv" % n, "mimeType": "text/csv", "buffer": blocker.encode()},
-                    "entityImportMode": "manual",
-                    "validateOnly": "true",
-                },
-            )
-            assert answer.status == 202, answer.text()
+            dry_run_of(bp, csrf, "blocker-%d.csv" % n, "BLOCK", BLOCKER_ROWS)
         for n in range(LIVE_JOBS):
-            answer = bp.request.post(
-                URL + "/batch-import/import/entities",
-                headers={"x-csrf-token": csrf},
-                multipart={
-                    "file": {"name": "live-%02d.csv" % n, "mimeType": "text/csv", "buffer": small.encode()},
-                    "entityImportMode": "manual",
-                    "validateOnly": "true",
-                },
-            )
-            assert answer.status == 202, answer.text()
+            dry_run_of(bp, csrf, "live-%02d.csv" % n, "LIVE", LIVE_ROWS)
         bp.add_init_script(path=str(pathlib.Path(__file__).parent / "observe_main_thread.js"))
         bp.goto(URL + "/hub/imports")
         followed = len(bp.locator("[data-live-kind]").get_attribute("data-live-ids").split(","))
