@@ -124,6 +124,9 @@ pub struct HubConfig {
     pub session_idle_minutes: u64,
     /// Sessions open at once in one process; the longest idle ends to make room.
     pub max_sessions: u32,
+    /// Sign-in attempts one client address may make per minute (a key cannot be
+    /// guessed faster; a person who mistypes still has several tries); 0: no limit.
+    pub sign_ins_per_minute: u32,
 }
 
 impl Default for HubConfig {
@@ -131,6 +134,7 @@ impl Default for HubConfig {
         HubConfig {
             session_idle_minutes: 30,
             max_sessions: 10_000,
+            sign_ins_per_minute: 10,
         }
     }
 }

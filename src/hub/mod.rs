@@ -30,6 +30,8 @@ pub struct HubState {
     /// The session cookie is `Secure` (the HTTP listener speaks TLS).
     pub secure: bool,
     pub templates: Arc<templates::Templates>,
+    /// `hub.sign_ins_per_minute` per client address; `None`: no limit.
+    pub sign_ins: Arc<Option<security::SignIns>>,
 }
 
 /// `/hub` and its pages, every answer with the hub's security headers.

@@ -4,7 +4,7 @@
 //! template; what a page does is a REST call made by `hub.js` with the session.
 
 use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::context;
@@ -234,10 +234,27 @@ pub struct SignInForm {
 /// session; the key stays on the server.
 pub async fn sign_in(
     State(state): State<HubState>,
+    ConnectInfo(peer): ConnectInfo<crate::request::Peer>,
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
     let organization = form.organization.trim().to_string();
+    if let (Some(limit), Some(remote)) = (state.sign_ins.as_ref(), peer.remote)
+        && let Err(wait) = limit.attempt(remote.ip())
+    {
+        let seconds = wait.as_secs().max(1);
+        let mut response = sign_in_page(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            "",
+            &format!("Too many sign-in attempts from your address: try again in {seconds} s."),
+            &organization,
+        );
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     if !same_origin(&headers) {
         return sign_in_page(
             &state,

@@ -2,10 +2,16 @@
 //! made to run a stranger's script or be clicked through another site's frame), no
 //! MIME sniffing, no referrer leaving the hub, and pages never cached.
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 /// Scripts, styles, fetches and forms only from ferry itself; no frames.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -26,6 +32,33 @@ pub async fn headers(request: Request, next: Next) -> Response {
         set(headers, header::CACHE_CONTROL, "no-store");
     }
     response
+}
+
+/// Addresses remembered before the least recent are forgotten.
+const REMEMBERED: usize = 10_000;
+
+/// Sign-in attempts per client address (`hub.sign_ins_per_minute`).
+pub struct SignIns {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl SignIns {
+    /// `None` when the setting is 0 (no limit).
+    pub fn new(per_minute: u32) -> Option<SignIns> {
+        NonZeroU32::new(per_minute).map(|n| SignIns {
+            limiter: RateLimiter::keyed(Quota::per_minute(n)),
+        })
+    }
+
+    /// One attempt from `address`; `Err(wait)` when it tried too often.
+    pub fn attempt(&self, address: IpAddr) -> Result<(), Duration> {
+        if self.limiter.len() > REMEMBERED {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(&address)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
 }
 
 /// Whether a form post comes from the hub's own page: a browser names the page's

@@ -424,6 +424,7 @@ async fn serve_http(
                 rest: rest_state,
                 secure: scheme == "https",
                 templates: Arc::new(templates),
+                sign_ins: Arc::new(crate::hub::security::SignIns::new(hub_config.sign_ins_per_minute)),
             }))
         }
         Err(err) => tracing::error!(error = %err, "the hub's templates do not compile; /hub is not served"),

@@ -21,6 +21,7 @@ on_both_backends!(
     an_import_is_cancelled_over_rest_and_a_second_cancel_is_a_conflict,
     a_session_cookie_is_a_credential_only_with_its_csrf_token_for_changes,
     a_preview_says_where_each_header_goes_and_shows_the_first_rows,
+    sign_ins_from_one_address_are_limited_per_minute,
 );
 
 /// `ferry serve` on free ports: the child and its (gRPC, HTTP) addresses.
@@ -435,5 +436,32 @@ async fn a_preview_says_where_each_header_goes_and_shows_the_first_rows(backend:
     assert_eq!(unknown.json()["error"]["details"][0]["field"], "mappingId");
     let stray = curl(&["-H", &auth, "-F", &form, "-F", "country=AR", &url]).await;
     assert_eq!(stray.status, 400, "{}", stray.body);
+    app.stop().await;
+}
+
+async fn sign_ins_from_one_address_are_limited_per_minute(backend: Backend) {
+    let app = TestApp::start_with(
+        backend,
+        |c| c.hub.sign_ins_per_minute = 3,
+        crate::support::Workers::None,
+    )
+    .await;
+    let url = format!("http://{}/hub/sign-in", app.http_addr());
+    for _ in 0..3 {
+        let wrong = curl(&["--data-urlencode", "key=ferry_wrong", &url]).await;
+        assert_eq!(wrong.status, 401, "{}", wrong.body);
+    }
+    // The fourth attempt in the minute is refused before the key is looked at,
+    // even the right key; the page says how long to wait.
+    let right = format!("key={}", app.key);
+    let limited = curl(&["--data-urlencode", &right, &url]).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert!(limited.header("retry-after").is_some());
+    assert!(
+        limited.body.contains("Too many sign-in attempts"),
+        "{}",
+        limited.body
+    );
+    assert!(limited.header("set-cookie").is_none());
     app.stop().await;
 }
