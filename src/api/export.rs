@@ -246,6 +246,7 @@ pub fn export_message(export: &Job<Export>, deliveries: &[DeliveryRow]) -> proto
         csv_bom: spec.as_ref().is_some_and(|s| s.csv_bom),
         neutralize_formulas: spec.as_ref().is_some_and(|s| s.neutralize_formulas),
         avro_codec: spec.as_ref().map_or(0, |s| avro_codec_value(s) as i32),
+        creator: job.created_by.clone().unwrap_or_default(),
     }
 }
 

@@ -162,6 +162,7 @@ pub fn import_message(import: &Job<Import>) -> proto::Import {
         attempt_count: job.attempts,
         error: job_fields::failure(job),
         request_id: job.request_id.clone().unwrap_or_default(),
+        creator: job.created_by.clone().unwrap_or_default(),
         has_error_report: counters.report_key.is_some(),
         unchanged_items: counters.unchanged,
         notices: import

@@ -7,19 +7,23 @@ use tonic::{Request, Response, Status};
 use super::convert::timestamp;
 use super::error::ApiError;
 use super::{Call, page};
-use crate::audit;
-use crate::db::mappings::{self, MappingRow};
-use crate::db::{Db, DbError, new_id, now_ms};
-use crate::import::mapping;
+use crate::db::Db;
+use crate::db::mappings::MappingRow;
+use crate::import::mappings::{Change, Mappings};
 use crate::proto::{self, mapping_service_server::MappingService};
 
+/// Thin over [`Mappings`]: the audit of refused calls is the door's (`db`).
 pub struct MappingApi {
     db: Db,
+    mappings: Mappings,
 }
 
 impl MappingApi {
     pub fn new(db: Db) -> MappingApi {
-        MappingApi { db }
+        MappingApi {
+            mappings: Mappings::new(db.clone()),
+            db,
+        }
     }
 }
 
@@ -55,37 +59,6 @@ fn message(row: MappingRow) -> proto::Mapping {
 }
 
 impl MappingApi {
-    async fn create(
-        &self,
-        call: &Call,
-        req: proto::CreateMappingRequest,
-    ) -> Result<proto::Mapping, ApiError> {
-        let columns: BTreeMap<String, String> = req.columns.into_iter().collect();
-        let kind = kind_name(req.kind);
-        let map = mapping::check(&req.name, kind, &columns).map_err(ApiError::invalid)?;
-        let now = now_ms();
-        let row = MappingRow {
-            id: new_id(),
-            organization_id: call.org().to_string(),
-            name: req.name.trim().to_string(),
-            kind: kind.unwrap_or_default().to_string(),
-            column_map: serde_json::to_string(&map).unwrap_or_default(),
-            created_at: now,
-            updated_at: now,
-        };
-        // The mapping and its audit record, together or not at all.
-        let (saved, actor) = (row.clone(), call.actor());
-        self.db
-            .transaction(move |conn| {
-                Box::pin(async move {
-                    mappings::insert(conn, &saved).await.map_err(DbError::from)?;
-                    actor.record(conn, &saved.id, audit::OK).await
-                })
-            })
-            .await?;
-        Ok(message(row))
-    }
-
     async fn list(
         &self,
         call: &Call,
@@ -94,9 +67,7 @@ impl MappingApi {
         let limit = page::page_size(req.page_size)?;
         let fingerprint = page::fingerprint(&[b"mappings"]);
         let before: Option<(i64, String)> = page::decode(&req.page_token, &fingerprint)?;
-        let mut conn = self.db.conn().await?;
-        let mut rows = mappings::list(&mut conn, call.org(), before, limit + 1).await?;
-        let total = mappings::count(&mut conn, call.org()).await?;
+        let (mut rows, total) = self.mappings.list(call.org(), before, limit + 1).await?;
         let next_page_token = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last()
@@ -123,7 +94,14 @@ impl MappingService for MappingApi {
             request,
             &self.db,
             |_| String::new(),
-            |call, req| async move { self.create(&call, req).await },
+            |call, req| async move {
+                let columns: BTreeMap<String, String> = req.columns.into_iter().collect();
+                let row = self
+                    .mappings
+                    .create(&call.actor(), &req.name, kind_name(req.kind), &columns)
+                    .await?;
+                Ok(message(row))
+            },
         )
         .await
     }
@@ -133,11 +111,7 @@ impl MappingService for MappingApi {
         request: Request<proto::GetMappingRequest>,
     ) -> Result<Response<proto::Mapping>, Status> {
         Call::serve(request, |call, req| async move {
-            let mut conn = self.db.conn().await?;
-            match mappings::find(&mut conn, call.org(), req.id.trim()).await? {
-                Some(row) => Ok(message(row)),
-                None => Err(ApiError::not_found("mapping")),
-            }
+            Ok(message(self.mappings.get(call.org(), &req.id).await?))
         })
         .await
     }
@@ -149,6 +123,27 @@ impl MappingService for MappingApi {
         Call::serve(request, |call, req| async move { self.list(&call, req).await }).await
     }
 
+    async fn update_mapping(
+        &self,
+        request: Request<proto::UpdateMappingRequest>,
+    ) -> Result<Response<proto::Mapping>, Status> {
+        Call::serve_audited(
+            request,
+            &self.db,
+            |r| r.id.trim().to_string(),
+            |call, req| async move {
+                let change = Change {
+                    name: Some(req.name).filter(|name| !name.is_empty()),
+                    kind: (req.kind != proto::MappingKind::Unspecified as i32).then(|| kind_name(req.kind)),
+                    columns: (!req.columns.is_empty()).then(|| req.columns.into_iter().collect()),
+                };
+                let row = self.mappings.update(&call.actor(), &req.id, change).await?;
+                Ok(message(row))
+            },
+        )
+        .await
+    }
+
     async fn delete_mapping(
         &self,
         request: Request<proto::DeleteMappingRequest>,
@@ -158,26 +153,8 @@ impl MappingService for MappingApi {
             &self.db,
             |r| r.id.trim().to_string(),
             |call, req| async move {
-                let (organization, id, actor) =
-                    (call.org().to_string(), req.id.trim().to_string(), call.actor());
-                let deleted = self
-                    .db
-                    .transaction(move |conn| {
-                        Box::pin(async move {
-                            let deleted = mappings::delete(conn, &organization, &id)
-                                .await
-                                .map_err(DbError::from)?;
-                            if deleted {
-                                actor.record(conn, &id, audit::OK).await?;
-                            }
-                            Ok::<_, DbError>(deleted)
-                        })
-                    })
-                    .await?;
-                match deleted {
-                    true => Ok(()),
-                    false => Err(ApiError::not_found("mapping")),
-                }
+                self.mappings.delete(&call.actor(), &req.id).await?;
+                Ok(())
             },
         )
         .await

@@ -74,6 +74,7 @@ pub const METHOD_PERMISSIONS: &[(&str, Access)] = &[
     ("/ferry.v1.MappingService/CreateMapping", IMPORT),
     ("/ferry.v1.MappingService/GetMapping", IMPORT),
     ("/ferry.v1.MappingService/ListMappings", IMPORT),
+    ("/ferry.v1.MappingService/UpdateMapping", IMPORT),
     ("/ferry.v1.MappingService/DeleteMapping", IMPORT),
 ];
 

@@ -19,8 +19,43 @@ pub enum MappingCommand {
     },
     /// One mapping with its columns.
     Get { id: String },
+    /// Rename, re-kind or re-map a mapping (`--column` replaces the whole map).
+    Update(UpdateArgs),
     /// Delete a mapping.
     Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    pub id: String,
+    /// A new name.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
+    /// `HEADER=column` (repeat): the new map, replacing the stored one.
+    #[arg(long = "column", value_name = "HEADER=COLUMN")]
+    pub columns: Vec<String>,
+}
+
+/// `HEADER=column` pairs as a map (the last `=` splits, so a header may hold one).
+fn column_pairs(pairs: &[String]) -> Result<std::collections::HashMap<String, String>, ClientError> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.rsplit_once('=')
+                .map(|(header, column)| (header.to_string(), column.trim().to_string()))
+                .ok_or_else(|| ClientError::Input(format!("--column {pair}: expected HEADER=COLUMN")))
+        })
+        .collect()
+}
+
+fn kind_of(kind: Kind) -> proto::MappingKind {
+    match kind {
+        Kind::Person => proto::MappingKind::EntityPerson,
+        Kind::Company => proto::MappingKind::EntityCompany,
+        Kind::Mixed => proto::MappingKind::EntityMixed,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,20 +81,8 @@ pub async fn run(session: &Session, command: MappingCommand) -> Result<Exit, Cli
     let mut client = session.mappings();
     match command {
         MappingCommand::Create(args) => {
-            let columns = args
-                .columns
-                .iter()
-                .map(|pair| {
-                    pair.rsplit_once('=')
-                        .map(|(header, column)| (header.to_string(), column.trim().to_string()))
-                        .ok_or_else(|| ClientError::Input(format!("--column {pair}: expected HEADER=COLUMN")))
-                })
-                .collect::<Result<_, _>>()?;
-            let kind = match args.kind {
-                Kind::Person => proto::MappingKind::EntityPerson,
-                Kind::Company => proto::MappingKind::EntityCompany,
-                Kind::Mixed => proto::MappingKind::EntityMixed,
-            };
+            let columns = column_pairs(&args.columns)?;
+            let kind = kind_of(args.kind);
             let mapping = client
                 .create_mapping(session.request(proto::CreateMappingRequest {
                     name: args.name,
@@ -98,6 +121,17 @@ pub async fn run(session: &Session, command: MappingCommand) -> Result<Exit, Cli
         MappingCommand::Get { id } => {
             let mapping = client
                 .get_mapping(session.request(proto::GetMappingRequest { id }))
+                .await?;
+            print(session, &mapping.into_inner());
+        }
+        MappingCommand::Update(args) => {
+            let mapping = client
+                .update_mapping(session.request(proto::UpdateMappingRequest {
+                    id: args.id,
+                    name: args.name.unwrap_or_default(),
+                    kind: args.kind.map(kind_of).unwrap_or(proto::MappingKind::Unspecified) as i32,
+                    columns: column_pairs(&args.columns)?,
+                }))
                 .await?;
             print(session, &mapping.into_inner());
         }

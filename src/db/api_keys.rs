@@ -84,3 +84,17 @@ pub async fn touch(conn: &mut Conn, id: &str, now: i64) -> QueryResult<usize> {
             .await
     })
 }
+
+/// The names of the keys among `ids` (ids that are not keys are left out).
+pub async fn names(conn: &mut Conn, ids: &[String]) -> QueryResult<Vec<(String, String)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    with_conn!(conn, |c| {
+        api_keys::table
+            .filter(api_keys::id.eq_any(ids))
+            .select((api_keys::id, api_keys::name))
+            .load(c)
+            .await
+    })
+}

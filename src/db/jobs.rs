@@ -120,6 +120,9 @@ pub struct JobRow {
     pub finished_at: Option<i64>,
     pub updated_at: i64,
     pub expires_at: Option<i64>,
+    /// Who queued it (the audit trail's principal: an API key id, `jwt:<subject>`,
+    /// `cert:<identity>`, `admin:<user>`); `None` for jobs ferry queued itself.
+    pub created_by: Option<String>,
 }
 
 /// `state` is queued or running, written as the `jobs_active` partial index's own

@@ -94,3 +94,23 @@ pub async fn delete(conn: &mut Conn, organization_id: &str, id: &str) -> QueryRe
         .map(|n| n > 0)
     })
 }
+
+/// Replaces a mapping's name, kind and columns; `false` when it no longer exists.
+pub async fn update(conn: &mut Conn, row: &MappingRow) -> QueryResult<bool> {
+    with_conn!(conn, |c| {
+        diesel::update(
+            mappings::table
+                .filter(mappings::organization_id.eq(&row.organization_id))
+                .filter(mappings::id.eq(&row.id)),
+        )
+        .set((
+            mappings::name.eq(&row.name),
+            mappings::kind.eq(&row.kind),
+            mappings::column_map.eq(&row.column_map),
+            mappings::updated_at.eq(row.updated_at),
+        ))
+        .execute(c)
+        .await
+        .map(|n| n > 0)
+    })
+}

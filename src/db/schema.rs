@@ -122,6 +122,7 @@ diesel::table! {
         finished_at -> Nullable<BigInt>,
         updated_at -> BigInt,
         expires_at -> Nullable<BigInt>,
+        created_by -> Nullable<Text>,
     }
 }
 

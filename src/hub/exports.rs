@@ -11,7 +11,9 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::HubState;
-use super::pages::{LIST_EXPORTS, LISTED, Visitor, for_people, html, latest, refused, visitor};
+use super::pages::{
+    LIST_EXPORTS, LISTED, Names, Visitor, for_people, html, latest, refused, started_by, starters, visitor,
+};
 use super::security::same_origin;
 use crate::api::error::ApiError;
 use crate::auth::AuthError;
@@ -36,11 +38,13 @@ struct ExportRow {
     total: String,
     created_at: String,
     started: String,
+    /// Who created it: the key's name, or the token's or certificate's principal.
+    started_by: String,
     downloadable: bool,
     error: String,
 }
 
-fn export_row(job: &Job<Export>) -> ExportRow {
+fn export_row(job: &Job<Export>, names: &Names) -> ExportRow {
     let message = crate::api::export::export_message(job, &[]);
     let progress = message.progress.unwrap_or_default();
     let format = proto::ExportFormat::try_from(message.format)
@@ -64,6 +68,7 @@ fn export_row(job: &Job<Export>) -> ExportRow {
             .unwrap_or_else(|| "…".into()),
         created_at: crate::api::convert::iso(job.row.created_at),
         started: for_people(&crate::api::convert::iso(job.row.created_at)),
+        started_by: started_by(&job.row, names),
         downloadable: job.row.state == crate::jobs::JobState::Completed,
         error: message.error.map(|status| status.message).unwrap_or_default(),
     }
@@ -158,7 +163,8 @@ async fn page(
         Ok(listed) => listed,
         Err(err) => return refused(state, Some(visitor.frame()), ExportError::from(err).into()),
     };
-    let rows: Vec<ExportRow> = jobs.iter().map(export_row).collect();
+    let names = starters(state, jobs.iter().map(|job| &*job.row)).await;
+    let rows: Vec<ExportRow> = jobs.iter().map(|job| export_row(job, &names)).collect();
     let live: Vec<&str> = rows.iter().filter(|r| r.active).map(|r| r.id.as_str()).collect();
     let status = if errors.is_empty() {
         StatusCode::OK

@@ -12,6 +12,7 @@
 
 pub mod assets;
 pub mod exports;
+pub mod mappings;
 pub mod pages;
 pub mod security;
 pub mod templates;
@@ -44,6 +45,9 @@ pub fn router(state: HubState) -> Router {
         .route("/hub/imports/{id}", get(pages::import))
         .route("/hub/imports/{id}/report", get(pages::report))
         .route("/hub/imports/{id}/fix", get(pages::fix))
+        .route("/hub/mappings", get(mappings::list))
+        .route("/hub/mappings/new", get(mappings::new))
+        .route("/hub/mappings/{id}", get(mappings::edit))
         .route("/hub/exports", get(exports::exports).post(exports::create))
         .route("/hub/exports/{id}/download", get(exports::download))
         .route("/hub/static/{name}", get(assets::serve))

@@ -28,7 +28,7 @@ const GET_IMPORT: &str = "/ferry.v1.ImportService/GetImport";
 const UPLOAD_IMPORT: &str = "/ferry.v1.ImportService/UploadImport";
 const CANCEL_IMPORT: &str = "/ferry.v1.ImportService/CancelImport";
 const LIST_ERRORS: &str = "/ferry.v1.ImportService/ListImportErrors";
-const LIST_MAPPINGS: &str = "/ferry.v1.MappingService/ListMappings";
+pub(super) const LIST_MAPPINGS: &str = "/ferry.v1.MappingService/ListMappings";
 /// Saved mappings offered in the upload form (the newest first).
 const MAPPINGS_LISTED: i64 = 100;
 const ERROR_REPORT: &str = "/ferry.v1.ImportService/GetImportErrorReport";
@@ -79,6 +79,7 @@ impl Visitor {
         Frame {
             organization: self.principal.organization.name.clone(),
             imports: self.may(LIST_IMPORTS),
+            mappings: self.may(LIST_MAPPINGS),
             exports: self.may(LIST_EXPORTS),
             csrf: self.session.csrf.clone(),
         }
@@ -97,6 +98,7 @@ fn may(principal: &Principal, method: &str) -> bool {
 pub(super) struct Frame {
     organization: String,
     imports: bool,
+    mappings: bool,
     exports: bool,
     csrf: String,
 }
@@ -353,6 +355,8 @@ struct ImportRow {
     created_at: String,
     /// `2026-12-07 15:46 UTC`, for people.
     started: String,
+    /// Who uploaded it: the key's name, or the token's or certificate's principal.
+    started_by: String,
     /// The import whose failed rows this one fixes.
     fixes: String,
     error: String,
@@ -366,7 +370,38 @@ pub(super) fn for_people(iso: &str) -> String {
     }
 }
 
-fn import_row(job: &Job<Import>) -> ImportRow {
+/// Who queued each of `jobs`, by principal, as [`for_people`] words a time: the
+/// key's name when it is a key. The names are a courtesy: a failed lookup shows
+/// the principals themselves.
+pub(super) async fn starters<'a>(
+    state: &HubState,
+    jobs: impl IntoIterator<Item = &'a crate::db::jobs::JobRow>,
+) -> Names {
+    let principals: Vec<String> = jobs
+        .into_iter()
+        .filter_map(|row| row.created_by.clone())
+        .collect();
+    match crate::auth::keys::display_names(state.rest.imports.queue().db(), principals.clone()).await {
+        Ok(names) => names,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the names of the keys that started jobs");
+            principals.into_iter().map(|p| (p.clone(), p)).collect()
+        }
+    }
+}
+
+/// Principal -> the name people read.
+pub(super) type Names = std::collections::HashMap<String, String>;
+
+/// Who started `row`, by name.
+pub(super) fn started_by(row: &crate::db::jobs::JobRow, names: &Names) -> String {
+    row.created_by
+        .as_ref()
+        .map(|p| names.get(p).cloned().unwrap_or_else(|| p.clone()))
+        .unwrap_or_default()
+}
+
+fn import_row(job: &Job<Import>, names: &Names) -> ImportRow {
     let message = crate::api::import::import_message(job);
     let percent = message.progress.as_ref().map(|p| p.percent).unwrap_or_default();
     ImportRow {
@@ -384,6 +419,7 @@ fn import_row(job: &Job<Import>) -> ImportRow {
         failed: message.failed_items,
         created_at: crate::api::convert::iso(job.row.created_at),
         started: for_people(&crate::api::convert::iso(job.row.created_at)),
+        started_by: started_by(&job.row, names),
         fixes: message
             .options
             .as_ref()
@@ -405,11 +441,12 @@ pub async fn imports(State(state): State<HubState>, headers: HeaderMap) -> Respo
         Ok(listed) => listed,
         Err(err) => return refused(&state, Some(visitor.frame()), ImportError::from(err).into()),
     };
-    let rows: Vec<ImportRow> = jobs.iter().map(import_row).collect();
+    let names = starters(&state, jobs.iter().map(|job| &*job.row)).await;
+    let rows: Vec<ImportRow> = jobs.iter().map(|job| import_row(job, &names)).collect();
     let live: Vec<&str> = rows.iter().filter(|r| r.active).map(|r| r.id.as_str()).collect();
     let mappings: Vec<_> = if visitor.may(LIST_MAPPINGS) {
-        match state.rest.imports.mappings(&org, MAPPINGS_LISTED).await {
-            Ok(rows) => rows
+        match state.rest.mappings.list(&org, None, MAPPINGS_LISTED).await {
+            Ok((rows, _)) => rows
                 .into_iter()
                 .map(|m| context! { id => m.id, name => m.name, kind => m.kind })
                 .collect(),
@@ -513,7 +550,8 @@ pub async fn import(
             value: String::new(),
         })
         .collect();
-    let row = import_row(&job);
+    let names = starters(&state, [&*job.row]).await;
+    let row = import_row(&job, &names);
     let body = state.templates.render(
         "import.html",
         &context! {
@@ -606,7 +644,8 @@ pub async fn fix(State(state): State<HubState>, headers: HeaderMap, Path(id): Pa
         .into_iter()
         .map(|(name, value)| context! { name, value })
         .collect();
-    let row = import_row(&job);
+    let names = starters(&state, [&*job.row]).await;
+    let row = import_row(&job, &names);
     let body = state.templates.render(
         "fix.html",
         &context! {

@@ -26,6 +26,23 @@ pub fn check(
             "must be MAPPING_KIND_ENTITY_PERSON, _COMPANY or _MIXED".into(),
         ));
     }
+    match check_columns(columns) {
+        Ok(map) if violations.is_empty() => Ok(map),
+        Ok(_) => Err(violations),
+        Err(more) => {
+            violations.extend(more);
+            Err(violations)
+        }
+    }
+}
+
+/// Checks a column map alone (a draft the hub previews before it is named): 1 to
+/// [`MAX_COLUMNS`] headers, each to a real platform column, no two the same once
+/// normalised. Returns the map keyed by normalised header.
+pub fn check_columns(
+    columns: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, Vec<(String, String)>> {
+    let mut violations = Vec::new();
     if columns.is_empty() || columns.len() > MAX_COLUMNS {
         violations.push(("columns".into(), format!("must map 1 to {MAX_COLUMNS} headers")));
     }

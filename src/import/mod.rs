@@ -8,6 +8,7 @@ pub mod job;
 pub mod json_object;
 pub mod layout;
 pub mod mapping;
+pub mod mappings;
 pub mod notice;
 pub mod plan;
 pub mod preflight;

@@ -26,6 +26,8 @@ pub const ROWS: usize = 10;
 pub struct Column {
     /// The header as the file has it.
     pub header: String,
+    /// The header as saved mappings name it (trimmed, lower case, spaces as `_`).
+    pub key: String,
     /// Where its values are stored (`tax_id`, `attributes.segment_tag`,
     /// `entityData.person.income`); empty when not imported.
     pub goes_to: String,
@@ -55,7 +57,8 @@ pub struct Preview {
     pub problems: Vec<Problem>,
 }
 
-fn column(header: &str, column_map: &BTreeMap<String, String>) -> Column {
+/// Where `header` goes with `column_map`: the import's own placement, in words.
+pub fn column(header: &str, column_map: &BTreeMap<String, String>) -> Column {
     let (mapped, target) = place(header, column_map);
     let normalized = headers::normalize(header);
     let by_mapping = mapped != header;
@@ -113,8 +116,16 @@ fn column(header: &str, column_map: &BTreeMap<String, String>) -> Column {
             (String::new(), "not_imported", note.into())
         }
     };
+    // A header the mapping sends anywhere (a platform column, an attribute, KYC/KYB
+    // data) goes there by the mapping.
+    let (how, note) = if by_mapping && how != "not_imported" && how != "mapping" {
+        ("mapping", "by the saved mapping".to_string())
+    } else {
+        (how, note)
+    };
     Column {
         header: header.to_string(),
+        key: normalized,
         goes_to,
         how,
         note,
@@ -148,6 +159,7 @@ pub fn preview<R: Read + Seek>(
                 Some(name) => column(name, column_map),
                 None => Column {
                     header: format!("(column {})", i + 1),
+                    key: String::new(),
                     goes_to: String::new(),
                     how: "not_imported",
                     note: "the header is not valid UTF-8".into(),

@@ -58,6 +58,16 @@ impl From<DbError> for ImportError {
     }
 }
 
+/// The header mapping a preview applies.
+#[derive(Debug, Clone)]
+pub enum PreviewMapping {
+    None,
+    /// A saved mapping's id.
+    Saved(String),
+    /// A mapping being edited (custom header -> platform column), not saved yet.
+    Draft(BTreeMap<String, String>),
+}
+
 /// A signed link to an import's error report.
 #[derive(Debug, Clone)]
 pub struct ReportLink {
@@ -169,8 +179,7 @@ impl Imports {
             })?;
         // A stored mapping this build cannot read is the server's fault (INTERNAL),
         // not a reason to import with no mapping at all.
-        Ok(serde_json::from_str(&mapping.column_map)
-            .map_err(|e| DbError::Query(diesel::result::Error::DeserializationError(Box::new(e))))?)
+        super::mappings::columns_of(&mapping)
     }
 
     /// The header and the first `limit` rows of an import's error report (one row
@@ -197,31 +206,21 @@ impl Imports {
         read.await.map_err(|e| ImportError::Interrupted(e.to_string()))?
     }
 
-    /// The organization's saved mappings, newest first (at most `limit`), for a
-    /// person to pick one by name.
-    pub async fn mappings(
-        &self,
-        organization_id: &str,
-        limit: i64,
-    ) -> Result<Vec<mappings::MappingRow>, ImportError> {
-        let mut conn = self.queue.db().conn().await?;
-        Ok(mappings::list(&mut conn, organization_id, None, limit)
-            .await
-            .map_err(DbError::from)?)
-    }
-
     /// What an import would make of the file at `path` (the beginning of a file
-    /// is enough; see [`super::preview`]), with the saved mapping `mapping_id`.
+    /// is enough; see [`super::preview`]), with the header mapping `mapping`.
     pub async fn preview(
         &self,
         organization_id: &str,
-        mapping_id: Option<&str>,
+        mapping: PreviewMapping,
         format: Format,
         path: PathBuf,
     ) -> Result<super::preview::Preview, ImportError> {
-        let column_map = match mapping_id {
-            Some(id) => self.column_map(organization_id, id).await?,
-            None => BTreeMap::new(),
+        let column_map = match mapping {
+            PreviewMapping::None => BTreeMap::new(),
+            PreviewMapping::Saved(id) => self.column_map(organization_id, &id).await?,
+            PreviewMapping::Draft(columns) => {
+                super::mapping::check_columns(&columns).map_err(ImportError::Invalid)?
+            }
         };
         let read = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&path).map_err(StorageError::from)?;

@@ -107,6 +107,7 @@ pub(crate) fn new_row(job: NewJob, max_attempts: i32, now: i64) -> JobRow {
         finished_at: None,
         updated_at: now,
         expires_at: None,
+        created_by: None,
     }
 }
 
@@ -198,7 +199,10 @@ impl Queue {
                         }
                     }
                     guard(conn).await?;
-                    let row = new_row(job, max_attempts, now);
+                    let row = JobRow {
+                        created_by: actor.as_ref().map(|a| a.principal.clone()),
+                        ..new_row(job, max_attempts, now)
+                    };
                     jobs::insert(conn, &row).await.map_err(QueueError::from)?;
                     if let Some(actor) = &actor {
                         actor.record(conn, &row.id, audit::OK).await?;

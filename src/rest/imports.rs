@@ -24,7 +24,7 @@ use super::auth::Caller;
 use super::error::{ErrorEnvelope, RestError};
 use super::{RestState, invalid};
 use crate::api::error::ApiError;
-use crate::import::service::{ImportError, TempFile};
+use crate::import::service::{ImportError, PreviewMapping, TempFile};
 use crate::import::spec::Import;
 use crate::proto;
 
@@ -495,7 +495,8 @@ pub async fn template(
 pub const PREVIEW_BYTES: u64 = 1024 * 1024;
 
 /// `POST /batch-import/import/entities/preview`: the form's `file` (the beginning
-/// of a CSV or NDJSON file is enough; an XLSX file whole) and `mappingId`; answers
+/// of a CSV or NDJSON file is enough; an XLSX file whole) and `mappingId` (or
+/// `columns`, a mapping being edited); answers
 /// where each header goes, the first rows as the import reads them, and the
 /// header's problems. Nothing is stored.
 #[utoipa::path(
@@ -521,7 +522,7 @@ pub async fn preview(
     let mut form = form.map_err(|rejection| fail(invalid("form", rejection.body_text())))?;
     let imports = &state.imports;
     let temp = temp_file(imports, "rest-preview").await.map_err(fail)?;
-    let (mut format, mut mapping_id) = (None, None);
+    let (mut format, mut mapping) = (None, PreviewMapping::None);
     while let Some(field) = form
         .next_field()
         .await
@@ -544,16 +545,36 @@ pub async fn preview(
                     .text()
                     .await
                     .map_err(|e| fail(invalid("mappingId", e.body_text())))?;
-                mapping_id = Some(text.trim().to_string()).filter(|t| !t.is_empty());
+                if !text.trim().is_empty() {
+                    mapping = PreviewMapping::Saved(text.trim().to_string());
+                }
             }
-            other => return Err(fail(invalid(other, "not a field of this form (file, mappingId)"))),
+            "columns" => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|e| fail(invalid("columns", e.body_text())))?;
+                let columns = serde_json::from_str(&text).map_err(|e| {
+                    fail(invalid(
+                        "columns",
+                        format!("a JSON object of custom header to platform column: {e}"),
+                    ))
+                })?;
+                mapping = PreviewMapping::Draft(columns);
+            }
+            other => {
+                return Err(fail(invalid(
+                    other,
+                    "not a field of this form (file, mappingId, columns)",
+                )));
+            }
         }
     }
     let format = format.ok_or_else(|| fail(invalid("file", "is required (the file, or its beginning)")))?;
     let preview = imports
         .preview(
             caller.principal.organization_id(),
-            mapping_id.as_deref(),
+            mapping,
             format,
             temp.0.clone(),
         )
@@ -573,6 +594,10 @@ pub struct PreviewForm {
     file: Vec<u8>,
     /// A saved mapping for custom headers.
     mapping_id: Option<String>,
+    /// A mapping not saved yet, in place of `mappingId`: a JSON object of custom
+    /// header to platform column (`{"Documento": "tax_id"}`), checked as a saved
+    /// one would be.
+    columns: Option<String>,
 }
 
 /// `POST /batch-import/import/entities/{jobId}/cancel`: a queued import never runs;

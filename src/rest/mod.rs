@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod exports_v1;
 pub mod imports;
+pub mod mappings;
 pub mod openapi;
 
 use std::sync::Arc;
@@ -101,6 +102,31 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/batch-import/import/entities/{jobId}/errors",
         "/ferry.v1.ImportService/ListImportErrors",
     ),
+    (
+        "GET",
+        "/batch-import/mappings",
+        "/ferry.v1.MappingService/ListMappings",
+    ),
+    (
+        "POST",
+        "/batch-import/mappings",
+        "/ferry.v1.MappingService/CreateMapping",
+    ),
+    (
+        "GET",
+        "/batch-import/mappings/{mappingId}",
+        "/ferry.v1.MappingService/GetMapping",
+    ),
+    (
+        "PATCH",
+        "/batch-import/mappings/{mappingId}",
+        "/ferry.v1.MappingService/UpdateMapping",
+    ),
+    (
+        "DELETE",
+        "/batch-import/mappings/{mappingId}",
+        "/ferry.v1.MappingService/DeleteMapping",
+    ),
 ];
 
 /// The gRPC method a route stands for; `None` (refused) for a route not listed.
@@ -116,6 +142,8 @@ pub struct RestState {
     pub auth: Arc<Authenticator>,
     pub exports: Exports,
     pub imports: Imports,
+    /// Saved header mappings (the REST routes and the hub's editor).
+    pub mappings: crate::import::mappings::Mappings,
     /// Signs and checks the events URLs (the storage signing key).
     pub signer: Arc<UrlSigner>,
     /// `server.public_url`: the base of the events URLs ("" → the request's Host).
@@ -172,7 +200,7 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
@@ -234,6 +262,8 @@ fn routes(state: RestState) -> OpenApiRouter {
         .routes(routes!(imports::errors))
         .routes(routes!(imports::cancel))
         .routes(routes!(imports::template))
+        .routes(routes!(mappings::list, mappings::create))
+        .routes(routes!(mappings::get, mappings::update, mappings::delete))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,

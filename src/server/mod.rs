@@ -405,6 +405,7 @@ async fn serve_http(
         auth: Arc::new(app.authenticator()),
         exports: app.exports(),
         imports: app.imports(),
+        mappings: crate::import::mappings::Mappings::new(app.db.clone()),
         signer: Arc::new(app.url_signer()),
         public_url: app.config.server.public_url.trim_end_matches('/').to_string(),
         scheme,

@@ -18,6 +18,9 @@ use crate::config::StorageConfig;
 /// Part size of multipart uploads; also the most an upload holds in memory.
 const PART_SIZE: usize = 8 * 1024 * 1024;
 
+/// The longest [`S3Store::explain`] waits for its probe.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct S3Store {
     client: Client,
@@ -174,6 +177,30 @@ impl S3Store {
     }
 
     pub async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<u64, StorageError> {
+        match self.write_file(key, path, content_type).await {
+            Err(err @ StorageError::S3(_)) => Err(self.explain(err).await),
+            other => other,
+        }
+    }
+
+    /// A store that refuses a request with a body may answer early and close the
+    /// connection while the body is still being sent; the client then sees only a
+    /// reset, which looks transient. A bodiless HEAD of the bucket tells a refusal
+    /// (wrong secret, missing bucket) from a real hiccup, so a store that cannot work
+    /// fails the job at once instead of being retried. The probe is bounded: a store
+    /// that does not answer keeps the original error.
+    async fn explain(&self, err: StorageError) -> StorageError {
+        let probe = self.client.head_bucket().bucket(&self.bucket).send();
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Err(refused)) => match classify(&self.bucket, refused) {
+                permanent @ StorageError::Misconfigured(_) => permanent,
+                _ => err,
+            },
+            _ => err,
+        }
+    }
+
+    async fn write_file(&self, key: &str, path: &Path, content_type: &str) -> Result<u64, StorageError> {
         let size = tokio::fs::metadata(path).await?.len();
         let object = self.object_key(key);
         if size as usize <= PART_SIZE {

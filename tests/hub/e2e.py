@@ -240,6 +240,8 @@ def main():
         import_path = "/hub/imports/" + import_id
         wait_until_ended(page)
         expect(page.locator('[data-field="state"]')).to_have_text("completed")
+        # Who started it: the name of the key the session stands for.
+        expect(page.locator(".by").first).to_have_text("hub")
         done = counters(page)
         result["import"] = {"id": import_id, **done}
         assert done["created"] == ROWS - ROWS // 10 and done["failed"] == ROWS // 10, done
@@ -296,16 +298,77 @@ def main():
             assert shown["failed"] == 0 and shown["created"] == rows, (mode, shown)
             result["template_" + mode] = {"id": page.url.rsplit("/", 1)[1], **shown}
 
-        # A custom layout imported with a saved mapping picked by name: the check
-        # before importing says each header goes there by the mapping.
+        # The mapping editor: a custom layout's headers come from the file, each
+        # suggested by the organization's earlier mapping ("Planilla ventas") or by
+        # name; a wrong column is named in its row; the first rows are shown as they
+        # would be stored and follow every change.
         custom = pathlib.Path(folder) / "ventas.csv"
         custom.write_text(
-            "Documento,Tipo de entidad,País,Razón social\n"
-            "MAP001,company,MX,Ventas Uno SA\nMAP002,person,MX,Ana Ventas\nMAP003,company,MX,Ventas Tres\n",
+            "Documento,Tipo de entidad,País,Razón social,Segmento\n"
+            "MAP001,company,MX,Ventas Uno SA,retail\nMAP002,person,MX,Ana Ventas,pyme\nMAP003,company,MX,Ventas Tres,retail\n",
             encoding="utf-8",
         )
+        page.goto(URL + "/hub/mappings")
+        axe_check(page, "mappings")
+        page.get_by_role("link", name="New mapping from a file").click()
+        expect(page.locator("h1")).to_have_text("New column mapping")
+        page.set_input_files("#mapping-file", str(custom))
+        documento = page.get_by_label("Platform column for Documento")
+        expect(documento).to_have_value("tax_id")
+        expect(page.locator('tr[data-header="Documento"]')).to_contain_text("suggested: your earlier mapping")
+        expect(page.locator('tr[data-header="Documento"] [data-field="result"]')).to_contain_text("tax_id (by this mapping)")
+        segmento = page.get_by_label("Platform column for Segmento")
+        expect(segmento).to_have_value("")
+        expect(page.locator('tr[data-header="Segmento"] [data-field="result"]')).to_contain_text("attributes.segmento")
+        expect(page.locator("#mapping-rows thead th").first).to_contain_text("tax_id")
+        expect(page.locator("#mapping-rows tbody tr")).to_have_count(3)
+        # A column that no longer exists is named in its row, from the server's check.
+        segmento.fill("checks")
+        expect(page.locator('tr[data-header="Segmento"] [data-field="result"]')).to_contain_text(
+            "execute_all_active_enrichments"
+        )
+        expect(segmento).to_have_attribute("aria-invalid", "true")
+        segmento.fill("attributes.segment_tag")
+        expect(page.locator('tr[data-header="Segmento"] [data-field="result"]')).to_contain_text(
+            "attributes.segment_tag (by this mapping)"
+        )
+        expect(page.locator("#mapping-rows thead th").nth(4)).to_contain_text("attributes.segment_tag")
+        page.screenshot(path=str(SHOTS / ("%s-mapping-editor-1280.png" % BACKEND)), full_page=True)
+        # Saving without a name names the field.
+        page.get_by_role("button", name="Save mapping").click()
+        expect(page.locator("#name-error")).to_contain_text("1 to 200")
+        axe_check(page, "mapping editor")
+        page.get_by_label("Name", exact=True).fill("Ventas 2026")
+        page.get_by_label("The files hold").select_option("entity_mixed")
+        page.get_by_role("button", name="Save mapping").click()
+        page.wait_for_url(re.compile(r"/hub/mappings/[0-9a-f-]+\?saved=1$"))
+        mapping_id = page.url.split("/hub/mappings/", 1)[1].split("?", 1)[0]
+        expect(page.locator("#mapping-notice")).to_contain_text("Saved.")
+        expect(page.get_by_label("Platform column for segmento")).to_have_value("attributes.segment_tag")
+        expect(page.locator('tr[data-header="segmento"] [data-field="result"]')).to_have_text(
+            "attributes.segment_tag (by this mapping)"
+        )
+        shoot(browser, context.storage_state(), "/hub/mappings/" + mapping_id, "mapping")
+        # Renamed in the same editor (the saved object keeps its id).
+        page.get_by_label("Name", exact=True).fill("Ventas MX")
+        page.get_by_role("button", name="Save mapping").click()
+        # The page is rendered anew from the saved object.
+        expect(page.locator("h1")).to_have_text("Mapping Ventas MX")
+        expect(page.get_by_label("Name", exact=True)).to_have_value("Ventas MX")
+        # The earlier mapping is deleted from its editor, after a confirmation.
+        page.goto(URL + "/hub/mappings")
+        page.get_by_role("link", name="Planilla ventas").click()
+        page.get_by_role("button", name="Delete…").click()
+        page.get_by_role("button", name="Yes, delete it").click()
+        page.wait_for_url(URL + "/hub/mappings?deleted=1")
+        expect(page.get_by_role("link", name="Planilla ventas")).to_have_count(0)
+        expect(page.get_by_role("link", name="Ventas MX")).to_be_visible()
+        result["mapping"] = {"id": mapping_id}
+
+        # The custom file imported with the new mapping picked by name: the check
+        # before importing says each header goes there by the mapping.
         page.goto(URL + "/hub/imports")
-        page.get_by_label("Saved column mapping").select_option(label="Planilla ventas (entity_mixed)")
+        page.get_by_label("Saved column mapping").select_option(label="Ventas MX (entity_mixed)")
         page.set_input_files("#file", str(custom))
         expect(page.locator("#preview-columns tbody tr").first).to_contain_text("tax_id — platform column (saved mapping)")
         expect(page.locator("#preview-problems")).to_be_hidden()
@@ -328,6 +391,7 @@ def main():
         page.get_by_label(re.compile("^Countries")).fill("MX")
         page.get_by_role("button", name="Export").click()
         expect(page.get_by_role("link", name="Download").first).to_be_visible(timeout=JOB_TIMEOUT_MS)
+        expect(page.locator("tr[data-job] .by").first).to_have_text("by hub")
         axe_check(page, "exports")
         with page.expect_download() as download:
             page.get_by_role("link", name="Download").first.click()
@@ -339,6 +403,7 @@ def main():
 
         page.goto(URL + "/hub/imports")
         expect(page.locator("td").filter(has_text="people-<b onclick=alert(1)>5000.csv").first).to_be_visible()
+        expect(page.locator("tr[data-job] .by").first).to_have_text("by hub")
         never_ran_script(page)
         axe_check(page, "imports")
         state = context.storage_state()

@@ -83,7 +83,7 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
     let org = orgs::create(&app.db, "acme", Plan::Enterprise, &Feature::ALL, None)
         .await
         .unwrap();
-    let (_, key) = keys::create(&app.db, &org.id, "hub", &Permission::ALL, &[])
+    let (hub_key, key) = keys::create(&app.db, &org.id, "hub", &Permission::ALL, &[])
         .await
         .unwrap();
     let (_, export_key) = keys::create(
@@ -174,7 +174,7 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
         .connect()
         .await
         .unwrap();
-    let mut imports = ImportServiceClient::new(channel);
+    let mut imports = ImportServiceClient::new(channel.clone());
     for (name, dry) in [
         ("import", false),
         ("dry_run", true),
@@ -194,12 +194,56 @@ async fn a_person_imports_checks_and_follows_a_file_in_a_real_browser(backend: B
         assert_eq!(shown["updated"], import.updated_items, "{name}");
         assert_eq!(shown["unchanged"], import.unchanged_items, "{name}");
         assert_eq!(shown["failed"], import.failed_items, "{name}");
+        // Who uploaded it: the key the page's session stands for.
+        assert_eq!(import.creator, hub_key.id, "{name}");
         let options = import.options.unwrap();
         assert_eq!(options.validate_only, dry, "{name}");
         if name == "fixed" {
             assert_eq!(options.fixes_import_id, result["import"]["id"].as_str().unwrap());
         }
     }
+    // The mapping made in the editor is the object gRPC serves; the one deleted
+    // in the editor is gone, and the mapped import named the new one.
+    let mut mappings = ferry::proto::mapping_service_client::MappingServiceClient::new(channel.clone());
+    let mapping_id = result["mapping"]["id"].as_str().unwrap().to_string();
+    let saved = mappings
+        .get_mapping(with_auth(
+            ferry::proto::GetMappingRequest {
+                id: mapping_id.clone(),
+            },
+            &key,
+            &org.id,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(saved.name, "Ventas MX");
+    assert_eq!(saved.columns["documento"], "tax_id");
+    assert_eq!(saved.columns["razón_social"], "suggested_name");
+    assert_eq!(saved.columns["segmento"], "attributes.segment_tag");
+    let listed = mappings
+        .list_mappings(with_auth(
+            ferry::proto::ListMappingsRequest::default(),
+            &key,
+            &org.id,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.total_size, 1, "{listed:?}");
+    let mapped = imports
+        .get_import(with_auth(
+            GetImportRequest {
+                id: result["mapped"]["id"].as_str().unwrap().to_string(),
+            },
+            &key,
+            &org.id,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mapped.options.unwrap().mapping_id, mapping_id);
+
     // The dry run wrote nothing: the real import after it created every valid row,
     // and those, the row fixed in the page, the two templates' rows and the mapped
     // file's three are all the organization has.

@@ -18,8 +18,13 @@
 
   // ---- upload ------------------------------------------------------------
 
+  // A form's error summary: the one marked `data-errors`, else the upload form's.
+  function summaryOf(form) {
+    return form.querySelector("[data-errors]") || byId("upload-errors");
+  }
+
   function clearErrors(form) {
-    var summary = byId("upload-errors");
+    var summary = summaryOf(form);
     summary.hidden = true;
     summary.textContent = "";
     form.querySelectorAll("[aria-invalid]").forEach(function (el) { el.removeAttribute("aria-invalid"); });
@@ -29,7 +34,7 @@
   // The envelope's message in the summary, each detail next to its field (or in
   // the summary when it names a line of the file), focus on the summary.
   function showErrors(form, message, details) {
-    var summary = byId("upload-errors");
+    var summary = summaryOf(form);
     var title = document.createElement("p");
     title.textContent = message;
     summary.appendChild(title);
@@ -38,7 +43,12 @@
       var field = form.elements.namedItem(d.field);
       var slot = byId(d.field + "-error");
       var text = (d.code && d.code !== "INVALID_ARGUMENT" ? d.code + ": " : "") + d.message;
-      if (field && slot) {
+      var header = /^columns\[(.*)\]$/.exec(d.field || "");
+      var row = header ? headerRow(form, header[1]) : null;
+      if (row) {
+        row.querySelector("input").setAttribute("aria-invalid", "true");
+        row.querySelector('[data-field="result"]').textContent = text;
+      } else if (field && slot) {
         var target = field.length !== undefined && !field.tagName ? field[0] : field;
         target.setAttribute("aria-invalid", "true");
         slot.textContent = text;
@@ -138,6 +148,10 @@
   // rows; an XLSX file is a zip and must go whole (the server bounds it).
   var PREVIEW_BYTES = 256 * 1024;
 
+  function beginning(file) {
+    return /\.xlsx$/i.test(file.name) ? file : file.slice(0, PREVIEW_BYTES);
+  }
+
   function cell(tag, text) {
     var el = document.createElement(tag);
     el.textContent = text;
@@ -190,18 +204,11 @@
     var section = byId("preview");
     if (!input.files.length) { section.hidden = true; return; }
     var file = input.files[0];
-    var whole = /\.xlsx$/i.test(file.name);
-    var data = new FormData();
-    data.append("file", whole ? file : file.slice(0, PREVIEW_BYTES), file.name);
+    var fields = {};
     var mapping = form.elements.namedItem("mappingId");
-    if (mapping && mapping.value.trim()) { data.append("mappingId", mapping.value.trim()); }
+    if (mapping && mapping.value.trim()) { fields.mappingId = mapping.value.trim(); }
     say("preview-summary", "Reading the file…");
-    fetch("/batch-import/import/entities/preview", {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "x-csrf-token": csrf, accept: "application/json" },
-      body: data
-    }).then(function (r) {
+    askPreview(beginning(file), file.name, fields).then(function (r) {
       return r.json().then(function (body) {
         if (r.ok) { showPreview(body); return; }
         section.hidden = false;
@@ -215,11 +222,8 @@
     }).catch(function () { say("preview-summary", "The file could not be checked (network)."); });
   }
 
-  function setupUpload() {
-    var form = byId("upload-form");
-    if (!form) { return; }
-    var zone = byId("drop-zone");
-    var input = byId("file");
+  // A file dropped on `zone` becomes `input`'s file, then `chosen` runs.
+  function dropZone(zone, input, chosen) {
     ["dragenter", "dragover"].forEach(function (name) {
       zone.addEventListener(name, function (e) { e.preventDefault(); zone.classList.add("over"); });
     });
@@ -229,9 +233,32 @@
     zone.addEventListener("drop", function (e) {
       if (e.dataTransfer && e.dataTransfer.files.length) {
         input.files = e.dataTransfer.files;
-        say("upload-status", "Chosen: " + input.files[0].name);
-        preview(form);
+        chosen(input.files[0]);
       }
+    });
+  }
+
+  // What the import would make of `blob` (a file or its beginning) with the form
+  // fields `fields` (`mappingId` or `columns`): the REST preview's answer.
+  function askPreview(blob, name, fields) {
+    var data = new FormData();
+    data.append("file", blob, name);
+    Object.keys(fields).forEach(function (field) { data.append(field, fields[field]); });
+    return fetch("/batch-import/import/entities/preview", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "x-csrf-token": csrf, accept: "application/json" },
+      body: data
+    });
+  }
+
+  function setupUpload() {
+    var form = byId("upload-form");
+    if (!form) { return; }
+    var input = byId("file");
+    dropZone(byId("drop-zone"), input, function (file) {
+      say("upload-status", "Chosen: " + file.name);
+      preview(form);
     });
     form.addEventListener("submit", function (e) { e.preventDefault(); upload(form); });
     input.addEventListener("change", function () { preview(form); });
@@ -355,6 +382,244 @@
     });
   }
 
-  function start() { setupUpload(); setupLive(); setupCancel(); setupFix(); }
+  // ---- mapping editor ------------------------------------------------------------
+
+  // The editor's row for a header (as the file or the saved mapping names it).
+  function headerRow(form, header) {
+    var found = null;
+    form.querySelectorAll("tr[data-header]").forEach(function (tr) {
+      if (tr.getAttribute("data-header") === header) { found = tr; }
+    });
+    return found;
+  }
+
+  // Letters and digits only, lower case: `Tax-ID` and `tax_id` meet as `taxid`.
+  function compact(text) { return String(text).toLowerCase().replace(/[^a-z0-9]/g, ""); }
+
+  // A platform column whose name is the header's, punctuation aside.
+  function byName(key) {
+    var match = "";
+    document.querySelectorAll("#targets option").forEach(function (o) {
+      if (!match && compact(o.value) === compact(key)) { match = o.value; }
+    });
+    return match;
+  }
+
+  function setupMapping() {
+    var form = byId("mapping-form");
+    if (!form) { return; }
+    var known = {};
+    try { known = JSON.parse(form.getAttribute("data-known") || "{}"); } catch (ignored) { known = {}; }
+    var id = form.getAttribute("data-mapping-id");
+    var body = byId("mapping-columns").tBodies[0];
+    var input = byId("mapping-file");
+    var chosen = null;
+    var timer = 0;
+
+    function rows() { return Array.prototype.slice.call(body.querySelectorAll("tr[data-header]")); }
+
+    function draft() {
+      var columns = {};
+      rows().forEach(function (tr) {
+        var value = tr.querySelector("input").value.trim();
+        if (value) { columns[tr.getAttribute("data-header")] = value; }
+      });
+      return columns;
+    }
+
+    function addRow(header, target, why) {
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-header", header);
+      var th = cell("th", header);
+      th.setAttribute("scope", "row");
+      tr.appendChild(th);
+      var td = document.createElement("td");
+      var field = document.createElement("input");
+      field.type = "text";
+      field.setAttribute("list", "targets");
+      field.setAttribute("autocomplete", "off");
+      field.setAttribute("spellcheck", "false");
+      field.setAttribute("aria-label", "Platform column for " + header);
+      field.value = target;
+      td.appendChild(field);
+      if (why) {
+        var note = cell("span", why);
+        note.className = "hint suggestion";
+        td.appendChild(note);
+      }
+      tr.appendChild(td);
+      var result = document.createElement("td");
+      result.setAttribute("data-field", "result");
+      tr.appendChild(result);
+      body.appendChild(tr);
+    }
+
+    function showStored(answer) {
+      var table = byId("mapping-rows");
+      table.tHead.textContent = "";
+      table.tBodies[0].textContent = "";
+      var head = document.createElement("tr");
+      answer.columns.forEach(function (c) {
+        var th = cell("th", c.how === "not_imported" ? "not imported" : c.goesTo);
+        th.setAttribute("scope", "col");
+        th.appendChild(cell("span", " (" + c.header + ")")).className = "hint";
+        if (c.how === "not_imported") { th.className = "skipped"; }
+        head.appendChild(th);
+      });
+      table.tHead.appendChild(head);
+      answer.rows.forEach(function (r) {
+        var tr = document.createElement("tr");
+        r.forEach(function (value) { tr.appendChild(cell("td", value)); });
+        table.tBodies[0].appendChild(tr);
+      });
+      var problems = answer.problems.map(function (p) { return p.code + ": " + p.message; });
+      say("stored-summary", answer.rows.length + " rows shown." + (problems.length ? " This file would be refused: " + problems.join("; ") : ""));
+    }
+
+    function showResults(answer) {
+      var seen = {};
+      answer.columns.forEach(function (c) {
+        var tr = headerRow(form, c.header);
+        if (!tr) { return; }
+        seen[c.header] = true;
+        var how = c.how === "mapping" ? "by this mapping" : HOW[c.how] || c.how;
+        var where = c.how === "not_imported" ? "Not imported" : c.goesTo + " (" + how + ")";
+        var note = c.note && c.how !== "mapping" ? ": " + c.note : "";
+        tr.querySelector('[data-field="result"]').textContent = where + note;
+        tr.querySelector("input").removeAttribute("aria-invalid");
+        tr.className = c.how === "not_imported" ? "skipped" : "";
+      });
+      rows().forEach(function (tr) {
+        if (!seen[tr.getAttribute("data-header")]) {
+          tr.querySelector('[data-field="result"]').textContent = "Not in this file (kept in the mapping)";
+        }
+      });
+    }
+
+    // The file's first rows again with the draft map: the import's own answer.
+    function refresh() {
+      if (!chosen) { return; }
+      var columns = draft();
+      var fields = Object.keys(columns).length ? { columns: JSON.stringify(columns) } : {};
+      say("stored-summary", "Reading the file…");
+      return askPreview(chosen.blob, chosen.name, fields).then(function (r) {
+        return r.json().then(function (answer) {
+          if (r.ok) { showResults(answer); showStored(answer); return answer; }
+          if (r.status === 401) { window.location.assign("/hub?ended=idle"); return null; }
+          // Problems are marked in their rows; focus stays where the person types.
+          var error = answer && answer.error ? answer.error : { message: "The server answered " + r.status + ".", details: [] };
+          var other = [];
+          (error.details || []).forEach(function (d) {
+            var header = /^columns\[(.*)\]$/.exec(d.field || "");
+            var tr = header ? headerRow(form, header[1]) : null;
+            if (!tr) { other.push(d.message); return; }
+            tr.querySelector("input").setAttribute("aria-invalid", "true");
+            tr.querySelector('[data-field="result"]').textContent = "Error: " + d.message;
+          });
+          say("stored-summary", other.length ? error.message + ": " + other.join("; ") : "Correct the marked column to see the rows again.");
+          return null;
+        });
+      }).catch(function () { say("stored-summary", "The file could not be checked (network)."); return null; });
+    }
+
+    function later() {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(refresh, 300);
+    }
+
+    // A new file: its headers become the rows, each keeping what the person (or
+    // the saved mapping) gave it, else suggested by name or by an earlier mapping.
+    function choose(file) {
+      chosen = { blob: beginning(file), name: file.name };
+      var before = {};
+      rows().forEach(function (tr) { before[tr.getAttribute("data-header")] = tr.querySelector("input").value.trim(); });
+      say("stored-summary", "Reading the file…");
+      askPreview(chosen.blob, chosen.name, {}).then(function (r) {
+        return r.json().then(function (answer) {
+          if (!r.ok) {
+            var error = answer && answer.error ? answer.error : { message: "The file could not be read (" + r.status + ").", details: [] };
+            say("stored-summary", "");
+            showErrors(form, error.message, [{ field: "mapping-file", code: "", message: error.message }]);
+            return;
+          }
+          body.textContent = "";
+          answer.columns.forEach(function (c) {
+            var kept = before[c.header] || before[c.key];
+            delete before[c.header];
+            delete before[c.key];
+            if (kept) { addRow(c.header, kept, ""); return; }
+            var platform = c.how === "platform" || c.how === "alias";
+            var earlier = known[c.key];
+            var named = platform ? "" : byName(c.key);
+            if (earlier && !platform) { addRow(c.header, earlier, "suggested: your earlier mapping"); }
+            else if (named) { addRow(c.header, named, "suggested: same name"); }
+            else { addRow(c.header, "", ""); }
+          });
+          Object.keys(before).forEach(function (header) { if (before[header]) { addRow(header, before[header], ""); } });
+          byId("no-columns").hidden = rows().length > 0;
+          refresh();
+        });
+      }).catch(function () { say("stored-summary", "The file could not be checked (network)."); });
+    }
+
+    input.addEventListener("change", function () { if (input.files.length) { choose(input.files[0]); } });
+    dropZone(byId("mapping-drop"), input, choose);
+    body.addEventListener("input", later);
+
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      clearErrors(form);
+      var columns = draft();
+      if (!Object.keys(columns).length) {
+        showErrors(form, "Give at least one header a platform column.", [{ field: "columns", code: "", message: "no header is mapped" }]);
+        return;
+      }
+      var button = byId("mapping-save");
+      button.disabled = true;
+      say("mapping-status", "Saving…");
+      fetch(id ? "/batch-import/mappings/" + encodeURIComponent(id) : "/batch-import/mappings", {
+        method: id ? "PATCH" : "POST",
+        credentials: "same-origin",
+        headers: { "x-csrf-token": csrf, accept: "application/json", "content-type": "application/json" },
+        body: JSON.stringify({ name: form.elements.namedItem("name").value, kind: form.elements.namedItem("kind").value, columns: columns })
+      }).then(function (r) {
+        return r.json().then(function (answer) {
+          if (r.ok) { window.location.assign("/hub/mappings/" + encodeURIComponent(answer.id) + "?saved=1"); return; }
+          button.disabled = false;
+          say("mapping-status", "");
+          if (r.status === 401) { window.location.assign("/hub?ended=idle"); return; }
+          var error = answer && answer.error ? answer.error : { message: "The server answered " + r.status + ".", details: [] };
+          showErrors(form, error.message, error.details || []);
+        });
+      }).catch(function () { button.disabled = false; say("mapping-status", "Could not reach the server."); });
+    });
+
+    var remove = byId("mapping-delete");
+    if (remove) {
+      var confirmBox = byId("delete-confirm");
+      remove.addEventListener("click", function () {
+        confirmBox.hidden = false;
+        remove.setAttribute("aria-expanded", "true");
+        byId("mapping-delete-no").focus();
+      });
+      byId("mapping-delete-no").addEventListener("click", function () {
+        confirmBox.hidden = true;
+        remove.setAttribute("aria-expanded", "false");
+        remove.focus();
+      });
+      byId("mapping-delete-yes").addEventListener("click", function () {
+        fetch("/batch-import/mappings/" + encodeURIComponent(id), {
+          method: "DELETE",
+          credentials: "same-origin",
+          headers: { "x-csrf-token": csrf, accept: "application/json" }
+        }).then(function (r) {
+          if (r.status === 204) { window.location.assign("/hub/mappings?deleted=1"); return; }
+          say("delete-status", "Could not delete (" + r.status + ").");
+        }).catch(function () { say("delete-status", "Could not reach the server."); });
+      });
+    }
+  }
+
+  function start() { setupUpload(); setupLive(); setupCancel(); setupFix(); setupMapping(); }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", start); } else { start(); }
 }());
