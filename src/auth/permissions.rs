@@ -92,6 +92,16 @@ pub fn required_access(path: &str) -> Option<Access> {
         .map(|(_, permission)| *permission)
 }
 
+/// Whether `principal` may call `method` (the permission table; a method missing
+/// from it is refused).
+pub fn allows(principal: &super::Principal, method: &str) -> bool {
+    match required_access(method) {
+        Some(AnyCredential) => true,
+        Some(Needs(permission)) => principal.permissions.contains(&permission),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::HubState;
 use super::pages::{
-    LIST_EXPORTS, LISTED, Names, Visitor, for_people, html, latest, refused, started_by, starters, visitor,
+    LIST_EXPORTS, LISTED, Names, Visitor, events_path, for_people, html, latest, refused, started_by,
+    starters, visitor,
 };
 use super::security::same_origin;
 use crate::api::error::ApiError;
@@ -24,6 +25,7 @@ use crate::proto;
 
 const CREATE_EXPORT: &str = "/ferry.v1.ExportService/CreateExport";
 const DOWNLOAD: &str = "/ferry.v1.ExportService/GetExportDownload";
+const WATCH_EXPORT: &str = "/ferry.v1.ExportService/WatchExport";
 
 /// An export as a row of the page shows it.
 #[derive(Serialize)]
@@ -182,6 +184,7 @@ async fn page(
             rows,
             total,
             listed => LISTED,
+            events => events_path(state, visitor, crate::rest::events::Kind::Export, WATCH_EXPORT, &live),
             live => live.join(","),
             form,
             errors => errors.iter().map(|(field, message)| context! { field, message }).collect::<Vec<_>>(),

@@ -14,7 +14,6 @@ use super::HubState;
 use super::security::same_origin;
 use crate::api::error::ApiError;
 use crate::audit::{Actor, Door};
-use crate::auth::permissions::{Access, required_access};
 use crate::auth::sessions::{self, Session};
 use crate::auth::{AuthError, Principal};
 use crate::db::jobs::{JobListFilter, JobPage};
@@ -24,6 +23,7 @@ use crate::jobs::Job;
 
 const WHO_AM_I: &str = "/ferry.v1.AccountService/WhoAmI";
 const LIST_IMPORTS: &str = "/ferry.v1.ImportService/ListImports";
+const WATCH_IMPORT: &str = "/ferry.v1.ImportService/WatchImport";
 const GET_IMPORT: &str = "/ferry.v1.ImportService/GetImport";
 const UPLOAD_IMPORT: &str = "/ferry.v1.ImportService/UploadImport";
 const CANCEL_IMPORT: &str = "/ferry.v1.ImportService/CancelImport";
@@ -70,7 +70,7 @@ impl Visitor {
     }
 
     pub(super) fn may(&self, method: &str) -> bool {
-        may(&self.principal, method)
+        crate::auth::permissions::allows(&self.principal, method)
     }
 
     /// What every page's frame shows: the organization, the pages the key may use,
@@ -83,14 +83,6 @@ impl Visitor {
             exports: self.may(LIST_EXPORTS),
             csrf: self.session.csrf.clone(),
         }
-    }
-}
-
-fn may(principal: &Principal, method: &str) -> bool {
-    match required_access(method) {
-        Some(Access::AnyCredential) => true,
-        Some(Access::Needs(permission)) => principal.permissions.contains(&permission),
-        None => false,
     }
 }
 
@@ -370,6 +362,30 @@ pub(super) fn for_people(iso: &str) -> String {
     }
 }
 
+/// The signed events path following `live` (the first [`MAX_IDS`] of them) when
+/// the visitor may watch jobs of `kind` (`watch`, the Watch method): the page opens
+/// the stream at once instead of asking for a URL first. Empty when nothing is
+/// live or the key may not watch.
+///
+/// [`MAX_IDS`]: crate::rest::events::MAX_IDS
+pub(super) fn events_path(
+    state: &HubState,
+    visitor: &Visitor,
+    kind: crate::rest::events::Kind,
+    watch: &str,
+    live: &[&str],
+) -> String {
+    if live.is_empty() || !visitor.may(watch) {
+        return String::new();
+    }
+    let ids: Vec<String> = live
+        .iter()
+        .take(crate::rest::events::MAX_IDS)
+        .map(|id| id.to_string())
+        .collect();
+    crate::rest::events::signed_path(&state.rest, kind, visitor.principal.organization_id(), &ids).0
+}
+
 /// Who queued each of `jobs`, by principal, as [`for_people`] words a time: the
 /// key's name when it is a key. The names are a courtesy: a failed lookup shows
 /// the principals themselves.
@@ -464,6 +480,7 @@ pub async fn imports(State(state): State<HubState>, headers: HeaderMap) -> Respo
             rows,
             total,
             listed => LISTED,
+            events => events_path(&state, &visitor, crate::rest::events::Kind::Import, WATCH_IMPORT, &live),
             live => live.join(","),
             mappings,
             max_upload_mb => state.rest.imports.max_upload_bytes() / (1024 * 1024),
@@ -552,11 +569,24 @@ pub async fn import(
         .collect();
     let names = starters(&state, [&*job.row]).await;
     let row = import_row(&job, &names);
+    let live: Vec<&str> = if row.active {
+        vec![row.id.as_str()]
+    } else {
+        Vec::new()
+    };
+    let events = events_path(
+        &state,
+        &visitor,
+        crate::rest::events::Kind::Import,
+        WATCH_IMPORT,
+        &live,
+    );
     let body = state.templates.render(
         "import.html",
         &context! {
             title => format!("Import {}", row.file_name),
             frame => visitor.frame(),
+            events,
             job => row,
             notices,
             failed,

@@ -12,6 +12,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("import.html", include_str!("templates/import.html")),
     ("exports.html", include_str!("templates/exports.html")),
     ("fix.html", include_str!("templates/fix.html")),
+    ("follow.html", include_str!("templates/follow.html")),
     ("mappings.html", include_str!("templates/mappings.html")),
     ("mapping.html", include_str!("templates/mapping.html")),
     ("refused.html", include_str!("templates/refused.html")),

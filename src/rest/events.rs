@@ -86,9 +86,25 @@ pub struct UrlQuery {
 #[serde(rename_all = "camelCase")]
 pub struct EventsUrl {
     /// Open it with `EventSource` or `curl -N`; no key needed.
-    url: String,
+    pub url: String,
     /// The last moment the URL may be opened (a stream already open goes on).
-    expires_at: String,
+    pub expires_at: String,
+}
+
+/// The signed path of the stream of `ids` (1 to [`MAX_IDS`], already checked) of
+/// `org`'s jobs of `kind`, `/v1/events?…`, and when it stops opening (Unix
+/// seconds). The hub renders it into its pages, so a page follows its jobs
+/// without first asking for a URL; the caller must have checked the Watch method's
+/// permission.
+pub fn signed_path(state: &RestState, kind: Kind, org: &str, ids: &[String]) -> (String, i64) {
+    let ids = ids.join(",");
+    let expires = now_ms() / 1000 + URL_TTL.as_secs() as i64;
+    let sig = state.signer.sign(&signed_key(kind, org, &ids), expires, "", "");
+    let path = format!(
+        "/v1/events?kind={}&ids={ids}&org={org}&expires={expires}&sig={sig}",
+        kind.as_str()
+    );
+    (path, expires)
 }
 
 /// `GET /v1/exports/events-url?ids=…` (WatchExport) and
@@ -103,10 +119,21 @@ async fn events_url(
 ) -> Result<Response, RestError> {
     let fail = |err: ApiError| RestError::new(err, &caller.request_id);
     let Query(query) = query.map_err(|r| fail(super::invalid("query", r.body_text())))?;
-    let ids = ids_of(&query.ids).map_err(fail)?.join(",");
+    let ids = ids_of(&query.ids).map_err(fail)?;
     let org = caller.principal.organization_id();
-    let expires = now_ms() / 1000 + URL_TTL.as_secs() as i64;
-    let sig = state.signer.sign(&signed_key(kind, org, &ids), expires, "", "");
+    Ok(Json(signed_url(state, headers, kind, org, &ids)).into_response())
+}
+
+/// The signed URL of the stream of `ids` (checked), on `server.public_url` or the
+/// request's own host.
+pub fn signed_url(
+    state: &RestState,
+    headers: &HeaderMap,
+    kind: Kind,
+    org: &str,
+    ids: &[String],
+) -> EventsUrl {
+    let (path, expires) = signed_path(state, kind, org, ids);
     let base = if state.public_url.is_empty() {
         let host = headers
             .get(header::HOST)
@@ -116,12 +143,10 @@ async fn events_url(
     } else {
         state.public_url.clone()
     };
-    let url = format!(
-        "{base}/v1/events?kind={}&ids={ids}&org={org}&expires={expires}&sig={sig}",
-        kind.as_str()
-    );
-    let expires_at = crate::api::convert::iso(expires * 1000);
-    Ok(Json(EventsUrl { url, expires_at }).into_response())
+    EventsUrl {
+        url: format!("{base}{path}"),
+        expires_at: crate::api::convert::iso(expires * 1000),
+    }
 }
 
 /// `GET /v1/exports/events-url?ids=a,b`: a signed URL following those exports.

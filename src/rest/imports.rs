@@ -259,6 +259,10 @@ pub struct Accepted {
     total_items: i64,
     #[schema(value_type = String)]
     message: &'static str,
+    /// ferry's addition, for a key that may watch imports: a signed URL of this
+    /// import's live events (`GET /v1/events`), so a client follows it at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_url: Option<String>,
 }
 
 fn mode_name(value: i32) -> &'static str {
@@ -285,6 +289,7 @@ fn mode_name(value: i32) -> &'static str {
 pub async fn upload(
     State(state): State<RestState>,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, RestError> {
     let fail = |err: ApiError| RestError::new(in_form_terms(err), &caller.request_id);
@@ -344,6 +349,15 @@ pub async fn upload(
         import_mode: mode_name(options.import_mode),
         total_items: job.row.rows_total.unwrap_or_default(),
         message: "Bulk import queued",
+        events_url: crate::auth::permissions::allows(
+            &caller.principal,
+            "/ferry.v1.ImportService/WatchImport",
+        )
+        .then(|| {
+            let org = caller.principal.organization_id();
+            let ids = [job.row.id.clone()];
+            super::events::signed_url(&state, &headers, super::events::Kind::Import, org, &ids).url
+        }),
     };
     Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }

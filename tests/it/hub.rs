@@ -297,6 +297,18 @@ async fn an_import_is_cancelled_over_rest_and_a_second_cancel_is_a_conflict(back
     assert_eq!(cancelled.json()["status"], "cancelled");
     let again = curl(&["-X", "POST", "-H", &auth, &cancel]).await;
     assert_eq!(again.status, 409, "{}", again.body);
+    // The 202 carried a signed link to the import's live events (what the hub
+    // follows without loading another page): no key needed, the current state
+    // first, closed once the import has ended.
+    let events = accepted.json()["eventsUrl"].as_str().unwrap().to_string();
+    assert!(
+        events.starts_with(&format!("{base}/v1/events?kind=import&ids={id}&")),
+        "{events}"
+    );
+    let stream = curl(&["--max-time", "20", &events]).await;
+    assert_eq!(stream.status, 200, "{}", stream.body);
+    assert!(stream.body.contains("event: import"), "{}", stream.body);
+    assert!(stream.body.contains("JOB_STATE_CANCELLED"), "{}", stream.body);
     let (other_org, other_key) = app.other_org().await;
     let hidden = curl(&[
         "-X",

@@ -111,8 +111,9 @@
       var body = null;
       try { body = JSON.parse(xhr.responseText); } catch (ignored) { body = null; }
       if (xhr.status === 202 && body && body.jobId) {
-        say("upload-status", "Queued. Opening the import…");
-        window.location.assign("/hub/imports/" + encodeURIComponent(body.jobId));
+        bar.hidden = true;
+        say("upload-status", "Queued.");
+        followHere(form, body.jobId, body.eventsUrl);
         return;
       }
       button.disabled = false;
@@ -131,6 +132,39 @@
     var data = formData(form, file);
     Object.keys(extra).forEach(function (name) { data.append(name, extra[name]); });
     xhr.send(data);
+  }
+
+  // A short import ends while its upload's answer is still on screen: the page
+  // follows it right here (the 202 carries its signed events URL) and opens its
+  // page once it ends; a longer one opens its page after FOLLOW_HERE_MS, to be
+  // followed there. No page load stands between the upload and the result.
+  var FOLLOW_HERE_MS = 1500;
+
+  function followHere(form, id, eventsUrl) {
+    var panel = byId("upload-follow");
+    var target = "/hub/imports/" + encodeURIComponent(id);
+    if (!panel || !eventsUrl || !window.EventSource) { window.location.assign(target); return; }
+    panel.setAttribute("data-job", id);
+    panel.hidden = false;
+    var url = new URL(eventsUrl, window.location.href);
+    var source = new EventSource(url.pathname + url.search);
+    var opened = false;
+    var timer = 0;
+    function open() {
+      if (opened) { return; }
+      opened = true;
+      window.clearTimeout(timer);
+      source.close();
+      window.location.assign(target);
+    }
+    timer = window.setTimeout(open, FOLLOW_HERE_MS);
+    source.addEventListener("import", function (e) {
+      var job;
+      try { job = JSON.parse(e.data); } catch (ignored) { return; }
+      update(form, job, {});
+      if (TERMINAL[job.state]) { open(); }
+    });
+    source.addEventListener("error", open);
   }
 
   // ---- check before importing ----------------------------------------------
@@ -295,16 +329,27 @@
     }
   }
 
+  // A signed events URL for `ids`: the one the page came with (first time), else
+  // a fresh one from the REST door.
+  function eventsUrl(box, kind, ids, retries) {
+    var rendered = box.getAttribute("data-events");
+    if (rendered && retries === 0) { return Promise.resolve(rendered); }
+    var base = kind === "export" ? "/v1/exports/events-url" : "/batch-import/import/entities/events-url";
+    return fetch(base + "?ids=" + encodeURIComponent(ids.join(",")), { credentials: "same-origin", headers: { accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(function (answer) {
+        var url = new URL(answer.url, window.location.href);
+        return url.pathname + url.search;
+      });
+  }
+
   // One events stream for every job of the box (a browser opens at most six
   // connections per host); a dropped stream is reopened for the jobs still running.
   function follow(box, ids, ended, retries) {
     var kind = box.getAttribute("data-live-kind");
-    var base = kind === "export" ? "/v1/exports/events-url" : "/batch-import/import/entities/events-url";
-    fetch(base + "?ids=" + encodeURIComponent(ids.join(",")), { credentials: "same-origin", headers: { accept: "application/json" } })
-      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
-      .then(function (answer) {
-        var url = new URL(answer.url, window.location.href);
-        var source = new EventSource(url.pathname + url.search);
+    eventsUrl(box, kind, ids, retries)
+      .then(function (path) {
+        var source = new EventSource(path);
         source.addEventListener(kind, function (e) {
           var start = performance.now();
           try { update(box, JSON.parse(e.data), ended); } catch (ignored) { /* a malformed event is skipped */ }
