@@ -369,6 +369,11 @@ pub struct BulkImportConfig {
     pub batch_rows: u32,
     /// Imports one organization may have queued or running at once.
     pub max_active_per_org: u32,
+    /// How long a file uploaded ahead of its import (the hub's staged upload) is
+    /// kept, minutes.
+    pub staged_minutes: u64,
+    /// Files one organization may hold uploaded ahead of their import at once.
+    pub max_staged_per_org: u32,
 }
 
 /// Rows per import for each plan.
@@ -496,6 +501,8 @@ impl Default for BulkImportConfig {
             max_xlsx_bytes: 64 * 1024 * 1024,
             batch_rows: 2_000,
             max_active_per_org: 3,
+            staged_minutes: 60,
+            max_staged_per_org: 20,
         }
     }
 }
@@ -786,6 +793,16 @@ impl Config {
         check(
             "bulk_import.max_active_per_org",
             self.bulk_import.max_active_per_org >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "bulk_import.staged_minutes",
+            (1..=24 * 60).contains(&self.bulk_import.staged_minutes),
+            "must be from 1 to 1440",
+        )?;
+        check(
+            "bulk_import.max_staged_per_org",
+            self.bulk_import.max_staged_per_org >= 1,
             "must be at least 1",
         )?;
         Ok(())

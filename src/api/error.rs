@@ -218,6 +218,12 @@ impl From<ImportError> for ApiError {
             ImportError::Interrupted(_) => {
                 ApiError::new(Code::Aborted, "UPLOAD_INTERRUPTED", err.to_string())
             }
+            ImportError::TooManyStaged { limit } => ApiError::new(
+                Code::ResourceExhausted,
+                "TOO_MANY_STAGED_UPLOADS",
+                err.to_string(),
+            )
+            .with_metadata("limit", limit.to_string()),
             ImportError::NoReport(_) => ApiError::new(
                 Code::FailedPrecondition,
                 "IMPORT_NO_ERROR_REPORT",

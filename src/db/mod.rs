@@ -21,6 +21,7 @@ pub mod notify;
 pub mod organizations;
 pub mod postgres;
 pub mod schema;
+pub mod staged_uploads;
 pub mod usage;
 
 use std::collections::HashMap;

@@ -197,8 +197,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    staged_uploads (id) {
+        id -> Text,
+        organization_id -> Text,
+        object_key -> Text,
+        file_name -> Text,
+        size_bytes -> BigInt,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
+    staged_uploads,
     email_deliveries,
     queue_turns,
     import_errors,

@@ -19,6 +19,7 @@ pub mod row;
 pub mod rules;
 pub mod service;
 pub mod spec;
+pub mod staged;
 pub mod table;
 pub mod tax_id;
 pub mod template;

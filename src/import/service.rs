@@ -46,6 +46,9 @@ pub enum ImportError {
     MessageTooLarge { limit_bytes: String },
     #[error("the import has no error report: {0}")]
     NoReport(String),
+    /// `bulk_import.max_staged_per_org` files are already staged and unexpired.
+    #[error("the organization already has {limit} files uploaded ahead of their import")]
+    TooManyStaged { limit: u32 },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -230,6 +233,94 @@ impl Imports {
             })
         });
         read.await.map_err(|e| ImportError::Interrupted(e.to_string()))?
+    }
+
+    /// Stores the file at `path` (already received within the upload limits) as a
+    /// staged upload of the organization, kept for `bulk_import.staged_minutes`.
+    pub async fn stage(
+        &self,
+        organization_id: &str,
+        file_name: &str,
+        path: &std::path::Path,
+    ) -> Result<crate::db::staged_uploads::StagedRow, ImportError> {
+        use crate::db::staged_uploads;
+        let limits = &self.config.bulk_import;
+        let now = now_ms();
+        let (held, _) = {
+            let mut conn = self.queue.db().conn().await?;
+            staged_uploads::held(&mut conn, organization_id, now)
+                .await
+                .map_err(DbError::from)?
+        };
+        if held >= i64::from(limits.max_staged_per_org) {
+            return Err(ImportError::TooManyStaged {
+                limit: limits.max_staged_per_org,
+            });
+        }
+        let size = tokio::fs::metadata(path).await.map_err(StorageError::from)?.len();
+        let id = crate::db::new_id();
+        let row = staged_uploads::StagedRow {
+            object_key: super::staged::object_key(organization_id, &id),
+            id,
+            organization_id: organization_id.to_string(),
+            file_name: file_name.to_string(),
+            size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+            created_at: now,
+            expires_at: now + crate::db::millis(Duration::from_secs(limits.staged_minutes * 60)),
+        };
+        self.storage
+            .put_file(&row.object_key, path, "application/octet-stream")
+            .await?;
+        let saved = {
+            let mut conn = self.queue.db().conn().await?;
+            staged_uploads::insert(&mut conn, &row)
+                .await
+                .map_err(DbError::from)
+        };
+        if let Err(err) = saved {
+            // No row, no sweep: the object goes now.
+            let _ = self.storage.delete(&row.object_key).await;
+            return Err(err.into());
+        }
+        Ok(row)
+    }
+
+    /// Copies the organization's unexpired staged upload `id` to `path`, for an
+    /// upload that names it; another organization's, a used or an expired one is
+    /// the caller's error (`field` names it).
+    pub async fn fetch_staged(
+        &self,
+        organization_id: &str,
+        id: &str,
+        field: &str,
+        path: &std::path::Path,
+    ) -> Result<crate::db::staged_uploads::StagedRow, ImportError> {
+        let row = {
+            let mut conn = self.queue.db().conn().await?;
+            crate::db::staged_uploads::find(&mut conn, organization_id, id.trim(), now_ms())
+                .await
+                .map_err(DbError::from)?
+        };
+        let Some(row) = row else {
+            return Err(ImportError::Invalid(vec![(
+                field.to_string(),
+                "no file uploaded ahead with this id: it expired, was imported already, or is another organization's"
+                    .into(),
+            )]));
+        };
+        self.storage.fetch_to_file(&row.object_key, path).await?;
+        Ok(row)
+    }
+
+    /// A staged upload an accepted import used: gone at once (the sweep retries
+    /// an object that cannot be deleted now).
+    pub async fn forget_staged(&self, row: &crate::db::staged_uploads::StagedRow) {
+        if self.storage.delete(&row.object_key).await.is_err() {
+            return;
+        }
+        if let Ok(mut conn) = self.queue.db().conn().await {
+            let _ = crate::db::staged_uploads::delete(&mut conn, &row.id).await;
+        }
     }
 
     /// The most bytes an XLSX upload may hold (it is read whole).

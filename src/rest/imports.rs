@@ -202,9 +202,13 @@ async fn save(mut field: Field<'_>, path: &std::path::Path, limit: u64) -> Resul
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)]
 pub struct ImportForm {
-    /// The file (CSV, XLSX, JSON, NDJSON, Parquet or Avro; its name picks the format).
-    #[schema(value_type = String, format = Binary)]
-    file: Vec<u8>,
+    /// The file (CSV, XLSX, JSON, NDJSON, Parquet or Avro; its name picks the
+    /// format); required unless `stagedId` names one uploaded ahead.
+    #[schema(value_type = Option<String>, format = Binary)]
+    file: Option<Vec<u8>>,
+    /// ferry's addition: a file uploaded ahead with
+    /// `POST /batch-import/import/entities/staged`, in place of `file`.
+    staged_id: Option<String>,
     mapping_id: Option<String>,
     /// `manual`, `automatic`, or the legacy `manual_no_enrichment` / `automatic_enriched`.
     #[schema(pattern = "^\\s*(manual|automatic|manual_no_enrichment|automatic_enriched)?\\s*$")]
@@ -298,6 +302,7 @@ pub async fn upload(
     let temp = temp_file(imports, "rest-upload").await.map_err(fail)?;
     let mut options = proto::ImportOptions::default();
     let mut file: Option<u64> = None;
+    let mut staged_id: Option<String> = None;
     while let Some(field) = form
         .next_field()
         .await
@@ -314,6 +319,12 @@ pub async fn upload(
                     .await
                     .map_err(fail)?,
             );
+        } else if name == "stagedId" {
+            let value = field
+                .text()
+                .await
+                .map_err(|e| fail(invalid(&name, e.body_text())))?;
+            staged_id = Some(value.trim().to_string()).filter(|v| !v.is_empty());
         } else {
             let value = field
                 .text()
@@ -322,7 +333,21 @@ pub async fn upload(
             apply(&mut options, &name, &value).map_err(fail)?;
         }
     }
-    let size = file.ok_or_else(|| fail(invalid("file", "is required (the CSV file)")))?;
+    let staged = match (&staged_id, file) {
+        (Some(_), Some(_)) => return Err(fail(invalid("stagedId", "send the file or stagedId, not both"))),
+        (Some(id), None) => {
+            let org = caller.principal.organization_id();
+            let row = imports
+                .fetch_staged(org, id, "stagedId", &temp.0)
+                .await
+                .map_err(|e| fail(e.into()))?;
+            options.file_name = row.file_name.clone();
+            file = Some(u64::try_from(row.size_bytes).unwrap_or_default());
+            Some(row)
+        }
+        (None, _) => None,
+    };
+    let size = file.ok_or_else(|| fail(invalid("file", "is required (the CSV file), or stagedId")))?;
     options.size_bytes = i64::try_from(size).unwrap_or(i64::MAX);
     let request = crate::api::import::request_of(&options).map_err(fail)?;
     let reader = tokio::fs::File::open(&temp.0)
@@ -343,6 +368,9 @@ pub async fn upload(
         )
         .await
         .map_err(|e| fail(e.into()))?;
+    if let Some(row) = &staged {
+        imports.forget_staged(row).await;
+    }
     let accepted = Accepted {
         success: true,
         job_id: job.row.id.clone(),
@@ -503,6 +531,89 @@ pub async fn template(
         bytes,
     )
         .into_response())
+}
+
+/// 201: a file uploaded ahead of its import.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StagedView {
+    /// Send it as the upload's `stagedId` in place of `file`.
+    staged_id: String,
+    file_name: String,
+    size_bytes: i64,
+    /// After this (RFC 3339) it is gone (`bulk_import.staged_minutes`).
+    expires_at: String,
+}
+
+/// The staged upload's form, for the OpenAPI document.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StageForm {
+    /// The file, as the upload would send it (its name picks the format).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// `POST /batch-import/import/entities/staged`: a file uploaded ahead of its import
+/// (the hub sends it as soon as a person picks it); the upload then names it as
+/// `stagedId`. Same size limits as an upload; kept for `bulk_import.staged_minutes`
+/// and used by the first import accepted with it.
+#[utoipa::path(
+    post,
+    path = "/batch-import/import/entities/staged",
+    tag = "seed 003: imports",
+    request_body(content = StageForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored (ferry's addition)", body = StagedView),
+        (status = 400, description = "No file, or a field that is not `file`", body = ErrorEnvelope),
+        (status = 413, description = "`UPLOAD_TOO_LARGE`: beyond `bulk_import.max_upload_bytes` (XLSX: `max_xlsx_bytes`)", body = ErrorEnvelope),
+        (status = 429, description = "`TOO_MANY_STAGED_UPLOADS`: `bulk_import.max_staged_per_org` files wait already", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
+pub async fn stage(
+    State(state): State<RestState>,
+    Extension(caller): Extension<Caller>,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<Response, RestError> {
+    use crate::import::table::Format;
+    let fail = |err: ApiError| RestError::new(err, &caller.request_id);
+    let mut form = form.map_err(|rejection| fail(invalid("form", rejection.body_text())))?;
+    let imports = &state.imports;
+    let temp = temp_file(imports, "rest-staged").await.map_err(fail)?;
+    let mut name = None;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| fail(invalid("form", e.body_text())))?
+    {
+        match field.name().unwrap_or_default() {
+            "file" if name.is_none() => {
+                let file_name = field.file_name().unwrap_or("upload.csv").to_string();
+                let limit = match Format::of_file_name(&file_name) {
+                    Format::Xlsx => imports.max_xlsx_bytes(),
+                    _ => imports.max_upload_bytes(),
+                };
+                save(field, &temp.0, limit).await.map_err(fail)?;
+                name = Some(file_name);
+            }
+            "file" => return Err(fail(invalid("file", "one file per request"))),
+            other => return Err(fail(invalid(other, "not a field of this form (file)"))),
+        }
+    }
+    let name = name.ok_or_else(|| fail(invalid("file", "is required")))?;
+    let row = imports
+        .stage(caller.principal.organization_id(), &name, &temp.0)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let view = StagedView {
+        staged_id: row.id,
+        file_name: row.file_name,
+        size_bytes: row.size_bytes,
+        expires_at: crate::api::convert::iso(row.expires_at),
+    };
+    Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 /// The most of a CSV or NDJSON file a preview reads (its first rows are enough).

@@ -88,6 +88,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/ferry.v1.ImportService/UploadImport",
     ),
     (
+        "POST",
+        "/batch-import/import/entities/staged",
+        "/ferry.v1.ImportService/UploadImport",
+    ),
+    (
         "GET",
         "/batch-import/import/entities/template",
         "/ferry.v1.ImportService/UploadImport",
@@ -243,6 +248,7 @@ fn routes(state: RestState) -> OpenApiRouter {
     let upload = OpenApiRouter::new()
         .routes(routes!(imports::upload))
         .routes(routes!(imports::preview))
+        .routes(routes!(imports::stage))
         .layer(axum::extract::DefaultBodyLimit::disable());
     let stream = OpenApiRouter::new()
         .routes(routes!(events::stream))

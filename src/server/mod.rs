@@ -274,6 +274,11 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
         Duration::from_secs(app.config.jobs.retention_days.saturating_mul(24 * 3600)),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(crate::import::staged::keep_tidy(
+        app.db.clone(),
+        app.storage.clone(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(crate::audit::keep_for(
         app.db.clone(),
         Duration::from_secs(app.config.audit.retention_days.saturating_mul(24 * 3600)),

@@ -133,8 +133,12 @@ def dry_run_of(page, csrf, name, prefix, rows):
 
 
 def upload(page, path, *, dry_run=False, fields=None, mode="Manual"):
+    """Chooses the file (which the page uploads at once, ahead of the import),
+    fills step 2 and imports; returns the import request the click sent."""
     page.goto(URL + "/hub/imports")
-    page.set_input_files("#file", str(path))
+    with page.expect_response(re.compile(r"/batch-import/import/entities/staged$")) as staged:
+        page.set_input_files("#file", str(path))
+    assert staged.value.status == 201, staged.value.text()
     # The check before importing appears above the form's options: wait for it, so
     # a click is never aimed at a control that moves.
     expect(page.locator("#preview-summary")).to_contain_text("rows are shown")
@@ -145,7 +149,11 @@ def upload(page, path, *, dry_run=False, fields=None, mode="Manual"):
         page.get_by_text("More options").click()
     for label, value in (fields or {}).items():
         page.get_by_label(label).fill(value)
-    page.get_by_role("button", name="Upload and import").click()
+    with page.expect_request(re.compile(r"/batch-import/import/entities$")) as sent:
+        page.get_by_role("button", name="Upload and import").click()
+    # The import names the file uploaded ahead instead of sending it again.
+    body = sent.value.post_data_buffer or b""
+    assert b'name="stagedId"' in body and b'name="file"' not in body, body[:300]
 
 
 def main():

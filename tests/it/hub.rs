@@ -22,6 +22,7 @@ on_both_backends!(
     a_session_cookie_is_a_credential_only_with_its_csrf_token_for_changes,
     a_preview_says_where_each_header_goes_and_shows_the_first_rows,
     sign_ins_from_one_address_are_limited_per_minute,
+    a_file_uploaded_ahead_is_imported_by_its_id_once_and_expires,
 );
 
 /// `ferry serve` on free ports: the child and its (gRPC, HTTP) addresses.
@@ -519,5 +520,115 @@ async fn sign_ins_from_one_address_are_limited_per_minute(backend: Backend) {
         limited.body
     );
     assert!(limited.header("set-cookie").is_none());
+    app.stop().await;
+}
+
+/// The hub uploads a file as soon as it is chosen (`…/entities/staged`) and the
+/// import names it: it imports as the file itself would, once; the id is the
+/// organization's alone; a form with both is refused; the organization may hold
+/// `bulk_import.max_staged_per_org`; and the sweep removes an expired one's file.
+async fn a_file_uploaded_ahead_is_imported_by_its_id_once_and_expires(backend: Backend) {
+    let app = TestApp::start_with(
+        backend,
+        |c| c.bulk_import.max_staged_per_org = 2,
+        crate::support::Workers::None,
+    )
+    .await;
+    let base = format!("http://{}/batch-import/import/entities", app.http_addr());
+    let auth = format!("authorization: Bearer {}", app.key);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ahead.csv");
+    std::fs::write(
+        &file,
+        "tax_id,type,country_code,suggested_name\nS1,person,MX,Ana\nS2,person,MX,Bo\n",
+    )
+    .unwrap();
+    let form = format!("file=@{}", file.display());
+    let staged = curl(&["-H", &auth, "-F", &form, &format!("{base}/staged")]).await;
+    assert_eq!(staged.status, 201, "{}", staged.body);
+    let staged = staged.json();
+    let id = staged["stagedId"].as_str().unwrap().to_string();
+    assert_eq!(staged["fileName"], "ahead.csv");
+    assert_eq!(staged["sizeBytes"], 73);
+
+    // Both a file and an id: refused, naming the field.
+    let both = curl(&["-H", &auth, "-F", &form, "-F", &format!("stagedId={id}"), &base]).await;
+    assert_eq!(both.status, 400, "{}", both.body);
+    assert_eq!(both.json()["error"]["details"][0]["field"], "stagedId");
+    // Another organization cannot use it.
+    let (_, other_key) = app.other_org().await;
+    let other = format!("authorization: Bearer {other_key}");
+    let stolen = curl(&[
+        "-H",
+        &other,
+        "-F",
+        &format!("stagedId={id}"),
+        "-F",
+        "country=MX",
+        &base,
+    ])
+    .await;
+    assert_eq!(stolen.status, 400, "{}", stolen.body);
+    assert_eq!(stolen.json()["error"]["details"][0]["field"], "stagedId");
+
+    let accepted = curl(&[
+        "-H",
+        &auth,
+        "-F",
+        &format!("stagedId={id}"),
+        "-F",
+        "entityImportMode=manual",
+        &base,
+    ])
+    .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let job = accepted.json()["jobId"].as_str().unwrap().to_string();
+    let shown = curl(&["-H", &auth, &format!("{base}/{job}")]).await.json();
+    assert_eq!(shown["fileName"], "ahead.csv");
+    assert_eq!(shown["totalItems"], 2);
+    // Used once: the file is gone with its id.
+    let again = curl(&["-H", &auth, "-F", &format!("stagedId={id}"), &base]).await;
+    assert_eq!(again.status, 400, "{}", again.body);
+    assert_eq!(again.json()["error"]["details"][0]["field"], "stagedId");
+    let object = ferry::import::staged::object_key(&app.org_id, &id);
+    let fetched = app
+        .app
+        .storage
+        .fetch_to_file(&object, &dir.path().join("gone"))
+        .await;
+    assert!(fetched.is_err(), "the used file is still stored");
+
+    // Two may wait at once here; the third is refused until one goes.
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let held = curl(&["-H", &auth, "-F", &form, &format!("{base}/staged")]).await;
+        assert_eq!(held.status, 201, "{}", held.body);
+        waiting.push(held.json()["stagedId"].as_str().unwrap().to_string());
+    }
+    let over = curl(&["-H", &auth, "-F", &form, &format!("{base}/staged")]).await;
+    assert_eq!(over.status, 429, "{}", over.body);
+    assert_eq!(over.json()["error"]["code"], "TOO_MANY_STAGED_UPLOADS");
+
+    // Once expired, the sweep removes them, file and row, and the limit frees up.
+    let later = ferry::db::now_ms() + 2 * 3600 * 1000;
+    let gone = ferry::import::staged::sweep(&app.app.db, &app.app.storage, later)
+        .await
+        .unwrap();
+    assert_eq!(gone, 2);
+    for held in &waiting {
+        let object = ferry::import::staged::object_key(&app.org_id, held);
+        let fetched = app
+            .app
+            .storage
+            .fetch_to_file(&object, &dir.path().join("swept"))
+            .await;
+        assert!(fetched.is_err(), "an expired file is still stored");
+    }
+    let mut conn = app.app.db.conn().await.unwrap();
+    let (held, _) = ferry::db::staged_uploads::held(&mut conn, &app.org_id, 0)
+        .await
+        .unwrap();
+    assert_eq!(held, 0, "the expired rows are gone");
+    drop(conn);
     app.stop().await;
 }

@@ -71,8 +71,58 @@
       if (el.value.trim() === "") { return; }
       data.append(el.name, el.value.trim());
     });
-    data.append("file", file, file.name);
+    if (file) { data.append("file", file, file.name); }
     return data;
+  }
+
+  // ---- the file, uploaded as soon as it is chosen -----------------------------
+
+  // While the person reads the check and fills step 2, the file is already on
+  // its way (`…/entities/staged`); the import then names it (`stagedId`) and
+  // starts at once. `staging` is the chosen file's upload: {file, id, done, waiters}.
+  var staging = null;
+
+  function stage(file) {
+    var current = { file: file, id: "", done: false, waiters: [] };
+    staging = current;
+    var bar = byId("upload-progress");
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", "/batch-import/import/entities/staged");
+    xhr.setRequestHeader("x-csrf-token", csrf);
+    xhr.setRequestHeader("accept", "application/json");
+    var announced = -10;
+    xhr.upload.addEventListener("progress", function (e) {
+      if (staging !== current || !e.lengthComputable) { return; }
+      var percent = Math.floor((e.loaded * 100) / e.total);
+      bar.hidden = false;
+      bar.value = percent;
+      if (percent >= announced + 10) { announced = percent; say("upload-status", "Uploading your file: " + percent + " %"); }
+    });
+    function finish(id) {
+      current.id = id;
+      current.done = true;
+      if (staging === current) {
+        bar.hidden = true;
+        say("upload-status", id ? "Your file is uploaded; fill step 2 and import it." : "");
+      }
+      current.waiters.forEach(function (waiter) { waiter(current); });
+      current.waiters = [];
+    }
+    xhr.addEventListener("load", function () {
+      var body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (ignored) { body = null; }
+      // Any refusal (a limit, a lost session) leaves the import to send the file.
+      finish(xhr.status === 201 && body && body.stagedId ? body.stagedId : "");
+    });
+    xhr.addEventListener("error", function () { finish(""); });
+    var data = new FormData();
+    data.append("file", file, file.name);
+    xhr.send(data);
+  }
+
+  // Runs `then` once `current` is uploaded (or has failed).
+  function whenStaged(current, then) {
+    if (current.done) { then(current); } else { current.waiters.push(then); }
   }
 
   function upload(form) {
@@ -82,12 +132,22 @@
       showErrors(form, "Choose a file to import first.", [{ field: "file", code: "", message: "no file chosen" }]);
       return;
     }
-    send(form, input.files[0], {});
+    var file = input.files[0];
+    if (staging && staging.file === file) {
+      byId("upload-button").disabled = true;
+      whenStaged(staging, function (staged) {
+        if (staged.id) { send(form, null, { stagedId: staged.id }, file); } else { send(form, file, {}); }
+      });
+      return;
+    }
+    send(form, file, {});
   }
 
-  // Uploads `file` with the form's fields (and `extra` ones) to the form's REST
-  // route, with a progress bar; opens the new import's page once it is queued.
-  function send(form, file, extra) {
+  // Uploads `file` (or names an uploaded one in `extra.stagedId`, with `file` null
+  // and `fallback` the file to send if the server no longer has it) with the
+  // form's fields (and `extra` ones) to the form's REST route, with a progress
+  // bar; follows the new import once it is queued.
+  function send(form, file, extra, fallback) {
     var bar = byId("upload-progress");
     var button = byId("upload-button");
     var xhr = new XMLHttpRequest();
@@ -113,7 +173,15 @@
       if (xhr.status === 202 && body && body.jobId) {
         bar.hidden = true;
         say("upload-status", "Queued.");
+        if (extra.stagedId) { staging = null; }
         followHere(form, body.jobId, body.eventsUrl);
+        return;
+      }
+      var details = body && body.error && body.error.details ? body.error.details : [];
+      if (fallback && details.some(function (d) { return d.field === "stagedId"; })) {
+        // The uploaded file expired or went: send it again.
+        staging = null;
+        send(form, fallback, {});
         return;
       }
       button.disabled = false;
@@ -293,9 +361,13 @@
     dropZone(byId("drop-zone"), input, function (file) {
       say("upload-status", "Chosen: " + file.name);
       preview(form);
+      stage(file);
     });
     form.addEventListener("submit", function (e) { e.preventDefault(); upload(form); });
-    input.addEventListener("change", function () { preview(form); });
+    input.addEventListener("change", function () {
+      preview(form);
+      if (input.files.length) { stage(input.files[0]); }
+    });
     var mapping = form.elements.namedItem("mappingId");
     if (mapping) { mapping.addEventListener("change", function () { preview(form); }); }
   }
