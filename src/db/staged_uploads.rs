@@ -30,22 +30,25 @@ pub async fn insert(conn: &mut Conn, row: &StagedRow) -> QueryResult<()> {
     })
 }
 
-/// The organization's staged upload `id` when it has not expired at `now`.
-pub async fn find(
+/// Removes and returns the organization's staged upload `id` when it has not
+/// expired at `now`: of two imports naming it, one gets it.
+pub async fn take(
     conn: &mut Conn,
     organization_id: &str,
     id: &str,
     now: i64,
 ) -> QueryResult<Option<StagedRow>> {
     with_conn!(conn, |c| {
-        staged_uploads::table
-            .filter(staged_uploads::organization_id.eq(organization_id))
-            .filter(staged_uploads::id.eq(id))
-            .filter(staged_uploads::expires_at.gt(now))
-            .select(StagedRow::as_select())
-            .first(c)
-            .await
-            .optional()
+        diesel::delete(
+            staged_uploads::table
+                .filter(staged_uploads::organization_id.eq(organization_id))
+                .filter(staged_uploads::id.eq(id))
+                .filter(staged_uploads::expires_at.gt(now)),
+        )
+        .returning(StagedRow::as_returning())
+        .get_result(c)
+        .await
+        .optional()
     })
 }
 

@@ -285,10 +285,12 @@ impl Imports {
         Ok(row)
     }
 
-    /// Copies the organization's unexpired staged upload `id` to `path`, for an
-    /// upload that names it; another organization's, a used or an expired one is
-    /// the caller's error (`field` names it).
-    pub async fn fetch_staged(
+    /// Claims the organization's unexpired staged upload `id` for an upload that
+    /// names it and copies its file to `path`: of two uploads naming it, one gets
+    /// it. Another organization's, a used or an expired one is the caller's error
+    /// (`field` names it). The upload then calls [`Imports::forget_staged`] when it
+    /// was accepted, or [`Imports::restore_staged`] when it was refused.
+    pub async fn claim_staged(
         &self,
         organization_id: &str,
         id: &str,
@@ -297,7 +299,7 @@ impl Imports {
     ) -> Result<crate::db::staged_uploads::StagedRow, ImportError> {
         let row = {
             let mut conn = self.queue.db().conn().await?;
-            crate::db::staged_uploads::find(&mut conn, organization_id, id.trim(), now_ms())
+            crate::db::staged_uploads::take(&mut conn, organization_id, id.trim(), now_ms())
                 .await
                 .map_err(DbError::from)?
         };
@@ -308,19 +310,40 @@ impl Imports {
                     .into(),
             )]));
         };
-        self.storage.fetch_to_file(&row.object_key, path).await?;
+        if let Err(err) = self.storage.fetch_to_file(&row.object_key, path).await {
+            self.restore_staged(&row).await;
+            return Err(err.into());
+        }
         Ok(row)
     }
 
-    /// A staged upload an accepted import used: gone at once (the sweep retries
-    /// an object that cannot be deleted now).
+    /// A claimed staged upload whose import was refused: usable again until it
+    /// expires (the person corrects step 2 and imports it).
+    pub async fn restore_staged(&self, row: &crate::db::staged_uploads::StagedRow) {
+        let restored = match self.queue.db().conn().await {
+            Ok(mut conn) => crate::db::staged_uploads::insert(&mut conn, row)
+                .await
+                .map_err(DbError::from),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = restored {
+            // Without its row the sweep cannot see the file: it goes now.
+            tracing::warn!(staged.id = %row.id, error = %err, "cannot restore a staged upload; its file is removed");
+            let _ = self.storage.delete(&row.object_key).await;
+        }
+    }
+
+    /// The file of a staged upload an accepted import used. Should the store
+    /// refuse, the row comes back already expired, so the sweep retries.
     pub async fn forget_staged(&self, row: &crate::db::staged_uploads::StagedRow) {
-        if self.storage.delete(&row.object_key).await.is_err() {
+        if self.storage.delete(&row.object_key).await.is_ok() {
             return;
         }
-        if let Ok(mut conn) = self.queue.db().conn().await {
-            let _ = crate::db::staged_uploads::delete(&mut conn, &row.id).await;
-        }
+        let expired = crate::db::staged_uploads::StagedRow {
+            expires_at: now_ms(),
+            ..row.clone()
+        };
+        self.restore_staged(&expired).await;
     }
 
     /// The most bytes an XLSX upload may hold (it is read whole).

@@ -333,44 +333,57 @@ pub async fn upload(
             apply(&mut options, &name, &value).map_err(fail)?;
         }
     }
-    let staged = match (&staged_id, file) {
+    match (&staged_id, file) {
         (Some(_), Some(_)) => return Err(fail(invalid("stagedId", "send the file or stagedId, not both"))),
-        (Some(id), None) => {
-            let org = caller.principal.organization_id();
-            let row = imports
-                .fetch_staged(org, id, "stagedId", &temp.0)
-                .await
-                .map_err(|e| fail(e.into()))?;
-            options.file_name = row.file_name.clone();
-            file = Some(u64::try_from(row.size_bytes).unwrap_or_default());
-            Some(row)
-        }
-        (None, _) => None,
-    };
-    let size = file.ok_or_else(|| fail(invalid("file", "is required (the CSV file), or stagedId")))?;
-    options.size_bytes = i64::try_from(size).unwrap_or(i64::MAX);
-    let request = crate::api::import::request_of(&options).map_err(fail)?;
-    let reader = tokio::fs::File::open(&temp.0)
-        .await
-        .map_err(|e| fail(ImportError::Storage(e.into()).into()))?;
-    let chunks = tokio_util::io::ReaderStream::with_capacity(reader, 1024 * 1024).map(|chunk| {
-        chunk
-            .map(|bytes| bytes.to_vec())
-            .map_err(|e| ImportError::Storage(e.into()))
-    });
-    let job = imports
-        .upload(
-            &caller.principal.organization,
-            request,
-            None,
-            Box::pin(chunks),
-            Some(caller.actor()),
-        )
-        .await
-        .map_err(|e| fail(e.into()))?;
-    if let Some(row) = &staged {
-        imports.forget_staged(row).await;
+        (None, None) => return Err(fail(invalid("file", "is required (the CSV file), or stagedId"))),
+        _ => {}
     }
+    // From here the upload runs to its end even if the client goes away, so a
+    // claimed staged file is always either forgotten (accepted) or restored
+    // (refused), never lost between the two.
+    let work = {
+        let imports = imports.clone();
+        let organization = caller.principal.organization.clone();
+        let actor = caller.actor();
+        async move {
+            let staged = match &staged_id {
+                Some(id) => {
+                    let row = imports
+                        .claim_staged(&organization.id, id, "stagedId", &temp.0)
+                        .await?;
+                    options.file_name = row.file_name.clone();
+                    file = Some(u64::try_from(row.size_bytes).unwrap_or_default());
+                    Some(row)
+                }
+                None => None,
+            };
+            let result = queue_upload(
+                &imports,
+                &organization,
+                &mut options,
+                file.unwrap_or_default(),
+                &temp.0,
+                actor,
+            )
+            .await;
+            if let Some(row) = staged {
+                match &result {
+                    // Off the answer's path; the claim already made it single-use.
+                    Ok(_) => {
+                        let imports = imports.clone();
+                        tokio::spawn(async move { imports.forget_staged(&row).await });
+                    }
+                    Err(_) => imports.restore_staged(&row).await,
+                }
+            }
+            drop(temp);
+            result.map(|job| (job, options))
+        }
+    };
+    let (job, options) = tokio::spawn(work)
+        .await
+        .map_err(|e| fail(ImportError::Interrupted(e.to_string()).into()))?
+        .map_err(fail)?;
     let accepted = Accepted {
         success: true,
         job_id: job.row.id.clone(),
@@ -531,6 +544,30 @@ pub async fn template(
         bytes,
     )
         .into_response())
+}
+
+/// The received file at `path` (`size` bytes) imported with `options`.
+async fn queue_upload(
+    imports: &crate::import::service::Imports,
+    organization: &crate::orgs::Organization,
+    options: &mut proto::ImportOptions,
+    size: u64,
+    path: &std::path::Path,
+    actor: crate::audit::Actor,
+) -> Result<crate::jobs::Job<Import>, ApiError> {
+    options.size_bytes = i64::try_from(size).unwrap_or(i64::MAX);
+    let request = crate::api::import::request_of(options)?;
+    let reader = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ApiError::from(ImportError::Storage(e.into())))?;
+    let chunks = tokio_util::io::ReaderStream::with_capacity(reader, 1024 * 1024).map(|chunk| {
+        chunk
+            .map(|bytes| bytes.to_vec())
+            .map_err(|e| ImportError::Storage(e.into()))
+    });
+    Ok(imports
+        .upload(organization, request, None, Box::pin(chunks), Some(actor))
+        .await?)
 }
 
 /// 201: a file uploaded ahead of its import.

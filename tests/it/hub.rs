@@ -571,6 +571,21 @@ async fn a_file_uploaded_ahead_is_imported_by_its_id_once_and_expires(backend: B
     assert_eq!(stolen.status, 400, "{}", stolen.body);
     assert_eq!(stolen.json()["error"]["details"][0]["field"], "stagedId");
 
+    // A refused import (a bad field) leaves the file usable: the person corrects
+    // step 2 and imports it.
+    let refused = curl(&[
+        "-H",
+        &auth,
+        "-F",
+        &format!("stagedId={id}"),
+        "-F",
+        "depth=9",
+        &base,
+    ])
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["details"][0]["field"], "depth");
+
     let accepted = curl(&[
         "-H",
         &auth,
@@ -590,13 +605,22 @@ async fn a_file_uploaded_ahead_is_imported_by_its_id_once_and_expires(backend: B
     let again = curl(&["-H", &auth, "-F", &format!("stagedId={id}"), &base]).await;
     assert_eq!(again.status, 400, "{}", again.body);
     assert_eq!(again.json()["error"]["details"][0]["field"], "stagedId");
+    // Its file goes just after the answer (off the answer's path).
     let object = ferry::import::staged::object_key(&app.org_id, &id);
-    let fetched = app
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app
         .app
         .storage
         .fetch_to_file(&object, &dir.path().join("gone"))
-        .await;
-    assert!(fetched.is_err(), "the used file is still stored");
+        .await
+        .is_ok()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the used file is still stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Two may wait at once here; the third is refused until one goes.
     let mut waiting = Vec::new();
