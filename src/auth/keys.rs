@@ -201,9 +201,9 @@ pub async fn rotate(
 /// Revokes a key (with the `actor`'s audit record in the same transaction); every
 /// replica stops accepting it within the auth cache's bound (at once on
 /// PostgreSQL). Returns false when no active key has this id.
-/// Who queued each job, for people: the key's name for a principal that is an API
-/// key (`Ana's laptop`), the principal itself otherwise (`jwt:ana@acme.test`).
-pub async fn display_names(
+/// The names of the API keys among `principals` (key id -> `Ana's laptop`); a
+/// principal that is not a key (`jwt:ana@acme.test`) is left out.
+pub async fn key_names(
     db: &Db,
     principals: impl IntoIterator<Item = String>,
 ) -> Result<std::collections::HashMap<String, String>, DbError> {
@@ -211,11 +211,10 @@ pub async fn display_names(
     principals.sort();
     principals.dedup();
     let mut conn = db.conn().await?;
-    let named = api_keys::names(&mut conn, &principals).await?;
-    let mut names: std::collections::HashMap<String, String> =
-        principals.into_iter().map(|p| (p.clone(), p)).collect();
-    names.extend(named);
-    Ok(names)
+    Ok(api_keys::names(&mut conn, &principals)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 pub async fn revoke(db: &Db, id: &str, actor: Option<&Actor>) -> Result<bool, DbError> {

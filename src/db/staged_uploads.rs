@@ -52,16 +52,15 @@ pub async fn take(
     })
 }
 
-/// How many unexpired staged uploads the organization holds, and their bytes.
-pub async fn held(conn: &mut Conn, organization_id: &str, now: i64) -> QueryResult<(i64, i64)> {
+/// How many unexpired staged uploads the organization holds.
+pub async fn held(conn: &mut Conn, organization_id: &str, now: i64) -> QueryResult<i64> {
     with_conn!(conn, |c| {
-        let rows: Vec<i64> = staged_uploads::table
+        staged_uploads::table
             .filter(staged_uploads::organization_id.eq(organization_id))
             .filter(staged_uploads::expires_at.gt(now))
-            .select(staged_uploads::size_bytes)
-            .load(c)
-            .await?;
-        Ok((rows.len() as i64, rows.iter().sum()))
+            .count()
+            .get_result(c)
+            .await
     })
 }
 

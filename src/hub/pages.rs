@@ -386,9 +386,9 @@ pub(super) fn events_path(
     crate::rest::events::signed_path(&state.rest, kind, visitor.principal.organization_id(), &ids).0
 }
 
-/// Who queued each of `jobs`, by principal, as [`for_people`] words a time: the
-/// key's name when it is a key. The names are a courtesy: a failed lookup shows
-/// the principals themselves.
+/// The names of the keys that queued `jobs` (key id -> name), for
+/// [`started_by`]. The names are a courtesy: a failed lookup shows the principals
+/// themselves.
 pub(super) async fn starters<'a>(
     state: &HubState,
     jobs: impl IntoIterator<Item = &'a crate::db::jobs::JobRow>,
@@ -397,19 +397,19 @@ pub(super) async fn starters<'a>(
         .into_iter()
         .filter_map(|row| row.created_by.clone())
         .collect();
-    match crate::auth::keys::display_names(state.rest.imports.queue().db(), principals.clone()).await {
+    match crate::auth::keys::key_names(state.rest.imports.queue().db(), principals).await {
         Ok(names) => names,
         Err(err) => {
             tracing::warn!(error = %err, "cannot read the names of the keys that started jobs");
-            principals.into_iter().map(|p| (p.clone(), p)).collect()
+            Names::new()
         }
     }
 }
 
-/// Principal -> the name people read.
+/// Key id -> the key's name.
 pub(super) type Names = std::collections::HashMap<String, String>;
 
-/// Who started `row`, by name.
+/// Who started `row`: its key's name, else its principal (`jwt:…`, `cert:…`).
 pub(super) fn started_by(row: &crate::db::jobs::JobRow, names: &Names) -> String {
     row.created_by
         .as_ref()

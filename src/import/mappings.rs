@@ -182,7 +182,12 @@ impl Mappings {
         organization_id: &str,
         limit: i64,
     ) -> Result<BTreeMap<String, String>, ImportError> {
-        let (rows, _) = self.list(organization_id, None, limit).await?;
+        let rows = {
+            let mut conn = self.db.conn().await?;
+            mappings::list(&mut conn, organization_id, None, limit)
+                .await
+                .map_err(DbError::from)?
+        };
         let mut known = BTreeMap::new();
         // Oldest first, so the newest mapping's answer wins.
         for row in rows.iter().rev() {

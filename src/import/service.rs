@@ -246,7 +246,7 @@ impl Imports {
         use crate::db::staged_uploads;
         let limits = &self.config.bulk_import;
         let now = now_ms();
-        let (held, _) = {
+        let held = {
             let mut conn = self.queue.db().conn().await?;
             staged_uploads::held(&mut conn, organization_id, now)
                 .await
@@ -352,6 +352,14 @@ impl Imports {
         limits.max_xlsx_bytes.min(limits.max_upload_bytes)
     }
 
+    /// The most bytes an upload of `format` may hold.
+    pub fn max_bytes_of(&self, format: Format) -> u64 {
+        match format {
+            Format::Xlsx => self.max_xlsx_bytes(),
+            Format::Csv | Format::Ndjson => self.max_upload_bytes(),
+        }
+    }
+
     /// Takes an upload: checks the options, writes the chunks to a temp file (at most
     /// `bulk_import.max_upload_bytes`), runs pre-flight, stores the file and queues
     /// the job. Nothing is left behind when any step fails.
@@ -449,11 +457,7 @@ impl Imports {
     where
         S: Stream<Item = Result<Vec<u8>, ImportError>> + Send + Unpin,
     {
-        let limits = &self.config.bulk_import;
-        let limit = match format {
-            Format::Xlsx => limits.max_xlsx_bytes.min(limits.max_upload_bytes),
-            Format::Csv | Format::Ndjson => limits.max_upload_bytes,
-        };
+        let limit = self.max_bytes_of(format);
         let mut file =
             tokio::io::BufWriter::new(tokio::fs::File::create(path).await.map_err(StorageError::from)?);
         let mut size = 0u64;

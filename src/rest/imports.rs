@@ -319,18 +319,16 @@ pub async fn upload(
                     .await
                     .map_err(fail)?,
             );
-        } else if name == "stagedId" {
-            let value = field
-                .text()
-                .await
-                .map_err(|e| fail(invalid(&name, e.body_text())))?;
-            staged_id = Some(value.trim().to_string()).filter(|v| !v.is_empty());
         } else {
             let value = field
                 .text()
                 .await
                 .map_err(|e| fail(invalid(&name, e.body_text())))?;
-            apply(&mut options, &name, &value).map_err(fail)?;
+            if name == "stagedId" {
+                staged_id = Some(value.trim().to_string()).filter(|v| !v.is_empty());
+            } else {
+                apply(&mut options, &name, &value).map_err(fail)?;
+            }
         }
     }
     match (&staged_id, file) {
@@ -628,10 +626,7 @@ pub async fn stage(
         match field.name().unwrap_or_default() {
             "file" if name.is_none() => {
                 let file_name = field.file_name().unwrap_or("upload.csv").to_string();
-                let limit = match Format::of_file_name(&file_name) {
-                    Format::Xlsx => imports.max_xlsx_bytes(),
-                    _ => imports.max_upload_bytes(),
-                };
+                let limit = imports.max_bytes_of(Format::of_file_name(&file_name));
                 save(field, &temp.0, limit).await.map_err(fail)?;
                 name = Some(file_name);
             }

@@ -649,7 +649,7 @@ async fn a_file_uploaded_ahead_is_imported_by_its_id_once_and_expires(backend: B
         assert!(fetched.is_err(), "an expired file is still stored");
     }
     let mut conn = app.app.db.conn().await.unwrap();
-    let (held, _) = ferry::db::staged_uploads::held(&mut conn, &app.org_id, 0)
+    let held = ferry::db::staged_uploads::held(&mut conn, &app.org_id, 0)
         .await
         .unwrap();
     assert_eq!(held, 0, "the expired rows are gone");
