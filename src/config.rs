@@ -261,6 +261,11 @@ pub struct ServerConfig {
     /// TOML file mapping client-certificate identities (URI or DNS SAN) to service
     /// principals; empty: certificates authenticate no one by themselves.
     pub tls_identities: String,
+    /// How often the readiness probes check the database and the file store
+    /// (`/readyz`, gRPC health, the database breaker).
+    pub probe_interval_millis: u64,
+    /// How long a probe waits for an answer before the dependency counts as out.
+    pub probe_timeout_millis: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -269,6 +274,9 @@ pub struct DatabaseConfig {
     /// `postgres://…` or a SQLite file path; empty: `<data_dir>/ferry.db`.
     pub url: String,
     pub max_connections: u32,
+    /// The longest a call waits for a pooled connection while the database is
+    /// thought up (an outage the probe found refuses at once).
+    pub acquire_timeout_millis: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -297,6 +305,14 @@ pub struct StorageConfig {
     pub s3_sse: String,
     /// The KMS key of `aws:kms` (id, alias or ARN); empty: the account's default key.
     pub s3_kms_key_id: String,
+    /// Longest wait to open a connection to S3.
+    pub s3_connect_timeout_millis: u64,
+    /// Longest wait for the first byte of an answer, from the start of a request
+    /// (its body included: an 8 MiB part must go up within it), and between two
+    /// chunks of a download.
+    pub s3_read_timeout_secs: u64,
+    /// Longest time one S3 operation takes, its retries included.
+    pub s3_operation_timeout_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -314,6 +330,9 @@ impl Default for StorageConfig {
             s3_secret_access_key: String::new(),
             s3_sse: String::new(),
             s3_kms_key_id: String::new(),
+            s3_connect_timeout_millis: 3_000,
+            s3_read_timeout_secs: 10,
+            s3_operation_timeout_secs: 15,
         }
     }
 }
@@ -453,6 +472,8 @@ impl Default for ServerConfig {
             tls_client_ca: String::new(),
             tls_client_auth: ClientAuth::Optional,
             tls_identities: String::new(),
+            probe_interval_millis: 500,
+            probe_timeout_millis: 1_000,
         }
     }
 }
@@ -462,6 +483,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: String::new(),
             max_connections: 10,
+            acquire_timeout_millis: 5_000,
         }
     }
 }
@@ -713,6 +735,36 @@ impl Config {
             "must be between 60 seconds and 7 days",
         )?;
         check("jobs.workers", self.jobs.workers >= 1, "must be at least 1")?;
+        check(
+            "server.probe_interval_millis",
+            (50..=60_000).contains(&self.server.probe_interval_millis),
+            "must be between 50 ms and 60 s",
+        )?;
+        check(
+            "server.probe_timeout_millis",
+            (50..=60_000).contains(&self.server.probe_timeout_millis),
+            "must be between 50 ms and 60 s",
+        )?;
+        check(
+            "database.acquire_timeout_millis",
+            (100..=600_000).contains(&self.database.acquire_timeout_millis),
+            "must be between 100 ms and 10 minutes",
+        )?;
+        check(
+            "storage.s3_read_timeout_secs",
+            (1..=3_600).contains(&self.storage.s3_read_timeout_secs),
+            "must be between 1 s and 1 hour",
+        )?;
+        check(
+            "storage.s3_operation_timeout_secs",
+            self.storage.s3_operation_timeout_secs >= self.storage.s3_read_timeout_secs,
+            "must be at least storage.s3_read_timeout_secs",
+        )?;
+        check(
+            "storage.s3_connect_timeout_millis",
+            (100..=60_000).contains(&self.storage.s3_connect_timeout_millis),
+            "must be between 100 ms and 60 s",
+        )?;
         check(
             "hub.session_idle_minutes",
             (1..=7 * 24 * 60).contains(&self.hub.session_idle_minutes),

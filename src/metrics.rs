@@ -33,6 +33,11 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabels {
+    dependency: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     kind: String,
     state: String,
@@ -65,6 +70,7 @@ pub struct Metrics {
     pool_in_use: Gauge,
     pool_idle: Gauge,
     pool_waiting: Gauge,
+    dependencies: Family<DependencyLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -81,6 +87,7 @@ impl Default for Metrics {
             pool_in_use: Gauge::default(),
             pool_idle: Gauge::default(),
             pool_waiting: Gauge::default(),
+            dependencies: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
         registry.register(
@@ -133,6 +140,11 @@ impl Default for Metrics {
             "Callers waiting for a pooled database connection",
             metrics.pool_waiting.clone(),
         );
+        registry.register(
+            "dependency_up",
+            "1 while the last readiness probe of a dependency (database, storage, mail) succeeded, else 0",
+            metrics.dependencies.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             ..metrics
@@ -141,6 +153,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn set_dependency_up(&self, dependency: &str, up: bool) {
+        self.dependencies
+            .get_or_create(&DependencyLabels {
+                dependency: dependency.to_string(),
+            })
+            .set(i64::from(up));
+    }
+
     pub fn record_request(&self, method: &str, code: &str, elapsed: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
@@ -175,7 +195,9 @@ impl Metrics {
         self.uploaded.inc_by(bytes);
     }
 
-    /// The text exposition, with job counts and pool state read fresh.
+    /// The text exposition, with job counts and pool state read fresh. During a
+    /// database outage the job counts are left out (the rest, the dependency
+    /// gauges among it, is what an operator needs then).
     pub async fn render(&self, db: &Db) -> Result<String, DbError> {
         // Read before this scrape takes a connection of its own.
         let pool = db.pool_state();
@@ -183,15 +205,20 @@ impl Metrics {
         self.pool_idle.set(i64::from(pool.idle));
         self.pool_waiting
             .set(i64::try_from(pool.waiting).unwrap_or(i64::MAX));
-        let counts = jobs::count_by_kind_and_state(&mut db.conn().await?).await?;
         self.jobs.clear();
-        for (kind, state, count) in counts {
-            self.jobs
-                .get_or_create(&JobLabels {
-                    kind,
-                    state: state.to_string(),
-                })
-                .set(count);
+        match db.conn().await {
+            Ok(mut conn) => {
+                for (kind, state, count) in jobs::count_by_kind_and_state(&mut conn).await? {
+                    self.jobs
+                        .get_or_create(&JobLabels {
+                            kind,
+                            state: state.to_string(),
+                        })
+                        .set(count);
+                }
+            }
+            Err(DbError::Unavailable(_)) => {}
+            Err(err) => return Err(err),
         }
         let mut out = String::new();
         let registry = self

@@ -107,16 +107,30 @@ fn internal(err: &dyn std::fmt::Display) -> ApiError {
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
         match err {
+            // The probe logged the outage once; each refused call is not news.
+            DbError::Unavailable(_) => database_unavailable(),
             DbError::Pool(_) | DbError::Connect(_) => {
                 tracing::error!(error = %err, "database unavailable");
-                ApiError::new(
-                    Code::Unavailable,
-                    "DATABASE_UNAVAILABLE",
-                    "the database is unavailable; retry later",
-                )
+                database_unavailable()
             }
             DbError::Query(_) | DbError::Migration(_) | DbError::NestedAcquisition => internal(&err),
         }
+    }
+}
+
+/// How long a caller should wait before trying again during a database outage:
+/// about one probe interval, after which a recovered database is serving.
+const DATABASE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// UNAVAILABLE `DATABASE_UNAVAILABLE` with RetryInfo.
+pub fn database_unavailable() -> ApiError {
+    ApiError {
+        retry_after: Some(DATABASE_RETRY),
+        ..ApiError::new(
+            Code::Unavailable,
+            "DATABASE_UNAVAILABLE",
+            "the database is unavailable; retry later",
+        )
     }
 }
 
@@ -159,13 +173,26 @@ impl From<StorageError> for ApiError {
             // Retrying will not help; the cause is what the operator must fix.
             return ApiError::new(Code::FailedPrecondition, "STORAGE_MISCONFIGURED", err.to_string());
         }
-        ApiError::new(
-            Code::Unavailable,
-            "STORAGE_UNAVAILABLE",
-            "file storage is unavailable; retry later",
-        )
+        if matches!(err, StorageError::Full(_)) {
+            return ApiError::exhausted(
+                "STORAGE_FULL",
+                "file storage is full; retry once an operator has freed space",
+                STORAGE_RETRY,
+            );
+        }
+        ApiError {
+            retry_after: Some(STORAGE_RETRY),
+            ..ApiError::new(
+                Code::Unavailable,
+                "STORAGE_UNAVAILABLE",
+                "file storage is unavailable; retry later",
+            )
+        }
     }
 }
+
+/// How long a caller should wait after the store failed.
+const STORAGE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl From<ExportError> for ApiError {
     fn from(err: ExportError) -> Self {
@@ -350,6 +377,7 @@ impl From<AdmissionError> for ApiError {
     fn from(err: AdmissionError) -> Self {
         let message = err.to_string();
         match err {
+            AdmissionError::DatabaseOut(_) => database_unavailable(),
             AdmissionError::Overloaded { setting, limit, .. } => {
                 ApiError::exhausted("OVERLOADED", message, OVERLOAD_RETRY)
                     .with_metadata("limit", limit.to_string())

@@ -19,6 +19,7 @@ pub mod mappings;
 pub mod migrate;
 pub mod notify;
 pub mod organizations;
+pub mod outage;
 pub mod postgres;
 pub mod schema;
 pub mod staged_uploads;
@@ -56,6 +57,10 @@ pub enum DbError {
     Connect(String),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The breaker is open: the last probe found the database refusing or not
+    /// answering (see [`outage`]).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// A task asked the pool for a second connection while holding one: with every
     /// connection held that way, all such tasks wait on each other until the pool's
     /// timeout. Refused at once in debug builds (tests), logged in release builds.
@@ -94,6 +99,8 @@ pub struct Db {
     /// Change notices within this process ([`notify`]): what PostgreSQL's `NOTIFY`
     /// carries between replicas, for listeners on any backend.
     notices: tokio::sync::broadcast::Sender<notify::Notice>,
+    /// Open while the database is out ([`outage`]).
+    breaker: outage::Breaker,
 }
 
 /// A connection of either backend: checked out of the pool, or dedicated (opened
@@ -257,24 +264,35 @@ impl Db {
     /// Opens a pool: `postgres://…` selects PostgreSQL, anything else is a SQLite
     /// file path (an optional `sqlite://` prefix is stripped).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
+        Db::connect_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`Db::connect`], with the longest a caller waits for a pooled connection
+    /// (`database.acquire_timeout_millis`) when the breaker is closed.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: std::time::Duration,
+    ) -> Result<Db, DbError> {
         let pool = if is_postgres_url(url) {
             // Every pooled connection opens over TLS as the URL's sslmode says.
             let mut config = ManagerConfig::<AsyncPgConnection>::default();
             config.custom_setup = Box::new(|url| postgres::establish(url).boxed());
             let manager = PgManager::new_with_config(url, config);
-            Pool::Pg(build_pool(manager, max_connections).await?)
+            Pool::Pg(build_pool(manager, max_connections, acquire_timeout).await?)
         } else {
             let path = sqlite_path(url).to_string();
             let mut config = ManagerConfig::<SqliteConn>::default();
             config.custom_setup = Box::new(|url| establish_sqlite(url.to_string()).boxed());
             let manager = SqliteManager::new_with_config(path, config);
-            Pool::Sqlite(build_pool(manager, max_connections).await?)
+            Pool::Sqlite(build_pool(manager, max_connections, acquire_timeout).await?)
         };
         Ok(Db {
             pool,
             url: url.to_string(),
             waiting: Arc::new(AtomicUsize::new(0)),
             notices: tokio::sync::broadcast::channel(notify::LOCAL_BUFFER).0,
+            breaker: outage::Breaker::new(),
         })
     }
 
@@ -293,18 +311,26 @@ impl Db {
     /// connection must pass that one down instead (see [`HeldMark`]).
     pub async fn conn(&self) -> Result<Conn, DbError> {
         let mark = HeldMark::check_and_take()?;
+        self.check_breaker()?;
         let _waiting = Waiting::new(&self.waiting);
-        match &self.pool {
-            Pool::Pg(p) => p
-                .get_owned()
-                .await
-                .map(|c| Conn::Pg(Handle::Pooled(c, mark)))
-                .map_err(|e| DbError::Pool(e.to_string())),
-            Pool::Sqlite(p) => p
-                .get_owned()
-                .await
-                .map(|c| Conn::Sqlite(Handle::Pooled(c, mark)))
-                .map_err(|e| DbError::Pool(e.to_string())),
+        // Waiters are released when an outage is found, not at the pool's timeout.
+        let checkout = async {
+            match &self.pool {
+                Pool::Pg(p) => p
+                    .get_owned()
+                    .await
+                    .map(|c| Conn::Pg(Handle::Pooled(c, mark)))
+                    .map_err(|e| DbError::Pool(e.to_string())),
+                Pool::Sqlite(p) => p
+                    .get_owned()
+                    .await
+                    .map(|c| Conn::Sqlite(Handle::Pooled(c, mark)))
+                    .map_err(|e| DbError::Pool(e.to_string())),
+            }
+        };
+        tokio::select! {
+            conn = checkout => conn,
+            cause = self.breaker.opened() => Err(DbError::Unavailable(cause.to_string())),
         }
     }
 
@@ -312,6 +338,12 @@ impl Db {
     /// long-lived read, so a running job never sits on one of the pool's
     /// connections while its progress writes check out another.
     pub async fn dedicated(&self) -> Result<Conn, DbError> {
+        self.check_breaker()?;
+        self.open_unpooled().await
+    }
+
+    /// A connection outside the pool whatever the breaker says (the probe's).
+    pub(crate) async fn open_unpooled(&self) -> Result<Conn, DbError> {
         match &self.pool {
             Pool::Pg(_) => postgres::establish(&self.url)
                 .await
@@ -410,16 +442,20 @@ async fn rollback_on<C: AsyncConnection>(c: &mut C) -> diesel::QueryResult<()> {
     C::TransactionManager::rollback_transaction(c).await
 }
 
+/// The default of `database.acquire_timeout_millis`.
+pub const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn build_pool<C>(
     manager: AsyncDieselConnectionManager<C>,
     max_connections: u32,
+    acquire_timeout: std::time::Duration,
 ) -> Result<Bb8Pool<C>, DbError>
 where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C>,
 {
     Bb8Pool::builder()
         .max_size(max_connections.max(1))
-        .connection_timeout(std::time::Duration::from_secs(10))
+        .connection_timeout(acquire_timeout.max(std::time::Duration::from_millis(100)))
         .build(manager)
         .await
         .map_err(|e| DbError::Connect(format!("{e:?}")))

@@ -38,6 +38,9 @@ pub enum ConnectError {
     Postgres(#[from] tokio_postgres::Error),
 }
 
+/// How long opening a connection may take unless the URL says `connect_timeout`.
+const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How the server's certificate is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Check {
@@ -115,6 +118,12 @@ fn target(url: &str) -> Result<Target, ConnectError> {
         .parse()
         .map_err(|err: tokio_postgres::Error| ConnectError::Url(err.to_string()))?;
     config.ssl_mode(ssl_mode);
+    // A server that accepts the TCP connection and never answers (frozen, or a
+    // stalled fail-over) must not hold a connect for ever; `connect_timeout` in
+    // the URL overrides it.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
     let tls = tls_config(check, root.as_deref(), cert.as_deref().zip(key.as_deref()))?;
     Ok(Target {
         config,

@@ -210,7 +210,12 @@ async fn finish_writer<R>(
         .map_err(|e| JobError::Transient(format!("the writer thread failed: {e}")))?;
     read?;
     let written = written.map_err(|e| match e {
-        // Disk trouble may pass; a value the format cannot hold will not.
+        // A full disk fails now, named (retries seconds apart would not free it);
+        // other disk trouble may pass; a value the format cannot hold will not.
+        writer::WriteError::Io(ref io) if crate::storage::is_full(io) => JobError::Permanent {
+            reason: "STORAGE_FULL".into(),
+            message: format!("no space left for the export's temp file (server.data_dir): {e}"),
+        },
         writer::WriteError::Io(_) => JobError::Transient(e.to_string()),
         writer::WriteError::Encode { .. } => JobError::Permanent {
             reason: "EXPORT_ENCODING_FAILED".into(),

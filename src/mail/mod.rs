@@ -90,6 +90,24 @@ impl Mailer {
         })
     }
 
+    /// Whether the SMTP relay answers (a connection and a NOOP); `None` when mail
+    /// is dropped into a folder, which needs no probe.
+    pub async fn probe(&self) -> Option<Result<(), String>> {
+        match &self.transport {
+            Transport::Drop(_) => None,
+            Transport::Smtp(smtp) => Some(match smtp.test_connection().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("the relay did not answer a NOOP".into()),
+                Err(err) => Err(err.to_string()),
+            }),
+        }
+    }
+
+    /// Whether mail goes to an SMTP relay (the readiness probe watches it).
+    pub fn uses_smtp(&self) -> bool {
+        matches!(self.transport, Transport::Smtp(_))
+    }
+
     /// A fresh Message-ID, recorded before sending so a retry can tell what went out.
     pub fn new_message_id() -> String {
         format!("<{}@ferry>", uuid::Uuid::now_v7())

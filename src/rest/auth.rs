@@ -167,7 +167,14 @@ pub async fn authorize(State(state): State<RestState>, mut request: Request, nex
                         target = value.trim().to_string();
                     }
                     request.extensions_mut().insert(caller.clone());
-                    let response = next.run(request).await;
+                    // A call whose query hangs on a frozen database is cut when
+                    // the probe finds the outage.
+                    let response = tokio::select! {
+                        response = next.run(request) => response,
+                        out = state.admission.database_out() => RestError::new(ApiError::from(out), &request_id)
+                            .styled(style)
+                            .into_response(),
+                    };
                     drop(slot);
                     // Successes are recorded by the domain, in the change's transaction.
                     let status = response.status();

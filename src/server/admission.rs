@@ -3,7 +3,9 @@
 //! beats queueing behind the database pool's timeout: the caller learns in
 //! microseconds that it should back off, and the calls already admitted finish.
 //!
-//! In order: the organization's rate (a token bucket per organization, off by
+//! In order: the database (while the readiness probe finds it out, every call
+//! is refused at once, and calls in flight are cut when the outage is found, so
+//! none hangs on a frozen database), the organization's rate (a token bucket per organization, off by
 //! default), then saturation (callers already waiting for a pooled connection),
 //! then a slot: unary calls and uploads each have their own count; watch streams
 //! hold a slot of their own in the job queue for as long as they stream.
@@ -46,6 +48,8 @@ pub enum AdmissionError {
         setting: &'static str,
         limit: u64,
     },
+    #[error("the database is unavailable: {0}")]
+    DatabaseOut(String),
     #[error("organization {organization_id} is over its rate of {rate} calls per second")]
     RateLimited {
         organization_id: String,
@@ -112,6 +116,12 @@ impl AdmissionLayer {
     ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, AdmissionError> {
         self.limits.admit(path, Some(principal))
     }
+
+    /// Resolves when a database outage is found: an admitted call races it, so a
+    /// call whose query hangs on a frozen database answers UNAVAILABLE instead.
+    pub async fn database_out(&self) -> AdmissionError {
+        AdmissionError::DatabaseOut(self.limits.db.outage_begins().await.to_string())
+    }
 }
 
 impl<S> Layer<S> for AdmissionLayer {
@@ -142,6 +152,9 @@ impl Limits {
         let Some(principal) = principal else {
             return Ok(None);
         };
+        if let Some(cause) = self.db.outage() {
+            return Err(AdmissionError::DatabaseOut(cause.to_string()));
+        }
         self.check_rate(principal.organization_id())?;
         if WATCH_METHODS.contains(&path) {
             return Ok(None);
@@ -212,15 +225,28 @@ where
         // The clone that was polled ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let admitted = self
-            .limits
-            .admit(request.uri().path(), request.extensions().get::<Principal>());
+        let principal = request.extensions().get::<Principal>();
+        let guarded = principal.is_some();
+        let admitted = self.limits.admit(request.uri().path(), principal);
         match admitted {
-            Ok(slot) => Box::pin(async move {
-                let response = inner.call(request).await;
-                drop(slot);
-                response
-            }),
+            Ok(slot) => {
+                let limits = self.limits.clone();
+                let request_id = RequestId::of(&request);
+                Box::pin(async move {
+                    if !guarded {
+                        return inner.call(request).await;
+                    }
+                    let response = tokio::select! {
+                        response = inner.call(request) => response,
+                        cause = limits.db.outage_begins() => {
+                            let status = (limits.refuse)(AdmissionError::DatabaseOut(cause.to_string()), &request_id);
+                            Ok(status.into_http())
+                        }
+                    };
+                    drop(slot);
+                    response
+                })
+            }
             Err(err) => {
                 let request_id = RequestId::of(&request);
                 tracing::warn!(error = %err, "call refused");

@@ -1,5 +1,7 @@
-//! The HTTP/1.1 listener beside gRPC: `/metrics` (Prometheus text), `/healthz`, and
-//! `/files/<key>`, the local store's signed, expiring downloads.
+//! The HTTP/1.1 listener beside gRPC: `/metrics` (Prometheus text), `/livez` (the
+//! process runs; `/healthz` is its older name), `/readyz` (every required
+//! dependency answers), and `/files/<key>`, the local store's signed, expiring
+//! downloads.
 
 use std::sync::Arc;
 
@@ -20,14 +22,35 @@ pub struct HttpState {
     pub db: Db,
     pub metrics: Arc<Metrics>,
     pub storage: Storage,
+    pub readiness: super::readiness::Readiness,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/files/{*key}", get(download))
         .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok\n" }))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .with_state(state)
+}
+
+/// 200 when every required dependency answered its last probe, else 503 naming
+/// the ones that did not; the body lists every dependency either way.
+async fn ready(State(state): State<HttpState>) -> Response {
+    let snapshot = state.readiness.snapshot();
+    let ready = snapshot.ready();
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "failing": snapshot.failing(),
+        "dependencies": snapshot.0,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {

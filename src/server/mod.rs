@@ -5,6 +5,7 @@ pub mod admission;
 pub mod bootstrap;
 pub mod http;
 pub mod observe;
+pub mod readiness;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -66,14 +67,18 @@ impl App {
                     .with_context(|| format!("cannot create the data directory {}", parent.display()))?;
             }
         }
-        let db = Db::connect(&url, config.database.max_connections)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the database (setting `database.url`, {})",
-                    crate::config::env_name("database.url")
-                )
-            })?;
+        let db = Db::connect_with(
+            &url,
+            config.database.max_connections,
+            Duration::from_millis(config.database.acquire_timeout_millis),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database (setting `database.url`, {})",
+                crate::config::env_name("database.url")
+            )
+        })?;
         migrate::run(&db).await.context("cannot migrate the database")?;
         let events = JobEvents::new(db.clone(), config.server.max_watchers as usize);
         let auth_cache = AuthCache::new(db.clone(), Duration::from_millis(config.auth.cache_ttl_millis));
@@ -239,6 +244,8 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
     let http = tls::HttpIncoming::new(tls::accept(http, http_transport, shutdown.clone()), http_addr);
 
     app.queue.events().start(shutdown.clone());
+    let readiness = readiness::Readiness::new(app.metrics.clone());
+    readiness.start(&app, shutdown.clone());
     // Serve once the auth cache hears other replicas' changes; bounded, so a
     // database that is slow to answer at start does not keep health checks away.
     let mut auth_listening = app.auth_cache.start(shutdown.clone());
@@ -247,7 +254,14 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
     // and each organization's rate.
     let admission = admission::AdmissionLayer::new(&app.config, app.db.clone(), api::error::refuse);
     let mut tasks = vec![tokio::spawn(
-        serve_grpc(app.clone(), grpc, shutdown.clone(), admission.clone()).await?,
+        serve_grpc(
+            app.clone(),
+            grpc,
+            shutdown.clone(),
+            admission.clone(),
+            readiness.clone(),
+        )
+        .await?,
     )];
     tasks.push(tokio::spawn(serve_http(
         app.clone(),
@@ -255,6 +269,7 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
         http_scheme,
         shutdown.clone(),
         admission,
+        readiness,
     )));
     if !kinds.kinds().is_empty() {
         let worker = Worker::new(app.queue.clone(), kinds).in_instance(&app.scratch.name());
@@ -299,6 +314,7 @@ async fn serve_grpc(
     incoming: tokio::sync::mpsc::Receiver<tls::Accepted>,
     shutdown: CancellationToken,
     admission: admission::AdmissionLayer,
+    readiness: readiness::Readiness,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use proto::account_service_server::AccountServiceServer;
     use proto::entity_service_server::EntityServiceServer;
@@ -307,21 +323,7 @@ async fn serve_grpc(
     use proto::mapping_service_server::MappingServiceServer;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<EntityServiceServer<api::entity::EntityApi>>()
-        .await;
-    health
-        .set_serving::<ExportServiceServer<api::export::ExportApi>>()
-        .await;
-    health
-        .set_serving::<ImportServiceServer<api::import::ImportApi>>()
-        .await;
-    health
-        .set_serving::<MappingServiceServer<api::mapping::MappingApi>>()
-        .await;
-    health
-        .set_serving::<AccountServiceServer<api::account::AccountApi>>()
-        .await;
+    tokio::spawn(follow_readiness(health.clone(), readiness, shutdown.clone()));
     // Reflection describes every service the server answers (health included) and
     // the error details it sends, on both reflection versions grpcurl may ask.
     let described = || {
@@ -374,9 +376,7 @@ async fn serve_grpc(
         let stopping = shutdown.clone();
         let signal = async move {
             stopping.cancelled().await;
-            health
-                .set_not_serving::<EntityServiceServer<api::entity::EntityApi>>()
-                .await;
+            set_health(&health, |_| false).await;
         };
         // The acceptor sets TCP_NODELAY: without it a GetExport loop was capped at
         // ~1,450 calls/s by delayed ACKs with the CPUs mostly idle.
@@ -394,12 +394,84 @@ async fn serve_grpc(
     })
 }
 
+/// The gRPC services and the dependencies each needs to serve: all need the
+/// database; exports and imports need the file store too.
+const SERVICE_NEEDS: [(&str, &[&str]); 5] = {
+    use proto::account_service_server::AccountServiceServer;
+    use proto::entity_service_server::EntityServiceServer;
+    use proto::export_service_server::ExportServiceServer;
+    use proto::import_service_server::ImportServiceServer;
+    use proto::mapping_service_server::MappingServiceServer;
+    use tonic::server::NamedService;
+    [
+        (
+            <EntityServiceServer<api::entity::EntityApi> as NamedService>::NAME,
+            &["database"],
+        ),
+        (
+            <ExportServiceServer<api::export::ExportApi> as NamedService>::NAME,
+            &["database", "storage"],
+        ),
+        (
+            <ImportServiceServer<api::import::ImportApi> as NamedService>::NAME,
+            &["database", "storage"],
+        ),
+        (
+            <MappingServiceServer<api::mapping::MappingApi> as NamedService>::NAME,
+            &["database"],
+        ),
+        (
+            <AccountServiceServer<api::account::AccountApi> as NamedService>::NAME,
+            &["database"],
+        ),
+    ]
+};
+
+/// Sets the overall status ("") and each service's, from whether a dependency is up.
+async fn set_health(health: &tonic_health::server::HealthReporter, up: impl Fn(&str) -> bool) {
+    use tonic_health::ServingStatus;
+    let status = |serving: bool| {
+        if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        }
+    };
+    let mut all = true;
+    for (service, needs) in SERVICE_NEEDS {
+        let serving = needs.iter().all(|dependency| up(dependency));
+        all &= serving;
+        health.set_service_status(service, status(serving)).await;
+    }
+    health.set_service_status("", status(all)).await;
+}
+
+/// Keeps gRPC health in step with the readiness probes until shutdown (which
+/// sets everything NOT_SERVING itself).
+async fn follow_readiness(
+    health: tonic_health::server::HealthReporter,
+    readiness: readiness::Readiness,
+    shutdown: CancellationToken,
+) {
+    let mut changes = readiness.subscribe();
+    loop {
+        let snapshot = changes.borrow_and_update().clone();
+        set_health(&health, |dependency| snapshot.is_up(dependency)).await;
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 async fn serve_http(
     app: App,
     listener: tls::HttpIncoming,
     scheme: &'static str,
     shutdown: CancellationToken,
     admission: admission::AdmissionLayer,
+    readiness: readiness::Readiness,
 ) {
     let hub_config = &app.config.hub;
     let sessions = Arc::new(crate::auth::sessions::Sessions::new(
@@ -422,6 +494,7 @@ async fn serve_http(
         db: app.db.clone(),
         metrics: app.metrics.clone(),
         storage: app.storage.clone(),
+        readiness,
     })
     .merge(crate::rest::router(rest_state.clone()));
     match crate::hub::templates::Templates::new() {

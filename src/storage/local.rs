@@ -63,6 +63,13 @@ impl LocalStore {
         tokio::fs::remove_file(&probe).await.map_err(refused)
     }
 
+    /// The folder is there and can be listed.
+    pub async fn probe(&self) -> Result<(), StorageError> {
+        let mut entries = tokio::fs::read_dir(&self.root).await?;
+        entries.next_entry().await?;
+        Ok(())
+    }
+
     /// Points download links at the address the HTTP listener actually bound (tests
     /// and `:0` ports).
     pub fn set_base_url(&self, base_url: &str) {
@@ -83,9 +90,23 @@ impl LocalStore {
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
-        // Same file system: a rename; otherwise a copy (the caller removes the source).
+        // Same file system: a rename, all or nothing. Otherwise a copy beside the
+        // target, renamed once whole: a copy cut short (a full disk) is removed, so
+        // no partial file is ever served or left to fill the store.
         if tokio::fs::rename(source, &target).await.is_err() {
-            tokio::fs::copy(source, &target).await?;
+            let partial = target.with_file_name(format!(
+                ".{}.partial-{}",
+                target.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+                uuid::Uuid::now_v7().simple()
+            ));
+            let copied = async {
+                tokio::fs::copy(source, &partial).await?;
+                tokio::fs::rename(&partial, &target).await
+            };
+            if let Err(err) = copied.await {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(err.into());
+            }
         }
         Ok(tokio::fs::metadata(&target).await?.len())
     }

@@ -15,9 +15,16 @@ use crate::config::{Config, StorageBackend};
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("file storage I/O failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// No space left (or a quota reached) where files are written: calls get
+    /// RESOURCE_EXHAUSTED and jobs fail with `STORAGE_FULL`, not after retries.
+    #[error("file storage is full: {0}")]
+    Full(std::io::Error),
     #[error("S3 request failed: {0}")]
     S3(String),
+    /// The store did not answer within its timeout (`storage.s3_*_timeout_*`).
+    #[error("S3 did not answer: {0}")]
+    TimedOut(String),
     #[error("invalid object key `{0}`")]
     InvalidKey(String),
     #[error("invalid storage settings: {0}")]
@@ -29,7 +36,30 @@ pub enum StorageError {
     Misconfigured(String),
 }
 
+impl From<std::io::Error> for StorageError {
+    fn from(err: std::io::Error) -> Self {
+        if is_full(&err) {
+            StorageError::Full(err)
+        } else {
+            StorageError::Io(err)
+        }
+    }
+}
+
+/// Whether an I/O error says the disk (or the user's quota) is full.
+pub fn is_full(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 impl StorageError {
+    /// The store did not answer in time (not a refusal).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, StorageError::TimedOut(_))
+    }
+
     /// Whether trying again later can help.
     pub fn is_permanent(&self) -> bool {
         matches!(
@@ -40,12 +70,18 @@ impl StorageError {
 }
 
 impl From<StorageError> for crate::jobs::JobError {
-    /// A misconfigured store fails the job now, naming the cause; anything else
-    /// (a network hiccup, a full disk) is retried with backoff.
+    /// A misconfigured or full store fails the job now, naming the cause (retries
+    /// seconds apart would not free space); anything else (a network hiccup, a
+    /// stalled store) is retried with backoff.
     fn from(err: StorageError) -> Self {
         if err.is_permanent() {
             crate::jobs::JobError::Permanent {
                 reason: "STORAGE_MISCONFIGURED".into(),
+                message: err.to_string(),
+            }
+        } else if matches!(err, StorageError::Full(_)) {
+            crate::jobs::JobError::Permanent {
+                reason: "STORAGE_FULL".into(),
                 message: err.to_string(),
             }
         } else {
@@ -84,6 +120,16 @@ impl Storage {
         match self {
             Storage::Local(store) => store.check_writable().await,
             Storage::S3(store) => store.check_writable().await,
+        }
+    }
+
+    /// Whether the store answers, for the readiness probe: the local folder can be
+    /// read, or the bucket answers a bodiless HEAD. Cheap enough to run every
+    /// probe interval; a full disk is not an outage (downloads still work).
+    pub async fn probe(&self) -> Result<(), StorageError> {
+        match self {
+            Storage::Local(store) => store.probe().await,
+            Storage::S3(store) => store.probe().await,
         }
     }
 

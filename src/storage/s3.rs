@@ -2,6 +2,7 @@
 //! parts, presigned GET URLs.
 
 use std::path::Path;
+use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
@@ -31,6 +32,8 @@ pub struct S3Store {
     sse: Option<ServerSideEncryption>,
     /// `storage.s3_kms_key_id` (with `aws:kms`).
     kms_key_id: Option<String>,
+    /// The longest a download waits for its next chunk (`storage.s3_read_timeout_secs`).
+    chunk_timeout: Duration,
 }
 
 fn s3_error(err: impl std::fmt::Display) -> StorageError {
@@ -80,6 +83,9 @@ fn classify<E>(bucket: &str, err: SdkError<E, HttpResponse>) -> StorageError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    if matches!(err, SdkError::TimeoutError(_)) {
+        return StorageError::TimedOut(aws_sdk_s3::error::DisplayErrorContext(err).to_string());
+    }
     let status = err.raw_response().map(|response| response.status().as_u16());
     // HEAD answers carry no body, hence no code: the status says it.
     let code = match (err.code(), status) {
@@ -126,8 +132,16 @@ impl S3Store {
             ));
         }
         let shared = loader.load().await;
+        // Every request is bounded: a stalled store answers STORAGE_UNAVAILABLE
+        // in about `s3_read_timeout_secs`, and jobs retry it with backoff.
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_millis(config.s3_connect_timeout_millis))
+            .read_timeout(Duration::from_secs(config.s3_read_timeout_secs))
+            .operation_timeout(Duration::from_secs(config.s3_operation_timeout_secs))
+            .build();
         let s3_config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.s3_force_path_style)
+            .timeout_config(timeouts)
             .build();
         Ok(S3Store {
             client: Client::from_conf(s3_config),
@@ -135,6 +149,7 @@ impl S3Store {
             prefix: config.s3_prefix.trim_matches('/').to_string(),
             sse: (!config.s3_sse.is_empty()).then(|| ServerSideEncryption::from(config.s3_sse.as_str())),
             kms_key_id: (!config.s3_kms_key_id.is_empty()).then(|| config.s3_kms_key_id.clone()),
+            chunk_timeout: Duration::from_secs(config.s3_read_timeout_secs),
         })
     }
 
@@ -176,9 +191,21 @@ impl S3Store {
         Ok(())
     }
 
+    /// The bucket answers a bodiless HEAD.
+    pub async fn probe(&self) -> Result<(), StorageError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&self.bucket, e))
+    }
+
     pub async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<u64, StorageError> {
         match self.write_file(key, path, content_type).await {
-            Err(err @ StorageError::S3(_)) => Err(self.explain(err).await),
+            // A store that does not answer is not refusing: no probe to wait for.
+            Err(err @ StorageError::S3(_)) if !err.is_timeout() => Err(self.explain(err).await),
             other => other,
         }
     }
@@ -299,7 +326,16 @@ impl S3Store {
         let mut body = object.body;
         let mut file = tokio::fs::File::create(path).await?;
         let mut size = 0u64;
-        while let Some(chunk) = body.next().await {
+        loop {
+            let next = tokio::time::timeout(self.chunk_timeout, body.next())
+                .await
+                .map_err(|_| {
+                    StorageError::TimedOut(format!(
+                        "the download stalled: no data for {} s (storage.s3_read_timeout_secs)",
+                        self.chunk_timeout.as_secs()
+                    ))
+                })?;
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| s3_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
             size += chunk.len() as u64;
             file.write_all(&chunk).await?;

@@ -22,6 +22,7 @@ mod jwt;
 mod load;
 mod mail;
 mod mappings;
+mod outages;
 mod plans;
 mod queue;
 mod replicas;

@@ -1,0 +1,516 @@
+//! What ferry stands on fails: a PostgreSQL cluster of the test's own (initdb and
+//! pg_ctl, as the `postgres` user when the test runs as root) is stopped and
+//! frozen (SIGSTOP) under a serving replica; the local file store disappears and
+//! fills up (a tmpfs the test mounts). Health must tell the truth within 2 s both
+//! ways, calls must answer within their bounds, and jobs must end exactly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry::proto::export_service_client::ExportServiceClient;
+use ferry::proto::import_service_client::ImportServiceClient;
+use ferry::proto::upload_import_request::Payload;
+use ferry::proto::{
+    CreateExportRequest, Export, GetExportRequest, GetImportRequest, Import, ImportOptions, JobState,
+    UploadImportRequest,
+};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::support::{Backend, TestApp, Workers, curl, reason};
+
+crate::on_both_backends!(health_names_a_missing_file_store_and_recovers);
+
+/// A PostgreSQL cluster in a temp folder, on a port of its own.
+struct Cluster {
+    root: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+}
+
+/// Debian's newest PostgreSQL server binaries.
+fn postgres_bin() -> PathBuf {
+    let base = Path::new("/usr/lib/postgresql");
+    let newest = std::fs::read_dir(base)
+        .expect("PostgreSQL server binaries in /usr/lib/postgresql (apt install postgresql)")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .max()
+        .expect("a PostgreSQL version folder");
+    base.join(newest.to_string()).join("bin")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let root = tempfile::tempdir().expect("temp dir");
+        if is_root() {
+            let owned = Command::new("chown")
+                .args(["postgres:postgres", &root.path().display().to_string()])
+                .status()
+                .expect("chown");
+            assert!(owned.success(), "chown the cluster folder to postgres");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cluster = Cluster {
+            root,
+            port,
+            bin: postgres_bin(),
+        };
+        let data = cluster.data().display().to_string();
+        cluster.run(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        cluster.up();
+        cluster
+    }
+
+    fn data(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    /// Runs a server binary (as `postgres` when the test is root); panics with its
+    /// output when it fails.
+    fn run(&self, program: &str, args: &[&str]) {
+        let path = self.bin.join(program);
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let out = command.args(args).output().expect(program);
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn up(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.root.path().display()
+        );
+        let log = self.root.path().join("log").display().to_string();
+        let data = self.data().display().to_string();
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-o", &options, "-l", &log, "-w", "start"],
+        );
+    }
+
+    fn down(&self) {
+        let data = self.data().display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The postmaster and every backend it started.
+    fn processes(&self) -> Vec<String> {
+        let pid = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next().map(str::to_string))
+            .unwrap_or_default();
+        let children = Command::new("pgrep").args(["-P", &pid]).output().expect("pgrep");
+        let mut all = vec![pid];
+        all.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .lines()
+                .map(str::to_string),
+        );
+        all
+    }
+
+    fn signal(&self, signal: &str) {
+        for pid in self.processes() {
+            let _ = Command::new("kill").args([signal, &pid]).status();
+        }
+    }
+
+    /// As in a network partition or a stalled fail-over: connections stay open and
+    /// nothing answers.
+    fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    fn thaw(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.thaw();
+        let data = self.data().display().to_string();
+        let _ = Command::new(self.bin.join("pg_ctl"))
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .status();
+        if is_root() {
+            let _ = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"))
+                .args(["-D", &data, "-m", "immediate", "stop"])
+                .status();
+        }
+    }
+}
+
+/// A server (with its worker) on the cluster.
+async fn serve_on(cluster: &Cluster, adjust: impl FnOnce(&mut ferry::config::Config)) -> TestApp {
+    let url = cluster.url();
+    TestApp::start_with(
+        Backend::Sqlite,
+        move |c| {
+            c.database.url = url;
+            adjust(c);
+        },
+        Workers::Ferry,
+    )
+    .await
+}
+
+async fn overall_health(app: &TestApp) -> i32 {
+    let mut client = HealthClient::new(app.channel.clone());
+    match client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+    {
+        Ok(answer) => answer.into_inner().status,
+        Err(_) => -1,
+    }
+}
+
+/// Seconds until overall health is `wanted` (polled every 50 ms); panics past 10 s.
+async fn seconds_until_health(app: &TestApp, wanted: ServingStatus) -> f64 {
+    let started = Instant::now();
+    while overall_health(app).await != wanted as i32 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "health never became {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed().as_secs_f64()
+}
+
+async fn readyz(app: &TestApp) -> (u16, serde_json::Value) {
+    let answer = curl(&[&format!("http://{}/readyz", app.http_addr())]).await;
+    (
+        answer.status,
+        serde_json::from_str(&answer.body).unwrap_or_default(),
+    )
+}
+
+/// A GetExport of an unknown id: how it ended and how long it took.
+async fn timed_get_export(app: &TestApp, timeout: Option<Duration>) -> (Result<(), tonic::Status>, Duration) {
+    let mut request = app.request(GetExportRequest {
+        id: "0190f000-0000-7000-8000-000000000000".into(),
+    });
+    if let Some(timeout) = timeout {
+        request.set_timeout(timeout);
+    }
+    let started = Instant::now();
+    let result = ExportServiceClient::new(app.channel.clone())
+        .get_export(request)
+        .await
+        .map(|_| ());
+    (result, started.elapsed())
+}
+
+fn assert_database_unavailable(result: &Result<(), tonic::Status>) {
+    use tonic_types::StatusExt;
+    let status = result.as_ref().expect_err("refused during the outage");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(reason(status), "DATABASE_UNAVAILABLE", "{status:?}");
+    assert!(status.get_details_retry_info().is_some(), "RetryInfo: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_calls_follow_a_stopped_and_a_frozen_database() {
+    let cluster = Cluster::start();
+    let app = serve_on(&cluster, |_| {}).await;
+    assert_eq!(overall_health(&app).await, ServingStatus::Serving as i32);
+    assert_eq!(readyz(&app).await.0, 200);
+
+    // Stopped: connections are refused by the kernel.
+    cluster.down();
+    let to_not_serving = seconds_until_health(&app, ServingStatus::NotServing).await;
+    assert!(to_not_serving <= 2.0, "NOT_SERVING after {to_not_serving:.2} s");
+    eprintln!("stopped database: NOT_SERVING after {to_not_serving:.2} s");
+    let (status, body) = readyz(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["failing"], serde_json::json!(["database"]), "{body}");
+    assert_eq!(body["dependencies"]["database"]["up"], false, "{body}");
+    assert_eq!(
+        curl(&[&format!("http://{}/livez", app.http_addr())]).await.status,
+        200
+    );
+    let metrics = curl(&[&format!("http://{}/metrics", app.http_addr())]).await;
+    assert!(
+        metrics
+            .body
+            .contains("ferry_dependency_up{dependency=\"database\"} 0"),
+        "{}",
+        metrics.body
+    );
+    let (refused, took) = timed_get_export(&app, None).await;
+    assert_database_unavailable(&refused);
+    assert!(took <= Duration::from_secs(1), "refused after {took:?}");
+    eprintln!("stopped database: GetExport UNAVAILABLE in {took:?}");
+
+    cluster.up();
+    let to_serving = seconds_until_health(&app, ServingStatus::Serving).await;
+    eprintln!("restarted database: SERVING after {to_serving:.2} s");
+    assert!(to_serving <= 2.0, "SERVING again after {to_serving:.2} s");
+    let (found, _) = timed_get_export(&app, None).await;
+    assert_eq!(found.unwrap_err().code(), tonic::Code::NotFound);
+
+    // Frozen: connections stay open and nothing answers.
+    cluster.freeze();
+    let frozen_at = Instant::now();
+    // A call with a deadline shorter than the probe's answers by its deadline.
+    let (cut, took) = timed_get_export(&app, Some(Duration::from_millis(300))).await;
+    let code = cut.unwrap_err().code();
+    assert!(
+        matches!(
+            code,
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unavailable
+        ),
+        "{code:?}"
+    );
+    assert!(took <= Duration::from_millis(1_000), "answered after {took:?}");
+    eprintln!("frozen database: a call with a 300 ms deadline answered {code:?} in {took:?}");
+    // Without a deadline: UNAVAILABLE once the probe gives up (timeout 1 s, every
+    // 0.5 s), never a hang.
+    let (refused, took) = timed_get_export(&app, None).await;
+    assert_database_unavailable(&refused);
+    assert!(
+        frozen_at.elapsed() <= Duration::from_secs(3),
+        "refused {:?} after the freeze ({took:?} for the call)",
+        frozen_at.elapsed()
+    );
+    eprintln!(
+        "frozen database: GetExport UNAVAILABLE {:?} after the freeze ({took:?} for the call)",
+        frozen_at.elapsed()
+    );
+    let to_not_serving = seconds_until_health(&app, ServingStatus::NotServing).await;
+    assert!(
+        frozen_at.elapsed().as_secs_f64() <= 2.5,
+        "NOT_SERVING {:?} after the freeze ({to_not_serving:.2} s of polling)",
+        frozen_at.elapsed()
+    );
+    eprintln!(
+        "frozen database: NOT_SERVING {:?} after the freeze",
+        frozen_at.elapsed()
+    );
+    cluster.thaw();
+    let to_serving = seconds_until_health(&app, ServingStatus::Serving).await;
+    eprintln!("thawed database: SERVING after {to_serving:.2} s");
+    assert!(to_serving <= 2.0, "SERVING again after {to_serving:.2} s");
+    let (found, _) = timed_get_export(&app, None).await;
+    assert_eq!(found.unwrap_err().code(), tonic::Code::NotFound);
+    app.stop().await;
+}
+
+/// Polls GetImport (riding out UNAVAILABLE) until the import ends.
+async fn import_end(app: &TestApp, id: &str) -> Import {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "import {id} did not end in 120 s");
+        let got = ImportServiceClient::new(app.channel.clone())
+            .get_import(app.request(GetImportRequest { id: id.into() }))
+            .await;
+        if let Ok(import) = got.map(tonic::Response::into_inner)
+            && [JobState::Completed, JobState::Failed, JobState::Cancelled]
+                .iter()
+                .any(|s| *s as i32 == import.state)
+        {
+            return import;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn export_end(app: &TestApp, id: &str) -> Export {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "export {id} did not end in 120 s");
+        let got = ExportServiceClient::new(app.channel.clone())
+            .get_export(app.request(GetExportRequest { id: id.into() }))
+            .await;
+        if let Ok(export) = got.map(tonic::Response::into_inner)
+            && [JobState::Completed, JobState::Failed, JobState::Cancelled]
+                .iter()
+                .any(|s| *s as i32 == export.state)
+        {
+            return export;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the job has processed something, so the outage hits it mid-run.
+async fn until_started(app: &TestApp, id: &str, import: bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "job {id} never started");
+        let processed = if import {
+            ImportServiceClient::new(app.channel.clone())
+                .get_import(app.request(GetImportRequest { id: id.into() }))
+                .await
+                .map(|r| r.into_inner().processed_items)
+                .unwrap_or(0)
+        } else {
+            ExportServiceClient::new(app.channel.clone())
+                .get_export(app.request(GetExportRequest { id: id.into() }))
+                .await
+                .map(|r| r.into_inner().progress.map(|p| p.rows_done).unwrap_or(0))
+                .unwrap_or(0)
+        };
+        if processed > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn upload_messages(rows: usize) -> Vec<UploadImportRequest> {
+    let mut csv = String::from("tax_id,type,name\n");
+    for i in 0..rows {
+        csv.push_str(&format!("OUT{i},pf,Row {i}\n"));
+    }
+    let mut out = vec![UploadImportRequest {
+        payload: Some(Payload::Options(ImportOptions {
+            country: "MX".into(),
+            ..Default::default()
+        })),
+    }];
+    out.extend(csv.as_bytes().chunks(64 * 1024).map(|c| UploadImportRequest {
+        payload: Some(Payload::Chunk(c.to_vec())),
+    }));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_and_an_export_cut_by_a_database_outage_end_with_exact_counts() {
+    const ROWS: usize = 20_000;
+    let cluster = Cluster::start();
+    let app = serve_on(&cluster, |c| {
+        c.bulk_import.batch_rows = 200;
+        c.exports.batch_rows = 200;
+        c.exports.batch_pause_millis = 2;
+    })
+    .await;
+
+    // The import: the database stops for 3 s in the middle.
+    let queued = ImportServiceClient::new(app.channel.clone())
+        .upload_import(app.request(tokio_stream::iter(upload_messages(ROWS))))
+        .await
+        .unwrap()
+        .into_inner();
+    until_started(&app, &queued.id, true).await;
+    cluster.down();
+    eprintln!("database stopped mid-import");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.up();
+    let done = import_end(&app, &queued.id).await;
+    eprintln!("import after the outage: {done:?}");
+    assert_eq!(done.state, JobState::Completed as i32, "{done:?}");
+    assert_eq!(done.processed_items, ROWS as i64, "{done:?}");
+    assert_eq!(done.failed_items, 0, "{done:?}");
+    assert_eq!(done.created_items + done.updated_items, ROWS as i64, "{done:?}");
+    let stored = count_entities(&cluster).await;
+    assert_eq!(stored, ROWS as i64, "one entity per row, none twice");
+
+    // The export: the database freezes for 3 s in the middle.
+    let created = ExportServiceClient::new(app.channel.clone())
+        .create_export(app.request(CreateExportRequest {
+            columns: vec!["tax_id".into(), "name".into()],
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    until_started(&app, &created.id, false).await;
+    cluster.freeze();
+    eprintln!("database frozen mid-export");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.thaw();
+    let done = export_end(&app, &created.id).await;
+    assert_eq!(done.state, JobState::Completed as i32, "{done:?}");
+    assert_eq!(done.row_count, ROWS as i64, "{done:?}");
+    app.stop().await;
+}
+
+async fn count_entities(cluster: &Cluster) -> i64 {
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = diesel_async::AsyncPgConnection::establish(&cluster.url())
+        .await
+        .unwrap();
+    diesel::sql_query("SELECT count(*) AS n FROM entities")
+        .get_result::<Count>(&mut conn)
+        .await
+        .unwrap()
+        .n
+}
+
+async fn health_names_a_missing_file_store_and_recovers(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let files = app.db.data_dir().join("files");
+    let aside = app.db.data_dir().join("files-aside");
+    std::fs::rename(&files, &aside).unwrap();
+    let to_not_serving = seconds_until_health(&app, ServingStatus::NotServing).await;
+    assert!(to_not_serving <= 2.0, "NOT_SERVING after {to_not_serving:.2} s");
+    let (status, body) = readyz(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["failing"], serde_json::json!(["storage"]), "{body}");
+    // Entities need no store: that service keeps serving.
+    let entity = HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest {
+            service: "ferry.v1.EntityService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(entity, ServingStatus::Serving as i32);
+    let export = HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest {
+            service: "ferry.v1.ExportService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(export, ServingStatus::NotServing as i32);
+    std::fs::rename(&aside, &files).unwrap();
+    let to_serving = seconds_until_health(&app, ServingStatus::Serving).await;
+    assert!(to_serving <= 2.0, "SERVING again after {to_serving:.2} s");
+    assert_eq!(readyz(&app).await.0, 200);
+    app.stop().await;
+}
