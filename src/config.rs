@@ -311,7 +311,9 @@ pub struct StorageConfig {
     /// (its body included: an 8 MiB part must go up within it), and between two
     /// chunks of a download.
     pub s3_read_timeout_secs: u64,
-    /// Longest time one S3 operation takes, its retries included.
+    /// Longest time one S3 operation takes, its retries included (equal to the
+    /// read timeout by default: a request that timed out is retried by the job, with
+    /// backoff, not at once inside the call).
     pub s3_operation_timeout_secs: u64,
 }
 
@@ -332,7 +334,7 @@ impl Default for StorageConfig {
             s3_kms_key_id: String::new(),
             s3_connect_timeout_millis: 3_000,
             s3_read_timeout_secs: 10,
-            s3_operation_timeout_secs: 15,
+            s3_operation_timeout_secs: 10,
         }
     }
 }

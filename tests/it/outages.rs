@@ -160,16 +160,19 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.thaw();
         let data = self.data().display().to_string();
-        let _ = Command::new(self.bin.join("pg_ctl"))
+        let path = self.bin.join("pg_ctl");
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let _ = command
             .args(["-D", &data, "-m", "immediate", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status();
-        if is_root() {
-            let _ = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(self.bin.join("pg_ctl"))
-                .args(["-D", &data, "-m", "immediate", "stop"])
-                .status();
-        }
     }
 }
 
@@ -180,6 +183,7 @@ async fn serve_on(cluster: &Cluster, adjust: impl FnOnce(&mut ferry::config::Con
         Backend::Sqlite,
         move |c| {
             c.database.url = url;
+            c.server.probe_timeout_millis = ferry::config::Config::default().server.probe_timeout_millis;
             adjust(c);
         },
         Workers::Ferry,
@@ -512,5 +516,260 @@ async fn health_names_a_missing_file_store_and_recovers(backend: Backend) {
     let to_serving = seconds_until_health(&app, ServingStatus::Serving).await;
     assert!(to_serving <= 2.0, "SERVING again after {to_serving:.2} s");
     assert_eq!(readyz(&app).await.0, 200);
+    app.stop().await;
+}
+
+crate::on_both_backends!(a_full_store_fails_the_export_as_storage_full_and_keeps_no_partial_file);
+
+/// A tmpfs of `size` mounted by the test (CI runs as root), unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(
+            mounted.success(),
+            "mounting a tmpfs needs root (CI runs as root): mount -t tmpfs at {}",
+            dir.path().display()
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Regular files anywhere below the mount point.
+    fn files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.path(), &mut out);
+        out
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// The store fills up while an export is stored: the export fails at once with
+/// STORAGE_FULL (not after retries), the part it wrote is removed so the store is
+/// as it was, an upload onto a full store is RESOURCE_EXHAUSTED `STORAGE_FULL`,
+/// and once there is room the next export completes.
+async fn a_full_store_fails_the_export_as_storage_full_and_keeps_no_partial_file(backend: Backend) {
+    let disk = SmallDisk::mount("1m");
+    let store = disk.path().display().to_string();
+    let app = TestApp::start_with(backend, move |c| c.storage.local_dir = store, Workers::Ferry).await;
+    let rows: Vec<_> = (1..=30_000)
+        .map(|n| crate::entities_fixture(&app.org_id, n))
+        .collect();
+    for chunk in rows.chunks(2_000) {
+        ferry::db::entities::insert(&mut app.db().conn().await.unwrap(), chunk)
+            .await
+            .unwrap();
+    }
+    let mut exports = ExportServiceClient::new(app.channel.clone());
+    let created = exports
+        .create_export(app.request(CreateExportRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = export_end(&app, &created.id).await;
+    assert_eq!(done.state, JobState::Failed as i32, "{done:?}");
+    assert_eq!(done.attempt_count, 1, "a full store was retried: {done:?}");
+    let row = ferry::db::jobs::find(&mut app.db().conn().await.unwrap(), &created.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let failure: ferry::jobs::JobFailure = serde_json::from_str(row.error.as_deref().unwrap()).unwrap();
+    assert_eq!(failure.reason, "STORAGE_FULL", "{failure:?}");
+    assert_eq!(disk.files(), Vec::<PathBuf>::new(), "the partial file was left");
+
+    // A store filled by something else: uploads are told so.
+    let filler = disk.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 1024 * 1024]);
+    let refused = ImportServiceClient::new(app.channel.clone())
+        .upload_import(app.request(tokio_stream::iter(upload_messages(10))))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(reason(&refused), "STORAGE_FULL", "{refused:?}");
+    std::fs::remove_file(&filler).unwrap();
+
+    let small = exports
+        .create_export(app.request(CreateExportRequest {
+            filter: Some(ferry::proto::EntityFilter {
+                tax_ids: vec!["FX-1".into(), "FX-2".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = export_end(&app, &small.id).await;
+    assert_eq!(done.state, JobState::Completed as i32, "{done:?}");
+    assert_eq!(done.row_count, 2, "{done:?}");
+    app.stop().await;
+}
+
+/// moto's S3 server (PyPI `moto[server]` 5.1.0, installed by `.ci/run`) in a
+/// process of its own, so the test can freeze it.
+struct MotoS3 {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl MotoS3 {
+    async fn start() -> MotoS3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server (pip install 'moto[server]==5.1.0')");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let moto = MotoS3 { child, endpoint };
+        moto.client()
+            .create_bucket()
+            .bucket(MOTO_BUCKET)
+            .send()
+            .await
+            .expect("create the bucket");
+        moto
+    }
+
+    fn client(&self) -> aws_sdk_s3::Client {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let config = aws_sdk_s3::config::Builder::new()
+            .http_client(http)
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for MotoS3 {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const MOTO_BUCKET: &str = "ferry-outages";
+
+/// The S3 server freezes: health turns NOT_SERVING within 2 s, an upload answers
+/// UNAVAILABLE `STORAGE_UNAVAILABLE` within its read timeout instead of hanging,
+/// and once it thaws health comes back, an export completes and no multipart
+/// upload is left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_object_store_is_reported_and_bounded_and_exports_complete_after_it() {
+    let moto = MotoS3::start().await;
+    let endpoint = moto.endpoint.clone();
+    let app = TestApp::start_with(
+        Backend::Sqlite,
+        move |c| {
+            c.storage.backend = ferry::config::StorageBackend::S3;
+            c.storage.s3_bucket = MOTO_BUCKET.into();
+            c.storage.s3_region = "us-east-1".into();
+            c.storage.s3_endpoint = endpoint;
+            c.storage.s3_force_path_style = true;
+            c.storage.s3_access_key_id = "test".into();
+            c.storage.s3_secret_access_key = "test".into();
+            c.storage.s3_read_timeout_secs = 3;
+            c.storage.s3_operation_timeout_secs = 5;
+            c.server.probe_timeout_millis = ferry::config::Config::default().server.probe_timeout_millis;
+        },
+        Workers::Ferry,
+    )
+    .await;
+    let rows: Vec<_> = (1..=2_000)
+        .map(|n| crate::entities_fixture(&app.org_id, n))
+        .collect();
+    ferry::db::entities::insert(&mut app.db().conn().await.unwrap(), &rows)
+        .await
+        .unwrap();
+
+    moto.signal("-STOP");
+    let frozen_at = Instant::now();
+    let upload = ImportServiceClient::new(app.channel.clone())
+        .upload_import(app.request(tokio_stream::iter(upload_messages(100))))
+        .await;
+    let took = frozen_at.elapsed();
+    let refused = upload.expect_err("an upload to a frozen store");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert_eq!(reason(&refused), "STORAGE_UNAVAILABLE", "{refused:?}");
+    assert!(took <= Duration::from_secs(8), "answered after {took:?}");
+    eprintln!("frozen S3: UploadImport UNAVAILABLE after {took:?} (read timeout 3 s)");
+    assert_eq!(overall_health(&app).await, ServingStatus::NotServing as i32);
+    let (status, body) = readyz(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["failing"], serde_json::json!(["storage"]), "{body}");
+
+    // An export queued during the stall waits it out and completes.
+    let created = ExportServiceClient::new(app.channel.clone())
+        .create_export(app.request(CreateExportRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    moto.signal("-CONT");
+    let to_serving = seconds_until_health(&app, ServingStatus::Serving).await;
+    assert!(to_serving <= 2.0, "SERVING again after {to_serving:.2} s");
+    let done = export_end(&app, &created.id).await;
+    assert_eq!(done.state, JobState::Completed as i32, "{done:?}");
+    assert_eq!(done.row_count, 2_000, "{done:?}");
+    let open = moto
+        .client()
+        .list_multipart_uploads()
+        .bucket(MOTO_BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert!(open.uploads().is_empty(), "{:?}", open.uploads());
     app.stop().await;
 }

@@ -118,6 +118,9 @@ pub fn test_config(db: &TestDb) -> Config {
         .unwrap_or(8);
     // Revocations and plan changes reach a SQLite server within this bound.
     config.auth.cache_ttl_millis = 1_000;
+    // A suite running on two busy cores must not see a slow probe as an outage;
+    // the outage tests (tests/it/outages.rs) put the default back.
+    config.server.probe_timeout_millis = 3_000;
     config.jobs.heartbeat_millis = 200;
     config.jobs.lease_secs = 5;
     config.jobs.poll_millis = 100;
