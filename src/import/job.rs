@@ -278,3 +278,29 @@ fn refresh_statistics_after(db: &Db, counters: &ImportResult) {
         tokio::spawn(async move { crate::db::entities::refresh_statistics(&url).await });
     }
 }
+
+/// Once an import has ended (completed, failed or cancelled) no retry reads its
+/// upload again: the file, the customer's tax IDs, names and KYC data, leaves the
+/// store at once instead of waiting for the job's retention. What this cannot
+/// delete now (a store outage) the retention purge deletes later.
+pub fn upload_leaves_when_done(storage: Storage) -> crate::jobs::queue::EndHook {
+    Arc::new(move |row| {
+        let storage = storage.clone();
+        Box::pin(async move {
+            let Ok(job) = Job::<Import>::decode(row) else {
+                return;
+            };
+            if job.spec.object_key.is_empty() {
+                return;
+            }
+            match storage.delete(&job.spec.object_key).await {
+                Ok(()) => {
+                    tracing::info!(job.id = %job.id(), "the ended import's upload was removed from the store")
+                }
+                Err(err) => {
+                    tracing::warn!(job.id = %job.id(), error = %err, "cannot remove the ended import's upload now; the retention purge will")
+                }
+            }
+        })
+    })
+}

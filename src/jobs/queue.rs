@@ -1,5 +1,6 @@
 //! Enqueueing and reading jobs: what the services call. Workers live in `worker.rs`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::Stream;
@@ -76,7 +77,12 @@ pub struct Queue {
     events: JobEvents,
     config: JobsConfig,
     metrics: Arc<Metrics>,
+    /// What each kind does once one of its jobs has ended (see [`Queue::when_ended`]).
+    end_hooks: Arc<std::sync::RwLock<HashMap<&'static str, EndHook>>>,
 }
+
+/// Runs after a job's end is recorded, given its row (an import removes its upload).
+pub type EndHook = Arc<dyn Fn(JobRow) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// The row of a new queued job.
 pub(crate) fn new_row(job: NewJob, max_attempts: i32, now: i64) -> JobRow {
@@ -131,6 +137,32 @@ impl Queue {
             events,
             config,
             metrics,
+            end_hooks: Arc::default(),
+        }
+    }
+
+    /// Registers what happens once a job of `kind` has ended (completed, failed or
+    /// cancelled), on every path that records an end: the worker's, and a cancel of
+    /// a job that never ran. Best effort and in the background: the end itself is
+    /// already recorded, and the retention purge removes what a hook could not.
+    pub fn when_ended(&self, kind: &'static str, hook: EndHook) {
+        let mut hooks = self
+            .end_hooks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hooks.insert(kind, hook);
+    }
+
+    /// Runs the end hook of the row's kind, if any, in a task of its own.
+    pub(crate) fn ended(&self, row: &JobRow) {
+        let hook = self
+            .end_hooks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(row.kind.as_str())
+            .cloned();
+        if let Some(hook) = hook {
+            tokio::spawn(hook(row.clone()));
         }
     }
 
@@ -321,6 +353,9 @@ impl Queue {
                 })
             })
             .await?;
+        if row.is_terminal() {
+            self.ended(&row);
+        }
         let mut conn = self.db.conn().await?;
         self.events.publish(&mut conn, id).await;
         Ok(Job::decode(row)?)

@@ -362,6 +362,9 @@ impl Worker {
                 })
             })
             .await?;
+        if written > 0 {
+            self.queue.ended(job);
+        }
         if written > 0
             && let Some(id) = follow_up_id
         {

@@ -87,6 +87,10 @@ impl App {
         let storage = Storage::from_config(&config)
             .await
             .context("cannot open the file storage")?;
+        queue.when_ended(
+            crate::import::KIND,
+            crate::import::job::upload_leaves_when_done(storage.clone()),
+        );
         let mailer = Arc::new(Mailer::from_config(&config).context("cannot set up e-mail")?);
         let jwt = crate::auth::jwt::JwtVerifier::from_config(&config.auth).await?;
         let identities = match config.server.tls_identities.as_str() {

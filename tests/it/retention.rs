@@ -14,7 +14,10 @@ use tonic::Code;
 use crate::on_both_backends;
 use crate::support::{Backend, TestApp, execute};
 
-on_both_backends!(an_ended_job_past_its_retention_goes_with_its_errors_and_files);
+on_both_backends!(
+    an_ended_job_past_its_retention_goes_with_its_errors_and_files,
+    a_queued_import_cancelled_before_it_ran_leaves_no_upload,
+);
 
 const DAY: i64 = 24 * 3600 * 1000;
 
@@ -112,9 +115,15 @@ async fn an_ended_job_past_its_retention_goes_with_its_errors_and_files(backend:
         (done.state, done.failed_items, done.has_error_report),
         (JobState::Completed as i32, 1, true)
     );
-    let mut upload_and_report = files_of(&app, "imports", &done.id);
-    upload_and_report.sort();
-    assert_eq!(upload_and_report, ["errors.csv", "upload.csv"]);
+    // The upload leaves the store as soon as the import has ended; the error
+    // report stays for its retention.
+    let left = until_ended(
+        "upload's removal",
+        || async { files_of(&app, "imports", &done.id) },
+        |files| files.len() == 1,
+    )
+    .await;
+    assert_eq!(left, ["errors.csv"]);
     let exported = export(&app).await;
     assert_eq!(exported.state, JobState::Completed as i32);
     assert_eq!(files_of(&app, "exports", &exported.id).len(), 1);
@@ -151,8 +160,14 @@ async fn an_ended_job_past_its_retention_goes_with_its_errors_and_files(backend:
     );
     drop(conn);
     assert!(files_of(&app, "imports", &done.id).is_empty());
-    // The recent import and the export whose file has not expired stay.
-    assert_eq!(files_of(&app, "imports", &recent.id).len(), 1);
+    // The recent import (its upload already gone: it had ended) and the export
+    // whose file has not expired stay.
+    ImportServiceClient::new(app.channel.clone())
+        .get_import(app.request(GetImportRequest {
+            id: recent.id.clone(),
+        }))
+        .await
+        .unwrap();
     assert_eq!(files_of(&app, "exports", &exported.id).len(), 1);
 
     // Once the janitor expired the export's file, the next pass removes the job.
@@ -215,3 +230,44 @@ async fn jobs_past_their_retention_go_in_batches(backend: Backend) {
 }
 
 on_both_backends!(jobs_past_their_retention_go_in_batches);
+
+/// No worker runs: the import stays queued with its upload stored until it is
+/// cancelled, and then the upload leaves the store.
+async fn a_queued_import_cancelled_before_it_ran_leaves_no_upload(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let messages = vec![
+        UploadImportRequest {
+            payload: Some(Payload::Options(ImportOptions {
+                country: "AR".into(),
+                ..Default::default()
+            })),
+        },
+        UploadImportRequest {
+            payload: Some(Payload::Chunk(
+                b"tax_id,type,name\n20-12345678-6,pf,Ana\n".to_vec(),
+            )),
+        },
+    ];
+    let mut client = ImportServiceClient::new(app.channel.clone());
+    let queued = client
+        .upload_import(app.request(tokio_stream::iter(messages)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(files_of(&app, "imports", &queued.id), ["upload.csv"]);
+    let cancelled = client
+        .cancel_import(app.request(ferry::proto::CancelImportRequest {
+            id: queued.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.state, JobState::Cancelled as i32);
+    until_ended(
+        "upload's removal",
+        || async { files_of(&app, "imports", &queued.id) },
+        Vec::is_empty,
+    )
+    .await;
+    app.stop().await;
+}
