@@ -57,6 +57,10 @@ const PERMANENT: &[(&str, &str)] = &[
     ),
     ("AccountProblem", "the account behind the credentials is blocked"),
     (
+        "Forbidden",
+        "the store refuses these credentials: a wrong secret (storage.s3_secret_access_key), an unknown key (storage.s3_access_key_id) or a bucket policy that denies access",
+    ),
+    (
         "InvalidAccessKeyId",
         "the access key is unknown (storage.s3_access_key_id)",
     ),
@@ -92,7 +96,8 @@ where
         // HeadBucket's 404 (the only HEAD ferry sends) is a missing bucket.
         (None | Some("NotFound"), Some(404)) => "NoSuchBucket".to_string(),
         (Some(code), _) => code.to_string(),
-        (None, Some(403)) => "AccessDenied".to_string(),
+        // A HEAD's 403 cannot say whether the secret is wrong or access is denied.
+        (None, Some(403)) => "Forbidden".to_string(),
         (None, Some(301)) => "PermanentRedirect".to_string(),
         (None, _) => String::new(),
     };
