@@ -298,6 +298,10 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
         app.storage.clone(),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(crate::storage::keep_tidy(
+        app.storage.clone(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(crate::audit::keep_for(
         app.db.clone(),
         Duration::from_secs(app.config.audit.retention_days.saturating_mul(24 * 3600)),

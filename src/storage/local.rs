@@ -2,12 +2,20 @@
 //! route `/files/<key>` when the URL's signature and expiry check out.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rand::RngCore;
 
 use super::signing::UrlSigner;
 use super::{Download, StorageError};
 use crate::config::Config;
+
+/// What names a copy in progress: `.<name>.partial-<id>`, renamed once whole.
+const PARTIAL_MARK: &str = ".partial-";
+
+fn is_partial_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(PARTIAL_MARK)
+}
 
 #[derive(Clone)]
 pub struct LocalStore {
@@ -70,6 +78,37 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Removes `.partial-` copies older than `age` anywhere in the store.
+    pub async fn remove_abandoned(&self, age: Duration) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        let mut folders = vec![self.root.clone()];
+        while let Some(folder) = folders.pop() {
+            let Ok(mut entries) = tokio::fs::read_dir(&folder).await else {
+                continue;
+            };
+            while let Some(entry) = entries.next_entry().await? {
+                let Ok(meta) = entry.metadata().await else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    folders.push(entry.path());
+                    continue;
+                }
+                let name = entry.file_name();
+                let partial = name.to_str().is_some_and(is_partial_name);
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|elapsed| elapsed > age);
+                if partial && old && tokio::fs::remove_file(entry.path()).await.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Points download links at the address the HTTP listener actually bound (tests
     /// and `:0` ports).
     pub fn set_base_url(&self, base_url: &str) {
@@ -95,7 +134,7 @@ impl LocalStore {
         // no partial file is ever served or left to fill the store.
         if tokio::fs::rename(source, &target).await.is_err() {
             let partial = target.with_file_name(format!(
-                ".{}.partial-{}",
+                ".{}{PARTIAL_MARK}{}",
                 target.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
                 uuid::Uuid::now_v7().simple()
             ));

@@ -133,6 +133,16 @@ impl Storage {
         }
     }
 
+    /// Removes what a writer killed mid-write left behind, older than `age`: the
+    /// local store's hidden `.partial-` copies, S3's open multipart uploads under
+    /// the prefix (billed while open). Returns how many went.
+    pub async fn remove_abandoned(&self, age: Duration) -> Result<usize, StorageError> {
+        match self {
+            Storage::Local(store) => store.remove_abandoned(age).await,
+            Storage::S3(store) => store.remove_abandoned(age).await,
+        }
+    }
+
     /// Stores the file at `path` under `key`, streaming it (multipart on S3).
     /// Returns the stored size.
     pub async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<u64, StorageError> {
@@ -170,6 +180,21 @@ impl Storage {
             Storage::S3(store) => store.download_url(key, download).await,
         }
     }
+}
+
+/// Partial writes older than this belong to no running writer.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Hourly (and at start): removes partial writes a killed process left behind.
+pub async fn keep_tidy(storage: Storage, stop: tokio_util::sync::CancellationToken) {
+    crate::hourly::until_stopped(stop, || async {
+        match storage.remove_abandoned(ABANDONED_AFTER).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed partial files abandoned in the store"),
+            Err(err) => tracing::warn!(error = %err, "cannot sweep abandoned partial files now; next hour"),
+        }
+    })
+    .await
 }
 
 /// Keys are ferry's own (`exports/<org>/<job>/<file>`); anything that could escape a

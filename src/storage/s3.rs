@@ -318,6 +318,54 @@ impl S3Store {
         Ok(())
     }
 
+    /// Aborts multipart uploads under the prefix begun more than `age` ago (a
+    /// writer killed mid-upload never completes or aborts its own).
+    pub async fn remove_abandoned(&self, age: Duration) -> Result<usize, StorageError> {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let cutoff = aws_sdk_s3::primitives::DateTime::from(cutoff);
+        let mut removed = 0;
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .set_prefix((!self.prefix.is_empty()).then(|| format!("{}/", self.prefix)))
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| classify(&self.bucket, e))?;
+            for upload in page.uploads() {
+                let old = upload.initiated().is_some_and(|at| at.secs() < cutoff.secs());
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                if old {
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| classify(&self.bucket, e))?;
+                    removed += 1;
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(removed);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                return Ok(removed);
+            }
+        }
+    }
+
     pub async fn fetch_to_file(&self, key: &str, path: &Path) -> Result<u64, StorageError> {
         use tokio::io::AsyncWriteExt;
         let object = self

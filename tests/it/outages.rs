@@ -763,6 +763,16 @@ async fn a_frozen_object_store_is_reported_and_bounded_and_exports_complete_afte
     let done = export_end(&app, &created.id).await;
     assert_eq!(done.state, JobState::Completed as i32, "{done:?}");
     assert_eq!(done.row_count, 2_000, "{done:?}");
+    // A multipart upload a killed writer never finished is aborted by the sweep.
+    moto.client()
+        .create_multipart_upload()
+        .bucket(MOTO_BUCKET)
+        .key("exports/killed/entities.csv")
+        .send()
+        .await
+        .unwrap();
+    let swept = app.app.storage.remove_abandoned(Duration::ZERO).await.unwrap();
+    assert_eq!(swept, 1);
     let open = moto
         .client()
         .list_multipart_uploads()
@@ -771,5 +781,47 @@ async fn a_frozen_object_store_is_reported_and_bounded_and_exports_complete_afte
         .await
         .unwrap();
     assert!(open.uploads().is_empty(), "{:?}", open.uploads());
+    app.stop().await;
+}
+
+/// A process killed while it copied a file into the local store leaves a hidden
+/// `.partial-` copy: the hourly sweep removes it once it is a day old, and
+/// nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_copies_a_killed_writer_left_are_swept_after_a_day() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let folder = app
+        .db
+        .data_dir()
+        .join("files")
+        .join("exports")
+        .join("org")
+        .join("job");
+    std::fs::create_dir_all(&folder).unwrap();
+    let old = folder.join(".entities.csv.partial-0190f0");
+    let fresh = folder.join(".entities.csv.partial-0190f1");
+    let whole = folder.join("entities.csv");
+    for file in [&old, &fresh, &whole] {
+        std::fs::write(file, b"rows").unwrap();
+    }
+    let aged = Command::new("touch")
+        .args(["-d", "2 days ago"])
+        .arg(&old)
+        .arg(&whole)
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    let swept = app
+        .app
+        .storage
+        .remove_abandoned(ferry::storage::ABANDONED_AFTER)
+        .await
+        .unwrap();
+    assert_eq!(swept, 1);
+    assert!(!old.exists(), "the day-old partial copy stays");
+    assert!(
+        fresh.exists() && whole.exists(),
+        "a file that is not abandoned went"
+    );
     app.stop().await;
 }
