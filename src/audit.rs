@@ -25,6 +25,7 @@ pub const AUDITED_METHODS: &[&str] = &[
     "/ferry.v1.ImportService/UploadImport",
     "/ferry.v1.ImportService/CancelImport",
     "/ferry.v1.ImportService/GetImportErrorReport",
+    "/ferry.v1.ImportService/DeleteImport",
     "/ferry.v1.MappingService/CreateMapping",
     "/ferry.v1.MappingService/UpdateMapping",
     "/ferry.v1.MappingService/DeleteMapping",

@@ -287,6 +287,24 @@ impl ImportService for ImportApi {
         Call::serve(request, |call, req| async move { self.errors(&call, req).await }).await
     }
 
+    async fn delete_import(
+        &self,
+        request: Request<proto::DeleteImportRequest>,
+    ) -> Result<Response<()>, Status> {
+        Call::serve_audited(
+            request,
+            self.db(),
+            |r| r.id.trim().to_string(),
+            |call, req| async move {
+                Ok(self
+                    .imports
+                    .delete(call.org(), req.id.trim(), &call.actor())
+                    .await?)
+            },
+        )
+        .await
+    }
+
     async fn get_import_error_report(
         &self,
         request: Request<proto::GetImportErrorReportRequest>,

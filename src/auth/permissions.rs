@@ -69,6 +69,7 @@ pub const METHOD_PERMISSIONS: &[(&str, Access)] = &[
     ("/ferry.v1.ImportService/CancelImport", IMPORT),
     ("/ferry.v1.ImportService/ListImportErrors", IMPORT),
     ("/ferry.v1.ImportService/GetImportErrorReport", IMPORT),
+    ("/ferry.v1.ImportService/DeleteImport", IMPORT),
     ("/ferry.v1.EntityService/GetEntity", READ),
     ("/ferry.v1.EntityService/ListEntities", READ),
     ("/ferry.v1.MappingService/CreateMapping", IMPORT),

@@ -32,6 +32,9 @@ pub enum ImportCommand {
     Watch { id: String },
     /// Cancel a queued or running import.
     Cancel { id: String },
+    /// Delete an import's data: its files and error rows, then the import (the
+    /// entities it wrote stay).
+    Delete { id: String },
     /// The failed rows of an import: line, column, code, message.
     Errors {
         id: String,
@@ -147,6 +150,13 @@ pub async fn run(session: &Session, command: ImportCommand) -> Result<Exit, Clie
                 .cancel_import(session.request(proto::CancelImportRequest { id }))
                 .await?;
             print(session, &import.into_inner());
+            Ok(Exit::Ok)
+        }
+        ImportCommand::Delete { id } => {
+            client
+                .delete_import(session.request(proto::DeleteImportRequest { id: id.clone() }))
+                .await?;
+            session.output.done("deleted", &id);
             Ok(Exit::Ok)
         }
         ImportCommand::Errors { id, limit } => errors(session, id, limit).await,

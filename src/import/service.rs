@@ -558,6 +558,29 @@ impl Imports {
         Ok((rows, total))
     }
 
+    /// Deletes an import's data on request: its stored files (upload, error
+    /// report), its error rows (they go with the job) and the job; a queued or
+    /// running import is cancelled first. The entities it wrote stay. Recorded
+    /// once, as a delete, with the job's removal.
+    pub async fn delete(&self, organization_id: &str, id: &str, actor: &Actor) -> Result<(), ImportError> {
+        match self.queue.cancel::<Import>(organization_id, id, None).await {
+            Ok(_) | Err(QueueError::AlreadyFinished { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+        let job = self.queue.get::<Import>(organization_id, id).await?;
+        for key in <Import as crate::jobs::JobKind>::stored_files(&job) {
+            self.storage.delete(&key).await?;
+        }
+        if !self
+            .queue
+            .delete::<Import>(organization_id, id, Some(actor))
+            .await?
+        {
+            return Err(QueueError::NotFound { kind: super::KIND }.into());
+        }
+        Ok(())
+    }
+
     /// A URL to the failed rows, signed now, recorded as handed to `actor` before
     /// it is.
     pub async fn report(

@@ -378,7 +378,7 @@ pub async fn list(
 /// `{message}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Message {
-    message: String,
+    pub message: String,
 }
 
 /// `{url}`: the signed link to the file.

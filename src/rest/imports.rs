@@ -757,6 +757,36 @@ pub struct PreviewForm {
     columns: Option<String>,
 }
 
+/// `DELETE /batch-import/import/entities/{jobId}` (ferry's addition): the import's
+/// data goes (its files and error rows, then the import); the entities it wrote stay.
+#[utoipa::path(
+    delete,
+    path = "/batch-import/import/entities/{jobId}",
+    tag = "seed 003: imports",
+    params(("jobId" = String, Path, description = "The import's id")),
+    responses(
+        (status = 200, description = "Deleted: its files and error rows too; a queued or running import was cancelled first", body = super::exports_v1::Message),
+        (status = 404, description = "Unknown, or another organization's", body = ErrorEnvelope),
+        (status = "default", description = "Any other error, by the README's status table", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
+pub async fn delete(
+    State(state): State<RestState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, RestError> {
+    state
+        .imports
+        .delete(caller.principal.organization_id(), id.trim(), &caller.actor())
+        .await
+        .map_err(|e| RestError::new(e, &caller.request_id))?;
+    let message = super::exports_v1::Message {
+        message: "Import deleted successfully".into(),
+    };
+    Ok(Json(message).into_response())
+}
+
 /// `POST /batch-import/import/entities/{jobId}/cancel`: a queued import never runs;
 /// a running one stops at its next batch (rows already written stay).
 #[utoipa::path(

@@ -83,6 +83,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/ferry.v1.ImportService/GetImport",
     ),
     (
+        "DELETE",
+        "/batch-import/import/entities/{jobId}",
+        "/ferry.v1.ImportService/DeleteImport",
+    ),
+    (
         "POST",
         "/batch-import/import/entities/preview",
         "/ferry.v1.ImportService/UploadImport",
@@ -264,7 +269,7 @@ fn routes(state: RestState) -> OpenApiRouter {
         .routes(routes!(entity_exports::download))
         .routes(routes!(analytics_exports::create))
         .merge(upload)
-        .routes(routes!(imports::get))
+        .routes(routes!(imports::get, imports::delete))
         .routes(routes!(imports::errors))
         .routes(routes!(imports::cancel))
         .routes(routes!(imports::template))

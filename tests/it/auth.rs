@@ -39,7 +39,7 @@ fn contract_methods() -> Vec<String> {
             }
         }
     }
-    assert_eq!(methods.len(), 22, "the contract changed: {methods:?}");
+    assert_eq!(methods.len(), 23, "the contract changed: {methods:?}");
     methods
 }
 

@@ -17,6 +17,7 @@ use crate::support::{Backend, TestApp, execute};
 on_both_backends!(
     an_ended_job_past_its_retention_goes_with_its_errors_and_files,
     a_queued_import_cancelled_before_it_ran_leaves_no_upload,
+    deleting_an_import_removes_its_files_and_error_rows_and_keeps_its_entities,
 );
 
 const DAY: i64 = 24 * 3600 * 1000;
@@ -269,5 +270,77 @@ async fn a_queued_import_cancelled_before_it_ran_leaves_no_upload(backend: Backe
         Vec::is_empty,
     )
     .await;
+    app.stop().await;
+}
+
+/// DeleteImport (gRPC) and its REST route: the error report and error rows go with
+/// the import, which is then NOT_FOUND; the entities it wrote stay.
+async fn deleting_an_import_removes_its_files_and_error_rows_and_keeps_its_entities(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let done = import(
+        &app,
+        "tax_id,type,name\n20-12345678-6,pf,Ana\n20-12345678-5,pf,Bad Digit\n",
+    )
+    .await;
+    assert_eq!((done.created_items, done.failed_items), (1, 1));
+    until_ended(
+        "upload's removal",
+        || async { files_of(&app, "imports", &done.id) },
+        |files| files.len() == 1,
+    )
+    .await;
+    let mut client = ImportServiceClient::new(app.channel.clone());
+    client
+        .delete_import(app.request(ferry::proto::DeleteImportRequest { id: done.id.clone() }))
+        .await
+        .unwrap();
+    assert!(
+        files_of(&app, "imports", &done.id).is_empty(),
+        "the error report stays"
+    );
+    let gone = client
+        .get_import(app.request(GetImportRequest { id: done.id.clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    let mut conn = app.db().conn().await.unwrap();
+    assert_eq!(
+        ferry::db::import_errors::count(&mut conn, &done.id)
+            .await
+            .unwrap(),
+        0
+    );
+    let filter = ferry::db::entities::EntityFilter::default();
+    assert_eq!(
+        ferry::db::entities::count(&mut conn, &app.org_id, &filter)
+            .await
+            .unwrap(),
+        1,
+        "the entity the import wrote stays"
+    );
+    drop(conn);
+    let again = client
+        .delete_import(app.request(ferry::proto::DeleteImportRequest { id: done.id.clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::NotFound);
+
+    // The REST door: DELETE /batch-import/import/entities/{jobId}.
+    let second = import(&app, "tax_id,type,name\n20-12345678-6,pf,Ana María\n").await;
+    let url = format!(
+        "http://{}/batch-import/import/entities/{}",
+        app.http_addr(),
+        second.id
+    );
+    let auth = format!("Authorization: Bearer {}", app.key);
+    let answer = crate::support::curl(&["-X", "DELETE", "-H", &auth, &url]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        answer.body.contains("Import deleted successfully"),
+        "{}",
+        answer.body
+    );
+    let answer = crate::support::curl(&["-H", &auth, &url]).await;
+    assert_eq!(answer.status, 404, "{}", answer.body);
     app.stop().await;
 }
