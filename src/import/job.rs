@@ -61,12 +61,17 @@ impl Position {
 }
 
 /// A write the database refused for its data fails the import at once
-/// (`IMPORT_WRITE_REJECTED`): it would fail the same way again. The rest retries.
+/// (`IMPORT_WRITE_REJECTED`): it would fail the same way again; so does a full
+/// disk (`STORAGE_FULL`). The rest retries.
 fn sink_error(err: SinkError) -> JobError {
     match err {
         SinkError::Rejected(message) => JobError::Permanent {
             reason: "IMPORT_WRITE_REJECTED".into(),
             message,
+        },
+        SinkError::Full(message) => JobError::Permanent {
+            reason: "STORAGE_FULL".into(),
+            message: format!("{message}; free space where the database lives, then import again"),
         },
         SinkError::Transient(message) => JobError::Transient(message),
         SinkError::LeaseLost => JobError::LeaseLost,

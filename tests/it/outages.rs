@@ -825,3 +825,58 @@ async fn partial_copies_a_killed_writer_left_are_swept_after_a_day() {
     );
     app.stop().await;
 }
+
+/// The SQLite database's folder fills up during an import: the import fails with
+/// a reason that says so, the database stays intact (`PRAGMA integrity_check` is
+/// `ok`), and once there is room the next import runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sqlite_folder_fails_the_import_with_a_reason_and_keeps_the_database_intact() {
+    let disk = SmallDisk::mount("6m");
+    let database = disk.path().join("ferry.db").display().to_string();
+    let url = database.clone();
+    let app = TestApp::start_with(
+        Backend::Sqlite,
+        move |c| {
+            c.database.url = url;
+            c.bulk_import.batch_rows = 500;
+        },
+        Workers::Ferry,
+    )
+    .await;
+    let queued = ImportServiceClient::new(app.channel.clone())
+        .upload_import(app.request(tokio_stream::iter(upload_messages(60_000))))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = import_end(&app, &queued.id).await;
+    assert_eq!(done.state, JobState::Failed as i32, "{done:?}");
+    let row = ferry::db::jobs::find(&mut app.db().conn().await.unwrap(), &queued.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let failure: ferry::jobs::JobFailure = serde_json::from_str(row.error.as_deref().unwrap()).unwrap();
+    eprintln!(
+        "full SQLite folder: {failure:?} after {} attempt(s)",
+        row.attempts
+    );
+    assert_eq!(failure.reason, "STORAGE_FULL", "{failure:?}");
+    let integrity: String = rusqlite::Connection::open(&database)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(disk.path())
+        .status()
+        .unwrap();
+    assert!(remounted.success());
+    let queued = ImportServiceClient::new(app.channel.clone())
+        .upload_import(app.request(tokio_stream::iter(upload_messages(100))))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = import_end(&app, &queued.id).await;
+    assert_eq!(done.state, JobState::Completed as i32, "{done:?}");
+    app.stop().await;
+}

@@ -126,6 +126,10 @@ pub enum SinkError {
     /// Connection, lock or resource trouble: worth another attempt.
     #[error("{0}")]
     Transient(String),
+    /// The database's disk is full (SQLite's `SQLITE_FULL`, PostgreSQL's SQLSTATE
+    /// 53100): retries seconds apart would not free it.
+    #[error("{0}")]
+    Full(String),
     /// Another worker owns the job: nothing was written.
     #[error("the job's lease was lost")]
     LeaseLost,

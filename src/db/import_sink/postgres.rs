@@ -253,7 +253,9 @@ fn pg_error(err: tokio_postgres::Error) -> SinkError {
         detail = db.detail().unwrap_or_default(),
         "{message}"
     );
-    if ["22", "23", "42"].iter().any(|class| code.starts_with(class)) {
+    if code == "53100" {
+        SinkError::Full(message)
+    } else if ["22", "23", "42"].iter().any(|class| code.starts_with(class)) {
         SinkError::Rejected(message)
     } else {
         SinkError::Transient(message)

@@ -141,9 +141,13 @@ fn write_batch<R: ImportRules>(
 /// attempt (`Rejected`, like PostgreSQL's data errors); busy, locked, I/O and the
 /// rest are transient.
 fn sqlite_error(err: rusqlite::Error) -> SinkError {
-    use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
+    use rusqlite::ErrorCode::{ConstraintViolation, DiskFull, TooBig, TypeMismatch};
     let message = format!("import write failed: {err}");
     match err.sqlite_error_code() {
+        Some(DiskFull) => {
+            tracing::error!("{message}");
+            SinkError::Full(message)
+        }
         Some(ConstraintViolation | TooBig | TypeMismatch) => {
             tracing::error!("{message}");
             SinkError::Rejected(message)
