@@ -395,6 +395,10 @@ pub struct BulkImportConfig {
     pub staged_minutes: u64,
     /// Files one organization may hold uploaded ahead of their import at once.
     pub max_staged_per_org: u32,
+    /// Days an import's error report (the CSV of its failed rows) is kept after the
+    /// import completed; then it is deleted and its download answers 410
+    /// `IMPORT_REPORT_EXPIRED`. 0: kept as long as the import.
+    pub report_retention_days: u64,
 }
 
 /// Rows per import for each plan.
@@ -527,6 +531,7 @@ impl Default for BulkImportConfig {
             max_active_per_org: 3,
             staged_minutes: 60,
             max_staged_per_org: 20,
+            report_retention_days: 7,
         }
     }
 }
@@ -848,6 +853,11 @@ impl Config {
             "bulk_import.max_active_per_org",
             self.bulk_import.max_active_per_org >= 1,
             "must be at least 1",
+        )?;
+        check(
+            "bulk_import.report_retention_days",
+            self.bulk_import.report_retention_days <= 3_650,
+            "must be at most 3650 (ten years); 0 keeps reports as long as their import",
         )?;
         check(
             "bulk_import.staged_minutes",

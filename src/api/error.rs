@@ -251,6 +251,9 @@ impl From<ImportError> for ApiError {
                 err.to_string(),
             )
             .with_metadata("limit", limit.to_string()),
+            ImportError::ReportExpired => {
+                ApiError::new(Code::FailedPrecondition, "IMPORT_REPORT_EXPIRED", err.to_string())
+            }
             ImportError::NoReport(_) => ApiError::new(
                 Code::FailedPrecondition,
                 "IMPORT_NO_ERROR_REPORT",

@@ -650,6 +650,22 @@ pub async fn due_for_expiry(conn: &mut Conn, kind: &str, now: i64, limit: i64) -
     })
 }
 
+/// Replaces a completed job's output and clears its expiry (an import whose error
+/// report expired stays COMPLETED); returns 0 if it is no longer completed.
+pub async fn replace_output(conn: &mut Conn, id: &str, result: &str, now: i64) -> QueryResult<usize> {
+    with_conn!(conn, |c| {
+        diesel::update(jobs::table.filter(jobs::id.eq(id)).filter(is_completed()))
+            .set((
+                jobs::result.eq(Some(result)),
+                jobs::expires_at.eq(None::<i64>),
+                jobs::updated_at.eq(now),
+                jobs::version.eq(jobs::version + 1),
+            ))
+            .execute(c)
+            .await
+    })
+}
+
 /// COMPLETED -> EXPIRED once its output is gone; returns 0 if it changed meanwhile.
 pub async fn mark_expired(conn: &mut Conn, id: &str, now: i64) -> QueryResult<usize> {
     with_conn!(conn, |c| {

@@ -30,6 +30,9 @@ pub struct ImportJob {
     pub temp_dir: PathBuf,
     /// Rows written per transaction.
     pub batch_rows: usize,
+    /// How long an error report is kept after the import completed (0: as long
+    /// as the import).
+    pub report_retention: Duration,
 }
 
 impl RunJob for ImportJob {
@@ -127,9 +130,12 @@ impl ImportJob {
             position.counters.report_size = size;
             position.counters.report_rows = rows;
         }
+        // A report expires like an export's file (`bulk_import.report_retention_days`).
+        let expires_at = (position.counters.report_key.is_some() && !self.report_retention.is_zero())
+            .then(|| crate::db::now_ms().saturating_add(crate::db::millis(self.report_retention)));
         Ok(Outcome {
             output: Some(position.counters),
-            expires_at: None,
+            expires_at,
             follow_up: super::notice::follow_up(job),
         })
     }

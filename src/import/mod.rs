@@ -3,6 +3,7 @@
 //! job that upserts entities batch by batch, and its error report.
 
 pub mod entity;
+pub mod expiry;
 pub mod headers;
 pub mod job;
 pub mod json_object;

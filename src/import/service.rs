@@ -46,6 +46,9 @@ pub enum ImportError {
     MessageTooLarge { limit_bytes: String },
     #[error("the import has no error report: {0}")]
     NoReport(String),
+    /// The report passed `bulk_import.report_retention_days` and was deleted.
+    #[error("the import's error report passed its retention and was deleted")]
+    ReportExpired,
     /// `bulk_import.max_staged_per_org` files are already staged and unexpired.
     #[error("the organization already has {limit} files uploaded ahead of their import")]
     TooManyStaged { limit: u32 },
@@ -195,6 +198,9 @@ impl Imports {
         limit: usize,
     ) -> Result<(Vec<String>, Vec<FailedRow>), ImportError> {
         let job = self.queue.get::<Import>(organization_id, id).await?;
+        if job.output.as_ref().is_some_and(|o| o.report_expired_at.is_some()) {
+            return Err(ImportError::ReportExpired);
+        }
         let Some(key) = job.output.as_ref().and_then(|o| o.report_key.clone()) else {
             return Err(ImportError::NoReport(
                 "no row failed, or the import is not finished".into(),
@@ -591,6 +597,9 @@ impl Imports {
     ) -> Result<ReportLink, ImportError> {
         let job = self.queue.get::<Import>(organization_id, id).await?;
         let result = job.output.clone().unwrap_or_default();
+        if result.report_expired_at.is_some() {
+            return Err(ImportError::ReportExpired);
+        }
         let Some(key) = result.report_key.clone() else {
             let why = if job.row.is_terminal() {
                 "no row failed".to_string()

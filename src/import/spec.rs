@@ -87,6 +87,10 @@ pub struct ImportResult {
     pub report_size: u64,
     #[serde(default)]
     pub report_rows: i64,
+    /// When the error report passed `bulk_import.report_retention_days` and was
+    /// deleted (`report_key` is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_expired_at: Option<i64>,
 }
 
 /// What an import job runs from: its payload.

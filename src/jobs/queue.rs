@@ -388,6 +388,19 @@ impl Queue {
             .collect())
     }
 
+    /// A completed job's output, replaced (its expiry cleared); `false` if it is no
+    /// longer completed. Watchers hear of it.
+    pub async fn replace_output<K: JobKind>(&self, id: &str, output: &K::Output) -> Result<bool, QueueError> {
+        let result = serde_json::to_string(output)
+            .map_err(|e| QueueError::from(diesel::result::Error::SerializationError(Box::new(e))))?;
+        let mut conn = self.db.conn().await?;
+        if jobs::replace_output(&mut conn, id, &result, now_ms()).await? == 0 {
+            return Ok(false);
+        }
+        self.events.publish(&mut conn, id).await;
+        Ok(true)
+    }
+
     /// COMPLETED -> EXPIRED once the job's output is gone; `false` if it changed
     /// meanwhile.
     pub async fn mark_expired(&self, id: &str) -> Result<bool, QueueError> {

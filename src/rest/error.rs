@@ -59,7 +59,7 @@ impl RestError {
 pub fn status_of(error: &ApiError) -> StatusCode {
     match (error.code, error.reason.as_str()) {
         (_, "UPLOAD_TOO_LARGE" | "MESSAGE_TOO_LARGE") => StatusCode::PAYLOAD_TOO_LARGE,
-        (_, "EXPORT_EXPIRED") => StatusCode::GONE,
+        (_, "EXPORT_EXPIRED" | "IMPORT_REPORT_EXPIRED") => StatusCode::GONE,
         (_, "STORAGE_MISCONFIGURED") => StatusCode::SERVICE_UNAVAILABLE,
         (Code::InvalidArgument | Code::OutOfRange, _) => StatusCode::BAD_REQUEST,
         (Code::Unauthenticated, _) => StatusCode::UNAUTHORIZED,

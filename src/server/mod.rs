@@ -188,6 +188,12 @@ impl App {
             storage: self.storage.clone(),
             temp_dir: self.temp_dir(),
             batch_rows: self.config.bulk_import.batch_rows as usize,
+            report_retention: Duration::from_secs(
+                self.config
+                    .bulk_import
+                    .report_retention_days
+                    .saturating_mul(24 * 3600),
+            ),
         });
         Registry::new().with(export).with(import).with(email)
     }
@@ -283,6 +289,12 @@ pub async fn start(app: App, kinds: Registry) -> anyhow::Result<Running> {
         app.queue.clone(),
         app.storage.clone(),
         app.temp_dir(),
+        Duration::from_millis(app.config.jobs.poll_millis.max(1000)),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::import::expiry::run(
+        app.queue.clone(),
+        app.storage.clone(),
         Duration::from_millis(app.config.jobs.poll_millis.max(1000)),
         shutdown.clone(),
     )));

@@ -768,6 +768,7 @@ async fn an_import_retried_after_a_crash_writes_nothing_twice(backend: Backend) 
                 storage: app.app.storage.clone(),
                 temp_dir: app.app.temp_dir(),
                 batch_rows: 2,
+                report_retention: Duration::ZERO,
             },
         });
         let running = ferry::server::start(app.app.clone(), Registry::new().with(handler))

@@ -17,6 +17,7 @@ use crate::support::{Backend, TestApp, execute};
 on_both_backends!(
     an_ended_job_past_its_retention_goes_with_its_errors_and_files,
     a_queued_import_cancelled_before_it_ran_leaves_no_upload,
+    an_error_report_past_its_retention_is_deleted_and_its_download_is_gone,
     deleting_an_import_removes_its_files_and_error_rows_and_keeps_its_entities,
 );
 
@@ -131,6 +132,7 @@ async fn an_ended_job_past_its_retention_goes_with_its_errors_and_files(backend:
     let recent = import(&app, "tax_id,type,name\n20-12345678-6,pf,Ana María\n").await;
 
     // Both jobs of the first two ended 100 days ago; the retention is 90 days.
+    // The import's error report expired long before (7 days).
     execute(
         app.db(),
         &format!(
@@ -141,6 +143,17 @@ async fn an_ended_job_past_its_retention_goes_with_its_errors_and_files(backend:
         ),
     )
     .await;
+    execute(
+        app.db(),
+        &format!("UPDATE jobs SET expires_at = 1 WHERE id = '{}'", done.id),
+    )
+    .await;
+    assert_eq!(
+        ferry::import::expiry::expire_once(&app.app.queue, &app.app.storage)
+            .await
+            .unwrap(),
+        1
+    );
     let kinds = app.app.job_kinds();
     let before = ferry::db::now_ms() - 90 * DAY;
     let removed = ferry::jobs::retention::purge(app.db(), &app.app.storage, &kinds, before)
@@ -342,5 +355,79 @@ async fn deleting_an_import_removes_its_files_and_error_rows_and_keeps_its_entit
     );
     let answer = crate::support::curl(&["-H", &auth, &url]).await;
     assert_eq!(answer.status, 404, "{}", answer.body);
+    app.stop().await;
+}
+
+/// A completed import's error report is kept `bulk_import.report_retention_days`
+/// (7) and then deleted: the import stays COMPLETED with its counters and error
+/// rows, and the report's download answers FAILED_PRECONDITION (REST: 410)
+/// `IMPORT_REPORT_EXPIRED`.
+async fn an_error_report_past_its_retention_is_deleted_and_its_download_is_gone(backend: Backend) {
+    let app = TestApp::start_working(backend).await;
+    let done = import(
+        &app,
+        "tax_id,type,name\n20-12345678-6,pf,Ana\n20-12345678-5,pf,Bad Digit\n",
+    )
+    .await;
+    assert!(done.has_error_report);
+    let mut client = ImportServiceClient::new(app.channel.clone());
+    client
+        .get_import_error_report(app.request(ferry::proto::GetImportErrorReportRequest {
+            import_id: done.id.clone(),
+        }))
+        .await
+        .unwrap();
+    // Not yet due: nothing expires.
+    assert_eq!(
+        ferry::import::expiry::expire_once(&app.app.queue, &app.app.storage)
+            .await
+            .unwrap(),
+        0
+    );
+    let row = ferry::db::jobs::find(&mut app.db().conn().await.unwrap(), &done.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let in_seven_days = ferry::db::now_ms() + 7 * DAY;
+    let expires_at = row.expires_at.expect("a report has an expiry");
+    assert!((expires_at - in_seven_days).abs() < 60_000, "{expires_at}");
+
+    execute(
+        app.db(),
+        &format!("UPDATE jobs SET expires_at = 1 WHERE id = '{}'", done.id),
+    )
+    .await;
+    assert_eq!(
+        ferry::import::expiry::expire_once(&app.app.queue, &app.app.storage)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(files_of(&app, "imports", &done.id).is_empty(), "the report stays");
+    let refused = client
+        .get_import_error_report(app.request(ferry::proto::GetImportErrorReportRequest {
+            import_id: done.id.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(crate::support::reason(&refused), "IMPORT_REPORT_EXPIRED");
+    let after = client
+        .get_import(app.request(GetImportRequest { id: done.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.state, JobState::Completed as i32);
+    assert_eq!((after.created_items, after.failed_items), (1, 1));
+    assert!(!after.has_error_report);
+    let errors = client
+        .list_import_errors(app.request(ferry::proto::ListImportErrorsRequest {
+            import_id: done.id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!errors.errors.is_empty(), "the error rows stay with the import");
     app.stop().await;
 }
