@@ -26,6 +26,8 @@ pub enum AdminCommand {
     Sender(SenderCommand),
     #[command(subcommand)]
     Enrichment(EnrichmentCommand),
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Usage totals of an organization by kind and month.
     Usage {
         #[arg(long)]
@@ -46,6 +48,17 @@ pub enum AdminCommand {
         /// One JSON object per line instead of columns.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Files and bytes in the store per organization and kind (exports, imports,
+    /// staged), listed from the store itself.
+    Usage {
+        /// Only this organization.
+        #[arg(long)]
+        org: Option<String>,
     },
 }
 
@@ -198,6 +211,7 @@ pub async fn run(app: &App, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Domain(c) => domain(app, c).await,
         AdminCommand::Sender(c) => sender(app, c).await,
         AdminCommand::Enrichment(c) => enrichment(app, c).await,
+        AdminCommand::Storage(StorageCommand::Usage { org }) => storage_usage(app, org.as_deref()).await,
         AdminCommand::Usage { org } => usage_report(app, &org).await,
         AdminCommand::Audit {
             org,
@@ -655,6 +669,24 @@ async fn enrichment(app: &App, command: EnrichmentCommand) -> anyhow::Result<()>
                 println!("group {:<34} {}", row.slug, row.codes);
             }
         }
+    }
+    Ok(())
+}
+
+async fn storage_usage(app: &App, org: Option<&str>) -> anyhow::Result<()> {
+    let table = app.storage.usage().await?;
+    println!(
+        "{:<36} {:<8} {:>8} {:>14}",
+        "organization", "kind", "files", "bytes"
+    );
+    for ((organization, kind), usage) in table {
+        if org.is_some_and(|wanted| wanted != organization) {
+            continue;
+        }
+        println!(
+            "{organization:<36} {kind:<8} {:>8} {:>14}",
+            usage.files, usage.bytes
+        );
     }
     Ok(())
 }

@@ -275,7 +275,7 @@ impl Imports {
             expires_at: now + crate::db::millis(Duration::from_secs(limits.staged_minutes * 60)),
         };
         self.storage
-            .put_file(&row.object_key, path, "application/octet-stream")
+            .put_new_file(&row.object_key, path, "application/octet-stream")
             .await?;
         let saved = {
             let mut conn = self.queue.db().conn().await?;
@@ -509,7 +509,9 @@ impl Imports {
             "imports/{organization_id}/{id}/upload.{}",
             spec.format.extension()
         );
-        self.storage.put_file(&spec.object_key, path, "text/csv").await?;
+        self.storage
+            .put_new_file(&spec.object_key, path, "text/csv")
+            .await?;
         let job = NewJob {
             id: Some(id),
             request_id,

@@ -78,6 +78,29 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Calls `each` with the key and size of every stored file (hidden probe and
+    /// partial files left out).
+    pub async fn each_object(&self, each: &mut impl FnMut(&str, u64)) -> Result<(), StorageError> {
+        let mut folders = vec![self.root.clone()];
+        while let Some(folder) = folders.pop() {
+            let mut entries = tokio::fs::read_dir(&folder).await?;
+            while let Some(entry) = entries.next_entry().await? {
+                let Ok(meta) = entry.metadata().await else {
+                    continue;
+                };
+                let path = entry.path();
+                if meta.is_dir() {
+                    folders.push(path);
+                } else if !entry.file_name().to_string_lossy().starts_with('.')
+                    && let Ok(relative) = path.strip_prefix(&self.root)
+                {
+                    each(&relative.to_string_lossy(), meta.len());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes `.partial-` copies older than `age` anywhere in the store.
     pub async fn remove_abandoned(&self, age: Duration) -> Result<usize, StorageError> {
         let mut removed = 0;

@@ -90,6 +90,30 @@ impl From<StorageError> for crate::jobs::JobError {
     }
 }
 
+/// Bytes stored for one organization and kind (the key's first segment:
+/// `exports`, `imports`, `staged`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Usage by (organization, kind), from keys `<kind>/<organization>/…`; keys of
+/// another shape count under `("", "other")`.
+pub type UsageTable = std::collections::BTreeMap<(String, String), Usage>;
+
+/// Adds one stored object to `table`.
+fn count_object(table: &mut UsageTable, key: &str, bytes: u64) {
+    let mut parts = key.split('/');
+    let slot = match (parts.next(), parts.next(), parts.next()) {
+        (Some(kind), Some(org), Some(_)) if !kind.starts_with('.') => (org.to_string(), kind.to_string()),
+        _ => (String::new(), "other".to_string()),
+    };
+    let usage = table.entry(slot).or_default();
+    usage.files += 1;
+    usage.bytes += bytes;
+}
+
 /// What a download link needs besides the key.
 #[derive(Debug, Clone)]
 pub struct Download<'a> {
@@ -143,6 +167,51 @@ impl Storage {
         }
     }
 
+    /// Files and bytes stored per organization and kind: a full listing of the
+    /// store (for `ferry admin storage usage`, not for a hot path).
+    pub async fn usage(&self) -> Result<UsageTable, StorageError> {
+        let mut table = UsageTable::new();
+        let mut add = |key: &str, bytes: u64| count_object(&mut table, key, bytes);
+        match self {
+            Storage::Local(store) => store.each_object(&mut add).await?,
+            Storage::S3(store) => store.each_object(&mut add).await?,
+        }
+        Ok(table)
+    }
+
+    /// Stores the file at `path` under a key no other writer uses (an upload's own
+    /// id). When the store did not answer in time the write's outcome is unknown:
+    /// a stalled store may still take it when it wakes, leaving a file no job
+    /// owns. So the key is deleted again in the background at [`RETRACT_AFTER`].
+    pub async fn put_new_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+    ) -> Result<u64, StorageError> {
+        let stored = self.put_file(key, path, content_type).await;
+        if let Err(err) = &stored
+            && err.is_timeout()
+        {
+            let (storage, key) = (self.clone(), key.to_string());
+            tokio::spawn(async move { storage.retract(&key).await });
+        }
+        stored
+    }
+
+    /// Deletes `key` at each of [`RETRACT_AFTER`] (a late write may land after an
+    /// earlier delete succeeded).
+    async fn retract(&self, key: &str) {
+        let mut waited = Duration::ZERO;
+        for at in RETRACT_AFTER {
+            tokio::time::sleep(at.saturating_sub(waited)).await;
+            waited = at;
+            if let Err(err) = self.delete(key).await {
+                tracing::warn!(key, error = %err, "cannot retract a write whose outcome was unknown; trying again");
+            }
+        }
+    }
+
     /// Stores the file at `path` under `key`, streaming it (multipart on S3).
     /// Returns the stored size.
     pub async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<u64, StorageError> {
@@ -181,6 +250,14 @@ impl Storage {
         }
     }
 }
+
+/// When a write that timed out is deleted again (see [`Storage::put_new_file`]).
+pub const RETRACT_AFTER: [Duration; 4] = [
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+];
 
 /// Partial writes older than this belong to no running writer.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);

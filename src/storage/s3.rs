@@ -318,6 +318,33 @@ impl S3Store {
         Ok(())
     }
 
+    /// Calls `each` with the key (without the prefix) and size of every object
+    /// under the prefix.
+    pub async fn each_object(&self, each: &mut impl FnMut(&str, u64)) -> Result<(), StorageError> {
+        let prefix = (!self.prefix.is_empty()).then(|| format!("{}/", self.prefix));
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .set_prefix(prefix.clone())
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify(&self.bucket, e))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                let key = prefix.as_deref().and_then(|p| key.strip_prefix(p)).unwrap_or(key);
+                each(key, object.size().unwrap_or(0).max(0) as u64);
+            }
+            token = page.next_continuation_token().map(str::to_string);
+            if page.is_truncated() != Some(true) || token.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
     /// Aborts multipart uploads under the prefix begun more than `age` ago (a
     /// writer killed mid-upload never completes or aborts its own).
     pub async fn remove_abandoned(&self, age: Duration) -> Result<usize, StorageError> {

@@ -15,6 +15,7 @@ on_both_backends!(
     with_json_logs_every_line_is_json_and_the_bootstrap_key_stays_in_its_file,
     a_rotated_key_works_beside_its_successor_until_the_grace_period_ends,
     admin_changes_are_in_the_audit_trail_that_admin_audit_lists,
+    admin_storage_usage_counts_files_and_bytes_per_organization_and_kind,
 );
 
 fn ferry(db: &TestDb, args: &[&str]) -> (bool, String, String) {
@@ -594,4 +595,44 @@ async fn admin_changes_are_in_the_audit_trail_that_admin_audit_lists(backend: Ba
     assert!(!ok, "a key was created without its audit record: {err}");
     let (_, keys, _) = ferry(&db, &["admin", "key", "list", "--org", &org]);
     assert!(!keys.contains("ghost"), "{keys}");
+}
+
+/// `ferry admin storage usage` lists the store itself: files and bytes per
+/// organization and kind, hidden partial copies left out; `--org` narrows it.
+async fn admin_storage_usage_counts_files_and_bytes_per_organization_and_kind(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (ok, _, err) = ferry(&db, &["migrate"]);
+    assert!(ok, "{err}");
+    let files = db.data_dir().join("files");
+    for (path, bytes) in [
+        ("exports/org-a/job-1/entities.csv", 100),
+        ("exports/org-a/job-2/entities.csv", 50),
+        ("imports/org-a/job-3/errors.csv", 7),
+        ("imports/org-b/job-4/upload.csv", 1000),
+        ("exports/org-a/job-5/.entities.csv.partial-01", 999),
+    ] {
+        let path = files.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![b'x'; bytes]).unwrap();
+    }
+    let (ok, out, err) = ferry(&db, &["admin", "storage", "usage"]);
+    assert!(ok, "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["org-a", "exports", "2", "150"],
+            vec!["org-a", "imports", "1", "7"],
+            vec!["org-b", "imports", "1", "1000"],
+        ],
+        "{out}"
+    );
+    let (ok, out, err) = ferry(&db, &["admin", "storage", "usage", "--org", "org-b"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("org-b"), "{out}");
 }

@@ -781,6 +781,29 @@ async fn a_frozen_object_store_is_reported_and_bounded_and_exports_complete_afte
         .await
         .unwrap();
     assert!(open.uploads().is_empty(), "{:?}", open.uploads());
+    // What the store holds, by organization and kind, read from S3's listing
+    // (moto 5.1.0 keeps the SDK's aws-chunked framing in the object, so its size
+    // is a little over the file's).
+    let usage = app.app.storage.usage().await.unwrap();
+    let exports = usage
+        .get(&(app.org_id.clone(), "exports".to_string()))
+        .expect("the export's file is counted");
+    assert_eq!(exports.files, 1);
+    assert!(exports.bytes >= done.file_size as u64, "{exports:?}");
+    // The upload refused during the stall was taken by moto when it woke: the
+    // retraction removes it (its first pass is 5 s after the refusal).
+    let orphan = async {
+        loop {
+            let usage = app.app.storage.usage().await.unwrap();
+            if !usage.contains_key(&(app.org_id.clone(), "imports".to_string())) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), orphan)
+        .await
+        .expect("the upload whose write timed out was not retracted");
     app.stop().await;
 }
 
