@@ -13,6 +13,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         title = "ferry REST door",
         description = "The predecessor APIs' endpoints (seeds 000–004) served by ferry over the same domain, permissions and database as its gRPC API, plus ferry's import status routes and live events. Errors use seed 004's envelope (seed 002's on its own route); the README has the status table.",
     ),
+    paths(crate::server::http::live, crate::server::http::ready),
     modifiers(&Credentials),
 )]
 pub struct ApiDoc;

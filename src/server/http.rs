@@ -29,22 +29,80 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/files/{*key}", get(download))
         .route("/metrics", get(metrics))
-        .route("/livez", get(|| async { "ok\n" }))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/livez", get(live))
+        .route("/healthz", get(live))
         .route("/readyz", get(ready))
         .with_state(state)
 }
 
+/// The process runs (a liveness probe: restarting it would not help while it
+/// answers). `/healthz` is its older name.
+#[utoipa::path(
+    get,
+    path = "/livez",
+    tag = "health",
+    responses((status = 200, description = "The process runs", body = String, content_type = "text/plain")),
+)]
+pub async fn live() -> &'static str {
+    "ok\n"
+}
+
+/// What `/readyz` answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ReadyView {
+    /// `ready` or `not ready`.
+    status: String,
+    /// The required dependencies that are out.
+    failing: Vec<String>,
+    /// Every dependency (`database`, `storage`, and `mail` when mail goes to a relay).
+    dependencies: std::collections::BTreeMap<String, DependencyView>,
+}
+
+/// One dependency as its last probe found it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DependencyView {
+    up: bool,
+    /// Out means not ready.
+    required: bool,
+    /// When it last changed (milliseconds since the epoch).
+    since_ms: i64,
+    /// Why it is out, in a word: `refused`, `no answer` or `error` (the full
+    /// message is in the log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<String>,
+}
+
 /// 200 when every required dependency answered its last probe, else 503 naming
 /// the ones that did not; the body lists every dependency either way.
-async fn ready(State(state): State<HttpState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready: every required dependency answers", body = ReadyView),
+        (status = 503, description = "Not ready: `failing` names the dependencies that are out", body = ReadyView),
+    ),
+)]
+pub async fn ready(State(state): State<HttpState>) -> Response {
     let snapshot = state.readiness.snapshot();
     let ready = snapshot.ready();
-    let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not ready" },
-        "failing": snapshot.failing(),
-        "dependencies": snapshot.0,
-    });
+    let body = ReadyView {
+        status: if ready { "ready" } else { "not ready" }.to_string(),
+        failing: snapshot.failing().into_iter().map(str::to_string).collect(),
+        dependencies: snapshot
+            .0
+            .iter()
+            .map(|(name, d)| {
+                let view = DependencyView {
+                    up: d.up,
+                    required: d.required,
+                    since_ms: d.since_ms,
+                    cause: d.cause.map(str::to_string),
+                };
+                (name.to_string(), view)
+            })
+            .collect(),
+    };
     let status = if ready {
         StatusCode::OK
     } else {

@@ -27,7 +27,7 @@ use crate::storage::Storage;
 const MAIL_EVERY: Duration = Duration::from_secs(15);
 
 /// One dependency as the last probe found it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dependency {
     pub up: bool,
     /// Out means not ready.
@@ -36,7 +36,6 @@ pub struct Dependency {
     pub since_ms: i64,
     /// Why it is out, in a word (`refused`, `no answer`, `error`): `/readyz` is
     /// public, so the full message (hosts, users) goes to the log only.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<&'static str>,
 }
 

@@ -836,7 +836,8 @@ async fn rest_calls_share_the_organizations_rate_limit_with_grpc() {
 
 /// The OpenAPI document is served without a key, says 3.1, and describes exactly
 /// the routes of the permission table (plus the events stream, whose signed URL is
-/// its credential), each keyed route with its security and every answer described.
+/// its credential, and the public health probes `/livez` and `/readyz`), each
+/// keyed route with its security and every answer described.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_every_rest_route_and_no_other() {
     let app = TestApp::start_with(Backend::Sqlite, |_| {}, crate::support::Workers::None).await;
@@ -852,7 +853,8 @@ async fn the_openapi_document_describes_every_rest_route_and_no_other() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             let keyed = operation["security"].as_array().is_some_and(|s| !s.is_empty());
-            assert_eq!(keyed, path != "/v1/events", "security of {method} {path}");
+            let public = ["/v1/events", "/livez", "/readyz"].contains(&path.as_str());
+            assert_eq!(keyed, !public, "security of {method} {path}");
             for (status, response) in operation["responses"].as_object().unwrap() {
                 assert!(
                     response["description"].as_str().is_some_and(|d| !d.is_empty()),
@@ -865,7 +867,7 @@ async fn the_openapi_document_describes_every_rest_route_and_no_other() {
     let mut served: Vec<(String, String)> = ferry::rest::ROUTES
         .iter()
         .map(|(method, path, _)| (method.to_string(), path.to_string()))
-        .chain([("GET".to_string(), "/v1/events".to_string())])
+        .chain(["/v1/events", "/livez", "/readyz"].map(|path| ("GET".to_string(), path.to_string())))
         .collect();
     described.sort();
     served.sort();
