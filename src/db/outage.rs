@@ -85,6 +85,9 @@ impl Db {
     }
 }
 
+/// The pause before a quick probe error is asked again.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Checks the database on a connection of its own and opens or closes the
 /// breaker with what it finds.
 pub struct Prober {
@@ -106,18 +109,35 @@ impl Prober {
     /// One check: `SELECT 1`, on the probe's connection (opened again after any
     /// failure, since a connection that timed out may still have an answer on its
     /// way). Updates the breaker; `Err` says why the database is out.
+    ///
+    /// A quick error is asked again once, on a new connection, before it counts:
+    /// one refused attempt can be a moment's contention (SQLite busy while the
+    /// last connection of a stopped process checkpoints its WAL), and opening the
+    /// breaker refuses every call. A refused connection fails twice in
+    /// milliseconds, so an outage is still seen at once; a timeout counts at once.
     pub async fn check(&mut self) -> Result<(), String> {
-        let result = match tokio::time::timeout(self.timeout, self.ask()).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
-        };
-        if result.is_err() {
-            self.conn = None;
+        let mut result = self.attempt().await;
+        if let Err((_, false)) = result {
+            tokio::time::sleep(RETRY_AFTER).await;
+            result = self.attempt().await;
         }
+        let result = result.map_err(|(cause, _)| cause);
         // The readiness module logs the transition.
         self.db
             .breaker
             .set(result.as_ref().err().map(|cause| Arc::from(cause.as_str())));
+        result
+    }
+
+    /// One `SELECT 1` within the timeout; the error says whether it timed out.
+    async fn attempt(&mut self) -> Result<(), (String, bool)> {
+        let result = match tokio::time::timeout(self.timeout, self.ask()).await {
+            Ok(result) => result.map_err(|cause| (cause, false)),
+            Err(_) => Err((format!("no answer within {} ms", self.timeout.as_millis()), true)),
+        };
+        if result.is_err() {
+            self.conn = None;
+        }
         result
     }
 
