@@ -464,17 +464,14 @@ where
 /// What every SQLite connection sets: the migrations', the pool's, and the
 /// import's own ([`import_sink`]), which adds its own foreign-key setting.
 ///
-/// The busy timeout comes first, so that setting WAL mode waits for a lock held a
-/// moment (the last connection of a stopped process checkpointing its WAL)
-/// instead of failing the new connection. The page size comes before any table
-/// because it only takes effect on a database not yet created (and before WAL
-/// mode is set); on an existing database it is a no-op, so
+/// The page size comes first because it only takes effect on a database not yet
+/// created (and before WAL mode is set); on an existing database it is a no-op, so
 /// databases made before keep 4 KiB pages. With 16 KiB pages SQLite itself inserts
 /// into `entities` (a table and four indexes) 1.6–2× faster
 /// (`scripts/sqlite_insert_ceiling.py --page-size`; fewer page splits and WAL frames
 /// per row, shallower b-trees), and a 1M-row import runs 1.1–1.3× faster.
-pub(crate) const SQLITE_SETTINGS: &str = "PRAGMA busy_timeout = 10000; PRAGMA page_size = 16384; \
-    PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;";
+pub(crate) const SQLITE_SETTINGS: &str = "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; \
+    PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;";
 
 async fn establish_sqlite(path: String) -> diesel::ConnectionResult<SqliteConn> {
     let mut conn = SqliteConn::establish(&path).await?;

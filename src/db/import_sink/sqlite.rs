@@ -60,6 +60,9 @@ impl<R: ImportRules> SqliteSink<R> {
         let (shared, committed) = (self.shared.clone(), self.committed.clone());
         let (writer, written) = tokio::task::spawn_blocking(move || {
             let written = write_batch(&mut writer, &shared, batch, committed);
+            if let Err(SinkError::Full(_)) = &written {
+                writer.free_wal();
+            }
             (writer, written)
         })
         .await

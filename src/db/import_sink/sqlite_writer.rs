@@ -108,6 +108,15 @@ impl SqliteWriter {
     }
 
     /// Starts a batch; waits (busy timeout) while another connection writes.
+    /// After a write failed on a full disk: folds the write-ahead log into the
+    /// database and truncates it, best effort, so the few pages that record the
+    /// import's failure fit (the rolled-back batch's frames held that space).
+    pub fn free_wal(&mut self) {
+        if let Err(err) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(error = %err, "cannot truncate the write-ahead log after a full disk");
+        }
+    }
+
     pub fn begin(&mut self) -> rusqlite::Result<Batch<'_>> {
         let tx = self
             .conn
