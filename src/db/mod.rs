@@ -22,6 +22,7 @@ pub mod organizations;
 pub mod outage;
 pub mod postgres;
 pub mod schema;
+pub mod sqlite_reserve;
 pub mod staged_uploads;
 pub mod usage;
 
@@ -282,6 +283,9 @@ impl Db {
             Pool::Pg(build_pool(manager, max_connections, acquire_timeout).await?)
         } else {
             let path = sqlite_path(url).to_string();
+            let database = path.clone();
+            // Best effort; a failure is logged (see `sqlite_reserve`).
+            let _ = tokio::task::spawn_blocking(move || sqlite_reserve::keep(&database)).await;
             let mut config = ManagerConfig::<SqliteConn>::default();
             config.custom_setup = Box::new(|url| establish_sqlite(url.to_string()).boxed());
             let manager = SqliteManager::new_with_config(path, config);

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::sqlite_writer::SqliteWriter;
 use super::{BatchEnd, Committed, DryRun, Fence, ImportRules, SinkError, Start, Tally};
-use crate::db::now_ms;
+use crate::db::{now_ms, sqlite_reserve};
 
 pub struct SqliteSink<R: ImportRules> {
     shared: Arc<Shared<R>>,
@@ -26,20 +26,27 @@ struct Shared<R> {
     fence: Fence,
     /// Set for a validate-only import: rows are counted, not written.
     dry_run: Option<Mutex<DryRun>>,
+    /// The database file's path, whose disk reserve a full disk frees.
+    database: String,
 }
 
 impl<R: ImportRules> SqliteSink<R> {
     pub(super) async fn open(url: &str, start: Start<R>) -> Result<Self, SinkError> {
         let path = crate::db::sqlite_path(url).to_string();
-        let writer = tokio::task::spawn_blocking(move || SqliteWriter::open(&path))
-            .await
-            .map_err(|e| SinkError::Transient(e.to_string()))?
-            .map_err(|e| SinkError::Transient(format!("cannot open the database for the import: {e}")))?;
+        let database = path.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            sqlite_reserve::keep(&path);
+            SqliteWriter::open(&path)
+        })
+        .await
+        .map_err(|e| SinkError::Transient(e.to_string()))?
+        .map_err(|e| SinkError::Transient(format!("cannot open the database for the import: {e}")))?;
         Ok(SqliteSink {
             shared: Arc::new(Shared {
                 dry_run: start.rules.dry_run().then(|| Mutex::new(DryRun::default())),
                 rules: start.rules,
                 fence: start.fence,
+                database,
             }),
             writer: Some(writer),
             committed: start.committed,
@@ -61,6 +68,9 @@ impl<R: ImportRules> SqliteSink<R> {
         let (writer, written) = tokio::task::spawn_blocking(move || {
             let written = write_batch(&mut writer, &shared, batch, committed);
             if let Err(SinkError::Full(_)) = &written {
+                // Room for the failure's record: the reserve first, then what
+                // the write-ahead log can give back.
+                sqlite_reserve::release(&shared.database);
                 writer.free_wal();
             }
             (writer, written)
