@@ -342,8 +342,11 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobsConfig {
-    /// Jobs one process runs at the same time.
+    /// Imports and exports one process runs at the same time (the work lane).
     pub workers: u32,
+    /// E-mail deliveries one process runs at the same time (the delivery lane,
+    /// apart from imports and exports, so a stalled relay never holds them up).
+    pub delivery_workers: u32,
     /// How long a claimed job stays leased without a heartbeat.
     pub lease_secs: u64,
     /// How often a running job renews its lease and checks for cancellation.
@@ -431,6 +434,20 @@ pub struct MailConfig {
     pub link_ttl_secs: u64,
     /// Pause between two messages of one delivery (a throttle for small relays).
     pub pause_millis: u64,
+    /// Longest wait for the relay's TCP (and TLS) connection.
+    pub smtp_connect_timeout_secs: u64,
+    /// Longest one message's whole conversation may take, greeting to the answer
+    /// to its data (lettre's async client bounds no single command, so this bounds
+    /// them all); a timeout is a transient failure, retried with backoff.
+    pub smtp_send_timeout_secs: u64,
+    /// Conversations in a row that get no answer (time out, refused, cut) before
+    /// the relay is thought down:
+    /// deliveries then wait in the queue (attempts not counted) instead of each
+    /// spending its timeout.
+    pub smtp_breaker_timeouts: u32,
+    /// How long deliveries wait once the relay is thought down, before one tries
+    /// again (a readiness probe that reaches the relay ends the wait sooner).
+    pub smtp_breaker_cooldown_secs: u64,
 }
 
 impl Default for MailConfig {
@@ -446,6 +463,10 @@ impl Default for MailConfig {
             system_sender: "ferry <no-reply@ferry.localhost>".into(),
             link_ttl_secs: 72 * 3600,
             pause_millis: 0,
+            smtp_connect_timeout_secs: 5,
+            smtp_send_timeout_secs: 30,
+            smtp_breaker_timeouts: 3,
+            smtp_breaker_cooldown_secs: 30,
         }
     }
 }
@@ -498,6 +519,7 @@ impl Default for JobsConfig {
     fn default() -> Self {
         JobsConfig {
             workers: 2,
+            delivery_workers: 2,
             lease_secs: 30,
             heartbeat_millis: 1000,
             poll_millis: 5000,
@@ -742,6 +764,31 @@ impl Config {
             "must be between 60 seconds and 7 days",
         )?;
         check("jobs.workers", self.jobs.workers >= 1, "must be at least 1")?;
+        check(
+            "jobs.delivery_workers",
+            self.jobs.delivery_workers >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "mail.smtp_connect_timeout_secs",
+            self.mail.smtp_connect_timeout_secs >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "mail.smtp_send_timeout_secs",
+            self.mail.smtp_send_timeout_secs >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "mail.smtp_breaker_timeouts",
+            self.mail.smtp_breaker_timeouts >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "mail.smtp_breaker_cooldown_secs",
+            self.mail.smtp_breaker_cooldown_secs >= 1,
+            "must be at least 1",
+        )?;
         check(
             "server.probe_interval_millis",
             (50..=60_000).contains(&self.server.probe_interval_millis),

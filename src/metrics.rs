@@ -71,6 +71,8 @@ pub struct Metrics {
     pool_idle: Gauge,
     pool_waiting: Gauge,
     dependencies: Family<DependencyLabels, Gauge>,
+    /// 1 while the mail relay's breaker holds deliveries back ([`crate::mail`]).
+    pub mail_relay_breaker_open: Gauge,
 }
 
 impl Default for Metrics {
@@ -88,6 +90,7 @@ impl Default for Metrics {
             pool_idle: Gauge::default(),
             pool_waiting: Gauge::default(),
             dependencies: Family::default(),
+            mail_relay_breaker_open: Gauge::default(),
             registry: Mutex::new(Registry::default()),
         };
         registry.register(
@@ -144,6 +147,11 @@ impl Default for Metrics {
             "dependency_up",
             "1 while the last readiness probe of a dependency (database, storage, mail) succeeded, else 0",
             metrics.dependencies.clone(),
+        );
+        registry.register(
+            "mail_relay_breaker_open",
+            "1 while deliveries wait because the mail relay kept timing out (mail.smtp_breaker_timeouts), else 0",
+            metrics.mail_relay_breaker_open.clone(),
         );
         Metrics {
             registry: Mutex::new(registry),

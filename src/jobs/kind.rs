@@ -16,10 +16,42 @@ use serde::de::DeserializeOwned;
 use super::{JobContext, JobError, JobOutcome, NewJob};
 use crate::db::jobs::JobRow;
 
+/// Which of the worker's lanes runs a kind. Each lane has its own concurrency
+/// (`jobs.workers`, `jobs.delivery_workers`) and claims only its kinds, so a job
+/// that waits on a third party (a mail relay, a webhook endpoint) never holds a
+/// slot an import or export needs, and a long export never delays a delivery.
+/// The queue stays one table with one claim path; the lane only filters kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lane {
+    /// Work on ferry's own data: imports, exports.
+    Work,
+    /// Conversations with the outside: e-mail deliveries (and webhooks).
+    Delivery,
+}
+
+impl Lane {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Work => "work",
+            Lane::Delivery => "delivery",
+        }
+    }
+
+    /// How many jobs of the lane one process runs at once.
+    pub fn workers(self, config: &crate::config::JobsConfig) -> u32 {
+        match self {
+            Lane::Work => config.workers,
+            Lane::Delivery => config.delivery_workers,
+        }
+    }
+}
+
 /// What a kind of job is, as data.
 pub trait JobKind: Send + Sync + 'static {
     /// The `kind` column value.
     const KIND: &'static str;
+    /// The lane whose workers run it.
+    const LANE: Lane = Lane::Work;
     /// The payload, versioned (`{"v":1,...}`).
     type Spec: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
     /// What the job keeps in its `result` column (while running, for kinds that
@@ -128,6 +160,7 @@ pub trait RunJob: Send + Sync + 'static {
 
 /// A runner with its kind erased, as the worker holds it.
 trait Runnable: Send + Sync {
+    fn lane(&self) -> Lane;
     fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>>;
     fn on_failure(&self, row: &JobRow) -> Option<NewJob>;
     fn stored_files(&self, row: &JobRow) -> Result<Vec<String>, Undecodable>;
@@ -136,6 +169,10 @@ trait Runnable: Send + Sync {
 struct Typed<R>(Arc<R>);
 
 impl<R: RunJob> Runnable for Typed<R> {
+    fn lane(&self) -> Lane {
+        R::Kind::LANE
+    }
+
     fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<JobOutcome, JobError>> {
         let runner = self.0.clone();
         Box::pin(async move {
@@ -190,6 +227,18 @@ impl Registry {
 
     pub fn kinds(&self) -> Vec<String> {
         self.runners.keys().map(|k| k.to_string()).collect()
+    }
+
+    /// The kinds of each lane that has any, lanes in order, kinds sorted.
+    pub fn lanes(&self) -> std::collections::BTreeMap<Lane, Vec<String>> {
+        let mut lanes = std::collections::BTreeMap::<Lane, Vec<String>>::new();
+        for (kind, runner) in &self.runners {
+            lanes.entry(runner.lane()).or_default().push(kind.to_string());
+        }
+        for kinds in lanes.values_mut() {
+            kinds.sort();
+        }
+        lanes
     }
 
     pub(crate) fn run(&self, ctx: JobContext) -> Option<BoxFuture<'static, Result<JobOutcome, JobError>>> {

@@ -11,7 +11,7 @@ pub mod worker;
 pub use crate::db::jobs::JobState;
 pub use context::JobContext;
 pub use events::JobEvents;
-pub use kind::{Job, JobKind, Outcome, Registry, RunJob, Undecodable};
+pub use kind::{Job, JobKind, Lane, Outcome, Registry, RunJob, Undecodable};
 pub use queue::{Enqueued, NewJob, Queue, QueueError};
 pub use worker::Worker;
 
@@ -45,6 +45,11 @@ pub enum JobError {
     /// This process is stopping; the job goes back to the queue.
     #[error("the worker is shutting down")]
     Shutdown,
+    /// What the job needs is known to be down (a mail relay behind an open
+    /// breaker): back to the queue for this long, the attempt not counted, so an
+    /// outage of a third party never uses up a job's attempts.
+    #[error("deferred: {why}")]
+    Deferred { after: std::time::Duration, why: String },
 }
 
 impl From<crate::db::DbError> for JobError {

@@ -48,17 +48,39 @@ impl Worker {
     }
 
     /// Runs jobs until `shutdown`; then stops claiming, tells running jobs to stop and
-    /// returns their leases so another replica can take them at once.
+    /// returns their leases so another replica can take them at once. Each lane
+    /// ([`super::Lane`]) claims its own kinds with its own slots.
     pub async fn run(self, shutdown: CancellationToken) {
-        let config = self.queue.config().clone();
-        let slots = Arc::new(Semaphore::new(config.workers as usize));
-        let kinds = self.kinds.kinds();
-        let mut running = JoinSet::new();
         let reaper = tokio::spawn(reap_forever(self.queue.clone(), shutdown.clone()));
-        let poll = Duration::from_millis(config.poll_millis);
         let live = self.hold_liveness(shutdown.clone());
+        let lanes = self.kinds.lanes();
+        let config = self.queue.config().clone();
         let this = Arc::new(self);
+        let mut loops = JoinSet::new();
+        for (lane, kinds) in lanes {
+            let slots = lane.workers(&config) as usize;
+            tracing::debug!(lane = lane.name(), slots, ?kinds, "worker lane starts");
+            loops.spawn(
+                this.clone()
+                    .claim_loop(kinds, slots, live.clone(), shutdown.clone()),
+            );
+        }
+        while loops.join_next().await.is_some() {}
+        let _ = reaper.await;
+    }
 
+    /// Claims and runs jobs of `kinds`, at most `slots` at once, until `shutdown`;
+    /// then waits for its running jobs to hand back.
+    async fn claim_loop(
+        self: Arc<Self>,
+        kinds: Vec<String>,
+        slots: usize,
+        live: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+    ) {
+        let slots = Arc::new(Semaphore::new(slots));
+        let poll = Duration::from_millis(self.queue.config().poll_millis);
+        let mut running = JoinSet::new();
         loop {
             // Claim only while the liveness lock is held: without it another replica
             // would take the job back at once.
@@ -73,13 +95,13 @@ impl Worker {
                 },
             };
             // Register for wake-ups before looking, so a job queued meanwhile is seen.
-            let events = this.queue.events().clone();
+            let events = self.queue.events().clone();
             let wakeup = events.wakeup();
             tokio::pin!(wakeup);
             wakeup.as_mut().enable();
-            match this.claim(&kinds).await {
+            match self.claim(&kinds).await {
                 Ok(Some((job, lease_id))) => {
-                    let worker = this.clone();
+                    let worker = self.clone();
                     let stop = shutdown.clone();
                     running.spawn(async move {
                         worker.run_job(job, lease_id, stop).await;
@@ -99,7 +121,6 @@ impl Worker {
             }
         }
         while running.join_next().await.is_some() {}
-        let _ = reaper.await;
     }
 
     /// On PostgreSQL, holds this worker's liveness lock until `shutdown`; the flag
@@ -256,6 +277,13 @@ impl Worker {
                 tracing::warn!("job lost its lease to another worker; its result is dropped");
                 0
             }
+            Err(JobError::Deferred { after, why }) => {
+                let delay = crate::db::millis(after);
+                tracing::info!(reason = %why, retry_in_ms = delay, "job deferred; the attempt is not counted");
+                let error = failure_json(tonic::Code::Unavailable, "DEFERRED", &why);
+                let mut conn = self.queue.db().conn().await?;
+                jobs::requeue(&mut conn, &job.id, lease_id, now + delay, Some(&error), true, now).await?
+            }
             Err(JobError::Transient(message)) if job.attempts < job.max_attempts => {
                 let delay = backoff(self.queue.config(), job.attempts);
                 tracing::warn!(error = %message, retry_in_ms = delay, "job failed; will retry");
@@ -308,6 +336,7 @@ fn outcome_name(result: &Result<JobOutcome, JobError>, may_retry: bool) -> &'sta
         Ok(_) => "completed",
         Err(JobError::Cancelled) => "cancelled",
         Err(JobError::Shutdown) => "handed_back",
+        Err(JobError::Deferred { .. }) => "deferred",
         Err(JobError::LeaseLost) => "lease_lost",
         Err(JobError::Transient(_)) if may_retry => "retry",
         Err(JobError::Transient(_) | JobError::Permanent { .. }) => "failed",

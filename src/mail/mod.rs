@@ -1,9 +1,11 @@
 //! Outgoing e-mail, independent of what it is about: templates (en, es, pt) and a
 //! transport, SMTP via lettre or the embedded default, a folder of `.eml` files.
 
+pub mod relay;
 pub mod templates;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -22,6 +24,9 @@ pub enum MailError {
     Permanent(String),
     #[error("invalid mail settings: {0}")]
     Config(String),
+    /// The relay kept timing out; nothing was sent. Try again after this long.
+    #[error("the mail relay keeps timing out; deliveries wait {0:?} for it")]
+    RelayDown(Duration),
 }
 
 enum Transport {
@@ -40,6 +45,9 @@ pub struct Outgoing {
 
 pub struct Mailer {
     transport: Transport,
+    /// Bounds one message's whole SMTP conversation.
+    send_timeout: Duration,
+    relay: relay::Breaker,
     pub system_sender: Mailbox,
     pub templates: Templates,
 }
@@ -60,7 +68,9 @@ impl Mailer {
                             .map_err(|e| MailError::Config(e.to_string()))?
                     }
                 };
-                let mut builder = builder.port(mail.smtp_port);
+                let mut builder = builder
+                    .port(mail.smtp_port)
+                    .timeout(Some(Duration::from_secs(mail.smtp_connect_timeout_secs)));
                 if !mail.smtp_username.is_empty() {
                     builder = builder.credentials(Credentials::new(
                         mail.smtp_username.clone(),
@@ -82,6 +92,11 @@ impl Mailer {
         };
         Ok(Mailer {
             transport,
+            send_timeout: Duration::from_secs(mail.smtp_send_timeout_secs),
+            relay: relay::Breaker::new(
+                mail.smtp_breaker_timeouts,
+                Duration::from_secs(mail.smtp_breaker_cooldown_secs),
+            ),
             system_sender: mail
                 .system_sender
                 .parse()
@@ -95,12 +110,25 @@ impl Mailer {
     pub async fn probe(&self) -> Option<Result<(), String>> {
         match &self.transport {
             Transport::Drop(_) => None,
-            Transport::Smtp(smtp) => Some(match smtp.test_connection().await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err("the relay did not answer a NOOP".into()),
-                Err(err) => Err(err.to_string()),
-            }),
+            Transport::Smtp(smtp) => {
+                let answer = match tokio::time::timeout(self.send_timeout, smtp.test_connection()).await {
+                    Ok(Ok(true)) => Ok(()),
+                    Ok(Ok(false)) => Err("the relay did not answer a NOOP".into()),
+                    Ok(Err(err)) => Err(err.to_string()),
+                    Err(_) => Err(format!("the relay did not answer within {:?}", self.send_timeout)),
+                };
+                if answer.is_ok() {
+                    self.relay.answered();
+                }
+                Some(answer)
+            }
         }
+    }
+
+    /// Reports the relay's breaker on this gauge (`ferry_mail_relay_breaker_open`).
+    pub fn with_breaker_gauge(mut self, gauge: prometheus_client::metrics::gauge::Gauge) -> Mailer {
+        self.relay.report_on(gauge);
+        self
     }
 
     /// Whether mail goes to an SMTP relay (the readiness probe watches it).
@@ -135,11 +163,51 @@ impl Mailer {
                     .await
                     .map_err(|e| MailError::Transient(e.to_string()))
             }
-            Transport::Smtp(smtp) => match smtp.send(message).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_permanent() => Err(MailError::Permanent(e.to_string())),
-                Err(e) => Err(MailError::Transient(e.to_string())),
-            },
+            Transport::Smtp(smtp) => self.converse(smtp, message).await,
+        }
+    }
+
+    /// One message's conversation with the relay, bounded as a whole and fed to
+    /// the breaker: a timeout, or a connection refused or dropped, counts toward
+    /// it; any SMTP answer, even a refusal of the message, shows the relay is
+    /// there.
+    async fn converse(
+        &self,
+        smtp: &AsyncSmtpTransport<Tokio1Executor>,
+        message: Message,
+    ) -> Result<(), MailError> {
+        if let Some(wait) = self.relay.admit() {
+            return Err(MailError::RelayDown(wait));
+        }
+        match tokio::time::timeout(self.send_timeout, smtp.send(message)).await {
+            Ok(Ok(_)) => {
+                self.relay.answered();
+                Ok(())
+            }
+            Ok(Err(e)) if e.is_permanent() || e.is_transient() => {
+                // A 5xx or 4xx: the relay answered.
+                self.relay.answered();
+                if e.is_permanent() {
+                    Err(MailError::Permanent(e.to_string()))
+                } else {
+                    Err(MailError::Transient(e.to_string()))
+                }
+            }
+            // No answer at all: a timeout, a refused or dropped connection.
+            Ok(Err(e)) => Err(self.timed_out(e.to_string())),
+            Err(_) => Err(self.timed_out(format!(
+                "the mail relay did not finish the conversation within {} s",
+                self.send_timeout.as_secs()
+            ))),
+        }
+    }
+
+    /// A conversation the relay never answered: a transient failure, or, once
+    /// the breaker opens, a wait that spends no attempt.
+    fn timed_out(&self, message: String) -> MailError {
+        match self.relay.timed_out() {
+            Some(cooldown) => MailError::RelayDown(cooldown),
+            None => MailError::Transient(message),
         }
     }
 }

@@ -13,7 +13,7 @@ use super::{Link, Notice, Notices, Payload};
 use crate::calendar::rfc3339_millis;
 use crate::db::email_deliveries::{self, DeliveryRow};
 use crate::db::{Db, now_ms};
-use crate::jobs::{Job, JobContext, JobError, JobKind, Outcome, RunJob};
+use crate::jobs::{Job, JobContext, JobError, JobKind, Lane, Outcome, RunJob};
 use crate::mail::{MailError, Mailer, Outgoing, Rendered};
 use crate::orgs;
 use crate::storage::{Download, Storage};
@@ -23,6 +23,7 @@ pub struct Email;
 
 impl JobKind for Email {
     const KIND: &'static str = super::EMAIL_KIND;
+    const LANE: Lane = Lane::Delivery;
     type Spec = Payload;
     type Output = serde_json::Value;
 }
@@ -143,6 +144,18 @@ impl EmailJob {
                     ledger
                         .set(recipient, email_deliveries::SENT, Some(&message_id), None)
                         .await?
+                }
+                Err(MailError::RelayDown(after)) => {
+                    // Nothing went out: the recipient waits with the job, which
+                    // goes back to the queue without spending an attempt.
+                    ledger
+                        .set(recipient, email_deliveries::PENDING, None, None)
+                        .await?;
+                    ctx.publish(&ended.id).await;
+                    return Err(JobError::Deferred {
+                        after,
+                        why: "the mail relay keeps timing out".into(),
+                    });
                 }
                 Err(MailError::Transient(e)) => {
                     ledger

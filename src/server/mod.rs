@@ -91,7 +91,11 @@ impl App {
             crate::import::KIND,
             crate::import::job::upload_leaves_when_done(storage.clone()),
         );
-        let mailer = Arc::new(Mailer::from_config(&config).context("cannot set up e-mail")?);
+        let mailer = Arc::new(
+            Mailer::from_config(&config)
+                .context("cannot set up e-mail")?
+                .with_breaker_gauge(metrics.mail_relay_breaker_open.clone()),
+        );
         let jwt = crate::auth::jwt::JwtVerifier::from_config(&config.auth).await?;
         let identities = match config.server.tls_identities.as_str() {
             "" => Identities::default(),

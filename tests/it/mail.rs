@@ -3,7 +3,10 @@
 //! downloads the exact file, per-recipient billing, and at-most-once sending.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
 
 use ferry::db::email::{self, EmailDomainRow, EmailSenderRow};
 use ferry::db::email_deliveries::{self, DeliveryRow};
@@ -26,6 +29,7 @@ on_both_backends!(
     a_restarted_delivery_sends_each_recipient_exactly_one_message,
     a_failed_export_sends_a_failure_notice,
     the_embedded_default_drops_each_message_as_an_eml_file,
+    a_hung_mail_relay_holds_up_no_import_and_each_message_goes_once_it_answers,
 );
 
 /// A real SMTP server storing messages in a maildir; killed on drop.
@@ -44,13 +48,17 @@ impl Drop for SmtpServer {
 }
 
 async fn start_smtp() -> SmtpServer {
-    let dir = tempfile::tempdir().unwrap();
-    let maildir = dir.path().join("maildir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
+    start_smtp_on(port).await
+}
+
+async fn start_smtp_on(port: u16) -> SmtpServer {
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("maildir");
     let child = std::process::Command::new("python3")
         .args([
             "-m",
@@ -176,7 +184,12 @@ async fn get(app: &TestApp, id: &str) -> Export {
 
 /// Waits until every recipient of the export is SENT or FAILED.
 async fn wait_for_deliveries(app: &TestApp, id: &str) -> Export {
-    for _ in 0..300 {
+    wait_for_deliveries_within(app, id, Duration::from_secs(15)).await
+}
+
+async fn wait_for_deliveries_within(app: &TestApp, id: &str, bound: Duration) -> Export {
+    let started = Instant::now();
+    while started.elapsed() < bound {
         let export = get(app, id).await;
         let done = !export.recipients.is_empty()
             && export
@@ -598,5 +611,209 @@ async fn the_embedded_default_drops_each_message_as_an_eml_file(backend: Backend
     assert_eq!(header("Subject"), "Sua exportação de acme está pronta");
     assert_eq!(header("To"), "drop@example.com");
     assert_eq!(header("From"), "ferry <no-reply@ferry.localhost>");
+    app.stop().await;
+}
+
+/// When each conversation with the tarpit opened and closed.
+type Conversations = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
+
+/// A mail relay that accepts connections and never says a word (a tarpit, a
+/// firewall dropping packets after the handshake). It records when each
+/// conversation opened and closed; dropping it closes them all.
+struct Tarpit {
+    port: u16,
+    conversations: Conversations,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tarpit {
+    async fn start() -> Tarpit {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conversations: Conversations = Arc::default();
+        let log = conversations.clone();
+        let task = tokio::spawn(async move {
+            let mut held = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = log.clone();
+                held.spawn(async move {
+                    let index = {
+                        let mut log = log.lock().unwrap();
+                        log.push((Instant::now(), None));
+                        log.len() - 1
+                    };
+                    // Read whatever comes, answer nothing, until the client leaves.
+                    let mut sink = [0u8; 1024];
+                    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                    log.lock().unwrap()[index].1 = Some(Instant::now());
+                });
+            }
+        });
+        Tarpit {
+            port,
+            conversations,
+            task,
+        }
+    }
+
+    fn closed(&self) -> Vec<Instant> {
+        self.conversations
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.1)
+            .collect()
+    }
+
+    /// The most conversations open at once among those opened at or after `from`.
+    fn most_at_once_since(&self, from: Instant) -> usize {
+        let log = self.conversations.lock().unwrap();
+        let mut edges: Vec<(Instant, i32)> = Vec::new();
+        for (opened, closed) in log.iter().filter(|c| c.0 >= from) {
+            edges.push((*opened, 1));
+            edges.push((closed.unwrap_or_else(Instant::now), -1));
+        }
+        edges.sort();
+        let (mut open, mut most) = (0, 0);
+        for (_, step) in edges {
+            open += step;
+            most = most.max(open);
+        }
+        most as usize
+    }
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A relay that accepts and never answers holds no import up: deliveries run in
+/// their own lane, at most `jobs.delivery_workers` conversations at once, each
+/// bounded by `mail.smtp_send_timeout_secs`; after `mail.smtp_breaker_timeouts`
+/// timeouts in a row they wait in the queue without spending attempts. When a
+/// real relay answers on the same port, every recipient gets one message.
+async fn a_hung_mail_relay_holds_up_no_import_and_each_message_goes_once_it_answers(backend: Backend) {
+    let tarpit = Tarpit::start().await;
+    let port = tarpit.port;
+    let app = TestApp::start_with(
+        backend,
+        move |c| {
+            c.mail.transport = ferry::config::MailTransport::Smtp;
+            c.mail.smtp_host = "127.0.0.1".into();
+            c.mail.smtp_port = port;
+            c.mail.smtp_tls = ferry::config::SmtpTls::Plain;
+            c.mail.smtp_send_timeout_secs = 2;
+            c.mail.smtp_breaker_timeouts = 3;
+            c.mail.smtp_breaker_cooldown_secs = 2;
+            c.jobs.workers = 2;
+            c.jobs.delivery_workers = 2;
+        },
+        Workers::Ferry,
+    )
+    .await;
+    seed(&app).await;
+    // The readiness probe's first conversation (bounded by its timeout) ends
+    // before the deliveries start; its next one is 15 s later, so the
+    // conversations counted below are the deliveries' own.
+    let started = Instant::now();
+    while tarpit.closed().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the readiness probe never gave up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deliveries_from = Instant::now();
+    let recipients: Vec<String> = (1..=4).map(|i| format!("r{i}@example.com")).collect();
+    let mut exports = Vec::new();
+    for recipient in &recipients {
+        let request = CreateExportRequest {
+            delivery: delivery(&[recipient.as_str()], "en", ""),
+            ..Default::default()
+        };
+        let created = ExportServiceClient::new(app.channel.clone())
+            .create_export(app.request(request))
+            .await
+            .unwrap()
+            .into_inner();
+        let done = crate::outages::export_end(&app, &created.id).await;
+        assert_eq!(done.state, JobState::Completed as i32);
+        exports.push(created.id);
+    }
+    // Deliveries sit in conversations the relay never answers.
+    while tarpit.most_at_once_since(deliveries_from) < 2 {
+        assert!(
+            deliveries_from.elapsed() < Duration::from_secs(10),
+            "no delivery reached the relay"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let upload = Instant::now();
+    let queued = ferry::proto::import_service_client::ImportServiceClient::new(app.channel.clone())
+        .upload_import(app.request(tokio_stream::iter(crate::outages::upload_messages(10))))
+        .await
+        .unwrap()
+        .into_inner();
+    let imported = crate::outages::import_end(&app, &queued.id).await;
+    let took = upload.elapsed();
+    eprintln!("10-row import beside a hung relay: {took:?}");
+    assert_eq!(imported.state, JobState::Completed as i32, "{imported:?}");
+    assert_eq!(imported.created_items, 10, "{imported:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the import waited {took:?} behind the deliveries"
+    );
+    // Three conversations in a row timed out: the breaker opens and the
+    // deliveries wait in the queue.
+    while tarpit.closed().iter().filter(|t| **t >= deliveries_from).count() < 3 {
+        assert!(
+            deliveries_from.elapsed() < Duration::from_secs(30),
+            "the conversations never timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.app.metrics.mail_relay_breaker_open.get(), 1);
+    let most = tarpit.most_at_once_since(deliveries_from);
+    assert!(
+        most <= 2,
+        "{most} conversations at once; jobs.delivery_workers is 2"
+    );
+    for id in &exports {
+        let export = get(&app, id).await;
+        assert!(
+            export
+                .recipients
+                .iter()
+                .all(|r| r.state == DeliveryState::Pending as i32),
+            "{:?}",
+            export.recipients
+        );
+    }
+    // A real relay on the same port: each recipient gets one message.
+    drop(tarpit);
+    let smtp = start_smtp_on(port).await;
+    let mut delivered = Vec::new();
+    for id in &exports {
+        let export = wait_for_deliveries_within(&app, id, Duration::from_secs(30)).await;
+        assert!(
+            export
+                .recipients
+                .iter()
+                .all(|r| r.state == DeliveryState::Sent as i32),
+            "{:?}",
+            export.recipients
+        );
+        delivered.extend(export.recipients.iter().map(|r| r.email.clone()));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut to: Vec<String> = received(&smtp.maildir).into_iter().map(|m| m.to).collect();
+    to.sort();
+    assert_eq!(to, recipients, "each recipient exactly once");
     app.stop().await;
 }

@@ -337,7 +337,7 @@ async fn health_and_calls_follow_a_stopped_and_a_frozen_database() {
 }
 
 /// Polls GetImport (riding out UNAVAILABLE) until the import ends.
-async fn import_end(app: &TestApp, id: &str) -> Import {
+pub(crate) async fn import_end(app: &TestApp, id: &str) -> Import {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = None;
     loop {
@@ -360,7 +360,7 @@ async fn import_end(app: &TestApp, id: &str) -> Import {
     }
 }
 
-async fn export_end(app: &TestApp, id: &str) -> Export {
+pub(crate) async fn export_end(app: &TestApp, id: &str) -> Export {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         assert!(Instant::now() < deadline, "export {id} did not end in 120 s");
@@ -403,7 +403,7 @@ async fn until_started(app: &TestApp, id: &str, import: bool) {
     }
 }
 
-fn upload_messages(rows: usize) -> Vec<UploadImportRequest> {
+pub(crate) fn upload_messages(rows: usize) -> Vec<UploadImportRequest> {
     let mut csv = String::from("tax_id,type,name\n");
     for i in 0..rows {
         csv.push_str(&format!("OUT{i},pf,Row {i}\n"));
