@@ -787,7 +787,7 @@ fn calls() -> Vec<(&'static str, Call)> {
             async move {
                 let now = crate::db::now_ms();
                 let kinds = vec![crate::export::KIND.to_string(), crate::import::KIND.to_string()];
-                crate::db::jobs::claim_next(&s.app.db, &kinds, "bench", "bench", now + 30_000, now).await?;
+                crate::db::jobs::claim_next(&s.app.db, &kinds, "bench", "bench", 30_000, now).await?;
                 Ok(())
             }
             .boxed()
@@ -795,7 +795,7 @@ fn calls() -> Vec<(&'static str, Call)> {
         ("queue: heartbeat (lease renewal)", |s| {
             async move {
                 let mut conn = s.app.db.conn().await?;
-                crate::db::jobs::renew_lease(&mut conn, &s.export_id, "bench", crate::db::now_ms()).await?;
+                crate::db::jobs::renew_lease(&mut conn, &s.export_id, "bench", 30_000).await?;
                 Ok(())
             }
             .boxed()

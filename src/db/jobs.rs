@@ -2,6 +2,7 @@
 //! fenced by its lease id: a worker that lost its lease changes nothing.
 
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Nullable};
 use diesel_async::RunQueryDsl;
 
 use super::schema::jobs;
@@ -148,13 +149,20 @@ impl JobRow {
     }
 }
 
+/// Inserts a job. One due at once (`run_after` not after `created_at`) is due
+/// on the database's clock, which claims compare with: a job queued by a
+/// replica whose clock runs ahead would otherwise wait out the difference.
 pub async fn insert(conn: &mut Conn, row: &JobRow) -> QueryResult<()> {
+    let db_now = db_now_sql(conn);
     with_conn!(conn, |c| {
-        diesel::insert_into(jobs::table)
-            .values(row)
-            .execute(c)
-            .await
-            .map(drop)
+        diesel::insert_into(jobs::table).values(row).execute(c).await?;
+        if row.run_after <= row.created_at {
+            diesel::update(jobs::table.find(&row.id))
+                .set(jobs::run_after.eq(diesel::dsl::sql::<BigInt>(db_now)))
+                .execute(c)
+                .await?;
+        }
+        Ok(())
     })
 }
 
@@ -243,6 +251,29 @@ pub async fn count_active(conn: &mut Conn, organization_id: &str, kind: &str) ->
     })
 }
 
+/// The database's clock in the tables' unit (milliseconds since the epoch).
+/// Leases are taken, renewed and judged expired on it, never on a process's own
+/// clock: a replica whose wall clock runs ahead would otherwise see every other
+/// replica's leases as run out and take their running jobs.
+const PG_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint";
+const SQLITE_NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+
+/// A lease end that has passed on any clock: set when a lease's owner is known
+/// to be gone, so the reaper takes its jobs in its next pass.
+const EXPIRED: i64 = 0;
+
+fn db_now_sql(conn: &Conn) -> &'static str {
+    match conn {
+        Conn::Pg(_) => PG_NOW_MS,
+        Conn::Sqlite(_) => SQLITE_NOW_MS,
+    }
+}
+
+/// `lease_for_ms` from now on the database's clock, as a column value.
+fn lease_end(conn: &Conn, lease_for_ms: i64) -> diesel::expression::SqlLiteral<Nullable<BigInt>> {
+    diesel::dsl::sql::<Nullable<BigInt>>(&format!("({} + {lease_for_ms})", db_now_sql(conn)))
+}
+
 /// Claims a runnable job of the given kinds, fairly across organizations: the
 /// oldest runnable job of the organization whose last claim is oldest (never
 /// claimed first). One transaction picks it (`FOR UPDATE SKIP LOCKED` on
@@ -253,15 +284,16 @@ pub async fn claim_next(
     kinds: &[String],
     owner: &str,
     lease_id: &str,
-    lease_until: i64,
+    lease_for_ms: i64,
     now: i64,
 ) -> Result<Option<JobRow>, DbError> {
     let (kinds, owner, lease_id) = (kinds.to_vec(), owner.to_string(), lease_id.to_string());
     db.transaction(move |conn| {
         Box::pin(async move {
-            let Some(id) = next_runnable_id(conn, &kinds, now).await? else {
+            let Some(id) = next_runnable_id(conn, &kinds).await? else {
                 return Ok(None);
             };
+            let lease_until = lease_end(conn, lease_for_ms);
             let row = with_conn!(conn, |c| {
                 diesel::update(jobs::table.find(&id).filter(jobs::state.eq(JobState::Queued)))
                     .set((
@@ -284,7 +316,7 @@ pub async fn claim_next(
                     .optional()
             })?;
             if let Some(row) = &row {
-                take_turn(conn, &row.organization_id, now).await?;
+                take_turn(conn, &row.organization_id).await?;
             }
             Ok(row)
         })
@@ -294,17 +326,18 @@ pub async fn claim_next(
 
 /// Records that `organization_id` just had a job claimed: its next job waits
 /// behind every organization served earlier.
-async fn take_turn(conn: &mut Conn, organization_id: &str, now: i64) -> QueryResult<()> {
+async fn take_turn(conn: &mut Conn, organization_id: &str) -> QueryResult<()> {
     use super::schema::queue_turns;
+    let db_now = db_now_sql(conn);
     with_conn!(conn, |c| {
         diesel::insert_into(queue_turns::table)
             .values((
                 queue_turns::organization_id.eq(organization_id),
-                queue_turns::last_claimed_at.eq(now),
+                queue_turns::last_claimed_at.eq(diesel::dsl::sql::<BigInt>(db_now)),
             ))
             .on_conflict(queue_turns::organization_id)
             .do_update()
-            .set(queue_turns::last_claimed_at.eq(now))
+            .set(queue_turns::last_claimed_at.eq(diesel::dsl::sql::<BigInt>(db_now)))
             .execute(c)
             .await
     })?;
@@ -313,14 +346,15 @@ async fn take_turn(conn: &mut Conn, organization_id: &str, now: i64) -> QueryRes
 
 /// The next job to claim (see [`claim_next`]). It orders every runnable job, which
 /// the per-organization caps on active jobs keep to a few per organization.
-async fn next_runnable_id(conn: &mut Conn, kinds: &[String], now: i64) -> QueryResult<Option<String>> {
+async fn next_runnable_id(conn: &mut Conn, kinds: &[String]) -> QueryResult<Option<String>> {
+    let db_now = db_now_sql(conn);
     let organization_turn = diesel::dsl::sql::<diesel::sql_types::BigInt>(
         "COALESCE((SELECT t.last_claimed_at FROM queue_turns t \
          WHERE t.organization_id = jobs.organization_id), 0)",
     );
     let query = jobs::table
         .filter(jobs::state.eq(JobState::Queued))
-        .filter(jobs::run_after.le(now))
+        .filter(jobs::run_after.le(diesel::dsl::sql::<BigInt>(db_now)))
         .filter(jobs::kind.eq_any(kinds))
         .order((organization_turn, jobs::run_after, jobs::id))
         .select(jobs::id)
@@ -331,14 +365,16 @@ async fn next_runnable_id(conn: &mut Conn, kinds: &[String], now: i64) -> QueryR
     }
 }
 
-/// Extends a lease. `Ok(None)`: the lease is gone (reaped, or the job ended).
+/// Extends a lease to `lease_for_ms` from now on the database's clock.
+/// `Ok(None)`: the lease is gone (reaped, or the job ended).
 /// `Ok(Some(cancel_requested))` otherwise.
 pub async fn renew_lease(
     conn: &mut Conn,
     id: &str,
     lease_id: &str,
-    lease_until: i64,
+    lease_for_ms: i64,
 ) -> QueryResult<Option<bool>> {
+    let lease_until = lease_end(conn, lease_for_ms);
     with_conn!(conn, |c| {
         diesel::update(fenced(id, lease_id))
             .set(jobs::lease_expires_at.eq(lease_until))
@@ -446,23 +482,24 @@ pub async fn finish(
     })
 }
 
-/// Returns a held job to the queue to run at `run_after`. With `refund_attempt` the
-/// attempt does not count (a graceful shutdown is not the job's fault).
+/// Returns a held job to the queue to run `run_in_ms` from now on the
+/// database's clock. With `refund_attempt` the attempt does not count (a graceful shutdown is not the job's fault).
 pub async fn requeue(
     conn: &mut Conn,
     id: &str,
     lease_id: &str,
-    run_after: i64,
+    run_in_ms: i64,
     error: Option<&str>,
     refund_attempt: bool,
     now: i64,
 ) -> QueryResult<usize> {
     let refund = i32::from(refund_attempt);
+    let run_after = format!("({} + {run_in_ms})", db_now_sql(conn));
     with_conn!(conn, |c| {
         diesel::update(fenced(id, lease_id))
             .set((
                 jobs::state.eq(JobState::Queued),
-                jobs::run_after.eq(run_after),
+                jobs::run_after.eq(diesel::dsl::sql::<BigInt>(&run_after)),
                 jobs::error.eq(error),
                 jobs::attempts.eq(jobs::attempts - refund),
                 jobs::lease_id.eq(None::<String>),
@@ -538,14 +575,14 @@ pub async fn live_owners_of_running_jobs(conn: &mut Conn) -> QueryResult<Vec<Str
 
 /// Ends the leases of `owner`'s running jobs now (its process is gone), so the
 /// reaper takes them in the same pass.
-pub async fn expire_leases_of(conn: &mut Conn, owner: &str, now: i64) -> QueryResult<usize> {
+pub async fn expire_leases_of(conn: &mut Conn, owner: &str) -> QueryResult<usize> {
     with_conn!(conn, |c| {
         diesel::update(
             jobs::table
                 .filter(jobs::state.eq(JobState::Running))
                 .filter(jobs::lease_owner.eq(owner)),
         )
-        .set(jobs::lease_expires_at.eq(now - 1))
+        .set(jobs::lease_expires_at.eq(EXPIRED))
         .execute(c)
         .await
     })
@@ -553,14 +590,14 @@ pub async fn expire_leases_of(conn: &mut Conn, owner: &str, now: i64) -> QueryRe
 
 /// Ends the leases of running jobs whose owner ran in `instance` (a process found
 /// gone, whose lease owners end with `@<instance>`).
-pub async fn expire_leases_of_instance(conn: &mut Conn, instance: &str, now: i64) -> QueryResult<usize> {
+pub async fn expire_leases_of_instance(conn: &mut Conn, instance: &str) -> QueryResult<usize> {
     with_conn!(conn, |c| {
         diesel::update(
             jobs::table
                 .filter(jobs::state.eq(JobState::Running))
                 .filter(jobs::lease_owner.like(format!("%@{instance}"))),
         )
-        .set(jobs::lease_expires_at.eq(now - 1))
+        .set(jobs::lease_expires_at.eq(EXPIRED))
         .execute(c)
         .await
     })
@@ -569,11 +606,12 @@ pub async fn expire_leases_of_instance(conn: &mut Conn, instance: &str, now: i64
 /// Jobs whose lease ran out (their worker died): back to the queue, or FAILED /
 /// CANCELLED when no attempt is left or a cancel was asked. Returns their ids.
 pub async fn reap_expired_leases(conn: &mut Conn, now: i64, lost_error: &str) -> QueryResult<Vec<String>> {
+    let db_now = db_now_sql(conn);
     with_conn!(conn, |c| {
         let expired = || {
             jobs::table
                 .filter(jobs::state.eq(JobState::Running))
-                .filter(jobs::lease_expires_at.lt(now))
+                .filter(jobs::lease_expires_at.lt(diesel::dsl::sql::<Nullable<BigInt>>(db_now)))
         };
         let mut ids: Vec<String> = diesel::update(expired().filter(jobs::cancel_requested.eq(true)))
             .set((
@@ -606,7 +644,7 @@ pub async fn reap_expired_leases(conn: &mut Conn, now: i64, lost_error: &str) ->
             diesel::update(expired())
                 .set((
                     jobs::state.eq(JobState::Queued),
-                    jobs::run_after.eq(now),
+                    jobs::run_after.eq(diesel::dsl::sql::<BigInt>(db_now)),
                     jobs::lease_id.eq(None::<String>),
                     jobs::lease_owner.eq(None::<String>),
                     jobs::lease_expires_at.eq(None::<i64>),

@@ -166,9 +166,16 @@ impl Worker {
             return Ok(None);
         }
         let lease_id = new_id();
-        let now = now_ms();
-        let until = now + self.queue.config().lease_secs as i64 * 1000;
-        let job = jobs::claim_next(self.queue.db(), kinds, &self.owner, &lease_id, until, now).await?;
+        let lease_for_ms = self.queue.config().lease_secs as i64 * 1000;
+        let job = jobs::claim_next(
+            self.queue.db(),
+            kinds,
+            &self.owner,
+            &lease_id,
+            lease_for_ms,
+            now_ms(),
+        )
+        .await?;
         if let Some(job) = &job {
             let mut conn = self.queue.db().conn().await?;
             self.queue.events().publish(&mut conn, &job.id).await;
@@ -271,7 +278,7 @@ impl Worker {
             Err(JobError::Shutdown) => {
                 tracing::info!("job returned to the queue for another worker");
                 let mut conn = self.queue.db().conn().await?;
-                jobs::requeue(&mut conn, &job.id, lease_id, now, None, true, now).await?
+                jobs::requeue(&mut conn, &job.id, lease_id, 0, None, true, now).await?
             }
             Err(JobError::LeaseLost) => {
                 tracing::warn!("job lost its lease to another worker; its result is dropped");
@@ -282,23 +289,14 @@ impl Worker {
                 tracing::info!(reason = %why, retry_in_ms = delay, "job deferred; the attempt is not counted");
                 let error = failure_json(tonic::Code::Unavailable, "DEFERRED", &why);
                 let mut conn = self.queue.db().conn().await?;
-                jobs::requeue(&mut conn, &job.id, lease_id, now + delay, Some(&error), true, now).await?
+                jobs::requeue(&mut conn, &job.id, lease_id, delay, Some(&error), true, now).await?
             }
             Err(JobError::Transient(message)) if job.attempts < job.max_attempts => {
                 let delay = backoff(self.queue.config(), job.attempts);
                 tracing::warn!(error = %message, retry_in_ms = delay, "job failed; will retry");
                 let error = failure_json(tonic::Code::Unavailable, "TRANSIENT_ERROR", &message);
                 let mut conn = self.queue.db().conn().await?;
-                jobs::requeue(
-                    &mut conn,
-                    &job.id,
-                    lease_id,
-                    now + delay,
-                    Some(&error),
-                    false,
-                    now,
-                )
-                .await?
+                jobs::requeue(&mut conn, &job.id, lease_id, delay, Some(&error), false, now).await?
             }
             Err(err @ (JobError::Transient(_) | JobError::Permanent { .. })) => {
                 let (code, reason, message) = match err {
@@ -417,11 +415,11 @@ async fn heartbeat(queue: Queue, ctx: JobContext, shutdown: CancellationToken) {
             }
             _ = tokio::time::sleep(every) => {}
         }
-        let until = now_ms() + config.lease_secs as i64 * 1000;
+        let lease_for_ms = config.lease_secs as i64 * 1000;
         let renew = async {
             let mut conn = queue.db().conn().await?;
             Ok::<_, crate::db::DbError>(
-                jobs::renew_lease(&mut conn, &ctx.job().id, ctx.lease_id(), until).await,
+                jobs::renew_lease(&mut conn, &ctx.job().id, ctx.lease_id(), lease_for_ms).await,
             )
         };
         // The renewal can wait for the database (on SQLite, behind the job's own
@@ -496,7 +494,7 @@ pub async fn reap_once(queue: &Queue) -> Result<Vec<String>, crate::db::DbError>
     };
     for owner in live_owners {
         if !liveness::is_alive(&mut conn, &owner).await? {
-            let expired = jobs::expire_leases_of(&mut conn, &owner, now).await?;
+            let expired = jobs::expire_leases_of(&mut conn, &owner).await?;
             tracing::warn!(owner = %owner, jobs = expired, "the worker holding these jobs is gone; taking them back");
         }
     }

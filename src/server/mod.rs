@@ -108,7 +108,7 @@ impl App {
         // wait for their leases (the folder's lock says it is gone).
         for instance in &gone {
             let mut conn = db.conn().await?;
-            let taken = crate::db::jobs::expire_leases_of_instance(&mut conn, instance, crate::db::now_ms())
+            let taken = crate::db::jobs::expire_leases_of_instance(&mut conn, instance)
                 .await
                 .context("cannot take back the jobs of a stopped instance")?;
             if taken > 0 {

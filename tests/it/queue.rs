@@ -172,7 +172,7 @@ async fn a_worker_whose_lease_expired_cannot_write(backend: Backend) {
     let now = now_ms();
     // Worker A claims with a lease that has already run out.
     let lease_a = new_id();
-    jobs::claim_next(app.db(), &kinds, "worker-a", &lease_a, now - 1, now)
+    jobs::claim_next(app.db(), &kinds, "worker-a", &lease_a, -1, now)
         .await
         .unwrap()
         .unwrap();
@@ -180,7 +180,7 @@ async fn a_worker_whose_lease_expired_cannot_write(backend: Backend) {
     assert_eq!(reaped, vec![id.clone()]);
     // Worker B takes it over.
     let lease_b = new_id();
-    let claimed = jobs::claim_next(app.db(), &kinds, "worker-b", &lease_b, now + 60_000, now_ms())
+    let claimed = jobs::claim_next(app.db(), &kinds, "worker-b", &lease_b, 60_000, now_ms())
         .await
         .unwrap()
         .unwrap();
@@ -201,9 +201,7 @@ async fn a_worker_whose_lease_expired_cannot_write(backend: Backend) {
         0
     );
     assert_eq!(
-        jobs::renew_lease(&mut conn, &id, &lease_a, t + 1000)
-            .await
-            .unwrap(),
+        jobs::renew_lease(&mut conn, &id, &lease_a, 1000).await.unwrap(),
         None
     );
     drop(conn);
@@ -231,7 +229,7 @@ async fn a_crashed_workers_job_is_picked_up_after_its_lease(backend: Backend) {
     let id = queue.enqueue(job(&app.org_id, "ok")).await.unwrap().into_row().id;
     // A worker claims it and dies: no heartbeat, the lease runs out in 300 ms.
     let now = now_ms();
-    jobs::claim_next(app.db(), &[KIND.to_string()], "doomed", &new_id(), now + 300, now)
+    jobs::claim_next(app.db(), &[KIND.to_string()], "doomed", &new_id(), 300, now)
         .await
         .unwrap()
         .unwrap();

@@ -59,7 +59,36 @@ async fn a_watcher_on_one_replica_sees_a_job_run_by_another() {
 /// Another ferry process serving on `database_url`, whose exports crawl (one row per
 /// batch, 50 ms apart) and whose leases last a minute.
 fn slow_replica(data_dir: &std::path::Path, database_url: &str) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+    slow_replica_with(data_dir, database_url, None, &[])
+}
+
+/// libfaketime, from Debian's `faketime` package (`.ci/run` installs it).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// [`slow_replica`] with its wall clock moved by `clock` (libfaketime's
+/// `FAKETIME`, such as `+120s`; the monotonic clock is left alone, as NTP-less
+/// virtual machines drift) and more settings.
+fn slow_replica_with(
+    data_dir: &std::path::Path,
+    database_url: &str,
+    clock: Option<&str>,
+    settings: &[&str],
+) -> std::process::Child {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    if let Some(offset) = clock {
+        assert!(
+            std::path::Path::new(LIBFAKETIME).exists(),
+            "{LIBFAKETIME} is missing: apt-get install faketime"
+        );
+        command
+            .env("LD_PRELOAD", LIBFAKETIME)
+            .env("FAKETIME", offset)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
+    for setting in settings {
+        command.args(["--set", setting]);
+    }
+    command
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--database-url")
@@ -251,6 +280,96 @@ async fn on_sqlite_a_restart_takes_back_the_jobs_of_a_killed_instance_at_once() 
     })
     .await;
     assert_eq!(done.attempts, 2);
+    stop.cancel();
+    worker.await.unwrap();
+    b.stop().await;
+}
+
+/// Replicas whose wall clocks are two minutes ahead and two minutes behind share
+/// the database with one whose clock is right: leases are taken, renewed and
+/// judged on the database's clock, so no running job changes owner and no
+/// attempt is spent; a replica killed -9 is still rescued at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_wrong_clocks_take_no_running_job_and_a_killed_one_is_still_rescued() {
+    if crate::support::postgres_url().is_none() {
+        return;
+    }
+    let slow = |c: &mut ferry::config::Config| {
+        c.jobs.lease_secs = 60;
+        c.exports.batch_rows = 1;
+        c.exports.batch_pause_millis = 50;
+    };
+    // This process: the right clock; its worker starts later.
+    let b = TestApp::start_with(Backend::Postgres, slow, crate::support::Workers::None).await;
+    let rows: Vec<_> = (1..=300).map(|n| crate::entities_fixture(&b.org_id, n)).collect();
+    ferry::db::entities::insert(&mut b.db().conn().await.unwrap(), &rows)
+        .await
+        .unwrap();
+    // Two different exports (an identical one would be refused as in progress).
+    let app = &b;
+    let export = |csv_bom: bool| async move {
+        let request = CreateExportRequest {
+            csv_bom,
+            ..Default::default()
+        };
+        ExportServiceClient::new(app.channel.clone())
+            .create_export(app.request(request))
+            .await
+            .unwrap()
+            .into_inner()
+            .id
+    };
+    // Replica D, two minutes behind, runs the first export (one slot).
+    let mut behind = slow_replica_with(
+        &b.db.data_dir().join("replica-behind"),
+        &b.db.url,
+        Some("-120s"),
+        &["jobs.workers=1"],
+    );
+    let first = export(false).await;
+    let on_behind = poll_job(&b, &first, Duration::from_secs(30), |r| r.rows_done > 0).await;
+    // This process runs the second.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = ferry::jobs::Worker::new(b.app.queue.clone(), b.app.job_kinds());
+    let worker = tokio::spawn(worker.run(stop.clone()));
+    let second = export(true).await;
+    let on_right = poll_job(&b, &second, Duration::from_secs(30), |r| r.rows_done > 0).await;
+    assert_ne!(on_behind.lease_owner, on_right.lease_owner);
+    // Replica C, two minutes ahead, joins: its reaper (every second) looks at both.
+    let mut ahead = slow_replica_with(
+        &b.db.data_dir().join("replica-ahead"),
+        &b.db.url,
+        Some("+120s"),
+        &[],
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for (id, was) in [(&first, &on_behind), (&second, &on_right)] {
+        let now = ferry::db::jobs::find(&mut b.db().conn().await.unwrap(), id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(now.state.as_str(), "running", "{now:?}");
+        assert_eq!(now.attempts, 1, "an attempt was spent: {now:?}");
+        assert_eq!(now.lease_owner, was.lease_owner, "the job changed owner");
+    }
+    // The replica behind is killed: its job is rescued long before its lease ends.
+    behind.kill().unwrap();
+    behind.wait().unwrap();
+    let rescued = poll_job(&b, &first, Duration::from_secs(10), |r| r.attempts == 2).await;
+    assert_ne!(rescued.lease_owner, on_behind.lease_owner);
+    for id in [&first, &second] {
+        poll_job(&b, id, Duration::from_secs(90), |r| {
+            r.state.as_str() == "completed"
+        })
+        .await;
+    }
+    let second = ferry::db::jobs::find(&mut b.db().conn().await.unwrap(), &second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.attempts, 1, "{second:?}");
+    ahead.kill().unwrap();
+    ahead.wait().unwrap();
     stop.cancel();
     worker.await.unwrap();
     b.stop().await;
