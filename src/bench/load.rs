@@ -17,7 +17,7 @@ use super::per_second;
 use crate::auth::{Permission, keys};
 use crate::db::jobs::{self, JobRow};
 use crate::db::now_ms;
-use crate::jobs::{Job, JobContext, JobError, JobKind, NewJob, Outcome, Registry, RunJob, Worker};
+use crate::jobs::{Job, JobContext, JobError, JobKind, Lane, NewJob, Outcome, Registry, RunJob, Worker};
 use crate::orgs::{self, Feature, Plan};
 use crate::proto::{
     CreateExportRequest, GetExportRequest, ListEntitiesRequest, ListExportsRequest, WatchExportRequest,
@@ -79,6 +79,8 @@ const SUSTAIN_CALLERS: usize = 64;
 const IDLE_PICKUPS: usize = 50;
 /// The bench's own job kind: does nothing, so pickup is all that is measured.
 const NOOP_KIND: &str = "bench_noop";
+/// A delivery that never ends until stopped (a hung relay), for the lanes scenario.
+const STALL_KIND: &str = "bench_stalled_delivery";
 
 /// What a caller sends with every call.
 #[derive(Clone)]
@@ -394,11 +396,35 @@ impl RunJob for Noop {
     }
 }
 
+/// A delivery-lane job that waits until its worker stops, as one talking to a
+/// relay that never answers would (without a bound).
+struct Stalled;
+
+impl JobKind for Stalled {
+    const KIND: &'static str = STALL_KIND;
+    const LANE: Lane = Lane::Delivery;
+    type Spec = serde_json::Value;
+    type Output = serde_json::Value;
+}
+
+impl RunJob for Stalled {
+    type Kind = Stalled;
+
+    async fn run(&self, _job: Job<Stalled>, ctx: JobContext) -> Result<Outcome<serde_json::Value>, JobError> {
+        ctx.stopped().await;
+        Err(JobError::Shutdown)
+    }
+}
+
 fn noop_job(organization_id: &str) -> NewJob {
+    bench_job(organization_id, NOOP_KIND)
+}
+
+fn bench_job(organization_id: &str, kind: &str) -> NewJob {
     NewJob {
         id: None,
         organization_id: organization_id.to_string(),
-        kind: NOOP_KIND.into(),
+        kind: kind.into(),
         payload: serde_json::json!({"v": 1}),
         request_id: None,
         dedupe_key: None,
@@ -444,11 +470,75 @@ async fn pickup(app: &App, organization_id: &str, queued: usize) -> anyhow::Resu
     }
     stop.cancel();
     let _ = worker.await;
-    let mut gaps = next_start_gaps(&rows, app.config.jobs.workers as usize);
+    report_gaps(app, &rows, queued);
+    pickup_beside_stalled_deliveries(app, organization_id).await
+}
+
+fn report_gaps(app: &App, rows: &[JobRow], queued: usize) {
+    let mut gaps = next_start_gaps(rows, app.config.jobs.workers as usize);
     let (p50, p99, max) = percentiles(&mut gaps);
     println!(
         "with {queued} jobs queued, {} workers: gap from a job's end to the next start p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         app.config.jobs.workers,
+        ms(p50),
+        ms(p99),
+        ms(max)
+    );
+}
+
+/// Pickup of work-lane jobs while every delivery slot is held by a delivery
+/// that never ends (a hung relay) and more deliveries wait behind them: the
+/// lanes keep the first unaffected.
+async fn pickup_beside_stalled_deliveries(app: &App, organization_id: &str) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let kinds = Registry::new().with(Arc::new(Noop)).with(Arc::new(Stalled));
+    let worker = tokio::spawn(Worker::new(app.queue.clone(), kinds).run(stop.clone()));
+    let slots = app.config.jobs.delivery_workers as usize;
+    let mut stalled = Vec::new();
+    for _ in 0..slots * 4 {
+        stalled.push(
+            app.queue
+                .enqueue(bench_job(organization_id, STALL_KIND))
+                .await?
+                .into_row()
+                .id,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut conn = app.db.conn().await?;
+        let mut running = 0;
+        for id in &stalled {
+            if jobs::find(&mut conn, id)
+                .await?
+                .is_some_and(|r| r.state == jobs::JobState::Running)
+            {
+                running += 1;
+            }
+        }
+        if running >= slots {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the stalled deliveries never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut pickups = Vec::with_capacity(IDLE_PICKUPS);
+    for _ in 0..IDLE_PICKUPS {
+        let job = app.queue.enqueue(noop_job(organization_id)).await?.into_row();
+        let done = wait_until_ended(app, &job.id).await?;
+        let started = done.started_at.unwrap_or(done.created_at);
+        pickups.push(Duration::from_millis((started - done.created_at).max(0) as u64));
+    }
+    stop.cancel();
+    let _ = worker.await;
+    // The stalled deliveries went back to the queue; nothing runs them again.
+    for id in &stalled {
+        app.queue.cancel::<Stalled>(organization_id, id, None).await.ok();
+    }
+    let (p50, p99, max) = percentiles(&mut pickups);
+    println!(
+        "\n== pickup beside a saturated delivery lane ({slots} deliveries hung, {} waiting; {IDLE_PICKUPS} jobs, one at a time): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        slots * 3,
         ms(p50),
         ms(p99),
         ms(max)
