@@ -78,6 +78,7 @@ fn sink_error(err: SinkError) -> JobError {
         },
         SinkError::Transient(message) => JobError::Transient(message),
         SinkError::LeaseLost => JobError::LeaseLost,
+        SinkError::Stopped => JobError::Shutdown,
     }
 }
 
@@ -122,7 +123,12 @@ impl ImportJob {
             self.validate(ctx, &upload, report_path).await?;
         }
         self.write_all(ctx, &upload, &mut position).await?;
-        ctx.check()?;
+        // Every row is written: a shutdown now lets the import end COMPLETED (its
+        // report and counters take a moment) rather than run again.
+        match ctx.check() {
+            Ok(()) | Err(JobError::Shutdown) => {}
+            Err(stop) => return Err(stop),
+        }
         refresh_statistics_after(ctx.db(), &position.counters);
         if position.counters.failed > 0 {
             let (key, size, rows) = report::store(ctx, &self.storage, &upload.layout, report_path).await?;
@@ -202,6 +208,7 @@ impl ImportJob {
             organization_id: job.organization_id.clone(),
             skip_rules: upload.spec.batch.skip_rules_execution,
             validate_only: upload.spec.validate_only,
+            job: Some(ctx.clone()),
         });
         let fence = Fence {
             job_id: job.id.clone(),
@@ -215,13 +222,22 @@ impl ImportJob {
             .await
             .map_err(sink_error)?;
         while let Some(batch) = batches.next().await? {
+            sink.ready().await.map_err(sink_error)?;
             if let Err(stop) = ctx.check() {
                 // What is on its way is finished first: the rows written stay.
                 sink.finish().await.map_err(sink_error)?;
                 position.reached(ctx, sink.committed());
                 return Err(stop);
             }
-            sink.write(batch).await.map_err(sink_error)?;
+            match sink.write(batch).await {
+                // Asked to stop while the batch was looked up: it was not sent.
+                Err(SinkError::Stopped) => {
+                    sink.finish().await.map_err(sink_error)?;
+                    position.reached(ctx, sink.committed());
+                    return Err(ctx.check().err().unwrap_or(JobError::Shutdown));
+                }
+                written => written.map_err(sink_error)?,
+            }
             position.reached(ctx, sink.committed());
             publish(ctx, position).await;
         }

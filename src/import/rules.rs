@@ -19,12 +19,18 @@ pub struct Rules {
     pub skip_rules: bool,
     /// `validate_only`: count what each row would do, write no entity.
     pub validate_only: bool,
+    /// The running job, whose stop the sink checks before sending a batch.
+    pub job: Option<crate::jobs::JobContext>,
 }
 
 impl ImportRules for Rules {
     type Row = Prepared;
     type Ready = Ready;
     type Tally = ImportResult;
+
+    fn stopping(&self) -> bool {
+        self.job.as_ref().is_some_and(|job| job.stop_reason().is_some())
+    }
 
     fn organization_id(&self) -> &str {
         &self.organization_id

@@ -28,6 +28,10 @@ pub struct JobContext {
     db: Db,
     events: JobEvents,
     stop: CancellationToken,
+    /// The process's shutdown, read directly by [`JobContext::check`]: relayed by
+    /// the heartbeat task alone, the signal reached a busy import late (on a
+    /// loaded machine it wrote on for seconds after SIGTERM).
+    shutdown: CancellationToken,
     reason: Arc<Mutex<Option<StopReason>>>,
     last_progress: Arc<Mutex<Option<Instant>>>,
     /// The latest rows and bytes reported (throttled writes included), for the
@@ -43,10 +47,17 @@ impl JobContext {
             db,
             events,
             stop: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
             reason: Arc::new(Mutex::new(None)),
             last_progress: Arc::new(Mutex::new(None)),
             reported: Arc::new(Mutex::new((0, 0))),
         }
+    }
+
+    /// Stops the job when `shutdown` is cancelled, seen at the job's next check.
+    pub(crate) fn stops_on(mut self, shutdown: &CancellationToken) -> JobContext {
+        self.shutdown = shutdown.clone();
+        self
     }
 
     pub fn job(&self) -> &JobRow {
@@ -67,7 +78,10 @@ impl JobContext {
 
     /// Resolves when the job must stop; use in `select!` around long waits.
     pub async fn stopped(&self) {
-        self.stop.cancelled().await;
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = self.shutdown.cancelled() => {}
+        }
     }
 
     /// `Err` once the job must stop: call between batches.
@@ -96,7 +110,8 @@ impl JobContext {
     }
 
     pub fn stop_reason(&self) -> Option<StopReason> {
-        *self.reason.lock().unwrap_or_else(PoisonError::into_inner)
+        let reason = *self.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        reason.or_else(|| self.shutdown.is_cancelled().then_some(StopReason::Shutdown))
     }
 
     /// Asks the job to stop; the first reason wins.

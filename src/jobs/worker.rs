@@ -209,7 +209,8 @@ impl Worker {
             &lease_id,
             self.queue.db().clone(),
             self.queue.events().clone(),
-        );
+        )
+        .stops_on(&shutdown);
         if job.cancel_requested {
             ctx.request_stop(StopReason::Cancelled);
         }

@@ -16,6 +16,7 @@ mod cli;
 mod client;
 mod entities;
 mod exports;
+mod graceful_stop;
 mod hub;
 mod imports;
 mod jwt;

@@ -9,7 +9,7 @@ use ferry::proto::{
 use ferry::server::{self, App};
 use tokio_stream::StreamExt;
 
-use crate::support::{Backend, TestApp, test_config};
+use crate::support::{Backend, KillOnDrop, TestApp, test_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_on_one_replica_sees_a_job_run_by_another() {
@@ -320,12 +320,12 @@ async fn replicas_with_wrong_clocks_take_no_running_job_and_a_killed_one_is_stil
             .id
     };
     // Replica D, two minutes behind, runs the first export (one slot).
-    let mut behind = slow_replica_with(
+    let mut behind = KillOnDrop(slow_replica_with(
         &b.db.data_dir().join("replica-behind"),
         &b.db.url,
         Some("-120s"),
         &["jobs.workers=1"],
-    );
+    ));
     let first = export(false).await;
     let on_behind = poll_job(&b, &first, Duration::from_secs(30), |r| r.rows_done > 0).await;
     // This process runs the second.
@@ -336,12 +336,12 @@ async fn replicas_with_wrong_clocks_take_no_running_job_and_a_killed_one_is_stil
     let on_right = poll_job(&b, &second, Duration::from_secs(30), |r| r.rows_done > 0).await;
     assert_ne!(on_behind.lease_owner, on_right.lease_owner);
     // Replica C, two minutes ahead, joins: its reaper (every second) looks at both.
-    let mut ahead = slow_replica_with(
+    let ahead = KillOnDrop(slow_replica_with(
         &b.db.data_dir().join("replica-ahead"),
         &b.db.url,
         Some("+120s"),
         &[],
-    );
+    ));
     tokio::time::sleep(Duration::from_secs(6)).await;
     for (id, was) in [(&first, &on_behind), (&second, &on_right)] {
         let now = ferry::db::jobs::find(&mut b.db().conn().await.unwrap(), id)
@@ -368,8 +368,7 @@ async fn replicas_with_wrong_clocks_take_no_running_job_and_a_killed_one_is_stil
         .unwrap()
         .unwrap();
     assert_eq!(second.attempts, 1, "{second:?}");
-    ahead.kill().unwrap();
-    ahead.wait().unwrap();
+    drop(ahead);
     stop.cancel();
     worker.await.unwrap();
     b.stop().await;

@@ -368,3 +368,27 @@ pub async fn curl(args: &[&str]) -> Answer {
         body: body.to_string(),
     }
 }
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves no
+/// server behind holding database connections.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -51,6 +51,11 @@ pub trait ImportRules: Send + Sync + 'static {
     /// The row merged over the stored entity; `None` when that changes nothing
     /// (the entity is not written, and counts as unchanged).
     fn merged(&self, ready: Self::Ready, stored: &EntityRow, now: i64) -> Option<EntityRow>;
+    /// The import was asked to stop: a part looked up meanwhile is not sent
+    /// ([`SinkError::Stopped`]), so no batch starts after the stop.
+    fn stopping(&self) -> bool {
+        false
+    }
 }
 
 /// Counters a checkpoint carries; the sink counts created, updated and unchanged
@@ -133,6 +138,10 @@ pub enum SinkError {
     /// Another worker owns the job: nothing was written.
     #[error("the job's lease was lost")]
     LeaseLost,
+    /// The import is stopping ([`ImportRules::stopping`]): the batch was not
+    /// sent; what was sent before it commits with [`ImportSink::finish`].
+    #[error("the import is stopping")]
+    Stopped,
 }
 
 /// One checkpoint: where the batch starts and ends, the counters after it.
@@ -204,6 +213,16 @@ impl<R: ImportRules> ImportSink<R> {
         match self {
             ImportSink::Postgres(sink) => sink.write(batch).await,
             ImportSink::Sqlite(sink) => sink.write(batch).await,
+        }
+    }
+
+    /// Waits until the next [`ImportSink::write`] can start at once (on
+    /// PostgreSQL, until a connection is free). The import checks for a stop after
+    /// this wait, so a stop asked meanwhile does not send one more batch.
+    pub async fn ready(&mut self) -> Result<(), SinkError> {
+        match self {
+            ImportSink::Postgres(sink) => sink.ready().await,
+            ImportSink::Sqlite(_) => Ok(()),
         }
     }
 

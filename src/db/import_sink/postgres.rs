@@ -98,6 +98,14 @@ impl<R: ImportRules> PgSink<R> {
         Ok(())
     }
 
+    /// Waits until a connection is free for the next part.
+    pub(super) async fn ready(&mut self) -> Result<(), SinkError> {
+        while self.idle.is_empty() {
+            self.finish_oldest().await?;
+        }
+        Ok(())
+    }
+
     /// Looks up and assembles `part`, then writes it on an idle connection in the
     /// background.
     async fn push(&mut self, part: Vec<R::Row>) -> Result<(), SinkError> {
@@ -121,6 +129,10 @@ impl<R: ImportRules> PgSink<R> {
                 .map_err(pg_error)?;
         }
         let looked_up = started.elapsed();
+        if self.rules.stopping() {
+            self.idle.push(writer);
+            return Err(SinkError::Stopped);
+        }
         let now = now_ms();
         let rows_before = self.queued_rows;
         self.queued_rows += part.len() as i64;
