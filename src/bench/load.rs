@@ -440,13 +440,7 @@ async fn pickup(app: &App, organization_id: &str, queued: usize) -> anyhow::Resu
     let worker =
         tokio::spawn(Worker::new(app.queue.clone(), Registry::new().with(Arc::new(Noop))).run(stop.clone()));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut pickups = Vec::with_capacity(IDLE_PICKUPS);
-    for _ in 0..IDLE_PICKUPS {
-        let job = app.queue.enqueue(noop_job(organization_id)).await?.into_row();
-        let done = wait_until_ended(app, &job.id).await?;
-        let started = done.started_at.unwrap_or(done.created_at);
-        pickups.push(Duration::from_millis((started - done.created_at).max(0) as u64));
-    }
+    let mut pickups = pickups_one_at_a_time(app, organization_id).await?;
     stop.cancel();
     let _ = worker.await;
     let (p50, p99, max) = percentiles(&mut pickups);
@@ -522,13 +516,7 @@ async fn pickup_beside_stalled_deliveries(app: &App, organization_id: &str) -> a
         anyhow::ensure!(Instant::now() < deadline, "the stalled deliveries never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut pickups = Vec::with_capacity(IDLE_PICKUPS);
-    for _ in 0..IDLE_PICKUPS {
-        let job = app.queue.enqueue(noop_job(organization_id)).await?.into_row();
-        let done = wait_until_ended(app, &job.id).await?;
-        let started = done.started_at.unwrap_or(done.created_at);
-        pickups.push(Duration::from_millis((started - done.created_at).max(0) as u64));
-    }
+    let mut pickups = pickups_one_at_a_time(app, organization_id).await?;
     stop.cancel();
     let _ = worker.await;
     // The stalled deliveries went back to the queue; nothing runs them again.
@@ -544,6 +532,19 @@ async fn pickup_beside_stalled_deliveries(app: &App, organization_id: &str) -> a
         ms(max)
     );
     Ok(())
+}
+
+/// [`IDLE_PICKUPS`] no-op jobs queued one at a time, each after the last ended:
+/// the time from each one's creation to its start (server timestamps).
+async fn pickups_one_at_a_time(app: &App, organization_id: &str) -> anyhow::Result<Vec<Duration>> {
+    let mut pickups = Vec::with_capacity(IDLE_PICKUPS);
+    for _ in 0..IDLE_PICKUPS {
+        let job = app.queue.enqueue(noop_job(organization_id)).await?.into_row();
+        let done = wait_until_ended(app, &job.id).await?;
+        let started = done.started_at.unwrap_or(done.created_at);
+        pickups.push(Duration::from_millis((started - done.created_at).max(0) as u64));
+    }
+    Ok(pickups)
 }
 
 /// For each job after the first `workers` (by start), the time from the latest end

@@ -166,6 +166,20 @@ pub async fn insert(conn: &mut Conn, row: &JobRow) -> QueryResult<()> {
     })
 }
 
+/// Serialises job creation per organization and kind for the rest of the
+/// transaction (PostgreSQL: a transaction-level advisory lock), so two creations
+/// cannot both pass the per-organization caps. SQLite transactions already hold
+/// the write lock (`BEGIN IMMEDIATE`).
+pub async fn lock_creations(conn: &mut Conn, organization_id: &str, kind: &str) -> QueryResult<()> {
+    if let Conn::Pg(c) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<diesel::sql_types::Text, _>(format!("{organization_id}/{kind}"))
+            .execute(&mut **c)
+            .await?;
+    }
+    Ok(())
+}
+
 /// A job by id, whatever its organization (workers and the event hub).
 pub async fn find(conn: &mut Conn, id: &str) -> QueryResult<Option<JobRow>> {
     with_conn!(conn, |c| {

@@ -117,19 +117,6 @@ pub(crate) fn new_row(job: NewJob, max_attempts: i32, now: i64) -> JobRow {
     }
 }
 
-/// Serialises job creation per organization and kind for the rest of the
-/// transaction. SQLite transactions already hold the write lock (`BEGIN IMMEDIATE`).
-async fn lock_creations(conn: &mut Conn, organization_id: &str, kind: &str) -> diesel::QueryResult<()> {
-    use diesel_async::RunQueryDsl;
-    if let Conn::Pg(c) = conn {
-        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind::<diesel::sql_types::Text, _>(format!("{organization_id}/{kind}"))
-            .execute(&mut **c)
-            .await?;
-    }
-    Ok(())
-}
-
 impl Queue {
     pub fn new(db: Db, events: JobEvents, config: JobsConfig, metrics: Arc<Metrics>) -> Queue {
         Queue {
@@ -212,7 +199,7 @@ impl Queue {
             .transaction(move |conn| {
                 Box::pin(async move {
                     let now = now_ms();
-                    lock_creations(conn, &job.organization_id, &job.kind)
+                    jobs::lock_creations(conn, &job.organization_id, &job.kind)
                         .await
                         .map_err(QueueError::from)?;
                     if let Some(request_id) = &job.request_id {
