@@ -3,7 +3,7 @@
 //! does not count the attempt, and the next run resumes without writing any row
 //! twice.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use diesel::sql_types::BigInt;
@@ -68,26 +68,13 @@ async fn job(app: &TestApp, id: &str) -> ferry::db::jobs::JobRow {
 /// `ferry serve` on the test's database and data folder (so its store holds the
 /// upload), writing batches of [`BATCH`] rows.
 fn serve(app: &TestApp) -> KillOnDrop {
-    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("--data-dir")
-        .arg(app.db.data_dir())
-        .arg("--database-url")
-        .arg(&app.db.url)
-        .args(["--set", "log.level=warn", "--set", "server.bootstrap=false"])
-        .args(["--set", "jobs.poll_millis=100"])
-        .args(["--set", &format!("bulk_import.batch_rows={BATCH}")])
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    KillOnDrop(child)
+    let batch = format!("bulk_import.batch_rows={BATCH}");
+    let settings = ["jobs.poll_millis=100", batch.as_str()];
+    KillOnDrop(
+        crate::support::ferry_serve(&app.db.data_dir(), &app.db.url, &settings)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Two busy loops for as long as they live: both cores busy, the condition under

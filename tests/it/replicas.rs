@@ -74,7 +74,14 @@ fn slow_replica_with(
     clock: Option<&str>,
     settings: &[&str],
 ) -> std::process::Child {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    let slow = [
+        "jobs.lease_secs=60",
+        "jobs.poll_millis=100",
+        "exports.batch_rows=1",
+        "exports.batch_pause_millis=50",
+    ];
+    let all: Vec<&str> = slow.iter().chain(settings).copied().collect();
+    let mut command = crate::support::ferry_serve(data_dir, database_url, &all);
     if let Some(offset) = clock {
         assert!(
             std::path::Path::new(LIBFAKETIME).exists(),
@@ -85,33 +92,7 @@ fn slow_replica_with(
             .env("FAKETIME", offset)
             .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     }
-    for setting in settings {
-        command.args(["--set", setting]);
-    }
-    command
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--database-url")
-        .arg(database_url)
-        .args(["--set", "log.level=warn", "--set", "server.bootstrap=false"])
-        .args(["--set", "jobs.lease_secs=60", "--set", "jobs.poll_millis=100"])
-        .args([
-            "--set",
-            "exports.batch_rows=1",
-            "--set",
-            "exports.batch_pause_millis=50",
-        ])
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+    command.spawn().unwrap()
 }
 
 /// Polls the job until `done` says so (at most `bound`); its last row.

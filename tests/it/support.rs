@@ -392,3 +392,35 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `ferry serve` as another process on `database_url` and `data_dir`, on
+/// ephemeral ports, logging only warnings (to nowhere), without a bootstrap key,
+/// with `settings` (`key=value`) on top. Returned unstarted, so a caller can add
+/// to its environment.
+pub fn ferry_serve(
+    data_dir: &std::path::Path,
+    database_url: &str,
+    settings: &[&str],
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--database-url")
+        .arg(database_url)
+        .args(["--set", "log.level=warn", "--set", "server.bootstrap=false"]);
+    for setting in settings {
+        command.args(["--set", setting]);
+    }
+    command
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
